@@ -1,0 +1,276 @@
+//! `MemoryLog`: the event-log contract in the fewest lines, held in memory.
+//!
+//! It is the reference the other backends are measured against (the proptest model of
+//! the embedded log) and a fast log for domain tests. It is not durable and not meant
+//! for production: nothing survives the process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use super::{
+    validate_append, validate_read, AppendError, AppendResult, ContentDigest, CurrentVersion,
+    EventId, EventLog, EventStream, ExpectedVersion, NewEvent, Position, ReadError, ReadFrom,
+    RecordedEvent, StreamName,
+};
+
+#[derive(Default)]
+struct Inner {
+    events: Vec<RecordedEvent>,
+    streams: HashMap<StreamName, Vec<u64>>,
+    ids: HashMap<EventId, (u64, ContentDigest)>,
+}
+
+/// An in-memory event log. Cheap to clone: clones share the same log.
+#[derive(Clone)]
+pub struct MemoryLog {
+    inner: Arc<Mutex<Inner>>,
+    head_tx: Arc<watch::Sender<u64>>,
+}
+
+impl Default for MemoryLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryLog {
+    pub fn new() -> Self {
+        let (head_tx, _) = watch::channel(0);
+        Self {
+            inner: Arc::default(),
+            head_tx: Arc::new(head_tx),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock already failed a test; keep going for the rest.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Synchronous append, the body of [`EventLog::append`].
+    pub fn append_now(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, AppendError> {
+        validate_append(stream, &events)?;
+        let mut inner = self.lock();
+        if let Some(result) = retry_result(&inner.ids, &inner.events, stream, &events)? {
+            return Ok(result);
+        }
+        let current = inner.streams.get(stream).map(|v| v.len() as u64 - 1);
+        if !expected.is_satisfied_by(current) {
+            return Err(AppendError::WrongExpectedVersion {
+                stream: stream.clone(),
+                expected,
+                current: CurrentVersion(current),
+            });
+        }
+        let mut version = current.map_or(0, |v| v + 1);
+        let mut positions = Vec::with_capacity(events.len());
+        for e in events {
+            let seq = inner.events.len() as u64;
+            let digest = e.content_digest(stream);
+            inner.ids.insert(e.id, (seq, digest));
+            inner.streams.entry(stream.clone()).or_default().push(seq);
+            inner.events.push(RecordedEvent {
+                stream: stream.clone(),
+                version,
+                position: Position::from_sequence(seq),
+                id: e.id,
+                event_type: e.event_type,
+                data: e.data,
+                metadata: e.metadata,
+            });
+            positions.push(Position::from_sequence(seq));
+            version += 1;
+        }
+        let head = inner.events.len() as u64;
+        drop(inner);
+        self.head_tx.send_replace(head);
+        Ok(AppendResult {
+            stream_version: version - 1,
+            positions,
+        })
+    }
+
+    fn read_all_now(&self, from: ReadFrom, max: usize) -> Result<Vec<RecordedEvent>, ReadError> {
+        validate_read(max)?;
+        let inner = self.lock();
+        let start = start_sequence(from, inner.events.len() as u64)?;
+        Ok(inner
+            .events
+            .iter()
+            .skip(start as usize)
+            .take(max)
+            .cloned()
+            .collect())
+    }
+}
+
+/// The sequence number a dense-sequence log starts reading at.
+pub fn start_sequence(from: ReadFrom, head: u64) -> Result<u64, ReadError> {
+    match from {
+        ReadFrom::Start => Ok(0),
+        ReadFrom::After(p) if p.commit() != p.prepare() || p.commit() >= head => {
+            Err(ReadError::UnknownPosition(p.to_string()))
+        }
+        ReadFrom::After(p) => Ok(p.commit() + 1),
+    }
+}
+
+/// The retry rule of the contract, for logs that keep an id index of
+/// `id -> (sequence, digest)`: `Ok(Some(original))` for an exact retry, `Ok(None)` when no
+/// id is known, an error when ids are reused.
+pub fn retry_result(
+    ids: &HashMap<EventId, (u64, ContentDigest)>,
+    events: &[RecordedEvent],
+    stream: &StreamName,
+    new: &[NewEvent],
+) -> Result<Option<AppendResult>, AppendError> {
+    retry_result_with(|id| ids.get(id).copied(), |seq| events[seq as usize].version, stream, new)
+}
+
+/// [`retry_result`] over lookup functions, so a log can keep its indexes as it likes.
+pub fn retry_result_with(
+    lookup: impl Fn(&EventId) -> Option<(u64, ContentDigest)>,
+    version_of: impl Fn(u64) -> u64,
+    stream: &StreamName,
+    new: &[NewEvent],
+) -> Result<Option<AppendResult>, AppendError> {
+    let Some(first) = new.first() else {
+        return Ok(None);
+    };
+    let Some((first_seq, _)) = lookup(&first.id) else {
+        // Not a retry, unless a later event of the append reuses an id.
+        if let Some(e) = new.iter().find(|e| lookup(&e.id).is_some()) {
+            return Err(AppendError::EventIdReused { id: e.id });
+        }
+        return Ok(None);
+    };
+    let mut positions = Vec::with_capacity(new.len());
+    for (i, e) in new.iter().enumerate() {
+        match lookup(&e.id) {
+            Some((seq, digest))
+                if seq == first_seq + i as u64 && digest == e.content_digest(stream) =>
+            {
+                positions.push(Position::from_sequence(seq));
+            }
+            _ => return Err(AppendError::EventIdReused { id: e.id }),
+        }
+    }
+    let last = first_seq + new.len() as u64 - 1;
+    Ok(Some(AppendResult {
+        stream_version: version_of(last),
+        positions,
+    }))
+}
+
+#[async_trait::async_trait]
+impl EventLog for MemoryLog {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, AppendError> {
+        self.append_now(stream, expected, events)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from_version: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        validate_read(max)?;
+        let inner = self.lock();
+        let Some(seqs) = inner.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        Ok(seqs
+            .iter()
+            .skip(from_version.min(usize::MAX as u64) as usize)
+            .take(max)
+            .map(|&s| inner.events[s as usize].clone())
+            .collect())
+    }
+
+    async fn read_all(
+        &self,
+        from: ReadFrom,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        self.read_all_now(from, max)
+    }
+
+    async fn head(&self) -> Result<Option<Position>, ReadError> {
+        let n = self.lock().events.len() as u64;
+        Ok(n.checked_sub(1).map(Position::from_sequence))
+    }
+
+    fn subscribe_all(&self, from: ReadFrom) -> EventStream {
+        let log = self.clone();
+        let rx = self.head_tx.subscribe();
+        follow(from, rx, move |from, max| log.read_all_now(from, max))
+    }
+}
+
+/// Catch-up-then-live subscription for logs that publish their head (number of durable
+/// events) on a watch channel. Pages through `read` until caught up, then waits for the
+/// head to move. Because it only ever reads by position, the switch from catch-up to
+/// live can neither skip nor repeat an event.
+pub fn follow<R>(from: ReadFrom, head_rx: watch::Receiver<u64>, read: R) -> EventStream
+where
+    R: Fn(ReadFrom, usize) -> Result<Vec<RecordedEvent>, ReadError> + Send + Sync + 'static,
+{
+    /// Page size of a subscription's reads: big enough to amortise a read, small
+    /// enough that a slow consumer does not pin much memory.
+    const SUBSCRIPTION_PAGE_EVENTS_MAX: usize = 1024;
+    struct State<R> {
+        from: ReadFrom,
+        rx: watch::Receiver<u64>,
+        read: R,
+        buffered: std::vec::IntoIter<RecordedEvent>,
+        failed: bool,
+    }
+    let state = State {
+        from,
+        rx: head_rx,
+        read,
+        buffered: Vec::new().into_iter(),
+        failed: false,
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        if s.failed {
+            return None;
+        }
+        loop {
+            if let Some(e) = s.buffered.next() {
+                s.from = ReadFrom::After(e.position);
+                return Some((Ok(e), s));
+            }
+            // Mark the current head as seen *before* reading, so an append that lands
+            // after the read wakes us up.
+            s.rx.borrow_and_update();
+            match (s.read)(s.from, SUBSCRIPTION_PAGE_EVENTS_MAX) {
+                Err(e) => {
+                    s.failed = true;
+                    return Some((Err(e), s));
+                }
+                Ok(page) if !page.is_empty() => s.buffered = page.into_iter(),
+                Ok(_) => {
+                    if s.rx.changed().await.is_err() {
+                        // The log was dropped: the subscription ends.
+                        return None;
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
+}
