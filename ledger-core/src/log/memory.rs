@@ -132,7 +132,12 @@ pub fn retry_result(
     stream: &StreamName,
     new: &[NewEvent],
 ) -> Result<Option<AppendResult>, AppendError> {
-    retry_result_with(|id| ids.get(id).copied(), |seq| events[seq as usize].version, stream, new)
+    retry_result_with(
+        |id| ids.get(id).copied(),
+        |seq| events[seq as usize].version,
+        stream,
+        new,
+    )
 }
 
 /// [`retry_result`] over lookup functions, so a log can keep its indexes as it likes.
@@ -200,11 +205,7 @@ impl EventLog for MemoryLog {
             .collect())
     }
 
-    async fn read_all(
-        &self,
-        from: ReadFrom,
-        max: usize,
-    ) -> Result<Vec<RecordedEvent>, ReadError> {
+    async fn read_all(&self, from: ReadFrom, max: usize) -> Result<Vec<RecordedEvent>, ReadError> {
         self.read_all_now(from, max)
     }
 

@@ -9,9 +9,11 @@
 //! - `read_all` / `subscribe_all` deliver the whole log in one global order, by
 //!   opaque, ordered [`Position`]s.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
-pub mod memory;
 pub mod limits;
+pub mod memory;
 mod types;
 
 use std::pin::Pin;
@@ -53,8 +55,7 @@ pub trait EventLog: Send + Sync + 'static {
     ) -> Result<Vec<RecordedEvent>, ReadError>;
 
     /// Up to `max` events of the whole log after `from`, in global order.
-    async fn read_all(&self, from: ReadFrom, max: usize)
-        -> Result<Vec<RecordedEvent>, ReadError>;
+    async fn read_all(&self, from: ReadFrom, max: usize) -> Result<Vec<RecordedEvent>, ReadError>;
 
     /// The position of the last event in the log, or None while it is empty.
     async fn head(&self) -> Result<Option<Position>, ReadError>;

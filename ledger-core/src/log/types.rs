@@ -240,7 +240,12 @@ pub fn content_digest(
     metadata: &[u8],
 ) -> ContentDigest {
     let mut h = blake3::Hasher::new();
-    for part in [stream.as_str().as_bytes(), event_type.as_bytes(), data, metadata] {
+    for part in [
+        stream.as_str().as_bytes(),
+        event_type.as_bytes(),
+        data,
+        metadata,
+    ] {
         h.update(&(part.len() as u64).to_le_bytes());
         h.update(part);
     }

@@ -1,0 +1,241 @@
+//! Identifiers a client sends (request ids, activity ids, categories, verifiers) and the
+//! ids the ledger derives from them (event and transaction ids).
+//!
+//! Every client-supplied token is validated at the edge: 1 to N bytes of
+//! `[A-Za-z0-9._:-]`. A small ASCII alphabet keeps ids printable in logs, safe in stream
+//! names and identical on every backend; anything richer (names, notes) is free text
+//! with its own limit.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::log::EventId;
+
+/// Longest client request id. UUIDs (36) and ULIDs (26) fit with room for a prefix such
+/// as a platform name; 128 keeps the per-account request index small.
+pub const REQUEST_ID_BYTES_MAX: usize = 128;
+/// Longest activity id a platform may send (its own primary key, maybe prefixed).
+pub const ACTIVITY_ID_BYTES_MAX: usize = 128;
+/// Longest service category code (`elderly-care`, `river-patrol`, …).
+pub const CATEGORY_BYTES_MAX: usize = 64;
+/// Longest verifier id (the organisation staff member who verified the service).
+pub const VERIFIER_ID_BYTES_MAX: usize = 64;
+/// Longest free-text note (a reversal's reason, a spend's memo). Enough for a sentence
+/// an auditor can read; not a document store.
+pub const NOTE_CHARS_MAX: usize = 500;
+
+/// Why a client-supplied identifier or text is not acceptable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("is empty; send 1 to {max} characters")]
+    Empty { max: usize },
+    #[error("is {len} bytes; at most {max} are allowed")]
+    TooLong { len: usize, max: usize },
+    #[error("may hold only ASCII letters, digits, '.', '_', ':' and '-'")]
+    Characters,
+    #[error("holds a control character")]
+    ControlCharacter,
+}
+
+impl IdError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Empty { .. } => "ID_EMPTY",
+            Self::TooLong { .. } => "ID_TOO_LONG",
+            Self::Characters => "ID_CHARACTERS",
+            Self::ControlCharacter => "TEXT_CONTROL_CHARACTER",
+        }
+    }
+}
+
+/// Check a token: 1..=max bytes of `[A-Za-z0-9._:-]`.
+pub fn validate_token(text: &str, max: usize) -> Result<(), IdError> {
+    if text.is_empty() {
+        return Err(IdError::Empty { max });
+    }
+    if text.len() > max {
+        return Err(IdError::TooLong { len: text.len(), max });
+    }
+    if !text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    {
+        return Err(IdError::Characters);
+    }
+    Ok(())
+}
+
+macro_rules! token_type {
+    ($(#[$doc:meta])* $name:ident, $max:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn new(text: impl Into<String>) -> Result<Self, IdError> {
+                let text = text.into();
+                validate_token(&text, $max)?;
+                Ok(Self(text))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+token_type!(
+    /// The client's id for one command; retries resend it (see `app` for the rules).
+    RequestId,
+    REQUEST_ID_BYTES_MAX
+);
+token_type!(
+    /// The platform's id of the activity a service record belongs to.
+    ActivityId,
+    ACTIVITY_ID_BYTES_MAX
+);
+token_type!(
+    /// A service category code such as `elderly-care`.
+    Category,
+    CATEGORY_BYTES_MAX
+);
+token_type!(
+    /// Who at the organisation verified the service.
+    VerifierId,
+    VERIFIER_ID_BYTES_MAX
+);
+
+/// Free text for people (a reason, a memo): 1..=[`NOTE_CHARS_MAX`] characters, no
+/// control characters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Note(String);
+
+impl Note {
+    pub fn new(text: impl Into<String>) -> Result<Self, IdError> {
+        let text = text.into();
+        let chars = text.chars().count();
+        if chars == 0 || text.trim().is_empty() {
+            return Err(IdError::Empty { max: NOTE_CHARS_MAX });
+        }
+        if chars > NOTE_CHARS_MAX {
+            return Err(IdError::TooLong { len: chars, max: NOTE_CHARS_MAX });
+        }
+        if text.chars().any(char::is_control) {
+            return Err(IdError::ControlCharacter);
+        }
+        Ok(Self(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A transaction's id: the id of the one event that records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TransactionId(pub uuid::Uuid);
+
+impl TransactionId {
+    pub fn parse(text: &str) -> Result<Self, IdError> {
+        if text.is_empty() {
+            return Err(IdError::Empty { max: 36 });
+        }
+        if text.len() > 36 {
+            return Err(IdError::TooLong { len: text.len(), max: 36 });
+        }
+        uuid::Uuid::try_parse(text).map(Self).map_err(|_| IdError::Characters)
+    }
+
+    pub fn event_id(&self) -> EventId {
+        EventId(self.0)
+    }
+}
+
+impl From<EventId> for TransactionId {
+    fn from(id: EventId) -> Self {
+        Self(id.0)
+    }
+}
+
+impl fmt::Display for TransactionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A deterministic RFC 4122 (version 8, "custom") UUID: the first 16 bytes of
+/// BLAKE3(`domain` ‖ `name`), with the version and variant bits set.
+///
+/// Why derived rather than random: the event id of a command is derived from its request
+/// id, so a retry of the same request produces the same event id and the log itself
+/// refuses to hold two events for it, on whatever stream. Option not taken: UUID v5
+/// (SHA-1), which would add a dependency for no gain.
+pub fn derived_uuid(domain: &str, name: &str) -> uuid::Uuid {
+    let mut h = blake3::Hasher::new();
+    h.update(domain.as_bytes());
+    h.update(name.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// The event id of the transaction a request produces.
+pub fn event_id_for_request(request: &RequestId) -> EventId {
+    EventId(derived_uuid("timebank/request/", request.as_str()))
+}
+
+/// The event id of the reversal of `original`: one per original, ever.
+pub fn event_id_for_reversal(original: TransactionId) -> EventId {
+    EventId(derived_uuid("timebank/reversal/", &original.to_string()))
+}
+
+/// The event id of the receipt of `transaction` on `account`'s stream.
+pub fn event_id_for_receipt(transaction: TransactionId, account: &str) -> EventId {
+    EventId(derived_uuid(
+        "timebank/receipt/",
+        &format!("{transaction}/{account}"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_validated() {
+        assert!(RequestId::new("req-1:a_b.c").is_ok());
+        assert_eq!(RequestId::new(""), Err(IdError::Empty { max: REQUEST_ID_BYTES_MAX }));
+        assert!(matches!(RequestId::new("x".repeat(129)), Err(IdError::TooLong { .. })));
+        assert_eq!(RequestId::new("a b"), Err(IdError::Characters));
+        assert_eq!(RequestId::new("é"), Err(IdError::Characters));
+        assert_eq!(Note::new("  "), Err(IdError::Empty { max: NOTE_CHARS_MAX }));
+        assert_eq!(Note::new("a\nb"), Err(IdError::ControlCharacter));
+        assert!(Note::new("wrong volunteer").is_ok());
+    }
+
+    #[test]
+    fn derived_ids_are_stable_rfc4122_and_distinct() {
+        let r = RequestId::new("r1").unwrap();
+        let a = event_id_for_request(&r);
+        assert_eq!(a, event_id_for_request(&r));
+        assert_eq!(a.0.get_version_num(), 8);
+        assert_eq!(a.0.get_variant(), uuid::Variant::RFC4122);
+        assert_ne!(a, event_id_for_request(&RequestId::new("r2").unwrap()));
+        let t = TransactionId::from(a);
+        assert_ne!(event_id_for_reversal(t), a);
+        assert_ne!(event_id_for_receipt(t, "x"), event_id_for_receipt(t, "y"));
+        assert_eq!(TransactionId::parse(&t.to_string()).unwrap(), t);
+        assert!(TransactionId::parse("nope").is_err());
+    }
+}

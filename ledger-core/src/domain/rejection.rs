@@ -1,0 +1,220 @@
+//! Business rejections: values, named after the rule that refused the command.
+//!
+//! A rejection is an answer, not a failure: the command was understood and the ledger
+//! said no. It writes nothing. Each variant has a stable machine-readable
+//! [`Rejection::reason`] (`INSUFFICIENT_HOURS`, …) that clients switch on; the message
+//! is for people and may be reworded. The gRPC layer maps these to status codes in one
+//! function (`ledger-server/src/status.rs`).
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+
+use super::account::{AccountId, RegionError};
+use super::ids::{IdError, RequestId, TransactionId};
+use super::units::AmountError;
+
+/// What is wrong with one field of a command.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InputProblem {
+    #[error("is missing")]
+    Missing,
+    #[error("{0}")]
+    Id(#[from] IdError),
+    #[error("{0}")]
+    Amount(#[from] AmountError),
+    #[error("{0}")]
+    Region(#[from] RegionError),
+    /// Not in the expected format (a date, a timestamp, an enum value): says which.
+    #[error("{0}")]
+    Malformed(String),
+}
+
+impl InputProblem {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "FIELD_MISSING",
+            Self::Id(e) => e.reason(),
+            Self::Amount(e) => e.reason(),
+            Self::Region(_) => "REGION_MALFORMED",
+            Self::Malformed(_) => "FIELD_MALFORMED",
+        }
+    }
+}
+
+/// Why the ledger refused a command. Every variant says what rule was hit and, in its
+/// message, what the caller can do.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("field `{field}` {problem}")]
+    InvalidInput { field: String, problem: InputProblem },
+
+    #[error("account id {account} is reserved for the ledger's own accounts; choose another id")]
+    ReservedAccountId { account: AccountId },
+
+    #[error("account {account} is not registered; register it first")]
+    UnknownAccount { account: AccountId },
+
+    #[error("account {account} is already registered; use a new id, or resend the original request id to get the original outcome")]
+    AccountAlreadyExists { account: AccountId },
+
+    #[error("account {account} is closed and takes no new movements")]
+    AccountClosed { account: AccountId },
+
+    #[error("account {account} is a {actual}, but this command needs a {expected}")]
+    WrongAccountKind {
+        account: AccountId,
+        expected: &'static str,
+        actual: &'static str,
+    },
+
+    #[error("account {account} has {available} spendable hours; {requested} were requested")]
+    InsufficientHours {
+        account: AccountId,
+        available: Decimal,
+        requested: Decimal,
+    },
+
+    #[error("account {account} has {available} {unit}; the reversal needs {requested}")]
+    InsufficientBalanceForReversal {
+        account: AccountId,
+        unit: &'static str,
+        available: Decimal,
+        requested: Decimal,
+    },
+
+    #[error("account {account} has {available} points; {requested} were requested")]
+    InsufficientPoints {
+        account: AccountId,
+        available: Decimal,
+        requested: Decimal,
+    },
+
+    #[error("service date {service_date} is after today ({today}, UTC); hours are deposited after the service")]
+    ServiceDateInFuture {
+        service_date: NaiveDate,
+        today: NaiveDate,
+    },
+
+    #[error("the service interval ends at {ended_at}, after now ({now}); deposit it once it is over")]
+    ServiceIntervalInFuture {
+        ended_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
+
+    #[error("service interval [{started_at}, {ended_at}) is empty, inverted or longer than 24 hours")]
+    InvalidServiceInterval {
+        started_at: DateTime<Utc>,
+        ended_at: DateTime<Utc>,
+    },
+
+    #[error("{hours} hours do not fit in a service interval of {interval_hours} hours")]
+    HoursExceedInterval {
+        hours: Decimal,
+        interval_hours: Decimal,
+    },
+
+    #[error("volunteer {account} already has {recorded} hours on {service_date}; {requested} more would exceed {max} in one day")]
+    HoursPerDayExceeded {
+        account: AccountId,
+        service_date: NaiveDate,
+        recorded: Decimal,
+        requested: Decimal,
+        max: Decimal,
+    },
+
+    #[error("service [{started_at}, {ended_at}) overlaps service already recorded for {account} in transaction {existing}")]
+    OverlappingService {
+        account: AccountId,
+        started_at: DateTime<Utc>,
+        ended_at: DateTime<Utc>,
+        existing: TransactionId,
+    },
+
+    #[error("an account cannot send hours to itself")]
+    SelfTransfer,
+
+    #[error("the exchange rate is now version {current}; the request expected version {expected}. Re-quote and resend")]
+    ExchangeRateChanged { expected: u32, current: u32 },
+
+    #[error("{hours} hours buy no whole hundredth of a point at rate version {rate_version}; exchange more hours")]
+    ExchangeTooSmall { hours: Decimal, rate_version: u32 },
+
+    #[error("account {account} holds no transaction {transaction}")]
+    UnknownTransaction {
+        account: AccountId,
+        transaction: TransactionId,
+    },
+
+    #[error("transaction {transaction} was already reversed; a transaction is reversed at most once")]
+    AlreadyReversed { transaction: TransactionId },
+
+    #[error("transaction {transaction} is itself a reversal; correct it with a new transaction instead")]
+    ReversalOfReversal { transaction: TransactionId },
+
+    #[error("transaction {transaction} ({kind}) cannot be reversed")]
+    NotReversible {
+        transaction: TransactionId,
+        kind: &'static str,
+    },
+
+    #[error("transaction {transaction} debits account {debited} on reversal; send the reversal for account {debited}")]
+    ReversalOnWrongAccount {
+        transaction: TransactionId,
+        debited: AccountId,
+    },
+
+    #[error("request id {request_id} was already used for a different command; use a new request id for a new command")]
+    RequestIdReused { request_id: RequestId },
+}
+
+impl Rejection {
+    /// Shorthand for an [`Rejection::InvalidInput`].
+    pub fn input(field: &str, problem: impl Into<InputProblem>) -> Self {
+        Self::InvalidInput {
+            field: field.to_owned(),
+            problem: problem.into(),
+        }
+    }
+
+    pub fn missing(field: &str) -> Self {
+        Self::input(field, InputProblem::Missing)
+    }
+
+    /// Stable, machine-readable reason, as sent in gRPC error details.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidInput { problem, .. } => problem.reason(),
+            Self::ReservedAccountId { .. } => "ACCOUNT_ID_RESERVED",
+            Self::UnknownAccount { .. } => "UNKNOWN_ACCOUNT",
+            Self::AccountAlreadyExists { .. } => "ACCOUNT_ALREADY_EXISTS",
+            Self::AccountClosed { .. } => "ACCOUNT_CLOSED",
+            Self::WrongAccountKind { .. } => "WRONG_ACCOUNT_KIND",
+            Self::InsufficientHours { .. } => "INSUFFICIENT_HOURS",
+            Self::InsufficientBalanceForReversal { .. } => "INSUFFICIENT_BALANCE_FOR_REVERSAL",
+            Self::InsufficientPoints { .. } => "INSUFFICIENT_POINTS",
+            Self::ServiceDateInFuture { .. } => "SERVICE_DATE_IN_FUTURE",
+            Self::ServiceIntervalInFuture { .. } => "SERVICE_INTERVAL_IN_FUTURE",
+            Self::InvalidServiceInterval { .. } => "INVALID_SERVICE_INTERVAL",
+            Self::HoursExceedInterval { .. } => "HOURS_EXCEED_INTERVAL",
+            Self::HoursPerDayExceeded { .. } => "HOURS_PER_DAY_EXCEEDED",
+            Self::OverlappingService { .. } => "OVERLAPPING_SERVICE",
+            Self::SelfTransfer => "SELF_TRANSFER",
+            Self::ExchangeRateChanged { .. } => "EXCHANGE_RATE_CHANGED",
+            Self::ExchangeTooSmall { .. } => "EXCHANGE_TOO_SMALL",
+            Self::UnknownTransaction { .. } => "UNKNOWN_TRANSACTION",
+            Self::AlreadyReversed { .. } => "ALREADY_REVERSED",
+            Self::ReversalOfReversal { .. } => "REVERSAL_OF_REVERSAL",
+            Self::NotReversible { .. } => "NOT_REVERSIBLE",
+            Self::ReversalOnWrongAccount { .. } => "REVERSAL_ON_WRONG_ACCOUNT",
+            Self::RequestIdReused { .. } => "REQUEST_ID_REUSED",
+        }
+    }
+
+    /// The field a rejection is about, for clients that highlight a form field.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::InvalidInput { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The state of one account, folded from its own stream only.
+//!
+//! Everything a command needs to decide about an account is here: its registration,
+//! whether it is closed, its balances, its recorded service intervals (for the overlap
+//! and per-day rules), the transactions it holds (for reversals) and the request ids
+//! seen on it (for idempotent retries). Folding only the account's own stream is what
+//! makes each decision a single-stream read plus a single-stream append; credits that
+//! other streams' transactions make to this account arrive as receipts
+//! ([`HoursReceived`]).
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+
+use super::account::{AccountId, AccountKind};
+use super::chain::{recorded_hash, EventHash, EventMetadata, GENESIS_HASH};
+use super::events::{DecodeError, HoursReceived, LedgerEvent, ReceiptCause};
+use super::ids::{RequestId, TransactionId};
+use super::postings::{movement, net_for, Posting};
+use super::units::Unit;
+use crate::log::{Position, RecordedEvent};
+
+/// What a command produced: returned on success and again, with `replayed`, on retry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub transaction: TransactionId,
+    /// Where the transaction's event sits in the log: a query that is at least this
+    /// fresh has seen it.
+    pub position: Position,
+    pub stream_version: u64,
+    /// True when this is the original outcome of an earlier identical request.
+    pub replayed: bool,
+}
+
+/// A request seen on this stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenRequest {
+    pub digest: String,
+    pub outcome: Outcome,
+}
+
+/// What kind of entry a transaction is on this account's stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxKind {
+    Registration,
+    Closure,
+    Deposit,
+    Spend,
+    Exchange,
+    /// A transfer this account sent: reversed on the receiver's stream.
+    TransferOut { to_project: bool },
+    Reversal,
+    /// A receipt for hours another stream's transaction credited here.
+    Received(ReceiptCause),
+}
+
+impl TxKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Registration => "registration",
+            Self::Closure => "closure",
+            Self::Deposit => "deposit",
+            Self::Spend => "spend",
+            Self::Exchange => "exchange",
+            Self::TransferOut { to_project: false } => "transfer",
+            Self::TransferOut { to_project: true } => "donation",
+            Self::Reversal => "reversal",
+            Self::Received(_) => "receipt",
+        }
+    }
+}
+
+/// A transaction this stream holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxRecord {
+    pub kind: TxKind,
+    /// The transaction's postings (for receipts: the two legs of the movement).
+    pub postings: Vec<Posting>,
+    /// For outgoing transfers and donations: the receiver, where a reversal belongs.
+    pub counterparty: Option<AccountId>,
+    pub reversed_by: Option<TransactionId>,
+}
+
+/// A deposit's service interval, kept while the deposit stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSlot {
+    pub ended_at: DateTime<Utc>,
+    pub service_date: NaiveDate,
+    pub hours: Decimal,
+    pub transaction: TransactionId,
+}
+
+/// An account's state folded from its own stream.
+#[derive(Clone, Debug)]
+pub struct AccountState {
+    pub id: AccountId,
+    /// Version of the last event, None while the stream does not exist.
+    pub version: Option<u64>,
+    /// Hash of the last event ([`GENESIS_HASH`] for an empty stream).
+    pub last_hash: EventHash,
+    pub kind: Option<AccountKind>,
+    pub closed: bool,
+    balances: BTreeMap<Unit, Decimal>,
+    /// Standing service intervals by start; disjoint by the overlap rule.
+    pub service: BTreeMap<DateTime<Utc>, ServiceSlot>,
+    /// Standing deposited hours per service day.
+    pub day_hours: HashMap<NaiveDate, Decimal>,
+    pub transactions: HashMap<TransactionId, TxRecord>,
+    pub requests: HashMap<RequestId, SeenRequest>,
+}
+
+/// A stored event this build cannot fold.
+#[derive(Debug, thiserror::Error)]
+pub enum FoldError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("event {version} of {stream} has metadata that does not decode: {source}")]
+    Metadata {
+        stream: String,
+        version: u64,
+        source: serde_json::Error,
+    },
+}
+
+impl AccountState {
+    /// The state of an account whose stream is empty.
+    pub fn empty(id: AccountId) -> Self {
+        Self {
+            id,
+            version: None,
+            last_hash: GENESIS_HASH,
+            kind: None,
+            closed: false,
+            balances: BTreeMap::new(),
+            service: BTreeMap::new(),
+            day_hours: HashMap::new(),
+            transactions: HashMap::new(),
+            requests: HashMap::new(),
+        }
+    }
+
+    pub fn is_registered(&self) -> bool {
+        self.kind.is_some()
+    }
+
+    /// Balance in `unit` (spendable hours for [`Unit::Hours`]).
+    pub fn balance(&self, unit: Unit) -> Decimal {
+        self.balances.get(&unit).copied().unwrap_or(Decimal::ZERO)
+    }
+
+    /// Fold one recorded event of this account's stream.
+    pub fn fold(&mut self, recorded: &RecordedEvent) -> Result<(), FoldError> {
+        assert_eq!(
+            Some(recorded.version),
+            self.version.map_or(Some(0), |v| v.checked_add(1)),
+            "events must be folded in stream order"
+        );
+        let event = LedgerEvent::decode(&recorded.event_type, &recorded.data)?;
+        let meta = EventMetadata::decode(&recorded.metadata).map_err(|source| FoldError::Metadata {
+            stream: recorded.stream.to_string(),
+            version: recorded.version,
+            source,
+        })?;
+        let transaction = crate::domain::ids::TransactionId::from(recorded.id);
+        if let (Some(request_id), Some(digest)) = (meta.request_id, meta.request_digest) {
+            self.requests.insert(
+                request_id,
+                SeenRequest {
+                    digest,
+                    outcome: Outcome {
+                        transaction,
+                        position: recorded.position,
+                        stream_version: recorded.version,
+                        replayed: true,
+                    },
+                },
+            );
+        }
+        self.apply(transaction, &event);
+        self.version = Some(recorded.version);
+        self.last_hash = recorded_hash(recorded);
+        Ok(())
+    }
+
+    /// Apply a decoded event whose transaction id is `transaction`.
+    pub fn apply(&mut self, transaction: TransactionId, event: &LedgerEvent) {
+        if let Some(postings) = event.postings() {
+            self.apply_postings(postings);
+        }
+        let record = |kind, postings: &[Posting], counterparty| TxRecord {
+            kind,
+            postings: postings.to_vec(),
+            counterparty,
+            reversed_by: None,
+        };
+        let rec = match event {
+            LedgerEvent::AccountRegistered(e) => {
+                self.kind = Some(e.kind.clone());
+                record(TxKind::Registration, &[], None)
+            }
+            LedgerEvent::AccountClosed(_) => {
+                self.closed = true;
+                record(TxKind::Closure, &[], None)
+            }
+            LedgerEvent::HoursDeposited(e) => {
+                self.service.insert(
+                    e.started_at,
+                    ServiceSlot {
+                        ended_at: e.ended_at,
+                        service_date: e.service_date,
+                        hours: e.hours.value(),
+                        transaction,
+                    },
+                );
+                *self.day_hours.entry(e.service_date).or_default() += e.hours.value();
+                record(TxKind::Deposit, &e.postings, None)
+            }
+            LedgerEvent::HoursSpent(e) => record(TxKind::Spend, &e.postings, None),
+            LedgerEvent::HoursExchanged(e) => record(TxKind::Exchange, &e.postings, None),
+            LedgerEvent::HoursTransferred(e) => record(
+                TxKind::TransferOut { to_project: false },
+                &e.postings,
+                Some(e.to.clone()),
+            ),
+            LedgerEvent::HoursDonated(e) => record(
+                TxKind::TransferOut { to_project: true },
+                &e.postings,
+                Some(e.project.clone()),
+            ),
+            LedgerEvent::TransactionReversed(e) => {
+                if let Some(original) = self.transactions.get_mut(&e.original) {
+                    original.reversed_by = Some(transaction);
+                    if original.kind == TxKind::Deposit {
+                        self.free_service(e.original);
+                    }
+                }
+                record(TxKind::Reversal, &e.postings, None)
+            }
+            LedgerEvent::HoursReceived(e) => {
+                assert!(e.to == self.id, "a receipt belongs to the receiver's stream");
+                *self.balances.entry(Unit::Hours).or_default() += e.hours.value();
+                let legs = movement(Unit::Hours, &e.from, &e.to, e.hours.value());
+                // A receipt's transaction id is the originating transaction's.
+                let HoursReceived { transaction: tx, .. } = e;
+                self.transactions
+                    .insert(*tx, record(TxKind::Received(e.cause), &legs, Some(e.from.clone())));
+                return;
+            }
+        };
+        self.transactions.insert(transaction, rec);
+    }
+
+    fn apply_postings(&mut self, postings: &[Posting]) {
+        for unit in [Unit::Hours, Unit::HonourHours, Unit::Points] {
+            let net = net_for(postings, &self.id, unit);
+            if !net.is_zero() {
+                *self.balances.entry(unit).or_default() += net;
+            }
+        }
+    }
+
+    fn free_service(&mut self, deposit: TransactionId) {
+        let start = self
+            .service
+            .iter()
+            .find(|(_, slot)| slot.transaction == deposit)
+            .map(|(start, _)| *start);
+        if let Some(start) = start {
+            if let Some(slot) = self.service.remove(&start) {
+                if let Some(day) = self.day_hours.get_mut(&slot.service_date) {
+                    *day -= slot.hours;
+                }
+            }
+        }
+    }
+
+    /// The standing service interval overlapping `[start, end)`, if any.
+    pub fn overlapping_service(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Option<&ServiceSlot> {
+        // Slots are disjoint, so only the last one starting before `end` can reach
+        // past `start`.
+        self.service
+            .range(..end)
+            .next_back()
+            .map(|(_, slot)| slot)
+            .filter(|slot| slot.ended_at > start)
+    }
+
+    /// Standing hours deposited for `day`.
+    pub fn hours_on(&self, day: NaiveDate) -> Decimal {
+        self.day_hours.get(&day).copied().unwrap_or(Decimal::ZERO)
+    }
+}
