@@ -1,0 +1,226 @@
+//! Commands: what a client asks the ledger to do, imperative (`DepositHours`).
+//!
+//! One file per command, each with its `decide` function and its given/when/then
+//! tests. `decide` is pure: it takes the state of the account whose rules the command
+//! checks (the *target*, whose stream the resulting event is appended to), the states of
+//! any accounts it refers to, the clock reading and the configured exchange rate, and
+//! returns exactly one event or a [`Rejection`]. Loading states and appending is the
+//! handler's job (`crate::app`), so the rules can be tested without a log.
+//!
+//! Commands are built from validated values only (`AccountId`, `Hours`, …): malformed
+//! input is refused while the command is being built, at the edge.
+
+mod close_account;
+mod deposit_hours;
+mod donate_hours;
+mod exchange_hours;
+mod register_account;
+mod reverse_transaction;
+mod spend_hours;
+mod transfer_hours;
+#[cfg(test)]
+pub(crate) mod testkit;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub use close_account::CloseAccount;
+pub use deposit_hours::{DepositHours, HOURS_PER_DAY_MAX, SERVICE_INTERVAL_MAX};
+pub use donate_hours::DonateHours;
+pub use exchange_hours::ExchangeHours;
+pub use register_account::RegisterAccount;
+pub use reverse_transaction::ReverseTransaction;
+pub use spend_hours::SpendHours;
+pub use transfer_hours::TransferHours;
+
+use super::account::AccountId;
+use super::events::LedgerEvent;
+use super::ids::{event_id_for_request, event_id_for_reversal, RequestId, TransactionId};
+use super::rejection::Rejection;
+use super::state::AccountState;
+use super::units::ExchangeRate;
+use crate::log::EventId;
+
+/// Everything `decide` may look at.
+pub struct Context<'a> {
+    /// The clock reading the decision is made at (injected: tests pin it).
+    pub now: DateTime<Utc>,
+    /// The id the resulting transaction will have (the event's id).
+    pub transaction: TransactionId,
+    /// The account whose stream the event is appended to.
+    pub target: &'a AccountState,
+    /// The other accounts the command refers to, as loaded by the handler.
+    pub others: &'a BTreeMap<AccountId, AccountState>,
+    pub rate: &'a ExchangeRate,
+}
+
+impl Context<'_> {
+    /// A referenced account's state. The handler loads every account in
+    /// [`Command::references`]; one it did not load reads as unregistered.
+    pub fn other(&self, id: &AccountId) -> AccountState {
+        self.others
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| AccountState::empty(id.clone()))
+    }
+}
+
+/// Every command of the write API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "command")]
+pub enum Command {
+    RegisterAccount(RegisterAccount),
+    CloseAccount(CloseAccount),
+    DepositHours(DepositHours),
+    SpendHours(SpendHours),
+    ExchangeHours(ExchangeHours),
+    TransferHours(TransferHours),
+    DonateHours(DonateHours),
+    ReverseTransaction(ReverseTransaction),
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::RegisterAccount(_) => "RegisterAccount",
+            Self::CloseAccount(_) => "CloseAccount",
+            Self::DepositHours(_) => "DepositHours",
+            Self::SpendHours(_) => "SpendHours",
+            Self::ExchangeHours(_) => "ExchangeHours",
+            Self::TransferHours(_) => "TransferHours",
+            Self::DonateHours(_) => "DonateHours",
+            Self::ReverseTransaction(_) => "ReverseTransaction",
+        }
+    }
+
+    pub fn request_id(&self) -> &RequestId {
+        match self {
+            Self::RegisterAccount(c) => &c.request_id,
+            Self::CloseAccount(c) => &c.request_id,
+            Self::DepositHours(c) => &c.request_id,
+            Self::SpendHours(c) => &c.request_id,
+            Self::ExchangeHours(c) => &c.request_id,
+            Self::TransferHours(c) => &c.request_id,
+            Self::DonateHours(c) => &c.request_id,
+            Self::ReverseTransaction(c) => &c.request_id,
+        }
+    }
+
+    /// The account whose rules the command checks and whose stream takes its event.
+    pub fn target(&self) -> &AccountId {
+        match self {
+            Self::RegisterAccount(c) => &c.account,
+            Self::CloseAccount(c) => &c.account,
+            Self::DepositHours(c) => &c.volunteer,
+            Self::SpendHours(c) => &c.volunteer,
+            Self::ExchangeHours(c) => &c.volunteer,
+            Self::TransferHours(c) => &c.from,
+            Self::DonateHours(c) => &c.from,
+            Self::ReverseTransaction(c) => &c.account,
+        }
+    }
+
+    /// Other accounts whose state `decide` reads (read, never written).
+    pub fn references(&self) -> Vec<AccountId> {
+        match self {
+            Self::DepositHours(c) => vec![c.organisation.clone()],
+            Self::SpendHours(c) => vec![c.counterparty.clone()],
+            Self::TransferHours(c) => vec![c.to.clone()],
+            Self::DonateHours(c) => vec![c.project.clone()],
+            Self::RegisterAccount(_) | Self::CloseAccount(_) | Self::ExchangeHours(_) => vec![],
+            Self::ReverseTransaction(_) => vec![],
+        }
+    }
+
+    /// The id of the event the command appends. Derived from the request id, so a
+    /// retry cannot create a second event; for a reversal, from the original
+    /// transaction, so a transaction is reversed at most once even under races.
+    pub fn event_id(&self) -> EventId {
+        match self {
+            Self::ReverseTransaction(c) => event_id_for_reversal(c.transaction),
+            _ => event_id_for_request(self.request_id()),
+        }
+    }
+
+    /// Hex BLAKE3 of the canonical encoding of the command: its JSON with fields in
+    /// declaration order and amounts at their canonical two-place scale. Two requests
+    /// with the same id are "the same request" exactly when their digests match.
+    pub fn digest(&self) -> String {
+        let json = serde_json::to_vec(self).expect("commands always serialise");
+        hex::encode(blake3::hash(&json).as_bytes())
+    }
+
+    pub fn decide(&self, ctx: &Context<'_>) -> Result<LedgerEvent, Rejection> {
+        match self {
+            Self::RegisterAccount(c) => c.decide(ctx),
+            Self::CloseAccount(c) => c.decide(ctx),
+            Self::DepositHours(c) => c.decide(ctx),
+            Self::SpendHours(c) => c.decide(ctx),
+            Self::ExchangeHours(c) => c.decide(ctx),
+            Self::TransferHours(c) => c.decide(ctx),
+            Self::DonateHours(c) => c.decide(ctx),
+            Self::ReverseTransaction(c) => c.decide(ctx),
+        }
+    }
+}
+
+/// The account kinds rules ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Volunteer,
+    Organisation,
+    Project,
+    /// Any registered kind.
+    Any,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Volunteer => "volunteer",
+            Self::Organisation => "organisation",
+            Self::Project => "project",
+            Self::Any => "registered account",
+        }
+    }
+}
+
+/// The common rule of every movement: the account is registered, open and of `kind`.
+pub(crate) fn require_open(state: &AccountState, kind: Kind) -> Result<(), Rejection> {
+    let Some(actual) = &state.kind else {
+        return Err(Rejection::UnknownAccount {
+            account: state.id.clone(),
+        });
+    };
+    if state.closed {
+        return Err(Rejection::AccountClosed {
+            account: state.id.clone(),
+        });
+    }
+    if kind != Kind::Any && actual.name() != kind.name() {
+        return Err(Rejection::WrongAccountKind {
+            account: state.id.clone(),
+            expected: kind.name(),
+            actual: actual.name(),
+        });
+    }
+    Ok(())
+}
+
+/// The spendable-balance rule: `hours` may leave `state` only if it holds them.
+pub(crate) fn require_hours(
+    state: &AccountState,
+    hours: rust_decimal::Decimal,
+) -> Result<(), Rejection> {
+    let available = state.balance(super::units::Unit::Hours);
+    if available < hours {
+        return Err(Rejection::InsufficientHours {
+            account: state.id.clone(),
+            available,
+            requested: hours,
+        });
+    }
+    Ok(())
+}

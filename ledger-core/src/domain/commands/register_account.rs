@@ -1,0 +1,80 @@
+//! `RegisterAccount`: open an account of a kind. Registering is an event
+//! (`AccountRegistered.v1`), the first of the account's stream.
+
+use serde::Serialize;
+
+use super::Context;
+use crate::domain::account::{AccountId, AccountKind};
+use crate::domain::events::{AccountRegistered, LedgerEvent};
+use crate::domain::ids::RequestId;
+use crate::domain::rejection::Rejection;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RegisterAccount {
+    pub request_id: RequestId,
+    pub account: AccountId,
+    pub kind: AccountKind,
+}
+
+impl RegisterAccount {
+    /// Rules: the id is not under the reserved `system:` prefix, and no account with the
+    /// id exists (an id is never reused, even after closing: its history stays).
+    pub fn decide(&self, ctx: &Context<'_>) -> Result<LedgerEvent, Rejection> {
+        if self.account.is_system() {
+            return Err(Rejection::ReservedAccountId {
+                account: self.account.clone(),
+            });
+        }
+        if ctx.target.is_registered() {
+            return Err(Rejection::AccountAlreadyExists {
+                account: self.account.clone(),
+            });
+        }
+        Ok(LedgerEvent::AccountRegistered(AccountRegistered {
+            account: self.account.clone(),
+            kind: self.kind.clone(),
+            registered_at: ctx.now,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use crate::domain::account::AccountKind;
+    use crate::domain::events::LedgerEvent;
+
+    #[test]
+    fn given_no_account_when_registering_then_account_registered() {
+        let w = World::new();
+        let e = w.when(&register("v1", volunteer_kind())).unwrap();
+        let LedgerEvent::AccountRegistered(e) = e else { panic!("{e:?}") };
+        assert_eq!(e.account.as_str(), "v1");
+        assert_eq!(e.kind, volunteer_kind());
+        assert_eq!(e.registered_at, w.now);
+    }
+
+    #[test]
+    fn given_a_registered_account_when_registering_it_again_then_already_exists() {
+        let mut w = World::new();
+        w.volunteer("v1");
+        assert_eq!(reason(w.when(&register("v1", AccountKind::Merchant))), "ACCOUNT_ALREADY_EXISTS");
+    }
+
+    #[test]
+    fn given_a_closed_account_when_registering_its_id_then_already_exists() {
+        let mut w = World::new();
+        w.volunteer("v1");
+        w.given(close("v1"));
+        assert_eq!(reason(w.when(&register("v1", volunteer_kind()))), "ACCOUNT_ALREADY_EXISTS");
+    }
+
+    #[test]
+    fn when_registering_a_system_id_then_reserved() {
+        let w = World::new();
+        assert_eq!(
+            reason(w.when(&register("system:hour-issuance", AccountKind::Project))),
+            "ACCOUNT_ID_RESERVED"
+        );
+    }
+}
