@@ -1,0 +1,336 @@
+//! [`Handler`]: load, decide, append, retry. See the module documentation of `app`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+
+use super::clock::Clock;
+use super::receipts::{receipts_for, Receipt, ReceiptReport};
+use crate::domain::account::AccountId;
+use crate::domain::chain::{EventMetadata, METADATA_SCHEMA};
+use crate::domain::commands::{Command, Context};
+use crate::domain::events::{HoursReceived, LedgerEvent};
+use crate::domain::ids::{event_id_for_receipt, TransactionId};
+use crate::domain::postings::{balanced, net_for};
+use crate::domain::state::{AccountState, FoldError, Outcome, TxKind};
+use crate::domain::units::{ExchangeRate, Unit};
+use crate::domain::Rejection;
+use crate::log::limits::READ_EVENTS_MAX;
+use crate::log::{AppendError, EventLog, ExpectedVersion, NewEvent, ReadError, ReadFrom};
+
+/// How many times a command is re-decided after losing an optimistic-concurrency race
+/// on its account. Conflicts come from concurrent commands on the *same* account (a
+/// bulk deposit racing a spend); each retry costs one stream read. Eight retries ride
+/// out any realistic burst; past that the account is hot and the caller should back off
+/// and retry (`CommandError::Contention`).
+pub const COMMAND_RETRIES_MAX: usize = 8;
+
+/// The ledger's configuration as the rules see it.
+#[derive(Clone, Debug, Default)]
+pub struct LedgerConfig {
+    /// The current exchange rate; its version is recorded in every exchange.
+    pub exchange_rate: ExchangeRate,
+}
+
+/// Why a command produced no outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The rules refused the command; nothing was written. Fix the request (or the
+    /// world) and send it again.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The account kept changing under the command; nothing was written. Retry later
+    /// with the same request id.
+    #[error("account {account} changed under the command {attempts} times in a row; retry later with the same request id")]
+    Contention { account: AccountId, attempts: usize },
+    /// The log could not be read or written; whether the command landed is unknown.
+    /// Retry with the same request id: the retry returns the original outcome if it did.
+    #[error("event log unavailable: {0}; retry with the same request id")]
+    LogUnavailable(String),
+    /// Stored events failed to decode or a log check; an operator must look. Nothing
+    /// was written.
+    #[error("event log holds data this ledger cannot read: {0}")]
+    LogCorrupt(String),
+}
+
+impl From<ReadError> for CommandError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Unavailable(m) => Self::LogUnavailable(m),
+            other => Self::LogCorrupt(other.to_string()),
+        }
+    }
+}
+
+impl From<FoldError> for CommandError {
+    fn from(e: FoldError) -> Self {
+        Self::LogCorrupt(e.to_string())
+    }
+}
+
+/// Executes commands against an event log. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct Handler {
+    log: Arc<dyn EventLog>,
+    clock: Arc<dyn Clock>,
+    config: LedgerConfig,
+    /// Set when a committed transaction's receipt could not be delivered inline; the
+    /// server then runs [`Handler::deliver_receipts`].
+    receipts_pending: Arc<AtomicBool>,
+}
+
+impl Handler {
+    pub fn new(log: Arc<dyn EventLog>, clock: Arc<dyn Clock>, config: LedgerConfig) -> Self {
+        Self {
+            log,
+            clock,
+            config,
+            receipts_pending: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        &self.log
+    }
+
+    pub fn config(&self) -> &LedgerConfig {
+        &self.config
+    }
+
+    /// True (once) if an inline receipt delivery failed since the last call: run
+    /// [`Handler::deliver_receipts`] to heal.
+    pub fn take_receipts_pending(&self) -> bool {
+        self.receipts_pending.swap(false, Ordering::AcqRel)
+    }
+
+    /// Fold `account`'s stream, paging through it.
+    pub async fn load(&self, account: &AccountId) -> Result<AccountState, CommandError> {
+        let stream = account.stream();
+        let mut state = AccountState::empty(account.clone());
+        loop {
+            let from = state.version.map_or(0, |v| v + 1);
+            let page = self.log.read_stream(&stream, from, READ_EVENTS_MAX).await?;
+            for e in &page {
+                if e.version != state.version.map_or(0, |v| v + 1) {
+                    return Err(CommandError::LogCorrupt(format!(
+                        "stream {stream} returned version {} out of order",
+                        e.version
+                    )));
+                }
+                state.fold(e)?;
+            }
+            if page.len() < READ_EVENTS_MAX {
+                return Ok(state);
+            }
+        }
+    }
+
+    /// Execute one command: its outcome, the original outcome of an identical earlier
+    /// request (`replayed`), or why not.
+    pub async fn execute(&self, command: &Command) -> Result<Outcome, CommandError> {
+        let digest = command.digest();
+        let event_id = command.event_id();
+        let transaction = TransactionId::from(event_id);
+        let target_id = command.target();
+        let stream = target_id.stream();
+        let mut id_reused = false;
+        for _ in 0..=COMMAND_RETRIES_MAX {
+            let target = self.load(target_id).await?;
+            if let Some(seen) = target.requests.get(command.request_id()) {
+                return if seen.digest == digest {
+                    Ok(seen.outcome.clone())
+                } else {
+                    Err(Rejection::RequestIdReused {
+                        request_id: command.request_id().clone(),
+                    }
+                    .into())
+                };
+            }
+            if id_reused {
+                // Re-decided on fresh state and the id is still taken elsewhere.
+                return Err(match command {
+                    Command::ReverseTransaction(c) => Rejection::AlreadyReversed {
+                        transaction: c.transaction,
+                    },
+                    _ => Rejection::RequestIdReused {
+                        request_id: command.request_id().clone(),
+                    },
+                }
+                .into());
+            }
+            let mut others = BTreeMap::new();
+            for id in command.references() {
+                if &id != target_id && !others.contains_key(&id) {
+                    let state = self.load(&id).await?;
+                    others.insert(id, state);
+                }
+            }
+            let ctx = Context {
+                now: self.clock.now(),
+                transaction,
+                target: &target,
+                others: &others,
+                rate: &self.config.exchange_rate,
+            };
+            let event = command.decide(&ctx)?;
+            assert_transaction_invariants(&target, &event);
+            let metadata = EventMetadata {
+                schema: METADATA_SCHEMA,
+                request_id: Some(command.request_id().clone()),
+                request_digest: Some(digest.clone()),
+                prev_hash: hex::encode(target.last_hash),
+                causation: None,
+            };
+            let new = NewEvent {
+                id: event_id,
+                event_type: event.event_type().to_owned(),
+                data: event.encode(),
+                metadata: metadata.encode(),
+            };
+            let expected = ExpectedVersion::from_current(target.version);
+            match self.log.append(&stream, expected, vec![new]).await {
+                Ok(result) => {
+                    let outcome = Outcome {
+                        transaction,
+                        position: result.last_position(),
+                        stream_version: result.stream_version,
+                        replayed: false,
+                    };
+                    for receipt in receipts_for(target_id, transaction, &event) {
+                        if self.deliver(&receipt).await.is_err() {
+                            // The transaction stands; the receipt is healed by a catch-up.
+                            self.receipts_pending.store(true, Ordering::Release);
+                        }
+                    }
+                    return Ok(outcome);
+                }
+                Err(AppendError::WrongExpectedVersion { .. }) => continue,
+                Err(AppendError::EventIdReused { .. }) => {
+                    id_reused = true;
+                    continue;
+                }
+                Err(AppendError::Unavailable(m)) => return Err(CommandError::LogUnavailable(m)),
+                Err(e @ (AppendError::LimitExceeded(_) | AppendError::Invalid(_))) => {
+                    // Commands are bounded so that their events fit every log limit.
+                    panic!("a decided event broke a log limit: {e}");
+                }
+            }
+        }
+        Err(CommandError::Contention {
+            account: target_id.clone(),
+            attempts: COMMAND_RETRIES_MAX + 1,
+        })
+    }
+
+    /// Append `receipt` to the credited account's stream unless it is there already.
+    /// True if this call appended it.
+    pub async fn deliver(&self, receipt: &Receipt) -> Result<bool, CommandError> {
+        let stream = receipt.to.stream();
+        for _ in 0..=COMMAND_RETRIES_MAX {
+            let state = self.load(&receipt.to).await?;
+            if matches!(
+                state.transactions.get(&receipt.transaction),
+                Some(r) if matches!(r.kind, TxKind::Received(_))
+            ) {
+                return Ok(false);
+            }
+            let event = LedgerEvent::HoursReceived(HoursReceived {
+                transaction: receipt.transaction,
+                from: receipt.from.clone(),
+                to: receipt.to.clone(),
+                hours: receipt.hours,
+                cause: receipt.cause,
+                recorded_at: receipt.recorded_at,
+            });
+            let metadata = EventMetadata {
+                schema: METADATA_SCHEMA,
+                request_id: None,
+                request_digest: None,
+                prev_hash: hex::encode(state.last_hash),
+                causation: Some(receipt.transaction),
+            };
+            let new = NewEvent {
+                id: event_id_for_receipt(receipt.transaction, receipt.to.as_str()),
+                event_type: event.event_type().to_owned(),
+                data: event.encode(),
+                metadata: metadata.encode(),
+            };
+            let expected = ExpectedVersion::from_current(state.version);
+            match self.log.append(&stream, expected, vec![new]).await {
+                Ok(_) => return Ok(true),
+                Err(AppendError::WrongExpectedVersion { .. }) => continue,
+                // Delivered concurrently, on top of a different predecessor.
+                Err(AppendError::EventIdReused { .. }) => return Ok(false),
+                Err(AppendError::Unavailable(m)) => return Err(CommandError::LogUnavailable(m)),
+                Err(e @ (AppendError::LimitExceeded(_) | AppendError::Invalid(_))) => {
+                    panic!("a receipt broke a log limit: {e}");
+                }
+            }
+        }
+        Err(CommandError::Contention {
+            account: receipt.to.clone(),
+            attempts: COMMAND_RETRIES_MAX + 1,
+        })
+    }
+
+    /// Read the log after `from` and deliver every receipt that is missing: the
+    /// catch-up that heals a crash between a transaction and its receipt. Idempotent.
+    pub async fn deliver_receipts(&self, from: ReadFrom) -> Result<ReceiptReport, CommandError> {
+        let mut report = ReceiptReport::default();
+        let mut from = from;
+        loop {
+            let page = self.log.read_all(from, READ_EVENTS_MAX).await?;
+            for e in &page {
+                report.scanned += 1;
+                report.last = Some(e.position);
+                let Ok(event) = LedgerEvent::decode(&e.event_type, &e.data) else {
+                    report.skipped += 1;
+                    continue;
+                };
+                let Some(source) = source_account(&event) else {
+                    continue;
+                };
+                for receipt in receipts_for(&source, TransactionId::from(e.id), &event) {
+                    if self.deliver(&receipt).await? {
+                        report.delivered += 1;
+                    }
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == READ_EVENTS_MAX => from = ReadFrom::After(last.position),
+                _ => return Ok(report),
+            }
+        }
+    }
+}
+
+/// The account whose stream holds a receipt-producing transaction.
+fn source_account(event: &LedgerEvent) -> Option<AccountId> {
+    match event {
+        LedgerEvent::HoursTransferred(e) => Some(e.from.clone()),
+        LedgerEvent::HoursDonated(e) => Some(e.from.clone()),
+        LedgerEvent::TransactionReversed(e) => Some(e.account.clone()),
+        _ => None,
+    }
+}
+
+/// Invariants every decided transaction keeps; a violation is a bug in a rule, so it
+/// panics rather than writing a wrong event.
+fn assert_transaction_invariants(target: &AccountState, event: &LedgerEvent) {
+    let Some(postings) = event.postings() else {
+        return;
+    };
+    assert!(balanced(postings), "postings must sum to zero per unit: {postings:?}");
+    for p in postings {
+        assert!(
+            p.amount >= Decimal::ZERO || p.account == target.id || p.account.is_system(),
+            "a transaction may debit only the account whose stream it is decided on"
+        );
+    }
+    for unit in [Unit::Hours, Unit::HonourHours, Unit::Points] {
+        let after = target.balance(unit) + net_for(postings, &target.id, unit);
+        assert!(after >= Decimal::ZERO, "{unit:?} balance of {} would go negative", target.id);
+    }
+}
