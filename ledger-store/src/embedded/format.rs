@@ -198,7 +198,7 @@ impl RecordView<'_> {
         *blake3::hash(self.body).as_bytes()
     }
 
-    pub fn to_event(&self) -> Result<RecordedEvent, &'static str> {
+    pub fn to_event(self) -> Result<RecordedEvent, &'static str> {
         Ok(RecordedEvent {
             stream: StreamName::new(self.stream)
                 .map_err(|_| "record holds an invalid stream name")?,

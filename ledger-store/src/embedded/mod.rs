@@ -300,19 +300,13 @@ impl EmbeddedLog {
         self.h.shared.read_index().head()
     }
 
+    /// Check an append and package it for the writer.
     fn prepare(
         &self,
         stream: &StreamName,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> Result<
-        (
-            AppendRequest,
-            oneshot::Receiver<Result<AppendResult, AppendError>>,
-            mpsc::Sender<AppendRequest>,
-        ),
-        AppendError,
-    > {
+    ) -> Result<(AppendRequest, Reply, mpsc::Sender<AppendRequest>), AppendError> {
         validate_append(stream, &events)?;
         let tx = self
             .h
@@ -320,23 +314,21 @@ impl EmbeddedLog {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .ok_or_else(|| AppendError::Unavailable("the event log is closed".into()))?;
+            .ok_or_else(closed)?;
+        // Approximate bytes, only used to bound a group's buffer.
         let bytes = events
             .iter()
             .map(|e| e.data.len() + e.metadata.len() + 128)
             .sum();
         let (reply, rx) = oneshot::channel();
-        Ok((
-            AppendRequest {
-                stream: stream.clone(),
-                expected,
-                events,
-                bytes,
-                reply,
-            },
-            rx,
-            tx,
-        ))
+        let req = AppendRequest {
+            stream: stream.clone(),
+            expected,
+            events,
+            bytes,
+            reply,
+        };
+        Ok((req, rx, tx))
     }
 
     /// [`EventLog::append`] for callers outside an async runtime (tools, benchmarks).
@@ -423,6 +415,9 @@ impl EmbeddedLog {
     }
 }
 
+/// Where an append's outcome arrives from the writer.
+type Reply = oneshot::Receiver<Result<AppendResult, AppendError>>;
+
 fn closed() -> AppendError {
     AppendError::Unavailable("the event log is closed".into())
 }
@@ -490,6 +485,32 @@ pub struct VerifyReport {
     pub head_hash: Hash,
     /// An unacknowledged torn tail that the next open will cut.
     pub torn_tail: Option<TornTail>,
+}
+
+impl VerifyReport {
+    /// The report as operators read it (`timebank-log verify`, `ledger-server verify`).
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "verified: {} events in {} segments\nhead position: {}\nhead hash: {}\n",
+            self.events,
+            self.segments,
+            self.head_position
+                .map_or_else(|| "none (empty log)".to_owned(), |p| p.to_string()),
+            hex::encode(self.head_hash)
+        );
+        if let Some(t) = &self.torn_tail {
+            out.push_str(&format!(
+                "torn tail: {} bytes ({} records of an unacknowledged append) after offset {} of {}; \
+                 the next open cuts it ({})\n",
+                t.bytes_cut,
+                t.records_cut,
+                t.cut_at,
+                t.segment.display(),
+                t.reason
+            ));
+        }
+        out
+    }
 }
 
 /// Walk the whole log in `dir` read-only: every CRC, the hash chain, sequence numbers,
