@@ -105,6 +105,11 @@ impl Handler {
         self.receipts_pending.swap(false, Ordering::AcqRel)
     }
 
+    /// Record that receipts may be missing (a catch-up failed and must run again).
+    pub fn mark_receipts_pending(&self) {
+        self.receipts_pending.store(true, Ordering::Release);
+    }
+
     /// Fold `account`'s stream, paging through it.
     pub async fn load(&self, account: &AccountId) -> Result<AccountState, CommandError> {
         let stream = account.stream();

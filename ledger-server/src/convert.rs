@@ -1,0 +1,310 @@
+//! The one place where protobuf messages become domain commands and outcomes become
+//! protobuf results. Every field is validated here, at the edge, into the domain's
+//! validated types; a bad field becomes `Rejection::InvalidInput` naming the field (its
+//! proto name), so the status says exactly what to fix. Nothing here can panic on input.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use ledger_core::domain::account::{AccountId, AccountKind, RegionCode};
+use ledger_core::domain::commands::{
+    CloseAccount, Command, DepositHours, DonateHours, ExchangeHours, RegisterAccount,
+    ReverseTransaction, SpendHours, TransferHours,
+};
+use ledger_core::domain::events::{FamilyRelation, HourKind, SpendPurpose};
+use ledger_core::domain::ids::{
+    ActivityId, Category, IdError, Note, RequestId, TransactionId, VerifierId,
+};
+use ledger_core::domain::state::Outcome;
+use ledger_core::domain::units::Hours;
+use ledger_core::domain::{InputProblem, Rejection};
+
+use crate::pb;
+
+/// Longest date text accepted ("YYYY-MM-DD" is 10).
+const DATE_TEXT_BYTES_MAX: usize = 10;
+
+type Field<T> = Result<T, Rejection>;
+
+fn request_id(text: String) -> Field<RequestId> {
+    RequestId::new(text).map_err(|e| Rejection::input("request_id", e))
+}
+
+fn account(field: &str, text: String) -> Field<AccountId> {
+    AccountId::new(text).map_err(|e| Rejection::input(field, e))
+}
+
+fn hours(field: &str, text: &str) -> Field<Hours> {
+    if text.is_empty() {
+        return Err(Rejection::missing(field));
+    }
+    Hours::parse(text).map_err(|e| Rejection::input(field, e))
+}
+
+fn token<T>(field: &str, text: String, make: fn(String) -> Result<T, IdError>) -> Field<T> {
+    make(text).map_err(|e| Rejection::input(field, e))
+}
+
+fn note(field: &str, text: String) -> Field<Note> {
+    Note::new(text).map_err(|e| Rejection::input(field, e))
+}
+
+fn optional_note(field: &str, text: String) -> Field<Option<Note>> {
+    if text.is_empty() {
+        Ok(None)
+    } else {
+        note(field, text).map(Some)
+    }
+}
+
+fn date(field: &str, text: &str) -> Field<NaiveDate> {
+    if text.is_empty() {
+        return Err(Rejection::missing(field));
+    }
+    let malformed = || {
+        Rejection::input(
+            field,
+            InputProblem::Malformed(format!(
+                "{:?} is not a calendar day; send \"YYYY-MM-DD\"",
+                text.chars().take(DATE_TEXT_BYTES_MAX + 2).collect::<String>()
+            )),
+        )
+    };
+    if text.len() != DATE_TEXT_BYTES_MAX {
+        return Err(malformed());
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| malformed())
+}
+
+fn timestamp(field: &str, ts: Option<prost_types::Timestamp>) -> Field<DateTime<Utc>> {
+    let ts = ts.ok_or_else(|| Rejection::missing(field))?;
+    u32::try_from(ts.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
+        .ok_or_else(|| {
+            Rejection::input(
+                field,
+                InputProblem::Malformed(format!(
+                    "timestamp {}s {}ns is out of range",
+                    ts.seconds, ts.nanos
+                )),
+            )
+        })
+}
+
+/// A proto enum value: unspecified is missing, an unknown number is malformed.
+fn enum_value<P, T>(field: &str, raw: i32, map: impl Fn(P) -> Option<T>) -> Field<T>
+where
+    P: TryFrom<i32>,
+{
+    let value = P::try_from(raw).map_err(|_| {
+        Rejection::input(
+            field,
+            InputProblem::Malformed(format!("{raw} is not a known value")),
+        )
+    })?;
+    map(value).ok_or_else(|| Rejection::missing(field))
+}
+
+fn region(text: String) -> Field<RegionCode> {
+    if text.is_empty() {
+        return Err(Rejection::missing("region_code"));
+    }
+    RegionCode::new(text).map_err(|e| Rejection::input("region_code", e))
+}
+
+pub fn register_account(r: pb::RegisterAccountRequest) -> Field<Command> {
+    let request_id = request_id(r.request_id)?;
+    let account = account("account_id", r.account_id)?;
+    let kind = enum_value("kind", r.kind, |k: pb::AccountKind| {
+        (k != pb::AccountKind::Unspecified).then_some(k)
+    })?;
+    let kind = match kind {
+        pb::AccountKind::Volunteer => AccountKind::Volunteer {
+            region: region(r.region_code)?,
+            joined_on: date("join_date", &r.join_date)?,
+        },
+        pb::AccountKind::Organisation => AccountKind::Organisation {
+            region: region(r.region_code)?,
+        },
+        pb::AccountKind::Merchant => AccountKind::Merchant,
+        pb::AccountKind::Project => AccountKind::Project,
+        pb::AccountKind::Unspecified => return Err(Rejection::missing("kind")),
+    };
+    Ok(Command::RegisterAccount(RegisterAccount {
+        request_id,
+        account,
+        kind,
+    }))
+}
+
+pub fn close_account(r: pb::CloseAccountRequest) -> Field<Command> {
+    Ok(Command::CloseAccount(CloseAccount {
+        request_id: request_id(r.request_id)?,
+        account: account("account_id", r.account_id)?,
+        reason: note("reason", r.reason)?,
+    }))
+}
+
+pub fn deposit_hours(r: pb::DepositHoursRequest) -> Field<Command> {
+    Ok(Command::DepositHours(DepositHours {
+        request_id: request_id(r.request_id)?,
+        volunteer: account("volunteer_id", r.volunteer_id)?,
+        organisation: account("organisation_id", r.organisation_id)?,
+        activity: token("activity_id", r.activity_id, ActivityId::new)?,
+        service_date: date("service_date", &r.service_date)?,
+        started_at: timestamp("started_at", r.started_at)?,
+        ended_at: timestamp("ended_at", r.ended_at)?,
+        category: token("category", r.category, Category::new)?,
+        hours: hours("hours", &r.hours)?,
+        kind: enum_value("kind", r.kind, |k: pb::HourKind| match k {
+            pb::HourKind::Unspecified => None,
+            pb::HourKind::Credit => Some(HourKind::Credit),
+            pb::HourKind::Honour => Some(HourKind::Honour),
+        })?,
+        verifier: token("verifier_id", r.verifier_id, VerifierId::new)?,
+    }))
+}
+
+pub fn spend_hours(r: pb::SpendHoursRequest) -> Field<Command> {
+    Ok(Command::SpendHours(SpendHours {
+        request_id: request_id(r.request_id)?,
+        volunteer: account("volunteer_id", r.volunteer_id)?,
+        purpose: enum_value("purpose", r.purpose, |p: pb::SpendPurpose| match p {
+            pb::SpendPurpose::Unspecified => None,
+            pb::SpendPurpose::ReceivedService => Some(SpendPurpose::ReceivedService),
+            pb::SpendPurpose::FineOffset => Some(SpendPurpose::FineOffset),
+            pb::SpendPurpose::Other => Some(SpendPurpose::Other),
+        })?,
+        counterparty: account("counterparty_id", r.counterparty_id)?,
+        hours: hours("hours", &r.hours)?,
+        memo: optional_note("memo", r.memo)?,
+    }))
+}
+
+pub fn exchange_hours(r: pb::ExchangeHoursRequest) -> Field<Command> {
+    Ok(Command::ExchangeHours(ExchangeHours {
+        request_id: request_id(r.request_id)?,
+        volunteer: account("volunteer_id", r.volunteer_id)?,
+        hours: hours("hours", &r.hours)?,
+        expected_rate_version: (r.expected_rate_version != 0).then_some(r.expected_rate_version),
+    }))
+}
+
+pub fn transfer_hours(r: pb::TransferHoursRequest) -> Field<Command> {
+    Ok(Command::TransferHours(TransferHours {
+        request_id: request_id(r.request_id)?,
+        from: account("from_volunteer_id", r.from_volunteer_id)?,
+        to: account("to_volunteer_id", r.to_volunteer_id)?,
+        relation: enum_value("relation", r.relation, |f: pb::FamilyRelation| match f {
+            pb::FamilyRelation::Unspecified => None,
+            pb::FamilyRelation::Spouse => Some(FamilyRelation::Spouse),
+            pb::FamilyRelation::Parent => Some(FamilyRelation::Parent),
+            pb::FamilyRelation::Child => Some(FamilyRelation::Child),
+            pb::FamilyRelation::Sibling => Some(FamilyRelation::Sibling),
+            pb::FamilyRelation::Grandparent => Some(FamilyRelation::Grandparent),
+            pb::FamilyRelation::Grandchild => Some(FamilyRelation::Grandchild),
+        })?,
+        hours: hours("hours", &r.hours)?,
+    }))
+}
+
+pub fn donate_hours(r: pb::DonateHoursRequest) -> Field<Command> {
+    Ok(Command::DonateHours(DonateHours {
+        request_id: request_id(r.request_id)?,
+        from: account("volunteer_id", r.volunteer_id)?,
+        project: account("project_id", r.project_id)?,
+        hours: hours("hours", &r.hours)?,
+    }))
+}
+
+pub fn reverse_transaction(r: pb::ReverseTransactionRequest) -> Field<Command> {
+    Ok(Command::ReverseTransaction(ReverseTransaction {
+        request_id: request_id(r.request_id)?,
+        account: account("account_id", r.account_id)?,
+        transaction: TransactionId::parse(&r.transaction_id)
+            .map_err(|e| Rejection::input("transaction_id", e))?,
+        reason: note("reason", r.reason)?,
+    }))
+}
+
+/// A batch line: whichever command it holds.
+pub fn batch_command(c: pb::Command) -> Field<Command> {
+    use pb::command::Command as C;
+    match c.command {
+        None => Err(Rejection::missing("command")),
+        Some(C::RegisterAccount(r)) => register_account(r),
+        Some(C::CloseAccount(r)) => close_account(r),
+        Some(C::DepositHours(r)) => deposit_hours(r),
+        Some(C::SpendHours(r)) => spend_hours(r),
+        Some(C::ExchangeHours(r)) => exchange_hours(r),
+        Some(C::TransferHours(r)) => transfer_hours(r),
+        Some(C::DonateHours(r)) => donate_hours(r),
+        Some(C::ReverseTransaction(r)) => reverse_transaction(r),
+    }
+}
+
+pub fn command_result(o: &Outcome) -> pb::CommandResult {
+    pb::CommandResult {
+        transaction_id: o.transaction.to_string(),
+        position: Some(pb::LogPosition {
+            commit: o.position.commit(),
+            prepare: o.position.prepare(),
+        }),
+        stream_version: o.stream_version,
+        replayed: o.replayed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(r: Field<Command>) -> &'static str {
+        r.err().map(|e| e.reason()).unwrap_or("OK")
+    }
+
+    #[test]
+    fn bad_fields_name_the_field_and_rule() {
+        let ok = pb::DonateHoursRequest {
+            request_id: "r1".into(),
+            volunteer_id: "v1".into(),
+            project_id: "p".into(),
+            hours: "1.5".into(),
+        };
+        assert_eq!(reason(donate_hours(ok.clone())), "OK");
+        let with = |f: fn(&mut pb::DonateHoursRequest)| {
+            let mut r = ok.clone();
+            f(&mut r);
+            donate_hours(r).unwrap_err()
+        };
+        let e = with(|r| r.hours = "-1".into());
+        assert_eq!((e.reason(), e.field()), ("AMOUNT_NOT_POSITIVE", Some("hours")));
+        assert_eq!(with(|r| r.hours = "1.001".into()).reason(), "AMOUNT_SCALE_EXCEEDED");
+        assert_eq!(with(|r| r.hours = "1,5".into()).reason(), "AMOUNT_MALFORMED");
+        assert_eq!(with(|r| r.hours = String::new()).reason(), "FIELD_MISSING");
+        assert_eq!(with(|r| r.request_id = String::new()).reason(), "ID_EMPTY");
+        assert_eq!(with(|r| r.request_id = "x".repeat(129)).reason(), "ID_TOO_LONG");
+        assert_eq!(with(|r| r.project_id = "a/b".into()).reason(), "ID_CHARACTERS");
+    }
+
+    #[test]
+    fn dates_timestamps_and_enums() {
+        assert!(date("d", "2026-11-20").is_ok());
+        for bad in ["2026-13-01", "20261120", "2026-11-20T00:00", "tomorrow"] {
+            assert_eq!(date("d", bad).unwrap_err().reason(), "FIELD_MALFORMED", "{bad}");
+        }
+        let t = |seconds, nanos| timestamp("t", Some(prost_types::Timestamp { seconds, nanos }));
+        assert!(t(0, 0).is_ok());
+        assert_eq!(t(0, -1).unwrap_err().reason(), "FIELD_MALFORMED");
+        assert_eq!(t(i64::MAX, 0).unwrap_err().reason(), "FIELD_MALFORMED");
+        assert_eq!(timestamp("t", None).unwrap_err().reason(), "FIELD_MISSING");
+        let r = pb::RegisterAccountRequest {
+            request_id: "r".into(),
+            account_id: "a".into(),
+            kind: 99,
+            ..Default::default()
+        };
+        assert_eq!(reason(register_account(r.clone())), "FIELD_MALFORMED");
+        assert_eq!(reason(register_account(pb::RegisterAccountRequest { kind: 0, ..r.clone() })), "FIELD_MISSING");
+        assert_eq!(reason(register_account(pb::RegisterAccountRequest { kind: 1, ..r })), "FIELD_MISSING");
+    }
+}

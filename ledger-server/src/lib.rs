@@ -1,0 +1,178 @@
+//! `ledger-server`: the timebank gRPC write API (`timebank.v1.LedgerCommands`).
+//!
+//! # Layout
+//! - [`pb`]: code generated from `proto/timebank/v1/ledger.proto` (protox + tonic-build,
+//!   no system `protoc`) and its file descriptor set for server reflection;
+//! - [`convert`]: the one place proto messages become domain commands and outcomes
+//!   become proto results;
+//! - [`status`]: the one place command failures become `tonic::Status`;
+//! - `service`: the service implementation, the batch RPC and the in-flight bound;
+//! - this file: [`serve`] (tests and embedders) and [`run`] (the binary).
+//!
+//! Protobuf types stay in this crate; `ledger-core` knows nothing of tonic.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ledger_core::app::{CommandError, Handler, LedgerConfig, SystemClock};
+use ledger_core::log::{EventLog, ReadFrom};
+use ledger_store::{EmbeddedConfig, EmbeddedLog, OpenError};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub mod convert;
+mod service;
+pub mod status;
+
+pub use service::{LedgerService, BATCH_COMMANDS_MAX, INFLIGHT_COMMANDS_MAX};
+
+/// Generated protobuf and gRPC code of package `timebank.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("timebank.v1");
+
+    /// The encoded file descriptor set of `timebank.v1`, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/timebank_v1_descriptor.bin"));
+}
+
+/// How often the server checks whether an inline receipt delivery failed and, if so,
+/// runs the receipts catch-up. Short enough that a receiver sees its hours within
+/// seconds after a transient log error; a check is one atomic load.
+pub const RECEIPT_HEAL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot open the event log: {0}")]
+    OpenLog(#[from] OpenError),
+    #[error("cannot listen on {addr}: {source}; is another server using the port?")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("delivering missing receipts at start-up failed: {0}; the log must be readable to start")]
+    ReceiptCatchUp(CommandError),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("a blocking start-up task failed: {0}")]
+    Blocking(String),
+    #[error("gRPC transport failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// What `ledger-server serve` runs with.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub ledger: LedgerConfig,
+}
+
+/// Open the durable embedded event log in `dir` (created if missing).
+pub fn open_log(dir: &Path) -> Result<EmbeddedLog, ServeError> {
+    Ok(EmbeddedLog::open(dir, EmbeddedConfig::default())?)
+}
+
+/// The binary's entry point: open the log in `config.data_dir`, listen on
+/// `config.listen`, serve until `shutdown` completes, then close the log cleanly.
+pub async fn run(
+    config: RunConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let dir = config.data_dir.clone();
+    // Opening scans the log (recovery); keep it off the async workers.
+    let log = tokio::task::spawn_blocking(move || open_log(&dir))
+        .await
+        .map_err(|e| ServeError::Blocking(e.to_string()))??;
+    tracing::info!(data_dir = %config.data_dir.display(), "event log open");
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let handler = Handler::new(
+        Arc::new(log.clone()) as Arc<dyn EventLog>,
+        Arc::new(SystemClock),
+        config.ledger,
+    );
+    let served = serve(handler, listener, shutdown).await;
+    // Every acknowledged append is durable already; closing stops the writer in order.
+    let closing = log.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || closing.close()).await {
+        tracing::error!("closing the event log failed: {e}");
+    }
+    tracing::info!("event log closed");
+    served
+}
+
+/// Serve `timebank.v1.LedgerCommands` (plus gRPC health and reflection) on `listener`
+/// until `shutdown` completes. Before accepting, delivers any receipts a crash left
+/// missing. On shutdown it stops accepting, lets in-flight commands finish and returns;
+/// closing the log is the caller's job.
+pub async fn serve(
+    handler: Handler,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let report = handler
+        .deliver_receipts(ReadFrom::Start)
+        .await
+        .map_err(ServeError::ReceiptCatchUp)?;
+    tracing::info!(scanned = report.scanned, delivered = report.delivered, "receipts caught up");
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<pb::ledger_commands_server::LedgerCommandsServer<LedgerService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let healer = {
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RECEIPT_HEAL_INTERVAL);
+            loop {
+                tick.tick().await;
+                if handler.take_receipts_pending() {
+                    match handler.deliver_receipts(ReadFrom::Start).await {
+                        Ok(r) => tracing::info!(delivered = r.delivered, "receipts healed"),
+                        Err(e) => {
+                            tracing::warn!("receipt catch-up failed, will retry: {e}");
+                            // Keep the flag set so the next tick tries again.
+                            handler.mark_receipts_pending();
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    let service = LedgerService::new(handler);
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, "serving timebank.v1.LedgerCommands");
+    let served = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(pb::ledger_commands_server::LedgerCommandsServer::new(service.clone()))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            tracing::info!("shutdown requested: no new connections; finishing in-flight commands");
+        })
+        .await;
+    service.drain().await;
+    healer.abort();
+    tracing::info!("all commands finished");
+    Ok(served?)
+}

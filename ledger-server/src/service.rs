@@ -1,0 +1,177 @@
+//! The `timebank.v1.LedgerCommands` service: proto in, handler, proto out.
+
+use std::sync::Arc;
+
+use ledger_core::app::Handler;
+use ledger_core::domain::commands::Command;
+use ledger_core::domain::state::Outcome;
+use ledger_core::domain::Rejection;
+use tokio::sync::Semaphore;
+use tonic::{Code, Request, Response, Status};
+
+use crate::convert;
+use crate::pb;
+use crate::status::{describe, describe_rejection, Described};
+
+/// Most commands in one `SubmitBatch`. A bank's bulk file or a large event's check-outs
+/// arrive in thousands; the batch runs its commands one after another, so 1,000 keeps
+/// one call to a few seconds and its request well under gRPC's default 4 MiB message
+/// limit (a command is a few hundred bytes). Bigger files are split by the client.
+pub const BATCH_COMMANDS_MAX: usize = 1000;
+
+/// Most commands executing at once. Each holds one account's folded state in memory;
+/// 1,024 bounds that memory and is far above what two cores decide concurrently. At
+/// shutdown the server takes every permit, which is how it waits for in-flight
+/// commands to finish before the log is closed.
+pub const INFLIGHT_COMMANDS_MAX: usize = 1024;
+
+#[derive(Clone)]
+pub struct LedgerService {
+    handler: Handler,
+    inflight: Arc<Semaphore>,
+}
+
+impl LedgerService {
+    pub fn new(handler: Handler) -> Self {
+        Self {
+            handler,
+            inflight: Arc::new(Semaphore::new(INFLIGHT_COMMANDS_MAX)),
+        }
+    }
+
+    /// Wait until no command is executing and refuse new ones (shutdown).
+    pub async fn drain(&self) {
+        // The count fits: INFLIGHT_COMMANDS_MAX is far below u32::MAX.
+        if let Ok(all) = self.inflight.acquire_many(INFLIGHT_COMMANDS_MAX as u32).await {
+            all.forget();
+        }
+        self.inflight.close();
+    }
+
+    /// Execute one converted command. The handler runs in its own task, so a client
+    /// that hangs up cannot cancel a command half way (between its transaction and a
+    /// receipt); the in-flight permit travels with it.
+    async fn execute(&self, command: Result<Command, Rejection>) -> Result<Outcome, Described> {
+        let command = command.map_err(|r| {
+            tracing::info!(reason = r.reason(), "command refused at the edge: {r}");
+            describe_rejection(&r)
+        })?;
+        let permit = self.inflight.clone().acquire_owned().await.map_err(|_| Described {
+            code: Code::Unavailable,
+            reason: "SHUTTING_DOWN",
+            message: "the server is shutting down; retry with the same request id on another instance or later".into(),
+            metadata: Default::default(),
+        })?;
+        let handler = self.handler.clone();
+        let task = tokio::spawn(async move {
+            let name = command.name();
+            let request_id = command.request_id().to_string();
+            let result = handler.execute(&command).await;
+            match &result {
+                Ok(o) => tracing::info!(command = name, %request_id, transaction = %o.transaction, position = %o.position, replayed = o.replayed, "command executed"),
+                Err(e) => tracing::info!(command = name, %request_id, "command refused: {e}"),
+            }
+            drop(permit);
+            result
+        });
+        match task.await {
+            Ok(result) => result.map_err(|e| describe(&e)),
+            Err(join) => {
+                tracing::error!("command task failed: {join}");
+                Err(Described {
+                    code: Code::Internal,
+                    reason: "INTERNAL",
+                    message: "the command failed inside the server; nothing is known to be written. Retry with the same request id".into(),
+                    metadata: Default::default(),
+                })
+            }
+        }
+    }
+
+    async fn rpc(&self, command: Result<Command, Rejection>) -> Result<Response<pb::CommandResult>, Status> {
+        self.execute(command)
+            .await
+            .map(|o| Response::new(convert::command_result(&o)))
+            .map_err(Described::into_status)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::ledger_commands_server::LedgerCommands for LedgerService {
+    async fn register_account(&self, r: Request<pb::RegisterAccountRequest>) -> Result<Response<pb::CommandResult>, Status> {
+        self.rpc(convert::register_account(r.into_inner())).await
+    }
+
+    async fn close_account(&self, r: Request<pb::CloseAccountRequest>) -> Result<Response<pb::CommandResult>, Status> {
+        self.rpc(convert::close_account(r.into_inner())).await
+    }
+
+    async fn deposit_hours(&self, r: Request<pb::DepositHoursRequest>) -> Result<Response<pb::CommandResult>, Status> {
+        self.rpc(convert::deposit_hours(r.into_inner())).await
+    }
+
+    async fn spend_hours(&self, r: Request<pb::SpendHoursRequest>) -> Result<Response<pb::CommandResult>, Status> {
+        self.rpc(convert::spend_hours(r.into_inner())).await
+    }
+
+    async fn exchange_hours(&self, r: Request<pb::ExchangeHoursRequest>) -> Result<Response<pb::CommandResult>, Status> {
+        self.rpc(convert::exchange_hours(r.into_inner())).await
+    }
+
+    async fn transfer_hours(&self, r: Request<pb::TransferHoursRequest>) -> Result<Response<pb::CommandResult>, Status> {
+        self.rpc(convert::transfer_hours(r.into_inner())).await
+    }
+
+    async fn donate_hours(&self, r: Request<pb::DonateHoursRequest>) -> Result<Response<pb::CommandResult>, Status> {
+        self.rpc(convert::donate_hours(r.into_inner())).await
+    }
+
+    async fn reverse_transaction(&self, r: Request<pb::ReverseTransactionRequest>) -> Result<Response<pb::CommandResult>, Status> {
+        self.rpc(convert::reverse_transaction(r.into_inner())).await
+    }
+
+    /// Commands run in order (a line may depend on an earlier one, e.g. register then
+    /// deposit); a refused line is reported in its slot and the rest still run.
+    async fn submit_batch(&self, r: Request<pb::SubmitBatchRequest>) -> Result<Response<pb::SubmitBatchResponse>, Status> {
+        let commands = r.into_inner().commands;
+        if commands.is_empty() {
+            return Err(Described {
+                code: Code::InvalidArgument,
+                reason: "BATCH_EMPTY",
+                message: "the batch holds no commands; send at least one".into(),
+                metadata: Default::default(),
+            }
+            .into_status());
+        }
+        if commands.len() > BATCH_COMMANDS_MAX {
+            return Err(Described {
+                code: Code::InvalidArgument,
+                reason: "BATCH_TOO_LARGE",
+                message: format!(
+                    "the batch holds {} commands; batch_commands_max is {BATCH_COMMANDS_MAX}: split it into several batches",
+                    commands.len()
+                ),
+                metadata: [
+                    ("commands".to_owned(), commands.len().to_string()),
+                    ("max".to_owned(), BATCH_COMMANDS_MAX.to_string()),
+                ]
+                .into(),
+            }
+            .into_status());
+        }
+        let mut results = Vec::with_capacity(commands.len());
+        for c in commands {
+            let result = match self.execute(convert::batch_command(c)).await {
+                Ok(o) => pb::batch_result::Result::Ok(convert::command_result(&o)),
+                Err(d) => pb::batch_result::Result::Error(pb::CommandError {
+                    code: d.code as i32,
+                    message: d.message,
+                    reason: d.reason.to_owned(),
+                    metadata: d.metadata,
+                }),
+            };
+            results.push(pb::BatchResult { result: Some(result) });
+        }
+        Ok(Response::new(pb::SubmitBatchResponse { results }))
+    }
+}

@@ -1,0 +1,126 @@
+//! The one place where a command's failure becomes a gRPC status.
+//!
+//! Every status carries a `google.rpc.ErrorInfo` detail (via `tonic-types`) with the
+//! stable machine-readable `reason` (`INSUFFICIENT_HOURS`, …), the domain
+//! [`ERROR_DOMAIN`] and, for bad input, the offending `field` in its metadata. Clients
+//! switch on the reason, never on the message.
+//!
+//! | code | rejections |
+//! |---|---|
+//! | `INVALID_ARGUMENT` | bad input (`FIELD_MISSING`, `AMOUNT_*`, `ID_*`, …), `ACCOUNT_ID_RESERVED`, `SELF_TRANSFER`, `SERVICE_DATE_IN_FUTURE`, `SERVICE_INTERVAL_IN_FUTURE`, `INVALID_SERVICE_INTERVAL`, `HOURS_EXCEED_INTERVAL`, `BATCH_TOO_LARGE`, `BATCH_EMPTY` |
+//! | `NOT_FOUND` | `UNKNOWN_ACCOUNT`, `UNKNOWN_TRANSACTION` |
+//! | `ALREADY_EXISTS` | `ACCOUNT_ALREADY_EXISTS`, `REQUEST_ID_REUSED` |
+//! | `FAILED_PRECONDITION` | every other business rule (`INSUFFICIENT_HOURS`, `HOURS_PER_DAY_EXCEEDED`, `OVERLAPPING_SERVICE`, `ALREADY_REVERSED`, `REVERSAL_OF_REVERSAL`, …) |
+//! | `ABORTED` | `CONTENTION`: the account changed under the command too often; retry |
+//! | `UNAVAILABLE` | `LOG_UNAVAILABLE`: retry with the same request id |
+//! | `DATA_LOSS` | `LOG_CORRUPT`: stored data failed a check; call an operator |
+
+use std::collections::HashMap;
+
+use ledger_core::app::CommandError;
+use ledger_core::domain::Rejection;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `domain` of every `ErrorInfo` this server sends.
+pub const ERROR_DOMAIN: &str = "timebank.v1";
+
+/// A failure, described once for both a single RPC's status and a batch line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Described {
+    pub code: Code,
+    pub reason: &'static str,
+    pub message: String,
+    pub metadata: HashMap<String, String>,
+}
+
+impl Described {
+    pub fn into_status(self) -> Status {
+        Status::with_error_details(
+            self.code,
+            self.message,
+            ErrorDetails::with_error_info(self.reason, ERROR_DOMAIN, self.metadata),
+        )
+    }
+}
+
+/// The gRPC code of a business rejection.
+pub fn rejection_code(r: &Rejection) -> Code {
+    use Rejection as R;
+    match r {
+        R::InvalidInput { .. }
+        | R::ReservedAccountId { .. }
+        | R::SelfTransfer
+        | R::ServiceDateInFuture { .. }
+        | R::ServiceIntervalInFuture { .. }
+        | R::InvalidServiceInterval { .. }
+        | R::HoursExceedInterval { .. } => Code::InvalidArgument,
+        R::UnknownAccount { .. } | R::UnknownTransaction { .. } => Code::NotFound,
+        R::AccountAlreadyExists { .. } | R::RequestIdReused { .. } => Code::AlreadyExists,
+        R::AccountClosed { .. }
+        | R::WrongAccountKind { .. }
+        | R::InsufficientHours { .. }
+        | R::InsufficientBalanceForReversal { .. }
+        | R::InsufficientPoints { .. }
+        | R::HoursPerDayExceeded { .. }
+        | R::OverlappingService { .. }
+        | R::ExchangeRateChanged { .. }
+        | R::ExchangeTooSmall { .. }
+        | R::AlreadyReversed { .. }
+        | R::ReversalOfReversal { .. }
+        | R::NotReversible { .. }
+        | R::ReversalOnWrongAccount { .. } => Code::FailedPrecondition,
+    }
+}
+
+pub fn describe_rejection(r: &Rejection) -> Described {
+    let mut metadata = HashMap::new();
+    if let Some(field) = r.field() {
+        metadata.insert("field".to_owned(), field.to_owned());
+    }
+    Described {
+        code: rejection_code(r),
+        reason: r.reason(),
+        message: r.to_string(),
+        metadata,
+    }
+}
+
+pub fn describe(e: &CommandError) -> Described {
+    let (code, reason) = match e {
+        CommandError::Rejected(r) => return describe_rejection(r),
+        CommandError::Contention { .. } => (Code::Aborted, "CONTENTION"),
+        CommandError::LogUnavailable(_) => (Code::Unavailable, "LOG_UNAVAILABLE"),
+        CommandError::LogCorrupt(_) => (Code::DataLoss, "LOG_CORRUPT"),
+    };
+    Described {
+        code,
+        reason,
+        message: e.to_string(),
+        metadata: HashMap::new(),
+    }
+}
+
+/// The status of a failed command: the one mapping every RPC uses.
+pub fn command_status(e: &CommandError) -> Status {
+    describe(e).into_status()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledger_core::domain::account::AccountId;
+
+    #[test]
+    fn statuses_carry_the_reason_in_error_info() {
+        let s = command_status(&CommandError::Rejected(Rejection::UnknownAccount {
+            account: AccountId::new("x").unwrap(),
+        }));
+        assert_eq!(s.code(), Code::NotFound);
+        let info = s.get_details_error_info().unwrap();
+        assert_eq!((info.reason.as_str(), info.domain.as_str()), ("UNKNOWN_ACCOUNT", ERROR_DOMAIN));
+        let s = command_status(&CommandError::Rejected(Rejection::missing("hours")));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(s.get_details_error_info().unwrap().metadata["field"], "hours");
+    }
+}
