@@ -172,7 +172,10 @@ pub async fn serve(
         })
         .await;
     service.drain().await;
+    drop(service);
     healer.abort();
+    // Wait for the aborted task to be dropped, so it no longer holds the log.
+    let _ = healer.await;
     tracing::info!("all commands finished");
     Ok(served?)
 }

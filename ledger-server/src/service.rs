@@ -71,6 +71,9 @@ impl LedgerService {
                 Ok(o) => tracing::info!(command = name, %request_id, transaction = %o.transaction, position = %o.position, replayed = o.replayed, "command executed"),
                 Err(e) => tracing::info!(command = name, %request_id, "command refused: {e}"),
             }
+            // Release the log handle before the permit: once `drain` holds every
+            // permit, no command task holds the log any more.
+            drop(handler);
             drop(permit);
             result
         });

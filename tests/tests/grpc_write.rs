@@ -486,24 +486,30 @@ async fn the_binary_entry_point_serves_the_embedded_log_and_survives_a_restart()
     };
     // Find a free port, then let `run` bind it.
     let addr = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-    let connect = || async move {
-        for _ in 0..100 {
+    async fn connect(
+        addr: std::net::SocketAddr,
+        task: &mut tokio::task::JoinHandle<Result<(), ledger_server::ServeError>>,
+    ) -> LedgerCommandsClient<Channel> {
+        for _ in 0..250 {
+            if task.is_finished() {
+                panic!("server stopped: {:?}", task.await);
+            }
             if let Ok(c) = LedgerCommandsClient::connect(format!("http://{addr}")).await {
                 return c;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         panic!("server did not come up");
-    };
-    let (stop, task) = start(addr);
-    let mut c = connect().await;
+    }
+    let (stop, mut task) = start(addr);
+    let mut c = connect(addr, &mut task).await;
     let reg = c.register_account(register("reg-v1", "v1", pb::AccountKind::Volunteer)).await.unwrap().into_inner();
     drop(c);
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 
-    let (stop, task) = start(addr);
-    let mut c = connect().await;
+    let (stop, mut task) = start(addr);
+    let mut c = connect(addr, &mut task).await;
     let again = c.register_account(register("reg-v1", "v1", pb::AccountKind::Volunteer)).await.unwrap().into_inner();
     assert!(again.replayed);
     assert_eq!(again.transaction_id, reg.transaction_id);
