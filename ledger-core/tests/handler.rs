@@ -24,25 +24,46 @@ fn reason(r: Result<ledger_core::domain::state::Outcome, CommandError>) -> &'sta
 async fn a_retry_returns_the_original_outcome_and_writes_nothing() {
     let (log, handler) = new_handler();
     setup(&handler).await;
-    let first = handler.execute(&deposit("d1", "v1", "2", 0, 9)).await.unwrap();
+    let first = handler
+        .execute(&deposit("d1", "v1", "2", 0, 9))
+        .await
+        .unwrap();
     assert!(!first.replayed);
     let head = log.head().await.unwrap();
-    let again = handler.execute(&deposit("d1", "v1", "2.00", 0, 9)).await.unwrap();
+    let again = handler
+        .execute(&deposit("d1", "v1", "2.00", 0, 9))
+        .await
+        .unwrap();
     assert!(again.replayed);
-    assert_eq!((again.transaction, again.position), (first.transaction, first.position));
+    assert_eq!(
+        (again.transaction, again.position),
+        (first.transaction, first.position)
+    );
     assert_eq!(log.head().await.unwrap(), head, "a retry writes nothing");
-    assert_eq!(handler.load(&acc("v1")).await.unwrap().balance(Unit::Hours), dec("2"));
+    assert_eq!(
+        handler.load(&acc("v1")).await.unwrap().balance(Unit::Hours),
+        dec("2")
+    );
 }
 
 #[tokio::test]
 async fn the_same_request_id_with_other_content_is_rejected_on_any_stream() {
     let (log, handler) = new_handler();
     setup(&handler).await;
-    handler.execute(&deposit("d1", "v1", "2", 0, 9)).await.unwrap();
+    handler
+        .execute(&deposit("d1", "v1", "2", 0, 9))
+        .await
+        .unwrap();
     let head = log.head().await.unwrap();
-    assert_eq!(reason(handler.execute(&deposit("d1", "v1", "3", 0, 9)).await), "REQUEST_ID_REUSED");
+    assert_eq!(
+        reason(handler.execute(&deposit("d1", "v1", "3", 0, 9)).await),
+        "REQUEST_ID_REUSED"
+    );
     // On another stream the log's event-id check catches it.
-    assert_eq!(reason(handler.execute(&deposit("d1", "v2", "2", 0, 9)).await), "REQUEST_ID_REUSED");
+    assert_eq!(
+        reason(handler.execute(&deposit("d1", "v2", "2", 0, 9)).await),
+        "REQUEST_ID_REUSED"
+    );
     assert_eq!(log.head().await.unwrap(), head);
 }
 
@@ -50,8 +71,14 @@ async fn the_same_request_id_with_other_content_is_rejected_on_any_stream() {
 async fn a_rejection_is_decided_again_on_retry() {
     let (_log, handler) = new_handler();
     setup(&handler).await;
-    assert_eq!(reason(handler.execute(&spend("s1", "v1", "1")).await), "INSUFFICIENT_HOURS");
-    handler.execute(&deposit("d1", "v1", "1", 0, 9)).await.unwrap();
+    assert_eq!(
+        reason(handler.execute(&spend("s1", "v1", "1")).await),
+        "INSUFFICIENT_HOURS"
+    );
+    handler
+        .execute(&deposit("d1", "v1", "1", 0, 9))
+        .await
+        .unwrap();
     assert!(handler.execute(&spend("s1", "v1", "1")).await.is_ok());
 }
 
@@ -59,22 +86,50 @@ async fn a_rejection_is_decided_again_on_retry() {
 async fn a_transfer_delivers_a_receipt_and_every_chain_verifies() {
     let (log, handler) = new_handler();
     setup(&handler).await;
-    handler.execute(&deposit("d1", "v1", "1", 0, 9)).await.unwrap();
-    let t = handler.execute(&transfer("t1", "v1", "v2", "0.75")).await.unwrap();
-    assert_eq!(handler.load(&acc("v2")).await.unwrap().balance(Unit::Hours), dec("0.75"));
-    handler.execute(&donate("g1", "v1", "p", "0.25")).await.unwrap();
-    assert_eq!(handler.load(&acc("p")).await.unwrap().balance(Unit::Hours), dec("0.25"));
+    handler
+        .execute(&deposit("d1", "v1", "1", 0, 9))
+        .await
+        .unwrap();
+    let t = handler
+        .execute(&transfer("t1", "v1", "v2", "0.75"))
+        .await
+        .unwrap();
+    assert_eq!(
+        handler.load(&acc("v2")).await.unwrap().balance(Unit::Hours),
+        dec("0.75")
+    );
+    handler
+        .execute(&donate("g1", "v1", "p", "0.25"))
+        .await
+        .unwrap();
+    assert_eq!(
+        handler.load(&acc("p")).await.unwrap().balance(Unit::Hours),
+        dec("0.25")
+    );
     // Reverse the transfer on the receiver: the sender gets a receipt back.
-    handler.execute(&reverse("x1", "v2", t.transaction)).await.unwrap();
-    assert_eq!(handler.load(&acc("v1")).await.unwrap().balance(Unit::Hours), dec("0.75"));
-    assert_eq!(handler.load(&acc("v2")).await.unwrap().balance(Unit::Hours), dec("0"));
+    handler
+        .execute(&reverse("x1", "v2", t.transaction))
+        .await
+        .unwrap();
+    assert_eq!(
+        handler.load(&acc("v1")).await.unwrap().balance(Unit::Hours),
+        dec("0.75")
+    );
+    assert_eq!(
+        handler.load(&acc("v2")).await.unwrap().balance(Unit::Hours),
+        dec("0")
+    );
     for id in ["v1", "v2", "org", "p"] {
         let events = log.read_stream(&acc(id).stream(), 0, 4096).await.unwrap();
         verify_chain(&events).unwrap();
     }
     // Tampering with one event breaks the chain from the next one on.
     let mut events = log.read_stream(&acc("v1").stream(), 0, 4096).await.unwrap();
-    events[1].data = events[1].data.iter().map(|b| if *b == b'1' { b'2' } else { *b }).collect();
+    events[1].data = events[1]
+        .data
+        .iter()
+        .map(|b| if *b == b'1' { b'2' } else { *b })
+        .collect();
     assert!(verify_chain(&events).is_err());
 }
 
@@ -82,15 +137,24 @@ async fn a_transfer_delivers_a_receipt_and_every_chain_verifies() {
 async fn a_transaction_is_reversed_once_even_under_a_race() {
     let (_log, handler) = new_handler();
     setup(&handler).await;
-    let d = handler.execute(&deposit("d1", "v1", "1", 0, 9)).await.unwrap();
-    let (x1, x2) = (reverse("x1", "v1", d.transaction), reverse("x2", "v1", d.transaction));
+    let d = handler
+        .execute(&deposit("d1", "v1", "1", 0, 9))
+        .await
+        .unwrap();
+    let (x1, x2) = (
+        reverse("x1", "v1", d.transaction),
+        reverse("x2", "v1", d.transaction),
+    );
     let (a, b) = tokio::join!(handler.execute(&x1), handler.execute(&x2));
     let oks = [&a, &b].iter().filter(|r| r.is_ok()).count();
     assert_eq!(oks, 1, "{a:?} {b:?}");
     let loser = if a.is_ok() { b } else { a };
     assert_eq!(reason(loser), "ALREADY_REVERSED");
     // And a reversal on the wrong stream cannot sneak in a second one.
-    assert_eq!(reason(handler.execute(&reverse("x3", "v2", d.transaction)).await), "UNKNOWN_TRANSACTION");
+    assert_eq!(
+        reason(handler.execute(&reverse("x3", "v2", d.transaction)).await),
+        "UNKNOWN_TRANSACTION"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,12 +162,17 @@ async fn concurrent_spends_never_overdraw() {
     let (log, handler) = new_handler();
     setup(&handler).await;
     for i in 0..5 {
-        handler.execute(&deposit(&format!("d{i}"), "v1", "1", i, 9)).await.unwrap();
+        handler
+            .execute(&deposit(&format!("d{i}"), "v1", "1", i, 9))
+            .await
+            .unwrap();
     }
     let mut tasks = Vec::new();
     for i in 0..12 {
         let handler = handler.clone();
-        tasks.push(tokio::spawn(async move { handler.execute(&spend(&format!("s{i}"), "v1", "1")).await }));
+        tasks.push(tokio::spawn(async move {
+            handler.execute(&spend(&format!("s{i}"), "v1", "1")).await
+        }));
     }
     let mut ok = 0;
     for t in tasks {
@@ -116,7 +185,10 @@ async fn concurrent_spends_never_overdraw() {
     }
     assert!(ok <= 5);
     let state = handler.load(&acc("v1")).await.unwrap();
-    assert_eq!(state.balance(Unit::Hours), dec("5") - rust_decimal::Decimal::from(ok));
+    assert_eq!(
+        state.balance(Unit::Hours),
+        dec("5") - rust_decimal::Decimal::from(ok)
+    );
     verify_chain(&log.read_stream(&acc("v1").stream(), 0, 4096).await.unwrap()).unwrap();
 }
 
@@ -125,13 +197,23 @@ struct LosesReceipts(ledger_core::log::memory::MemoryLog);
 
 #[async_trait::async_trait]
 impl EventLog for LosesReceipts {
-    async fn append(&self, s: &StreamName, e: ExpectedVersion, ev: Vec<NewEvent>) -> Result<AppendResult, AppendError> {
+    async fn append(
+        &self,
+        s: &StreamName,
+        e: ExpectedVersion,
+        ev: Vec<NewEvent>,
+    ) -> Result<AppendResult, AppendError> {
         if ev.iter().any(|e| e.event_type == "HoursReceived.v1") {
             return Err(AppendError::Unavailable("simulated crash".into()));
         }
         self.0.append(s, e, ev).await
     }
-    async fn read_stream(&self, s: &StreamName, f: u64, m: usize) -> Result<Vec<RecordedEvent>, ReadError> {
+    async fn read_stream(
+        &self,
+        s: &StreamName,
+        f: u64,
+        m: usize,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
         self.0.read_stream(s, f, m).await
     }
     async fn read_all(&self, f: ReadFrom, m: usize) -> Result<Vec<RecordedEvent>, ReadError> {
@@ -149,13 +231,32 @@ impl EventLog for LosesReceipts {
 async fn a_lost_receipt_is_healed_by_the_catch_up_once() {
     let (log, handler) = new_handler();
     setup(&handler).await;
-    handler.execute(&deposit("d1", "v1", "2", 0, 9)).await.unwrap();
+    handler
+        .execute(&deposit("d1", "v1", "2", 0, 9))
+        .await
+        .unwrap();
     let lossy = handler_over(Arc::new(LosesReceipts(log.clone())));
-    lossy.execute(&transfer("t1", "v1", "v2", "2")).await.unwrap();
+    lossy
+        .execute(&transfer("t1", "v1", "v2", "2"))
+        .await
+        .unwrap();
     assert!(lossy.take_receipts_pending());
-    assert_eq!(handler.load(&acc("v2")).await.unwrap().balance(Unit::Hours), dec("0"));
+    assert_eq!(
+        handler.load(&acc("v2")).await.unwrap().balance(Unit::Hours),
+        dec("0")
+    );
     let report = handler.deliver_receipts(ReadFrom::Start).await.unwrap();
     assert_eq!(report.delivered, 1);
-    assert_eq!(handler.load(&acc("v2")).await.unwrap().balance(Unit::Hours), dec("2"));
-    assert_eq!(handler.deliver_receipts(ReadFrom::Start).await.unwrap().delivered, 0);
+    assert_eq!(
+        handler.load(&acc("v2")).await.unwrap().balance(Unit::Hours),
+        dec("2")
+    );
+    assert_eq!(
+        handler
+            .deliver_receipts(ReadFrom::Start)
+            .await
+            .unwrap()
+            .delivered,
+        0
+    );
 }

@@ -23,14 +23,35 @@ const PEOPLE: [&str; 3] = ["v1", "v2", "v3"];
 
 #[derive(Clone, Debug)]
 enum Op {
-    Deposit { who: usize, cents: u32, day: i64, hour: i64 },
-    Spend { who: usize, cents: u32 },
-    Exchange { who: usize, cents: u32 },
-    Transfer { from: usize, to: usize, cents: u32 },
-    Donate { from: usize, cents: u32 },
+    Deposit {
+        who: usize,
+        cents: u32,
+        day: i64,
+        hour: i64,
+    },
+    Spend {
+        who: usize,
+        cents: u32,
+    },
+    Exchange {
+        who: usize,
+        cents: u32,
+    },
+    Transfer {
+        from: usize,
+        to: usize,
+        cents: u32,
+    },
+    Donate {
+        from: usize,
+        cents: u32,
+    },
     /// Reverse the n-th successful transaction (mod count), on account `who` or on
     /// the account that transaction debits on reversal.
-    Reverse { nth: usize, who: Option<usize> },
+    Reverse {
+        nth: usize,
+        who: Option<usize>,
+    },
 }
 
 fn amount(cents: u32) -> String {
@@ -51,7 +72,12 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// Sums of postings per (account, unit) and per unit over the whole log.
-async fn books(log: &MemoryLog) -> (BTreeMap<(AccountId, Unit), Decimal>, BTreeMap<Unit, Decimal>) {
+async fn books(
+    log: &MemoryLog,
+) -> (
+    BTreeMap<(AccountId, Unit), Decimal>,
+    BTreeMap<Unit, Decimal>,
+) {
     let events = log.read_all(ReadFrom::Start, 4096).await.unwrap();
     let mut per_account = BTreeMap::new();
     let mut all = Vec::new();
@@ -59,7 +85,9 @@ async fn books(log: &MemoryLog) -> (BTreeMap<(AccountId, Unit), Decimal>, BTreeM
         let event = LedgerEvent::decode(&e.event_type, &e.data).unwrap();
         if let Some(postings) = event.postings() {
             for p in postings {
-                *per_account.entry((p.account.clone(), p.unit)).or_insert(Decimal::ZERO) += p.amount;
+                *per_account
+                    .entry((p.account.clone(), p.unit))
+                    .or_insert(Decimal::ZERO) += p.amount;
             }
             all.extend_from_slice(postings);
         }
@@ -70,19 +98,35 @@ async fn books(log: &MemoryLog) -> (BTreeMap<(AccountId, Unit), Decimal>, BTreeM
 async fn run(ops: Vec<Op>) {
     let (log, handler): (MemoryLog, Handler) = new_handler();
     setup(&handler).await;
-    handler.execute(&register("r-v3", "v3", volunteer_kind())).await.unwrap();
+    handler
+        .execute(&register("r-v3", "v3", volunteer_kind()))
+        .await
+        .unwrap();
     // (transaction, the account that holds it for reversal)
     let mut txs: Vec<(TransactionId, &str)> = Vec::new();
     for (i, op) in ops.into_iter().enumerate() {
         let req = format!("req-{i}");
         let (cmd, holder) = match op {
-            Op::Deposit { who, cents, day, hour } => {
+            Op::Deposit {
+                who,
+                cents,
+                day,
+                hour,
+            } => {
                 let cents = cents.min(400);
-                (deposit(&req, PEOPLE[who], &amount(cents), day, hour), PEOPLE[who])
+                (
+                    deposit(&req, PEOPLE[who], &amount(cents), day, hour),
+                    PEOPLE[who],
+                )
             }
             Op::Spend { who, cents } => (spend(&req, PEOPLE[who], &amount(cents)), PEOPLE[who]),
-            Op::Exchange { who, cents } => (exchange(&req, PEOPLE[who], &amount(cents)), PEOPLE[who]),
-            Op::Transfer { from, to, cents } => (transfer(&req, PEOPLE[from], PEOPLE[to], &amount(cents)), PEOPLE[to]),
+            Op::Exchange { who, cents } => {
+                (exchange(&req, PEOPLE[who], &amount(cents)), PEOPLE[who])
+            }
+            Op::Transfer { from, to, cents } => (
+                transfer(&req, PEOPLE[from], PEOPLE[to], &amount(cents)),
+                PEOPLE[to],
+            ),
             Op::Donate { from, cents } => (donate(&req, PEOPLE[from], "p", &amount(cents)), "p"),
             Op::Reverse { nth, who } => {
                 if txs.is_empty() {
@@ -114,9 +158,19 @@ async fn run(ops: Vec<Op>) {
             let id = acc(who);
             let state = handler.load(&id).await.unwrap();
             for unit in [Unit::Hours, Unit::HonourHours, Unit::Points] {
-                let booked = per_account.get(&(id.clone(), unit)).copied().unwrap_or_default();
-                assert!(booked >= Decimal::ZERO, "step {i}: {who} {unit:?} is {booked}");
-                assert_eq!(state.balance(unit), booked, "step {i}: {who} {unit:?} state vs postings");
+                let booked = per_account
+                    .get(&(id.clone(), unit))
+                    .copied()
+                    .unwrap_or_default();
+                assert!(
+                    booked >= Decimal::ZERO,
+                    "step {i}: {who} {unit:?} is {booked}"
+                );
+                assert_eq!(
+                    state.balance(unit),
+                    booked,
+                    "step {i}: {who} {unit:?} state vs postings"
+                );
             }
         }
     }

@@ -64,7 +64,9 @@ fn date(field: &str, text: &str) -> Field<NaiveDate> {
             field,
             InputProblem::Malformed(format!(
                 "{:?} is not a calendar day; send \"YYYY-MM-DD\"",
-                text.chars().take(DATE_TEXT_BYTES_MAX + 2).collect::<String>()
+                text.chars()
+                    .take(DATE_TEXT_BYTES_MAX + 2)
+                    .collect::<String>()
             )),
         )
     };
@@ -277,20 +279,39 @@ mod tests {
             donate_hours(r).unwrap_err()
         };
         let e = with(|r| r.hours = "-1".into());
-        assert_eq!((e.reason(), e.field()), ("AMOUNT_NOT_POSITIVE", Some("hours")));
-        assert_eq!(with(|r| r.hours = "1.001".into()).reason(), "AMOUNT_SCALE_EXCEEDED");
-        assert_eq!(with(|r| r.hours = "1,5".into()).reason(), "AMOUNT_MALFORMED");
+        assert_eq!(
+            (e.reason(), e.field()),
+            ("AMOUNT_NOT_POSITIVE", Some("hours"))
+        );
+        assert_eq!(
+            with(|r| r.hours = "1.001".into()).reason(),
+            "AMOUNT_SCALE_EXCEEDED"
+        );
+        assert_eq!(
+            with(|r| r.hours = "1,5".into()).reason(),
+            "AMOUNT_MALFORMED"
+        );
         assert_eq!(with(|r| r.hours = String::new()).reason(), "FIELD_MISSING");
         assert_eq!(with(|r| r.request_id = String::new()).reason(), "ID_EMPTY");
-        assert_eq!(with(|r| r.request_id = "x".repeat(129)).reason(), "ID_TOO_LONG");
-        assert_eq!(with(|r| r.project_id = "a/b".into()).reason(), "ID_CHARACTERS");
+        assert_eq!(
+            with(|r| r.request_id = "x".repeat(129)).reason(),
+            "ID_TOO_LONG"
+        );
+        assert_eq!(
+            with(|r| r.project_id = "a/b".into()).reason(),
+            "ID_CHARACTERS"
+        );
     }
 
     #[test]
     fn dates_timestamps_and_enums() {
         assert!(date("d", "2026-11-20").is_ok());
         for bad in ["2026-13-01", "20261120", "2026-11-20T00:00", "tomorrow"] {
-            assert_eq!(date("d", bad).unwrap_err().reason(), "FIELD_MALFORMED", "{bad}");
+            assert_eq!(
+                date("d", bad).unwrap_err().reason(),
+                "FIELD_MALFORMED",
+                "{bad}"
+            );
         }
         let t = |seconds, nanos| timestamp("t", Some(prost_types::Timestamp { seconds, nanos }));
         assert!(t(0, 0).is_ok());
@@ -304,7 +325,19 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(reason(register_account(r.clone())), "FIELD_MALFORMED");
-        assert_eq!(reason(register_account(pb::RegisterAccountRequest { kind: 0, ..r.clone() })), "FIELD_MISSING");
-        assert_eq!(reason(register_account(pb::RegisterAccountRequest { kind: 1, ..r })), "FIELD_MISSING");
+        assert_eq!(
+            reason(register_account(pb::RegisterAccountRequest {
+                kind: 0,
+                ..r.clone()
+            })),
+            "FIELD_MISSING"
+        );
+        assert_eq!(
+            reason(register_account(pb::RegisterAccountRequest {
+                kind: 1,
+                ..r
+            })),
+            "FIELD_MISSING"
+        );
     }
 }

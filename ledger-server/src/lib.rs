@@ -54,7 +54,9 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("delivering missing receipts at start-up failed: {0}; the log must be readable to start")]
+    #[error(
+        "delivering missing receipts at start-up failed: {0}; the log must be readable to start"
+    )]
     ReceiptCatchUp(CommandError),
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -123,7 +125,11 @@ pub async fn serve(
         .deliver_receipts(ReadFrom::Start)
         .await
         .map_err(ServeError::ReceiptCatchUp)?;
-    tracing::info!(scanned = report.scanned, delivered = report.delivered, "receipts caught up");
+    tracing::info!(
+        scanned = report.scanned,
+        delivered = report.delivered,
+        "receipts caught up"
+    );
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -165,7 +171,9 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(pb::ledger_commands_server::LedgerCommandsServer::new(service.clone()))
+        .add_service(pb::ledger_commands_server::LedgerCommandsServer::new(
+            service.clone(),
+        ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;
             tracing::info!("shutdown requested: no new connections; finishing in-flight commands");

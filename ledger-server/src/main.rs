@@ -12,7 +12,11 @@ use ledger_server::{run, RunConfig};
 use rust_decimal::Decimal;
 
 #[derive(Parser)]
-#[command(name = "ledger-server", version, about = "The timebank ledger's gRPC write API")]
+#[command(
+    name = "ledger-server",
+    version,
+    about = "The timebank ledger's gRPC write API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

@@ -42,7 +42,11 @@ impl LedgerService {
     /// Wait until no command is executing and refuse new ones (shutdown).
     pub async fn drain(&self) {
         // The count fits: INFLIGHT_COMMANDS_MAX is far below u32::MAX.
-        if let Ok(all) = self.inflight.acquire_many(INFLIGHT_COMMANDS_MAX as u32).await {
+        if let Ok(all) = self
+            .inflight
+            .acquire_many(INFLIGHT_COMMANDS_MAX as u32)
+            .await
+        {
             all.forget();
         }
         self.inflight.close();
@@ -68,7 +72,9 @@ impl LedgerService {
             let request_id = command.request_id().to_string();
             let result = handler.execute(&command).await;
             match &result {
-                Ok(o) => tracing::info!(command = name, %request_id, transaction = %o.transaction, position = %o.position, replayed = o.replayed, "command executed"),
+                Ok(o) => {
+                    tracing::info!(command = name, %request_id, transaction = %o.transaction, position = %o.position, replayed = o.replayed, "command executed")
+                }
                 Err(e) => tracing::info!(command = name, %request_id, "command refused: {e}"),
             }
             // Release the log handle before the permit: once `drain` holds every
@@ -91,7 +97,10 @@ impl LedgerService {
         }
     }
 
-    async fn rpc(&self, command: Result<Command, Rejection>) -> Result<Response<pb::CommandResult>, Status> {
+    async fn rpc(
+        &self,
+        command: Result<Command, Rejection>,
+    ) -> Result<Response<pb::CommandResult>, Status> {
         self.execute(command)
             .await
             .map(|o| Response::new(convert::command_result(&o)))
@@ -101,41 +110,68 @@ impl LedgerService {
 
 #[tonic::async_trait]
 impl pb::ledger_commands_server::LedgerCommands for LedgerService {
-    async fn register_account(&self, r: Request<pb::RegisterAccountRequest>) -> Result<Response<pb::CommandResult>, Status> {
+    async fn register_account(
+        &self,
+        r: Request<pb::RegisterAccountRequest>,
+    ) -> Result<Response<pb::CommandResult>, Status> {
         self.rpc(convert::register_account(r.into_inner())).await
     }
 
-    async fn close_account(&self, r: Request<pb::CloseAccountRequest>) -> Result<Response<pb::CommandResult>, Status> {
+    async fn close_account(
+        &self,
+        r: Request<pb::CloseAccountRequest>,
+    ) -> Result<Response<pb::CommandResult>, Status> {
         self.rpc(convert::close_account(r.into_inner())).await
     }
 
-    async fn deposit_hours(&self, r: Request<pb::DepositHoursRequest>) -> Result<Response<pb::CommandResult>, Status> {
+    async fn deposit_hours(
+        &self,
+        r: Request<pb::DepositHoursRequest>,
+    ) -> Result<Response<pb::CommandResult>, Status> {
         self.rpc(convert::deposit_hours(r.into_inner())).await
     }
 
-    async fn spend_hours(&self, r: Request<pb::SpendHoursRequest>) -> Result<Response<pb::CommandResult>, Status> {
+    async fn spend_hours(
+        &self,
+        r: Request<pb::SpendHoursRequest>,
+    ) -> Result<Response<pb::CommandResult>, Status> {
         self.rpc(convert::spend_hours(r.into_inner())).await
     }
 
-    async fn exchange_hours(&self, r: Request<pb::ExchangeHoursRequest>) -> Result<Response<pb::CommandResult>, Status> {
+    async fn exchange_hours(
+        &self,
+        r: Request<pb::ExchangeHoursRequest>,
+    ) -> Result<Response<pb::CommandResult>, Status> {
         self.rpc(convert::exchange_hours(r.into_inner())).await
     }
 
-    async fn transfer_hours(&self, r: Request<pb::TransferHoursRequest>) -> Result<Response<pb::CommandResult>, Status> {
+    async fn transfer_hours(
+        &self,
+        r: Request<pb::TransferHoursRequest>,
+    ) -> Result<Response<pb::CommandResult>, Status> {
         self.rpc(convert::transfer_hours(r.into_inner())).await
     }
 
-    async fn donate_hours(&self, r: Request<pb::DonateHoursRequest>) -> Result<Response<pb::CommandResult>, Status> {
+    async fn donate_hours(
+        &self,
+        r: Request<pb::DonateHoursRequest>,
+    ) -> Result<Response<pb::CommandResult>, Status> {
         self.rpc(convert::donate_hours(r.into_inner())).await
     }
 
-    async fn reverse_transaction(&self, r: Request<pb::ReverseTransactionRequest>) -> Result<Response<pb::CommandResult>, Status> {
+    async fn reverse_transaction(
+        &self,
+        r: Request<pb::ReverseTransactionRequest>,
+    ) -> Result<Response<pb::CommandResult>, Status> {
         self.rpc(convert::reverse_transaction(r.into_inner())).await
     }
 
     /// Commands run in order (a line may depend on an earlier one, e.g. register then
     /// deposit); a refused line is reported in its slot and the rest still run.
-    async fn submit_batch(&self, r: Request<pb::SubmitBatchRequest>) -> Result<Response<pb::SubmitBatchResponse>, Status> {
+    async fn submit_batch(
+        &self,
+        r: Request<pb::SubmitBatchRequest>,
+    ) -> Result<Response<pb::SubmitBatchResponse>, Status> {
         let commands = r.into_inner().commands;
         if commands.is_empty() {
             return Err(Described {
@@ -173,7 +209,9 @@ impl pb::ledger_commands_server::LedgerCommands for LedgerService {
                     metadata: d.metadata,
                 }),
             };
-            results.push(pb::BatchResult { result: Some(result) });
+            results.push(pb::BatchResult {
+                result: Some(result),
+            });
         }
         Ok(Response::new(pb::SubmitBatchResponse { results }))
     }

@@ -118,9 +118,15 @@ mod tests {
         }));
         assert_eq!(s.code(), Code::NotFound);
         let info = s.get_details_error_info().unwrap();
-        assert_eq!((info.reason.as_str(), info.domain.as_str()), ("UNKNOWN_ACCOUNT", ERROR_DOMAIN));
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            ("UNKNOWN_ACCOUNT", ERROR_DOMAIN)
+        );
         let s = command_status(&CommandError::Rejected(Rejection::missing("hours")));
         assert_eq!(s.code(), Code::InvalidArgument);
-        assert_eq!(s.get_details_error_info().unwrap().metadata["field"], "hours");
+        assert_eq!(
+            s.get_details_error_info().unwrap().metadata["field"],
+            "hours"
+        );
     }
 }

@@ -38,7 +38,11 @@ impl Server {
         let log = MemoryLog::new();
         let handler = Handler::new(
             Arc::new(log.clone()) as Arc<dyn EventLog>,
-            Arc::new(FixedClock::new(DateTime::parse_from_rfc3339(NOW).unwrap().with_timezone(&Utc))),
+            Arc::new(FixedClock::new(
+                DateTime::parse_from_rfc3339(NOW)
+                    .unwrap()
+                    .with_timezone(&Utc),
+            )),
             LedgerConfig::default(),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -47,7 +51,11 @@ impl Server {
         let task = tokio::spawn(ledger_server::serve(handler, listener, async move {
             let _ = stopped.await;
         }));
-        let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         Self {
             log,
             client: LedgerCommandsClient::new(channel.clone()),
@@ -135,7 +143,9 @@ async fn setup(c: &mut LedgerCommandsClient<Channel>) {
 /// The code and machine-readable reason of a failed call.
 fn why<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> (Code, String) {
     let s = r.expect_err("expected the call to fail");
-    let info = s.get_details_error_info().expect("every failure carries ErrorInfo");
+    let info = s
+        .get_details_error_info()
+        .expect("every failure carries ErrorInfo");
     assert_eq!(info.domain, "timebank.v1");
     assert!(!s.message().is_empty());
     (s.code(), info.reason)
@@ -147,14 +157,24 @@ async fn every_rpc_writes_and_returns_its_transaction_and_position() {
     let mut c = server.client.clone();
     setup(&mut c).await;
     let d = c
-        .deposit_hours(deposit("dep-1", "v1", "6.5", "2026-11-19T08:00:00Z", "2026-11-19T15:00:00Z"))
+        .deposit_hours(deposit(
+            "dep-1",
+            "v1",
+            "6.5",
+            "2026-11-19T08:00:00Z",
+            "2026-11-19T15:00:00Z",
+        ))
         .await
         .unwrap()
         .into_inner();
     assert!(!d.replayed);
     assert_eq!(d.stream_version, 1);
-    let pos = |r: &pb::CommandResult| r.position.clone().unwrap().commit;
-    let s = c.spend_hours(spend("sp-1", "v1", "0.5")).await.unwrap().into_inner();
+    let pos = |r: &pb::CommandResult| r.position.unwrap().commit;
+    let s = c
+        .spend_hours(spend("sp-1", "v1", "0.5"))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(pos(&s) > pos(&d));
     let x = c
         .exchange_hours(pb::ExchangeHoursRequest {
@@ -190,16 +210,28 @@ async fn every_rpc_writes_and_returns_its_transaction_and_position() {
         .await
         .unwrap()
         .into_inner();
-    let r = c.reverse_transaction(reverse("rv-1", "p", &g.transaction_id)).await.unwrap().into_inner();
+    let r = c
+        .reverse_transaction(reverse("rv-1", "p", &g.transaction_id))
+        .await
+        .unwrap()
+        .into_inner();
     assert_ne!(r.transaction_id, g.transaction_id);
-    c.reverse_transaction(reverse("rv-2", "v1", &x.transaction_id)).await.unwrap();
+    c.reverse_transaction(reverse("rv-2", "v1", &x.transaction_id))
+        .await
+        .unwrap();
     // v1: 6.5 - 0.5 - 1 (exchanged, reversed back) - 2 - 1 (donated, reversed back) = 4
     // so spending 4 works and 0.01 more does not.
     c.spend_hours(spend("sp-3", "v1", "4")).await.unwrap();
-    assert_eq!(why(c.spend_hours(spend("sp-4", "v1", "0.01")).await).1, "INSUFFICIENT_HOURS");
+    assert_eq!(
+        why(c.spend_hours(spend("sp-4", "v1", "0.01")).await).1,
+        "INSUFFICIENT_HOURS"
+    );
     // v2 holds 1.75 of the transfer; the whole transfer can no longer be reversed.
     assert_eq!(
-        why(c.reverse_transaction(reverse("rv-3", "v2", &t.transaction_id)).await).1,
+        why(c
+            .reverse_transaction(reverse("rv-3", "v2", &t.transaction_id))
+            .await)
+        .1,
         "INSUFFICIENT_BALANCE_FOR_REVERSAL"
     );
     c.close_account(pb::CloseAccountRequest {
@@ -217,24 +249,49 @@ async fn retries_replay_the_first_outcome_and_a_reused_id_is_refused() {
     let server = Server::start().await;
     let mut c = server.client.clone();
     setup(&mut c).await;
-    let req = deposit("dep-1", "v1", "2", "2026-11-19T08:00:00Z", "2026-11-19T10:00:00Z");
+    let req = deposit(
+        "dep-1",
+        "v1",
+        "2",
+        "2026-11-19T08:00:00Z",
+        "2026-11-19T10:00:00Z",
+    );
     let first = c.deposit_hours(req.clone()).await.unwrap().into_inner();
     let head = server.head().await;
     let mut same = req.clone();
     same.hours = "2.00".into(); // the same amount, written differently
     let again = c.deposit_hours(same).await.unwrap().into_inner();
     assert!(again.replayed);
-    assert_eq!((again.transaction_id.as_str(), again.position.as_ref()), (first.transaction_id.as_str(), first.position.as_ref()));
+    assert_eq!(
+        (again.transaction_id.as_str(), again.position.as_ref()),
+        (first.transaction_id.as_str(), first.position.as_ref())
+    );
     assert_eq!(server.head().await, head, "a retry writes nothing");
     let mut other = req.clone();
     other.hours = "1".into();
-    assert_eq!(why(c.deposit_hours(other).await), (Code::AlreadyExists, "REQUEST_ID_REUSED".into()));
+    assert_eq!(
+        why(c.deposit_hours(other).await),
+        (Code::AlreadyExists, "REQUEST_ID_REUSED".into())
+    );
     // The same id for a command on another account (caught by the log's event-id
     // check when the command would otherwise be written).
-    let elsewhere = deposit("dep-1", "v2", "2", "2026-11-19T08:00:00Z", "2026-11-19T10:00:00Z");
-    assert_eq!(why(c.deposit_hours(elsewhere).await), (Code::AlreadyExists, "REQUEST_ID_REUSED".into()));
+    let elsewhere = deposit(
+        "dep-1",
+        "v2",
+        "2",
+        "2026-11-19T08:00:00Z",
+        "2026-11-19T10:00:00Z",
+    );
+    assert_eq!(
+        why(c.deposit_hours(elsewhere).await),
+        (Code::AlreadyExists, "REQUEST_ID_REUSED".into())
+    );
     // Registration retries too.
-    let reg = c.register_account(register("reg-v1", "v1", pb::AccountKind::Volunteer)).await.unwrap().into_inner();
+    let reg = c
+        .register_account(register("reg-v1", "v1", pb::AccountKind::Volunteer))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(reg.replayed);
     assert_eq!(server.head().await, head);
     server.stop().await;
@@ -246,40 +303,134 @@ async fn every_rejection_has_its_code_and_reason_and_writes_nothing() {
     let mut c = server.client.clone();
     setup(&mut c).await;
     let dep = c
-        .deposit_hours(deposit("dep-1", "v1", "8", "2026-11-18T08:00:00Z", "2026-11-18T16:00:00Z"))
+        .deposit_hours(deposit(
+            "dep-1",
+            "v1",
+            "8",
+            "2026-11-18T08:00:00Z",
+            "2026-11-18T16:00:00Z",
+        ))
         .await
         .unwrap()
         .into_inner();
-    let rev = c.reverse_transaction(reverse("rv-1", "v1", &dep.transaction_id)).await.unwrap().into_inner();
-    c.deposit_hours(deposit("dep-2", "v1", "20", "2026-11-17T00:00:00Z", "2026-11-17T20:00:00Z")).await.unwrap();
-    c.close_account(pb::CloseAccountRequest { request_id: "cl-m".into(), account_id: "m".into(), reason: "closed".into() })
+    let rev = c
+        .reverse_transaction(reverse("rv-1", "v1", &dep.transaction_id))
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner();
+    c.deposit_hours(deposit(
+        "dep-2",
+        "v1",
+        "20",
+        "2026-11-17T00:00:00Z",
+        "2026-11-17T20:00:00Z",
+    ))
+    .await
+    .unwrap();
+    c.close_account(pb::CloseAccountRequest {
+        request_id: "cl-m".into(),
+        account_id: "m".into(),
+        reason: "closed".into(),
+    })
+    .await
+    .unwrap();
     let head = server.head().await;
 
-    let ok = || deposit("bad", "v1", "1", "2026-11-19T08:00:00Z", "2026-11-19T09:00:00Z");
+    let ok = || {
+        deposit(
+            "bad",
+            "v1",
+            "1",
+            "2026-11-19T08:00:00Z",
+            "2026-11-19T09:00:00Z",
+        )
+    };
     let with = |f: &dyn Fn(&mut pb::DepositHoursRequest)| {
         let mut r = ok();
         f(&mut r);
         r
     };
     let cases: Vec<(pb::DepositHoursRequest, Code, &str)> = vec![
-        (with(&|r| r.hours = "abc".into()), Code::InvalidArgument, "AMOUNT_MALFORMED"),
-        (with(&|r| r.hours = "1e2".into()), Code::InvalidArgument, "AMOUNT_MALFORMED"),
-        (with(&|r| r.hours = "-1".into()), Code::InvalidArgument, "AMOUNT_NOT_POSITIVE"),
-        (with(&|r| r.hours = "0".into()), Code::InvalidArgument, "AMOUNT_NOT_POSITIVE"),
-        (with(&|r| r.hours = "0.125".into()), Code::InvalidArgument, "AMOUNT_SCALE_EXCEEDED"),
-        (with(&|r| r.hours = "10000.01".into()), Code::InvalidArgument, "AMOUNT_TOO_LARGE"),
-        (with(&|r| r.hours = String::new()), Code::InvalidArgument, "FIELD_MISSING"),
-        (with(&|r| r.request_id = String::new()), Code::InvalidArgument, "ID_EMPTY"),
-        (with(&|r| r.request_id = "r".repeat(129)), Code::InvalidArgument, "ID_TOO_LONG"),
-        (with(&|r| r.volunteer_id = "v".repeat(65)), Code::InvalidArgument, "ID_TOO_LONG"),
-        (with(&|r| r.volunteer_id = "v 1".into()), Code::InvalidArgument, "ID_CHARACTERS"),
-        (with(&|r| r.started_at = None), Code::InvalidArgument, "FIELD_MISSING"),
-        (with(&|r| r.kind = 0), Code::InvalidArgument, "FIELD_MISSING"),
-        (with(&|r| r.kind = 42), Code::InvalidArgument, "FIELD_MALFORMED"),
-        (with(&|r| r.service_date = "19/11/2026".into()), Code::InvalidArgument, "FIELD_MALFORMED"),
-        (with(&|r| r.service_date = "2026-11-21".into()), Code::InvalidArgument, "SERVICE_DATE_IN_FUTURE"),
+        (
+            with(&|r| r.hours = "abc".into()),
+            Code::InvalidArgument,
+            "AMOUNT_MALFORMED",
+        ),
+        (
+            with(&|r| r.hours = "1e2".into()),
+            Code::InvalidArgument,
+            "AMOUNT_MALFORMED",
+        ),
+        (
+            with(&|r| r.hours = "-1".into()),
+            Code::InvalidArgument,
+            "AMOUNT_NOT_POSITIVE",
+        ),
+        (
+            with(&|r| r.hours = "0".into()),
+            Code::InvalidArgument,
+            "AMOUNT_NOT_POSITIVE",
+        ),
+        (
+            with(&|r| r.hours = "0.125".into()),
+            Code::InvalidArgument,
+            "AMOUNT_SCALE_EXCEEDED",
+        ),
+        (
+            with(&|r| r.hours = "10000.01".into()),
+            Code::InvalidArgument,
+            "AMOUNT_TOO_LARGE",
+        ),
+        (
+            with(&|r| r.hours = String::new()),
+            Code::InvalidArgument,
+            "FIELD_MISSING",
+        ),
+        (
+            with(&|r| r.request_id = String::new()),
+            Code::InvalidArgument,
+            "ID_EMPTY",
+        ),
+        (
+            with(&|r| r.request_id = "r".repeat(129)),
+            Code::InvalidArgument,
+            "ID_TOO_LONG",
+        ),
+        (
+            with(&|r| r.volunteer_id = "v".repeat(65)),
+            Code::InvalidArgument,
+            "ID_TOO_LONG",
+        ),
+        (
+            with(&|r| r.volunteer_id = "v 1".into()),
+            Code::InvalidArgument,
+            "ID_CHARACTERS",
+        ),
+        (
+            with(&|r| r.started_at = None),
+            Code::InvalidArgument,
+            "FIELD_MISSING",
+        ),
+        (
+            with(&|r| r.kind = 0),
+            Code::InvalidArgument,
+            "FIELD_MISSING",
+        ),
+        (
+            with(&|r| r.kind = 42),
+            Code::InvalidArgument,
+            "FIELD_MALFORMED",
+        ),
+        (
+            with(&|r| r.service_date = "19/11/2026".into()),
+            Code::InvalidArgument,
+            "FIELD_MALFORMED",
+        ),
+        (
+            with(&|r| r.service_date = "2026-11-21".into()),
+            Code::InvalidArgument,
+            "SERVICE_DATE_IN_FUTURE",
+        ),
         (
             with(&|r| {
                 r.started_at = Some(ts("2026-11-20T11:00:00Z"));
@@ -288,11 +439,31 @@ async fn every_rejection_has_its_code_and_reason_and_writes_nothing() {
             Code::InvalidArgument,
             "SERVICE_INTERVAL_IN_FUTURE",
         ),
-        (with(&|r| r.ended_at = Some(ts("2026-11-19T07:00:00Z"))), Code::InvalidArgument, "INVALID_SERVICE_INTERVAL"),
-        (with(&|r| r.hours = "1.5".into()), Code::InvalidArgument, "HOURS_EXCEED_INTERVAL"),
-        (with(&|r| r.volunteer_id = "ghost".into()), Code::NotFound, "UNKNOWN_ACCOUNT"),
-        (with(&|r| r.organisation_id = "ghost-org".into()), Code::NotFound, "UNKNOWN_ACCOUNT"),
-        (with(&|r| r.organisation_id = "p".into()), Code::FailedPrecondition, "WRONG_ACCOUNT_KIND"),
+        (
+            with(&|r| r.ended_at = Some(ts("2026-11-19T07:00:00Z"))),
+            Code::InvalidArgument,
+            "INVALID_SERVICE_INTERVAL",
+        ),
+        (
+            with(&|r| r.hours = "1.5".into()),
+            Code::InvalidArgument,
+            "HOURS_EXCEED_INTERVAL",
+        ),
+        (
+            with(&|r| r.volunteer_id = "ghost".into()),
+            Code::NotFound,
+            "UNKNOWN_ACCOUNT",
+        ),
+        (
+            with(&|r| r.organisation_id = "ghost-org".into()),
+            Code::NotFound,
+            "UNKNOWN_ACCOUNT",
+        ),
+        (
+            with(&|r| r.organisation_id = "p".into()),
+            Code::FailedPrecondition,
+            "WRONG_ACCOUNT_KIND",
+        ),
         (
             with(&|r| {
                 r.service_date = "2026-11-17".into();
@@ -325,43 +496,86 @@ async fn every_rejection_has_its_code_and_reason_and_writes_nothing() {
     ];
     for (req, code, reason) in cases {
         let desc = format!("{req:?}");
-        assert_eq!(why(c.deposit_hours(req).await), (code, reason.to_owned()), "{desc}");
+        assert_eq!(
+            why(c.deposit_hours(req).await),
+            (code, reason.to_owned()),
+            "{desc}"
+        );
     }
 
     let unknown_tx = "00000000-0000-8000-8000-000000000000";
-    assert_eq!(why(c.spend_hours(spend("s1", "v2", "1")).await), (Code::FailedPrecondition, "INSUFFICIENT_HOURS".into()));
-    assert_eq!(why(c.spend_hours(spend("s1", "v1", "1.001")).await), (Code::InvalidArgument, "AMOUNT_SCALE_EXCEEDED".into()));
     assert_eq!(
-        why(c.reverse_transaction(reverse("r1", "v1", &rev.transaction_id)).await),
+        why(c.spend_hours(spend("s1", "v2", "1")).await),
+        (Code::FailedPrecondition, "INSUFFICIENT_HOURS".into())
+    );
+    assert_eq!(
+        why(c.spend_hours(spend("s1", "v1", "1.001")).await),
+        (Code::InvalidArgument, "AMOUNT_SCALE_EXCEEDED".into())
+    );
+    assert_eq!(
+        why(c
+            .reverse_transaction(reverse("r1", "v1", &rev.transaction_id))
+            .await),
         (Code::FailedPrecondition, "REVERSAL_OF_REVERSAL".into())
     );
     assert_eq!(
-        why(c.reverse_transaction(reverse("r2", "v1", &dep.transaction_id)).await),
+        why(c
+            .reverse_transaction(reverse("r2", "v1", &dep.transaction_id))
+            .await),
         (Code::FailedPrecondition, "ALREADY_REVERSED".into())
     );
-    assert_eq!(why(c.reverse_transaction(reverse("r3", "v1", unknown_tx)).await), (Code::NotFound, "UNKNOWN_TRANSACTION".into()));
-    assert_eq!(why(c.reverse_transaction(reverse("r4", "v1", "not-a-uuid")).await), (Code::InvalidArgument, "ID_CHARACTERS".into()));
     assert_eq!(
-        why(c.register_account(register("g1", "v1", pb::AccountKind::Volunteer)).await),
+        why(c.reverse_transaction(reverse("r3", "v1", unknown_tx)).await),
+        (Code::NotFound, "UNKNOWN_TRANSACTION".into())
+    );
+    assert_eq!(
+        why(c
+            .reverse_transaction(reverse("r4", "v1", "not-a-uuid"))
+            .await),
+        (Code::InvalidArgument, "ID_CHARACTERS".into())
+    );
+    assert_eq!(
+        why(c
+            .register_account(register("g1", "v1", pb::AccountKind::Volunteer))
+            .await),
         (Code::AlreadyExists, "ACCOUNT_ALREADY_EXISTS".into())
     );
     assert_eq!(
-        why(c.register_account(register("g2", "system:expiry", pb::AccountKind::Project)).await),
+        why(c
+            .register_account(register("g2", "system:expiry", pb::AccountKind::Project))
+            .await),
         (Code::InvalidArgument, "ACCOUNT_ID_RESERVED".into())
     );
     assert_eq!(
-        why(c.register_account(register("g3", "v9", pb::AccountKind::Unspecified)).await),
+        why(c
+            .register_account(register("g3", "v9", pb::AccountKind::Unspecified))
+            .await),
         (Code::InvalidArgument, "FIELD_MISSING".into())
     );
     let mut no_region = register("g4", "v9", pb::AccountKind::Volunteer);
     no_region.region_code = "Hangzhou!".into();
-    assert_eq!(why(c.register_account(no_region).await), (Code::InvalidArgument, "REGION_MALFORMED".into()));
     assert_eq!(
-        why(c.close_account(pb::CloseAccountRequest { request_id: "c2".into(), account_id: "m".into(), reason: "again".into() }).await),
+        why(c.register_account(no_region).await),
+        (Code::InvalidArgument, "REGION_MALFORMED".into())
+    );
+    assert_eq!(
+        why(c
+            .close_account(pb::CloseAccountRequest {
+                request_id: "c2".into(),
+                account_id: "m".into(),
+                reason: "again".into()
+            })
+            .await),
         (Code::FailedPrecondition, "ACCOUNT_CLOSED".into())
     );
     assert_eq!(
-        why(c.close_account(pb::CloseAccountRequest { request_id: "c3".into(), account_id: "v2".into(), reason: String::new() }).await),
+        why(c
+            .close_account(pb::CloseAccountRequest {
+                request_id: "c3".into(),
+                account_id: "v2".into(),
+                reason: String::new()
+            })
+            .await),
         (Code::InvalidArgument, "ID_EMPTY".into())
     );
     assert_eq!(
@@ -378,13 +592,23 @@ async fn every_rejection_has_its_code_and_reason_and_writes_nothing() {
     );
     assert_eq!(
         why(c
-            .donate_hours(pb::DonateHoursRequest { request_id: "d1".into(), volunteer_id: "v1".into(), project_id: "v2".into(), hours: "1".into() })
+            .donate_hours(pb::DonateHoursRequest {
+                request_id: "d1".into(),
+                volunteer_id: "v1".into(),
+                project_id: "v2".into(),
+                hours: "1".into()
+            })
             .await),
         (Code::FailedPrecondition, "WRONG_ACCOUNT_KIND".into())
     );
     assert_eq!(
         why(c
-            .exchange_hours(pb::ExchangeHoursRequest { request_id: "x1".into(), volunteer_id: "v1".into(), hours: "1".into(), expected_rate_version: 7 })
+            .exchange_hours(pb::ExchangeHoursRequest {
+                request_id: "x1".into(),
+                volunteer_id: "v1".into(),
+                hours: "1".into(),
+                expected_rate_version: 7
+            })
             .await),
         (Code::FailedPrecondition, "EXCHANGE_RATE_CHANGED".into())
     );
@@ -401,18 +625,35 @@ async fn a_batch_runs_every_line_and_one_bad_line_fails_alone() {
     let line = |c: C| pb::Command { command: Some(c) };
     let batch = pb::SubmitBatchRequest {
         commands: vec![
-            line(C::RegisterAccount(register("b-reg", "v3", pb::AccountKind::Volunteer))),
-            line(C::DepositHours(deposit("b-dep", "v3", "3", "2026-11-19T08:00:00Z", "2026-11-19T11:00:00Z"))),
+            line(C::RegisterAccount(register(
+                "b-reg",
+                "v3",
+                pb::AccountKind::Volunteer,
+            ))),
+            line(C::DepositHours(deposit(
+                "b-dep",
+                "v3",
+                "3",
+                "2026-11-19T08:00:00Z",
+                "2026-11-19T11:00:00Z",
+            ))),
             line(C::SpendHours(spend("b-sp1", "v3", "5"))),
             pb::Command { command: None },
             line(C::SpendHours(spend("b-sp2", "v3", "2.5"))),
         ],
     };
-    let results = c.submit_batch(batch.clone()).await.unwrap().into_inner().results;
+    let results = c
+        .submit_batch(batch.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
     assert_eq!(results.len(), 5);
     let kind = |r: &pb::BatchResult| match r.result.as_ref().unwrap() {
         pb::batch_result::Result::Ok(ok) => format!("ok replayed={}", ok.replayed),
-        pb::batch_result::Result::Error(e) => format!("{} {}", Code::from_i32(e.code) as i32, e.reason),
+        pb::batch_result::Result::Error(e) => {
+            format!("{} {}", Code::from_i32(e.code) as i32, e.reason)
+        }
     };
     let got: Vec<String> = results.iter().map(kind).collect();
     let fp = Code::FailedPrecondition as i32;
@@ -428,20 +669,44 @@ async fn a_batch_runs_every_line_and_one_bad_line_fails_alone() {
         ]
     );
     // Resending the whole file is safe: successes replay, refusals are decided again.
-    let again: Vec<String> = c.submit_batch(batch).await.unwrap().into_inner().results.iter().map(kind).collect();
+    let again: Vec<String> = c
+        .submit_batch(batch)
+        .await
+        .unwrap()
+        .into_inner()
+        .results
+        .iter()
+        .map(kind)
+        .collect();
     assert_eq!(again[0], "ok replayed=true");
     assert_eq!(again[4], "ok replayed=true");
     assert_eq!(again[2], format!("{fp} INSUFFICIENT_HOURS"));
 
     let head = server.head().await;
     let big = pb::SubmitBatchRequest {
-        commands: vec![line(C::SpendHours(spend("x", "v3", "0.01"))); ledger_server::BATCH_COMMANDS_MAX + 1],
+        commands: vec![
+            line(C::SpendHours(spend("x", "v3", "0.01")));
+            ledger_server::BATCH_COMMANDS_MAX + 1
+        ],
     };
     let s = c.submit_batch(big).await.unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);
-    assert!(s.message().contains("batch_commands_max is 1000"), "{}", s.message());
-    assert_eq!(s.get_details_error_info().unwrap().reason, "BATCH_TOO_LARGE");
-    assert_eq!(why(c.submit_batch(pb::SubmitBatchRequest { commands: vec![] }).await).1, "BATCH_EMPTY");
+    assert!(
+        s.message().contains("batch_commands_max is 1000"),
+        "{}",
+        s.message()
+    );
+    assert_eq!(
+        s.get_details_error_info().unwrap().reason,
+        "BATCH_TOO_LARGE"
+    );
+    assert_eq!(
+        why(c
+            .submit_batch(pb::SubmitBatchRequest { commands: vec![] })
+            .await)
+        .1,
+        "BATCH_EMPTY"
+    );
     assert_eq!(server.head().await, head);
     server.stop().await;
 }
@@ -451,25 +716,46 @@ async fn health_and_reflection_are_on() {
     let server = Server::start().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel.clone());
     let status = health
-        .check(tonic_health::pb::HealthCheckRequest { service: "timebank.v1.LedgerCommands".into() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "timebank.v1.LedgerCommands".into(),
+        })
         .await
         .unwrap()
         .into_inner()
         .status;
-    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 
     use tonic_reflection::pb::v1::{
-        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
-        server_reflection_response::MessageResponse, ServerReflectionRequest,
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
     };
     let mut reflection = ServerReflectionClient::new(server.channel.clone());
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
-    let mut responses = reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
     let response = responses.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else { panic!("{response:?}") };
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("{response:?}")
+    };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&"timebank.v1.LedgerCommands".to_owned()), "{names:?}");
-    assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"timebank.v1.LedgerCommands".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
     server.stop().await;
 }
 
@@ -478,14 +764,22 @@ async fn the_binary_entry_point_serves_the_embedded_log_and_survives_a_restart()
     let dir = tempfile::tempdir().unwrap();
     let start = |addr: std::net::SocketAddr| {
         let (stop, stopped) = oneshot::channel::<()>();
-        let config = ledger_server::RunConfig { data_dir: dir.path().to_owned(), listen: addr, ledger: LedgerConfig::default() };
+        let config = ledger_server::RunConfig {
+            data_dir: dir.path().to_owned(),
+            listen: addr,
+            ledger: LedgerConfig::default(),
+        };
         let task = tokio::spawn(ledger_server::run(config, async move {
             let _ = stopped.await;
         }));
         (stop, task)
     };
     // Find a free port, then let `run` bind it.
-    let addr = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let addr = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     async fn connect(
         addr: std::net::SocketAddr,
         task: &mut tokio::task::JoinHandle<Result<(), ledger_server::ServeError>>,
@@ -503,14 +797,22 @@ async fn the_binary_entry_point_serves_the_embedded_log_and_survives_a_restart()
     }
     let (stop, mut task) = start(addr);
     let mut c = connect(addr, &mut task).await;
-    let reg = c.register_account(register("reg-v1", "v1", pb::AccountKind::Volunteer)).await.unwrap().into_inner();
+    let reg = c
+        .register_account(register("reg-v1", "v1", pb::AccountKind::Volunteer))
+        .await
+        .unwrap()
+        .into_inner();
     drop(c);
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 
     let (stop, mut task) = start(addr);
     let mut c = connect(addr, &mut task).await;
-    let again = c.register_account(register("reg-v1", "v1", pb::AccountKind::Volunteer)).await.unwrap().into_inner();
+    let again = c
+        .register_account(register("reg-v1", "v1", pb::AccountKind::Volunteer))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(again.replayed);
     assert_eq!(again.transaction_id, reg.transaction_id);
     assert_eq!(again.position, reg.position);

@@ -304,7 +304,9 @@ impl Handler {
                 }
             }
             match page.last() {
-                Some(last) if page.len() == READ_EVENTS_MAX => from = ReadFrom::After(last.position),
+                Some(last) if page.len() == READ_EVENTS_MAX => {
+                    from = ReadFrom::After(last.position)
+                }
                 _ => return Ok(report),
             }
         }
@@ -327,7 +329,10 @@ fn assert_transaction_invariants(target: &AccountState, event: &LedgerEvent) {
     let Some(postings) = event.postings() else {
         return;
     };
-    assert!(balanced(postings), "postings must sum to zero per unit: {postings:?}");
+    assert!(
+        balanced(postings),
+        "postings must sum to zero per unit: {postings:?}"
+    );
     for p in postings {
         assert!(
             p.amount >= Decimal::ZERO || p.account == target.id || p.account.is_system(),
@@ -336,6 +341,10 @@ fn assert_transaction_invariants(target: &AccountState, event: &LedgerEvent) {
     }
     for unit in [Unit::Hours, Unit::HonourHours, Unit::Points] {
         let after = target.balance(unit) + net_for(postings, &target.id, unit);
-        assert!(after >= Decimal::ZERO, "{unit:?} balance of {} would go negative", target.id);
+        assert!(
+            after >= Decimal::ZERO,
+            "{unit:?} balance of {} would go negative",
+            target.id
+        );
     }
 }

@@ -31,4 +31,3 @@ mod receipts;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use handler::{CommandError, Handler, LedgerConfig, COMMAND_RETRIES_MAX};
 pub use receipts::{receipts_for, Receipt, ReceiptReport};
-

@@ -37,7 +37,11 @@ pub struct ReceiptReport {
 /// The receipts a transaction decided on `source`'s stream owes: one per posting that
 /// credits an account with a stream other than `source`. Only transfers, donations and
 /// reversals move value into another account's stream, and always credit hours.
-pub fn receipts_for(source: &AccountId, transaction: TransactionId, event: &LedgerEvent) -> Vec<Receipt> {
+pub fn receipts_for(
+    source: &AccountId,
+    transaction: TransactionId,
+    event: &LedgerEvent,
+) -> Vec<Receipt> {
     let (cause, recorded_at) = match event {
         LedgerEvent::HoursTransferred(e) => (ReceiptCause::Transfer, e.recorded_at),
         LedgerEvent::HoursDonated(e) => (ReceiptCause::Donation, e.recorded_at),
@@ -49,7 +53,11 @@ pub fn receipts_for(source: &AccountId, transaction: TransactionId, event: &Ledg
         .iter()
         .filter(|p| p.amount > Decimal::ZERO && !p.account.is_system() && &p.account != source)
         .map(|p| {
-            assert_eq!(p.unit, Unit::Hours, "only hours are credited across streams");
+            assert_eq!(
+                p.unit,
+                Unit::Hours,
+                "only hours are credited across streams"
+            );
             Receipt {
                 transaction,
                 from: source.clone(),

@@ -118,7 +118,9 @@ impl RegionCode {
             Ok(Self(text))
         } else {
             Err(RegionError::Malformed(
-                text.chars().take(REGION_LEVELS_MAX * (REGION_LEVEL_BYTES_MAX + 1)).collect(),
+                text.chars()
+                    .take(REGION_LEVELS_MAX * (REGION_LEVEL_BYTES_MAX + 1))
+                    .collect(),
             ))
         }
     }

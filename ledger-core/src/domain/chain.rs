@@ -75,7 +75,14 @@ pub fn event_hash(
 }
 
 pub fn recorded_hash(e: &RecordedEvent) -> EventHash {
-    event_hash(&e.stream, e.version, &e.id, &e.event_type, &e.data, &e.metadata)
+    event_hash(
+        &e.stream,
+        e.version,
+        &e.id,
+        &e.event_type,
+        &e.data,
+        &e.metadata,
+    )
 }
 
 /// Where a stream's chain is broken.
@@ -86,7 +93,11 @@ pub enum ChainError {
     #[error("event at version {version} of {stream} does not link to its predecessor; the history was altered")]
     Broken { stream: String, version: u64 },
     #[error("stream {stream} holds version {found} where version {expected} belongs; events were removed")]
-    Gap { stream: String, expected: u64, found: u64 },
+    Gap {
+        stream: String,
+        expected: u64,
+        found: u64,
+    },
 }
 
 /// Verify a whole stream's chain, events in version order starting at version 0.

@@ -55,7 +55,10 @@ pub fn validate_token(text: &str, max: usize) -> Result<(), IdError> {
         return Err(IdError::Empty { max });
     }
     if text.len() > max {
-        return Err(IdError::TooLong { len: text.len(), max });
+        return Err(IdError::TooLong {
+            len: text.len(),
+            max,
+        });
     }
     if !text
         .bytes()
@@ -125,10 +128,15 @@ impl Note {
         let text = text.into();
         let chars = text.chars().count();
         if chars == 0 || text.trim().is_empty() {
-            return Err(IdError::Empty { max: NOTE_CHARS_MAX });
+            return Err(IdError::Empty {
+                max: NOTE_CHARS_MAX,
+            });
         }
         if chars > NOTE_CHARS_MAX {
-            return Err(IdError::TooLong { len: chars, max: NOTE_CHARS_MAX });
+            return Err(IdError::TooLong {
+                len: chars,
+                max: NOTE_CHARS_MAX,
+            });
         }
         if text.chars().any(char::is_control) {
             return Err(IdError::ControlCharacter);
@@ -152,9 +160,14 @@ impl TransactionId {
             return Err(IdError::Empty { max: 36 });
         }
         if text.len() > 36 {
-            return Err(IdError::TooLong { len: text.len(), max: 36 });
+            return Err(IdError::TooLong {
+                len: text.len(),
+                max: 36,
+            });
         }
-        uuid::Uuid::try_parse(text).map(Self).map_err(|_| IdError::Characters)
+        uuid::Uuid::try_parse(text)
+            .map(Self)
+            .map_err(|_| IdError::Characters)
     }
 
     pub fn event_id(&self) -> EventId {
@@ -215,11 +228,24 @@ mod tests {
     #[test]
     fn tokens_are_validated() {
         assert!(RequestId::new("req-1:a_b.c").is_ok());
-        assert_eq!(RequestId::new(""), Err(IdError::Empty { max: REQUEST_ID_BYTES_MAX }));
-        assert!(matches!(RequestId::new("x".repeat(129)), Err(IdError::TooLong { .. })));
+        assert_eq!(
+            RequestId::new(""),
+            Err(IdError::Empty {
+                max: REQUEST_ID_BYTES_MAX
+            })
+        );
+        assert!(matches!(
+            RequestId::new("x".repeat(129)),
+            Err(IdError::TooLong { .. })
+        ));
         assert_eq!(RequestId::new("a b"), Err(IdError::Characters));
         assert_eq!(RequestId::new("é"), Err(IdError::Characters));
-        assert_eq!(Note::new("  "), Err(IdError::Empty { max: NOTE_CHARS_MAX }));
+        assert_eq!(
+            Note::new("  "),
+            Err(IdError::Empty {
+                max: NOTE_CHARS_MAX
+            })
+        );
         assert_eq!(Note::new("a\nb"), Err(IdError::ControlCharacter));
         assert!(Note::new("wrong volunteer").is_ok());
     }

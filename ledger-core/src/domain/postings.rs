@@ -50,7 +50,9 @@ pub fn compensate(postings: &[Posting]) -> Vec<Posting> {
 }
 
 /// The sum of `postings` per unit.
-pub fn sums_per_unit<'a>(postings: impl IntoIterator<Item = &'a Posting>) -> BTreeMap<Unit, Decimal> {
+pub fn sums_per_unit<'a>(
+    postings: impl IntoIterator<Item = &'a Posting>,
+) -> BTreeMap<Unit, Decimal> {
     let mut sums = BTreeMap::new();
     for p in postings {
         *sums.entry(p.unit).or_insert(Decimal::ZERO) += p.amount;

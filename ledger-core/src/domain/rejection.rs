@@ -46,7 +46,10 @@ impl InputProblem {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     #[error("field `{field}` {problem}")]
-    InvalidInput { field: String, problem: InputProblem },
+    InvalidInput {
+        field: String,
+        problem: InputProblem,
+    },
 
     #[error("account id {account} is reserved for the ledger's own accounts; choose another id")]
     ReservedAccountId { account: AccountId },
@@ -95,13 +98,17 @@ pub enum Rejection {
         today: NaiveDate,
     },
 
-    #[error("the service interval ends at {ended_at}, after now ({now}); deposit it once it is over")]
+    #[error(
+        "the service interval ends at {ended_at}, after now ({now}); deposit it once it is over"
+    )]
     ServiceIntervalInFuture {
         ended_at: DateTime<Utc>,
         now: DateTime<Utc>,
     },
 
-    #[error("service interval [{started_at}, {ended_at}) is empty, inverted or longer than 24 hours")]
+    #[error(
+        "service interval [{started_at}, {ended_at}) is empty, inverted or longer than 24 hours"
+    )]
     InvalidServiceInterval {
         started_at: DateTime<Utc>,
         ended_at: DateTime<Utc>,
@@ -145,10 +152,14 @@ pub enum Rejection {
         transaction: TransactionId,
     },
 
-    #[error("transaction {transaction} was already reversed; a transaction is reversed at most once")]
+    #[error(
+        "transaction {transaction} was already reversed; a transaction is reversed at most once"
+    )]
     AlreadyReversed { transaction: TransactionId },
 
-    #[error("transaction {transaction} is itself a reversal; correct it with a new transaction instead")]
+    #[error(
+        "transaction {transaction} is itself a reversal; correct it with a new transaction instead"
+    )]
     ReversalOfReversal { transaction: TransactionId },
 
     #[error("transaction {transaction} ({kind}) cannot be reversed")]

@@ -49,7 +49,9 @@ pub enum TxKind {
     Spend,
     Exchange,
     /// A transfer this account sent: reversed on the receiver's stream.
-    TransferOut { to_project: bool },
+    TransferOut {
+        to_project: bool,
+    },
     Reversal,
     /// A receipt for hours another stream's transaction credited here.
     Received(ReceiptCause),
@@ -157,11 +159,12 @@ impl AccountState {
             "events must be folded in stream order"
         );
         let event = LedgerEvent::decode(&recorded.event_type, &recorded.data)?;
-        let meta = EventMetadata::decode(&recorded.metadata).map_err(|source| FoldError::Metadata {
-            stream: recorded.stream.to_string(),
-            version: recorded.version,
-            source,
-        })?;
+        let meta =
+            EventMetadata::decode(&recorded.metadata).map_err(|source| FoldError::Metadata {
+                stream: recorded.stream.to_string(),
+                version: recorded.version,
+                source,
+            })?;
         let transaction = crate::domain::ids::TransactionId::from(recorded.id);
         if let (Some(request_id), Some(digest)) = (meta.request_id, meta.request_digest) {
             self.requests.insert(
@@ -238,13 +241,20 @@ impl AccountState {
                 record(TxKind::Reversal, &e.postings, None)
             }
             LedgerEvent::HoursReceived(e) => {
-                assert!(e.to == self.id, "a receipt belongs to the receiver's stream");
+                assert!(
+                    e.to == self.id,
+                    "a receipt belongs to the receiver's stream"
+                );
                 *self.balances.entry(Unit::Hours).or_default() += e.hours.value();
                 let legs = movement(Unit::Hours, &e.from, &e.to, e.hours.value());
                 // A receipt's transaction id is the originating transaction's.
-                let HoursReceived { transaction: tx, .. } = e;
-                self.transactions
-                    .insert(*tx, record(TxKind::Received(e.cause), &legs, Some(e.from.clone())));
+                let HoursReceived {
+                    transaction: tx, ..
+                } = e;
+                self.transactions.insert(
+                    *tx,
+                    record(TxKind::Received(e.cause), &legs, Some(e.from.clone())),
+                );
                 return;
             }
         };

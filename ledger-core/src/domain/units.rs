@@ -65,7 +65,9 @@ fn parse_amount(text: &str, max: Decimal) -> Result<Decimal, AmountError> {
     // Only plain decimal notation: no exponent, no sign, no spaces, no '_' separators.
     let plain = !text.is_empty()
         && text.len() <= AMOUNT_TEXT_BYTES_MAX
-        && text.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
         && text.bytes().filter(|&b| b == b'.').count() <= 1
         && text.bytes().skip(1).all(|b| b != b'-')
         && text.bytes().any(|b| b.is_ascii_digit())
@@ -189,10 +191,8 @@ impl ExchangeRate {
     /// the points per-entry maximum.
     pub fn points_for(&self, hours: Hours) -> Option<Points> {
         let raw = hours.value().checked_mul(self.points_per_hour)?;
-        let rounded = raw.round_dp_with_strategy(
-            UNIT_SCALE_MAX,
-            rust_decimal::RoundingStrategy::ToZero,
-        );
+        let rounded =
+            raw.round_dp_with_strategy(UNIT_SCALE_MAX, rust_decimal::RoundingStrategy::ToZero);
         Points::new(rounded).ok()
     }
 }
@@ -247,17 +247,36 @@ mod tests {
         ] {
             assert_eq!(Hours::parse(text).unwrap_err().reason(), reason, "{text:?}");
         }
-        assert_eq!(Points::parse("1000000.01").unwrap_err().reason(), "AMOUNT_TOO_LARGE");
+        assert_eq!(
+            Points::parse("1000000.01").unwrap_err().reason(),
+            "AMOUNT_TOO_LARGE"
+        );
     }
 
     #[test]
     fn exchange_rounds_toward_zero() {
-        let rate = ExchangeRate { version: 2, points_per_hour: d("3.333") };
+        let rate = ExchangeRate {
+            version: 2,
+            points_per_hour: d("3.333"),
+        };
         // 1.00 × 3.333 = 3.333 → 3.33
-        assert_eq!(rate.points_for(Hours::parse("1").unwrap()).unwrap().to_string(), "3.33");
+        assert_eq!(
+            rate.points_for(Hours::parse("1").unwrap())
+                .unwrap()
+                .to_string(),
+            "3.33"
+        );
         // 0.01 × 3.333 = 0.03333 → 0.03
-        assert_eq!(rate.points_for(Hours::parse("0.01").unwrap()).unwrap().to_string(), "0.03");
-        let tiny = ExchangeRate { version: 3, points_per_hour: d("0.5") };
+        assert_eq!(
+            rate.points_for(Hours::parse("0.01").unwrap())
+                .unwrap()
+                .to_string(),
+            "0.03"
+        );
+        let tiny = ExchangeRate {
+            version: 3,
+            points_per_hour: d("0.5"),
+        };
         // 0.01 × 0.5 = 0.005 → 0.00: nothing to issue.
         assert_eq!(tiny.points_for(Hours::parse("0.01").unwrap()), None);
     }

@@ -37,7 +37,11 @@ pub fn dec(s: &str) -> rust_decimal::Decimal {
 }
 
 pub fn handler_over(log: Arc<dyn EventLog>) -> Handler {
-    Handler::new(log, Arc::new(FixedClock::new(ts(NOW))), LedgerConfig::default())
+    Handler::new(
+        log,
+        Arc::new(FixedClock::new(ts(NOW))),
+        LedgerConfig::default(),
+    )
 }
 
 pub fn new_handler() -> (MemoryLog, Handler) {
@@ -70,7 +74,8 @@ pub fn org_kind() -> AccountKind {
 /// A deposit of `hours` for `who` on day `day_index` days before 2026-11-20, 00:00 UTC
 /// plus `hour_offset` hours, lasting four hours.
 pub fn deposit(req: &str, who: &str, hours: &str, day_index: i64, hour_offset: i64) -> Command {
-    let start = ts("2026-11-19T00:00:00Z") - Duration::days(day_index) + Duration::hours(hour_offset);
+    let start =
+        ts("2026-11-19T00:00:00Z") - Duration::days(day_index) + Duration::hours(hour_offset);
     let end = start + Duration::hours(4);
     Command::DepositHours(DepositHours {
         request_id: rid(req),

@@ -93,7 +93,10 @@ impl DepositHours {
                 max: HOURS_PER_DAY_MAX,
             });
         }
-        if let Some(slot) = ctx.target.overlapping_service(self.started_at, self.ended_at) {
+        if let Some(slot) = ctx
+            .target
+            .overlapping_service(self.started_at, self.ended_at)
+        {
             return Err(Rejection::OverlappingService {
                 account: self.volunteer.clone(),
                 started_at: self.started_at,
@@ -145,9 +148,16 @@ mod tests {
     #[test]
     fn given_a_volunteer_when_depositing_credit_hours_then_spendable_and_balanced() {
         let mut w = World::standard();
-        let d = deposit("v1", "2.5", ts("2026-11-19T09:00:00Z"), ts("2026-11-19T12:00:00Z"));
+        let d = deposit(
+            "v1",
+            "2.5",
+            ts("2026-11-19T09:00:00Z"),
+            ts("2026-11-19T12:00:00Z"),
+        );
         let e = at(&w, d.clone()).unwrap();
-        let LedgerEvent::HoursDeposited(ref dep) = e else { panic!() };
+        let LedgerEvent::HoursDeposited(ref dep) = e else {
+            panic!()
+        };
         assert_eq!(dep.hours.to_string(), "2.50");
         assert!(crate::domain::postings::balanced(&dep.postings));
         w.given(Command::DepositHours(d));
@@ -158,7 +168,12 @@ mod tests {
     #[test]
     fn given_a_volunteer_when_depositing_honour_hours_then_not_spendable() {
         let mut w = World::standard();
-        let mut d = deposit("v1", "3", ts("2026-11-19T09:00:00Z"), ts("2026-11-19T12:00:00Z"));
+        let mut d = deposit(
+            "v1",
+            "3",
+            ts("2026-11-19T09:00:00Z"),
+            ts("2026-11-19T12:00:00Z"),
+        );
         d.kind = HourKind::Honour;
         w.given(Command::DepositHours(d));
         assert_eq!(w.balance("v1", Unit::Hours), dec("0"));
@@ -169,18 +184,33 @@ mod tests {
     #[test]
     fn when_the_service_date_is_in_the_future_then_rejected() {
         let w = World::standard();
-        let mut d = deposit("v1", "1", ts("2026-11-19T09:00:00Z"), ts("2026-11-19T10:00:00Z"));
+        let mut d = deposit(
+            "v1",
+            "1",
+            ts("2026-11-19T09:00:00Z"),
+            ts("2026-11-19T10:00:00Z"),
+        );
         d.service_date = day("2026-11-21");
         assert_eq!(reason(at(&w, d)), "SERVICE_DATE_IN_FUTURE");
         // Today is fine.
-        let d = deposit("v1", "1", ts("2026-11-20T09:00:00Z"), ts("2026-11-20T10:00:00Z"));
+        let d = deposit(
+            "v1",
+            "1",
+            ts("2026-11-20T09:00:00Z"),
+            ts("2026-11-20T10:00:00Z"),
+        );
         assert!(at(&w, d).is_ok());
     }
 
     #[test]
     fn when_the_interval_has_not_ended_then_rejected() {
         let w = World::standard();
-        let d = deposit("v1", "1", ts("2026-11-20T11:30:00Z"), ts("2026-11-20T12:30:00Z"));
+        let d = deposit(
+            "v1",
+            "1",
+            ts("2026-11-20T11:30:00Z"),
+            ts("2026-11-20T12:30:00Z"),
+        );
         assert_eq!(reason(at(&w, d)), "SERVICE_INTERVAL_IN_FUTURE");
     }
 
@@ -192,26 +222,49 @@ mod tests {
             ("2026-11-19T10:00:00Z", "2026-11-19T09:00:00Z"),
             ("2026-11-17T10:00:00Z", "2026-11-18T10:00:01Z"),
         ] {
-            assert_eq!(reason(at(&w, deposit("v1", "1", ts(s), ts(e)))), "INVALID_SERVICE_INTERVAL");
+            assert_eq!(
+                reason(at(&w, deposit("v1", "1", ts(s), ts(e)))),
+                "INVALID_SERVICE_INTERVAL"
+            );
         }
     }
 
     #[test]
     fn when_hours_exceed_the_interval_then_rejected() {
         let w = World::standard();
-        let d = deposit("v1", "1.01", ts("2026-11-19T09:00:00Z"), ts("2026-11-19T10:00:00Z"));
+        let d = deposit(
+            "v1",
+            "1.01",
+            ts("2026-11-19T09:00:00Z"),
+            ts("2026-11-19T10:00:00Z"),
+        );
         assert_eq!(reason(at(&w, d)), "HOURS_EXCEED_INTERVAL");
     }
 
     #[test]
     fn given_20_hours_on_a_day_when_depositing_5_more_then_hours_per_day_exceeded() {
         let mut w = World::standard();
-        w.given(Command::DepositHours(deposit("v1", "20", ts("2026-11-18T00:00:00Z"), ts("2026-11-18T20:00:00Z"))));
-        let d = deposit("v1", "4.5", ts("2026-11-18T20:00:00Z"), ts("2026-11-19T00:00:00Z"));
+        w.given(Command::DepositHours(deposit(
+            "v1",
+            "20",
+            ts("2026-11-18T00:00:00Z"),
+            ts("2026-11-18T20:00:00Z"),
+        )));
+        let d = deposit(
+            "v1",
+            "4.5",
+            ts("2026-11-18T20:00:00Z"),
+            ts("2026-11-19T00:00:00Z"),
+        );
         // The interval is 4 hours: 4.5 do not fit in it, whatever the day holds.
         assert_eq!(reason(at(&w, d)), "HOURS_EXCEED_INTERVAL");
         // Same day recorded (service date is the platform's), different interval.
-        let mut d = deposit("v1", "5", ts("2026-11-19T00:00:00Z"), ts("2026-11-19T06:00:00Z"));
+        let mut d = deposit(
+            "v1",
+            "5",
+            ts("2026-11-19T00:00:00Z"),
+            ts("2026-11-19T06:00:00Z"),
+        );
         d.service_date = day("2026-11-18");
         assert_eq!(reason(at(&w, d.clone())), "HOURS_PER_DAY_EXCEEDED");
         d.hours = h("4");
@@ -221,7 +274,12 @@ mod tests {
     #[test]
     fn given_recorded_service_when_depositing_an_overlapping_interval_then_rejected() {
         let mut w = World::standard();
-        let first = w.given(Command::DepositHours(deposit("v1", "2", ts("2026-11-19T09:00:00Z"), ts("2026-11-19T11:00:00Z"))));
+        let first = w.given(Command::DepositHours(deposit(
+            "v1",
+            "2",
+            ts("2026-11-19T09:00:00Z"),
+            ts("2026-11-19T11:00:00Z"),
+        )));
         for (s, e) in [
             ("2026-11-19T10:00:00Z", "2026-11-19T12:00:00Z"),
             ("2026-11-19T08:00:00Z", "2026-11-19T09:00:01Z"),
@@ -229,30 +287,77 @@ mod tests {
             ("2026-11-19T08:00:00Z", "2026-11-19T12:00:00Z"),
         ] {
             let r = at(&w, deposit("v1", "0.5", ts(s), ts(e)));
-            assert!(matches!(r, Err(crate::domain::Rejection::OverlappingService { existing, .. }) if existing == first), "{s}..{e}");
+            assert!(
+                matches!(r, Err(crate::domain::Rejection::OverlappingService { existing, .. }) if existing == first),
+                "{s}..{e}"
+            );
         }
         // Touching intervals do not overlap ([start, end) is half-open).
-        assert!(at(&w, deposit("v1", "1", ts("2026-11-19T11:00:00Z"), ts("2026-11-19T12:00:00Z"))).is_ok());
-        assert!(at(&w, deposit("v1", "1", ts("2026-11-19T08:00:00Z"), ts("2026-11-19T09:00:00Z"))).is_ok());
+        assert!(at(
+            &w,
+            deposit(
+                "v1",
+                "1",
+                ts("2026-11-19T11:00:00Z"),
+                ts("2026-11-19T12:00:00Z")
+            )
+        )
+        .is_ok());
+        assert!(at(
+            &w,
+            deposit(
+                "v1",
+                "1",
+                ts("2026-11-19T08:00:00Z"),
+                ts("2026-11-19T09:00:00Z")
+            )
+        )
+        .is_ok());
         // Another volunteer's service is theirs.
-        assert!(at(&w, deposit("v2", "1", ts("2026-11-19T09:00:00Z"), ts("2026-11-19T10:00:00Z"))).is_ok());
+        assert!(at(
+            &w,
+            deposit(
+                "v2",
+                "1",
+                ts("2026-11-19T09:00:00Z"),
+                ts("2026-11-19T10:00:00Z")
+            )
+        )
+        .is_ok());
     }
 
     #[test]
     fn given_a_reversed_deposit_when_depositing_its_interval_again_then_accepted() {
         let mut w = World::standard();
-        let d = deposit("v1", "2", ts("2026-11-19T09:00:00Z"), ts("2026-11-19T11:00:00Z"));
+        let d = deposit(
+            "v1",
+            "2",
+            ts("2026-11-19T09:00:00Z"),
+            ts("2026-11-19T11:00:00Z"),
+        );
         let tx = w.given(Command::DepositHours(d));
         w.given(reverse("v1", tx));
         assert_eq!(w.state("v1").hours_on(day("2026-11-19")), dec("0"));
-        let again = deposit("v1", "2", ts("2026-11-19T09:00:00Z"), ts("2026-11-19T11:00:00Z"));
+        let again = deposit(
+            "v1",
+            "2",
+            ts("2026-11-19T09:00:00Z"),
+            ts("2026-11-19T11:00:00Z"),
+        );
         assert!(at(&w, again).is_ok());
     }
 
     #[test]
     fn when_the_volunteer_or_organisation_is_unknown_closed_or_of_the_wrong_kind_then_rejected() {
         let mut w = World::standard();
-        let ok = || deposit("v1", "1", ts("2026-11-19T09:00:00Z"), ts("2026-11-19T10:00:00Z"));
+        let ok = || {
+            deposit(
+                "v1",
+                "1",
+                ts("2026-11-19T09:00:00Z"),
+                ts("2026-11-19T10:00:00Z"),
+            )
+        };
         let mut d = ok();
         d.volunteer = acc("ghost");
         assert_eq!(reason(at(&w, d)), "UNKNOWN_ACCOUNT");

@@ -32,8 +32,7 @@ impl DonateHours {
             from: self.from.clone(),
             project: self.project.clone(),
             hours: self.hours,
-            postings: movement(Unit::Hours, &self.from, &self.project, self.hours.value())
-                .to_vec(),
+            postings: movement(Unit::Hours, &self.from, &self.project, self.hours.value()).to_vec(),
             recorded_at: ctx.now,
         }))
     }
@@ -57,9 +56,18 @@ mod tests {
     fn when_donating_to_a_non_project_or_more_than_held_then_rejected() {
         let mut w = World::standard();
         w.credit("v1", "5", 0);
-        assert_eq!(reason(w.when(&donate("v1", "v2", "1"))), "WRONG_ACCOUNT_KIND");
-        assert_eq!(reason(w.when(&donate("v1", "ghost", "1"))), "UNKNOWN_ACCOUNT");
-        assert_eq!(reason(w.when(&donate("v1", "p", "6"))), "INSUFFICIENT_HOURS");
+        assert_eq!(
+            reason(w.when(&donate("v1", "v2", "1"))),
+            "WRONG_ACCOUNT_KIND"
+        );
+        assert_eq!(
+            reason(w.when(&donate("v1", "ghost", "1"))),
+            "UNKNOWN_ACCOUNT"
+        );
+        assert_eq!(
+            reason(w.when(&donate("v1", "p", "6"))),
+            "INSUFFICIENT_HOURS"
+        );
         w.given(close("p"));
         assert_eq!(reason(w.when(&donate("v1", "p", "1"))), "ACCOUNT_CLOSED");
     }

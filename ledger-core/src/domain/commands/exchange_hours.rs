@@ -37,10 +37,13 @@ impl ExchangeHours {
                 });
             }
         }
-        let points = ctx.rate.points_for(self.hours).ok_or(Rejection::ExchangeTooSmall {
-            hours: self.hours.value(),
-            rate_version: ctx.rate.version,
-        })?;
+        let points = ctx
+            .rate
+            .points_for(self.hours)
+            .ok_or(Rejection::ExchangeTooSmall {
+                hours: self.hours.value(),
+                rate_version: ctx.rate.version,
+            })?;
         require_hours(ctx.target, self.hours.value())?;
         let mut postings = movement(
             Unit::Hours,
@@ -79,7 +82,9 @@ mod tests {
         let mut w = World::standard();
         w.credit("v1", "5", 0);
         let c = exchange("v1", "2");
-        let LedgerEvent::HoursExchanged(e) = w.when(&c).unwrap() else { panic!() };
+        let LedgerEvent::HoursExchanged(e) = w.when(&c).unwrap() else {
+            panic!()
+        };
         assert_eq!(e.points.to_string(), "20.00");
         assert_eq!(e.rate, ExchangeRate::default());
         w.given(c);
@@ -90,9 +95,14 @@ mod tests {
     #[test]
     fn given_an_odd_rate_when_exchanging_then_points_round_toward_zero() {
         let mut w = World::standard();
-        w.rate = ExchangeRate { version: 7, points_per_hour: dec("1.337") };
+        w.rate = ExchangeRate {
+            version: 7,
+            points_per_hour: dec("1.337"),
+        };
         w.credit("v1", "5", 0);
-        let LedgerEvent::HoursExchanged(e) = w.when(&exchange("v1", "1.5")).unwrap() else { panic!() };
+        let LedgerEvent::HoursExchanged(e) = w.when(&exchange("v1", "1.5")).unwrap() else {
+            panic!()
+        };
         // 1.5 × 1.337 = 2.0055 → 2.00
         assert_eq!(e.points.to_string(), "2.00");
         assert_eq!(e.rate.version, 7);
@@ -101,9 +111,15 @@ mod tests {
     #[test]
     fn when_exchanging_too_few_hours_for_a_hundredth_then_exchange_too_small() {
         let mut w = World::standard();
-        w.rate = ExchangeRate { version: 2, points_per_hour: dec("0.5") };
+        w.rate = ExchangeRate {
+            version: 2,
+            points_per_hour: dec("0.5"),
+        };
         w.credit("v1", "5", 0);
-        assert_eq!(reason(w.when(&exchange("v1", "0.01"))), "EXCHANGE_TOO_SMALL");
+        assert_eq!(
+            reason(w.when(&exchange("v1", "0.01"))),
+            "EXCHANGE_TOO_SMALL"
+        );
     }
 
     #[test]

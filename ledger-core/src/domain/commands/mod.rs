@@ -17,9 +17,9 @@ mod exchange_hours;
 mod register_account;
 mod reverse_transaction;
 mod spend_hours;
-mod transfer_hours;
 #[cfg(test)]
 pub(crate) mod testkit;
+mod transfer_hours;
 
 use std::collections::BTreeMap;
 

@@ -48,7 +48,9 @@ mod tests {
     fn given_no_account_when_registering_then_account_registered() {
         let w = World::new();
         let e = w.when(&register("v1", volunteer_kind())).unwrap();
-        let LedgerEvent::AccountRegistered(e) = e else { panic!("{e:?}") };
+        let LedgerEvent::AccountRegistered(e) = e else {
+            panic!("{e:?}")
+        };
         assert_eq!(e.account.as_str(), "v1");
         assert_eq!(e.kind, volunteer_kind());
         assert_eq!(e.registered_at, w.now);
@@ -58,7 +60,10 @@ mod tests {
     fn given_a_registered_account_when_registering_it_again_then_already_exists() {
         let mut w = World::new();
         w.volunteer("v1");
-        assert_eq!(reason(w.when(&register("v1", AccountKind::Merchant))), "ACCOUNT_ALREADY_EXISTS");
+        assert_eq!(
+            reason(w.when(&register("v1", AccountKind::Merchant))),
+            "ACCOUNT_ALREADY_EXISTS"
+        );
     }
 
     #[test]
@@ -66,7 +71,10 @@ mod tests {
         let mut w = World::new();
         w.volunteer("v1");
         w.given(close("v1"));
-        assert_eq!(reason(w.when(&register("v1", volunteer_kind()))), "ACCOUNT_ALREADY_EXISTS");
+        assert_eq!(
+            reason(w.when(&register("v1", volunteer_kind()))),
+            "ACCOUNT_ALREADY_EXISTS"
+        );
     }
 
     #[test]

@@ -126,7 +126,12 @@ mod tests {
     #[test]
     fn given_an_honour_deposit_when_reversing_it_then_honour_hours_are_gone() {
         let mut w = World::standard();
-        let mut d = deposit("v1", "3", ts("2026-11-19T09:00:00Z"), ts("2026-11-19T12:00:00Z"));
+        let mut d = deposit(
+            "v1",
+            "3",
+            ts("2026-11-19T09:00:00Z"),
+            ts("2026-11-19T12:00:00Z"),
+        );
         d.kind = HourKind::Honour;
         let tx = w.given(Command::DepositHours(d));
         w.given(reverse("v1", tx));
@@ -138,7 +143,10 @@ mod tests {
         let mut w = World::standard();
         let tx = w.credit("v1", "5", 0);
         w.given(spend("v1", "4"));
-        assert_eq!(reason(w.when(&reverse("v1", tx))), "INSUFFICIENT_BALANCE_FOR_REVERSAL");
+        assert_eq!(
+            reason(w.when(&reverse("v1", tx))),
+            "INSUFFICIENT_BALANCE_FOR_REVERSAL"
+        );
     }
 
     #[test]
@@ -182,7 +190,9 @@ mod tests {
         w.credit("v1", "5", 0);
         let tx = w.given(transfer("v1", "v2", "2"));
         let r = w.when(&reverse("v1", tx));
-        assert!(matches!(r, Err(crate::domain::Rejection::ReversalOnWrongAccount { ref debited, .. }) if debited.as_str() == "v2"));
+        assert!(
+            matches!(r, Err(crate::domain::Rejection::ReversalOnWrongAccount { ref debited, .. }) if debited.as_str() == "v2")
+        );
     }
 
     #[test]
@@ -204,7 +214,10 @@ mod tests {
         w.credit("v1", "5", 0);
         let tx = w.given(transfer("v1", "v2", "2"));
         w.given(spend("v2", "1"));
-        assert_eq!(reason(w.when(&reverse("v2", tx))), "INSUFFICIENT_BALANCE_FOR_REVERSAL");
+        assert_eq!(
+            reason(w.when(&reverse("v2", tx))),
+            "INSUFFICIENT_BALANCE_FOR_REVERSAL"
+        );
     }
 
     #[test]

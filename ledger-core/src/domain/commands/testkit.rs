@@ -84,11 +84,22 @@ impl World {
 
     /// Given: decide `cmd`, which must succeed, and apply it (and its receipts).
     pub fn given(&mut self, cmd: Command) -> TransactionId {
-        let event = self.when(&cmd).unwrap_or_else(|r| panic!("given {cmd:?}: {r}"));
-        self.apply(cmd.target().clone(), TransactionId::from(cmd.event_id()), event)
+        let event = self
+            .when(&cmd)
+            .unwrap_or_else(|r| panic!("given {cmd:?}: {r}"));
+        self.apply(
+            cmd.target().clone(),
+            TransactionId::from(cmd.event_id()),
+            event,
+        )
     }
 
-    pub fn apply(&mut self, target: AccountId, tx: TransactionId, event: LedgerEvent) -> TransactionId {
+    pub fn apply(
+        &mut self,
+        target: AccountId,
+        tx: TransactionId,
+        event: LedgerEvent,
+    ) -> TransactionId {
         if let Some(postings) = event.postings() {
             assert!(crate::domain::postings::balanced(postings));
             let cause = match &event {
@@ -149,7 +160,11 @@ impl World {
     /// A standard world: volunteers v1, v2, organisation org, project p, merchant m.
     pub fn standard() -> Self {
         let mut w = Self::new();
-        w.volunteer("v1").volunteer("v2").organisation("org").project("p").merchant("m");
+        w.volunteer("v1")
+            .volunteer("v2")
+            .organisation("org")
+            .project("p")
+            .merchant("m");
         w
     }
 

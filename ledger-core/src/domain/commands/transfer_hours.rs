@@ -70,7 +70,10 @@ mod tests {
     fn when_transferring_more_than_held_then_insufficient_hours() {
         let mut w = World::standard();
         w.credit("v1", "1", 0);
-        assert_eq!(reason(w.when(&transfer("v1", "v2", "1.01"))), "INSUFFICIENT_HOURS");
+        assert_eq!(
+            reason(w.when(&transfer("v1", "v2", "1.01"))),
+            "INSUFFICIENT_HOURS"
+        );
     }
 
     #[test]
@@ -78,7 +81,13 @@ mod tests {
         let mut w = World::standard();
         w.credit("v1", "5", 0);
         assert_eq!(reason(w.when(&transfer("v1", "v1", "1"))), "SELF_TRANSFER");
-        assert_eq!(reason(w.when(&transfer("v1", "ghost", "1"))), "UNKNOWN_ACCOUNT");
-        assert_eq!(reason(w.when(&transfer("v1", "p", "1"))), "WRONG_ACCOUNT_KIND");
+        assert_eq!(
+            reason(w.when(&transfer("v1", "ghost", "1"))),
+            "UNKNOWN_ACCOUNT"
+        );
+        assert_eq!(
+            reason(w.when(&transfer("v1", "p", "1"))),
+            "WRONG_ACCOUNT_KIND"
+        );
     }
 }
