@@ -260,3 +260,35 @@ async fn a_lost_receipt_is_healed_by_the_catch_up_once() {
         0
     );
 }
+
+#[tokio::test]
+async fn today_is_the_day_in_the_ledgers_calendar() {
+    use ledger_core::app::{FixedClock, Handler, LedgerConfig};
+    use ledger_core::domain::commands::Command;
+    // 2026-11-20T20:00Z is already 2026-11-21 04:00 in UTC+8.
+    let late = ts("2026-11-20T20:00:00Z");
+    let deposit_on_21st = |req: &str| {
+        let Command::DepositHours(mut d) = deposit(req, "v1", "1", 0, 0) else {
+            unreachable!()
+        };
+        d.service_date = chrono::NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
+        Command::DepositHours(d)
+    };
+    let log = ledger_core::log::memory::MemoryLog::new();
+    let utc = Handler::new(
+        Arc::new(log.clone()),
+        Arc::new(FixedClock::new(late)),
+        LedgerConfig::default(),
+    );
+    setup(&utc).await;
+    assert_eq!(
+        reason(utc.execute(&deposit_on_21st("d1")).await),
+        "SERVICE_DATE_IN_FUTURE"
+    );
+    let config = LedgerConfig {
+        calendar_offset: chrono::FixedOffset::east_opt(8 * 3600).unwrap(),
+        ..LedgerConfig::default()
+    };
+    let china = Handler::new(Arc::new(log), Arc::new(FixedClock::new(late)), config);
+    china.execute(&deposit_on_21st("d1")).await.unwrap();
+}

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
 
+use chrono::FixedOffset;
 use clap::{Parser, Subcommand};
 use ledger_core::app::LedgerConfig;
 use ledger_core::domain::units::ExchangeRate;
@@ -38,6 +39,9 @@ enum Cmd {
         /// Points per credit hour, an exact decimal.
         #[arg(long, default_value = "10", value_parser = Decimal::from_str)]
         points_per_hour: Decimal,
+        /// UTC offset of the ledger's calendar ("today" for service dates), e.g. +08:00.
+        #[arg(long, default_value = "+00:00", value_parser = FixedOffset::from_str)]
+        calendar_offset: FixedOffset,
     },
 }
 
@@ -83,6 +87,7 @@ async fn main() -> ExitCode {
                 listen,
                 exchange_rate_version,
                 points_per_hour,
+                calendar_offset,
             },
     } = Cli::parse();
     if points_per_hour <= Decimal::ZERO {
@@ -97,6 +102,7 @@ async fn main() -> ExitCode {
                 version: exchange_rate_version,
                 points_per_hour,
             },
+            calendar_offset,
         },
     };
     match run(config, shutdown_signal()).await {

@@ -44,7 +44,8 @@ impl DepositHours {
     /// Rules, in the order they are checked:
     /// 1. the volunteer is a registered, open volunteer; the organisation a registered,
     ///    open organisation (`UnknownAccount`, `AccountClosed`, `WrongAccountKind`);
-    /// 2. the service date is not after today, UTC (`ServiceDateInFuture`), and the
+    /// 2. the service date is not after today in the ledger's calendar
+    ///    (`ServiceDateInFuture`), and the
     ///    interval has ended (`ServiceIntervalInFuture`);
     /// 3. the interval is non-empty and at most [`SERVICE_INTERVAL_MAX`]
     ///    (`InvalidServiceInterval`), and the hours fit in it (`HoursExceedInterval`);
@@ -56,7 +57,7 @@ impl DepositHours {
         require_open(ctx.target, Kind::Volunteer)?;
         require_open(&ctx.other(&self.organisation), Kind::Organisation)?;
 
-        let today = ctx.now.date_naive();
+        let today = ctx.today;
         if self.service_date > today {
             return Err(Rejection::ServiceDateInFuture {
                 service_date: self.service_date,

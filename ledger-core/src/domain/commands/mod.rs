@@ -23,7 +23,7 @@ mod transfer_hours;
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 pub use close_account::CloseAccount;
@@ -47,6 +47,9 @@ use crate::log::EventId;
 pub struct Context<'a> {
     /// The clock reading the decision is made at (injected: tests pin it).
     pub now: DateTime<Utc>,
+    /// The calendar day `now` falls on in the ledger's calendar (its configured UTC
+    /// offset): service dates are compared with this.
+    pub today: NaiveDate,
     /// The id the resulting transaction will have (the event's id).
     pub transaction: TransactionId,
     /// The account whose stream the event is appended to.

@@ -74,6 +74,7 @@ impl World {
         let target = self.state(cmd.target().as_str());
         let ctx = Context {
             now: self.now,
+            today: self.now.date_naive(),
             transaction: TransactionId::from(cmd.event_id()),
             target: &target,
             others: &self.accounts,
