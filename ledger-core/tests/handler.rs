@@ -292,3 +292,24 @@ async fn today_is_the_day_in_the_ledgers_calendar() {
     let china = Handler::new(Arc::new(log), Arc::new(FixedClock::new(late)), config);
     china.execute(&deposit_on_21st("d1")).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_cached_state_sees_writes_made_by_another_handler() {
+    let (log, first) = new_handler();
+    setup(&first).await;
+    let second = handler_over(Arc::new(log));
+    // `first` has v1 cached with no hours; `second` deposits some.
+    assert_eq!(
+        first.load(&acc("v1")).await.unwrap().balance(Unit::Hours),
+        dec("0")
+    );
+    second
+        .execute(&deposit("d1", "v1", "3", 0, 9))
+        .await
+        .unwrap();
+    first.execute(&spend("s1", "v1", "3")).await.unwrap();
+    assert_eq!(
+        second.load(&acc("v1")).await.unwrap().balance(Unit::Hours),
+        dec("0")
+    );
+}

@@ -1,8 +1,11 @@
-//! The command handler: storage-agnostic glue between commands and an [`EventLog`].
+//! The command handler: storage-agnostic glue between commands and an
+//! [`EventLog`](crate::log::EventLog).
 //!
 //! # The write path
-//! 1. Load the target account's stream (paged, [`crate::log::limits::READ_EVENTS_MAX`]
-//!    events per read) and fold it into an [`AccountState`]; load the accounts the
+//! 1. Load the target account's state: the cached fold (if any) brought up to date by
+//!    reading its stream after the cached version (paged,
+//!    [`crate::log::limits::READ_EVENTS_MAX`] events per read), folded into an
+//!    [`AccountState`](crate::domain::state::AccountState); load the accounts the
 //!    command refers to the same way (read only).
 //! 2. If the request id was already seen on the stream: same digest → return the
 //!    original outcome with `replayed: true`; different digest → `RequestIdReused`.

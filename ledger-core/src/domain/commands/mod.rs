@@ -21,7 +21,9 @@ mod spend_hours;
 pub(crate) mod testkit;
 mod transfer_hours;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
@@ -55,18 +57,18 @@ pub struct Context<'a> {
     /// The account whose stream the event is appended to.
     pub target: &'a AccountState,
     /// The other accounts the command refers to, as loaded by the handler.
-    pub others: &'a BTreeMap<AccountId, AccountState>,
+    pub others: &'a BTreeMap<AccountId, Arc<AccountState>>,
     pub rate: &'a ExchangeRate,
 }
 
 impl Context<'_> {
     /// A referenced account's state. The handler loads every account in
     /// [`Command::references`]; one it did not load reads as unregistered.
-    pub fn other(&self, id: &AccountId) -> AccountState {
-        self.others
-            .get(id)
-            .cloned()
-            .unwrap_or_else(|| AccountState::empty(id.clone()))
+    pub fn other(&self, id: &AccountId) -> Cow<'_, AccountState> {
+        match self.others.get(id) {
+            Some(state) => Cow::Borrowed(state),
+            None => Cow::Owned(AccountState::empty(id.clone())),
+        }
     }
 }
 

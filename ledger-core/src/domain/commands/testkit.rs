@@ -72,12 +72,17 @@ impl World {
     /// When: decide `cmd` against the world, without applying it.
     pub fn when(&self, cmd: &Command) -> Result<LedgerEvent, Rejection> {
         let target = self.state(cmd.target().as_str());
+        let others: BTreeMap<AccountId, std::sync::Arc<AccountState>> = self
+            .accounts
+            .iter()
+            .map(|(id, s)| (id.clone(), std::sync::Arc::new(s.clone())))
+            .collect();
         let ctx = Context {
             now: self.now,
             today: self.now.date_naive(),
             transaction: TransactionId::from(cmd.event_id()),
             target: &target,
-            others: &self.accounts,
+            others: &others,
             rate: &self.rate,
         };
         cmd.decide(&ctx)
