@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use common::*;
 use ledger_core::app::{CommandError, Handler};
 use ledger_core::domain::account::AccountId;
+use ledger_core::domain::commands::Command;
+use ledger_core::domain::events::HourKind;
 use ledger_core::domain::events::LedgerEvent;
 use ledger_core::domain::ids::TransactionId;
 use ledger_core::domain::postings::sums_per_unit;
@@ -28,6 +30,7 @@ enum Op {
         cents: u32,
         day: i64,
         hour: i64,
+        honour: bool,
     },
     Spend {
         who: usize,
@@ -61,12 +64,15 @@ fn amount(cents: u32) -> String {
 fn op() -> impl Strategy<Value = Op> {
     let who = 0..PEOPLE.len();
     let cents = 1u32..=400;
+    // Debits are smaller than deposits so that most of them can succeed.
+    let debit = 1u32..=150;
     prop_oneof![
-        3 => (who.clone(), cents.clone(), 0i64..6, 0i64..20).prop_map(|(who, cents, day, hour)| Op::Deposit { who, cents, day, hour }),
-        2 => (who.clone(), cents.clone()).prop_map(|(who, cents)| Op::Spend { who, cents }),
-        1 => (who.clone(), cents.clone()).prop_map(|(who, cents)| Op::Exchange { who, cents }),
-        2 => (who.clone(), who.clone(), cents.clone()).prop_map(|(from, to, cents)| Op::Transfer { from, to, cents }),
-        1 => (who.clone(), cents.clone()).prop_map(|(from, cents)| Op::Donate { from, cents }),
+        3 => (who.clone(), cents.clone(), 0i64..6, 0i64..20, proptest::bool::weighted(0.2))
+            .prop_map(|(who, cents, day, hour, honour)| Op::Deposit { who, cents, day, hour, honour }),
+        2 => (who.clone(), debit.clone()).prop_map(|(who, cents)| Op::Spend { who, cents }),
+        1 => (who.clone(), debit.clone()).prop_map(|(who, cents)| Op::Exchange { who, cents }),
+        2 => (who.clone(), who.clone(), debit.clone()).prop_map(|(from, to, cents)| Op::Transfer { from, to, cents }),
+        1 => (who.clone(), debit).prop_map(|(from, cents)| Op::Donate { from, cents }),
         2 => (any::<usize>(), proptest::option::of(who)).prop_map(|(nth, who)| Op::Reverse { nth, who }),
     ]
 }
@@ -112,12 +118,13 @@ async fn run(ops: Vec<Op>) {
                 cents,
                 day,
                 hour,
+                honour,
             } => {
-                let cents = cents.min(400);
-                (
-                    deposit(&req, PEOPLE[who], &amount(cents), day, hour),
-                    PEOPLE[who],
-                )
+                let mut cmd = deposit(&req, PEOPLE[who], &amount(cents), day, hour);
+                if let (true, Command::DepositHours(d)) = (honour, &mut cmd) {
+                    d.kind = HourKind::Honour;
+                }
+                (cmd, PEOPLE[who])
             }
             Op::Spend { who, cents } => (spend(&req, PEOPLE[who], &amount(cents)), PEOPLE[who]),
             Op::Exchange { who, cents } => {
@@ -134,14 +141,14 @@ async fn run(ops: Vec<Op>) {
                 }
                 let (tx, holder) = txs[nth % txs.len()];
                 let account = who.map_or(holder, |w| PEOPLE[w]);
-                (reverse(&req, account, tx), "reversal")
+                // Reversals are recorded on the account they were sent for, so a
+                // later Reverse may pick one (and must be refused).
+                (reverse(&req, account, tx), account)
             }
         };
         match handler.execute(&cmd).await {
             Ok(outcome) => {
-                if holder != "reversal" {
-                    txs.push((outcome.transaction, holder));
-                }
+                txs.push((outcome.transaction, holder));
                 // A retry is a replay.
                 let again = handler.execute(&cmd).await.unwrap();
                 assert!(again.replayed);

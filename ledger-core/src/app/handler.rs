@@ -362,6 +362,13 @@ impl Handler {
             for e in &page {
                 report.scanned += 1;
                 report.last = Some(e.position);
+                // Only these types owe receipts; skip decoding everything else.
+                if !RECEIPT_SOURCE_TYPES.contains(&e.event_type.as_str()) {
+                    if !LedgerEvent::TYPE_NAMES.contains(&e.event_type.as_str()) {
+                        report.skipped += 1;
+                    }
+                    continue;
+                }
                 let Ok(event) = LedgerEvent::decode(&e.event_type, &e.data) else {
                     report.skipped += 1;
                     continue;
@@ -384,6 +391,13 @@ impl Handler {
         }
     }
 }
+
+/// Event types whose transactions may credit another account's stream.
+const RECEIPT_SOURCE_TYPES: [&str; 3] = [
+    "HoursTransferred.v1",
+    "HoursDonated.v1",
+    "TransactionReversed.v1",
+];
 
 /// The account whose stream holds a receipt-producing transaction.
 fn source_account(event: &LedgerEvent) -> Option<AccountId> {
