@@ -820,3 +820,60 @@ async fn the_binary_entry_point_serves_the_embedded_log_and_survives_a_restart()
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_commands_finish() {
+    let server = Server::start().await;
+    let mut c = server.client.clone();
+    setup(&mut c).await;
+    let mut calls = Vec::new();
+    for i in 0..40u32 {
+        let mut c = server.client.clone();
+        let start = format!("2026-11-{:02}T{:02}:00:00Z", 10 + i / 20, i % 20);
+        let end = format!("2026-11-{:02}T{:02}:30:00Z", 10 + i / 20, i % 20);
+        calls.push(tokio::spawn(async move {
+            c.deposit_hours(deposit(&format!("d{i}"), "v1", "0.5", &start, &end))
+                .await
+        }));
+    }
+    tokio::task::yield_now().await;
+    let log = server.log.clone();
+    server.stop().await;
+    // Every call ends: a success is in the log, a failure is a clean status.
+    let mut ok = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(r) => {
+                ok += 1;
+                let p = r.into_inner().position.unwrap();
+                let page = log
+                    .read_all(
+                        ledger_core::log::ReadFrom::Start,
+                        ledger_core::log::limits::READ_EVENTS_MAX,
+                    )
+                    .await
+                    .unwrap();
+                assert!(page.iter().any(|e| e.position.commit() == p.commit));
+            }
+            // Refused before it was accepted (connection closed, GOAWAY): fine, as long
+            // as nothing was written for it (checked below).
+            Err(s) => eprintln!("not accepted: {:?} {}", s.code(), s.message()),
+        }
+    }
+    eprintln!("acknowledged {ok} of 40");
+    let written = log
+        .read_stream(
+            &ledger_core::domain::account::AccountId::new("v1")
+                .unwrap()
+                .stream(),
+            0,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        written.len(),
+        ok + 1,
+        "exactly the acknowledged deposits (plus registration) were written"
+    );
+}
