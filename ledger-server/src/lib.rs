@@ -187,3 +187,20 @@ pub async fn serve(
     tracing::info!("all commands finished");
     Ok(served?)
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    #[test]
+    fn the_reflection_descriptor_set_holds_the_service_and_its_imports() {
+        let fds = prost_types::FileDescriptorSet::decode(crate::pb::FILE_DESCRIPTOR_SET).unwrap();
+        let names: Vec<&str> = fds.file.iter().filter_map(|f| f.name.as_deref()).collect();
+        assert!(names.contains(&"timebank/v1/ledger.proto"), "{names:?}");
+        // grpcurl resolves Timestamp through reflection too.
+        assert!(
+            names.contains(&"google/protobuf/timestamp.proto"),
+            "{names:?}"
+        );
+    }
+}

@@ -61,7 +61,6 @@ pub fn rejection_code(r: &Rejection) -> Code {
         | R::WrongAccountKind { .. }
         | R::InsufficientHours { .. }
         | R::InsufficientBalanceForReversal { .. }
-        | R::InsufficientPoints { .. }
         | R::HoursPerDayExceeded { .. }
         | R::OverlappingService { .. }
         | R::ExchangeRateChanged { .. }

@@ -327,6 +327,33 @@ async fn every_rejection_has_its_code_and_reason_and_writes_nothing() {
     ))
     .await
     .unwrap();
+    let reg_v1 = c
+        .register_account(register("reg-v1", "v1", pb::AccountKind::Volunteer))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reg_v1.replayed);
+    let sent = c
+        .transfer_hours(pb::TransferHoursRequest {
+            request_id: "tr-1".into(),
+            from_volunteer_id: "v1".into(),
+            to_volunteer_id: "v2".into(),
+            relation: pb::FamilyRelation::Sibling as i32,
+            hours: "1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    c.register_account(register("reg-v3", "v3", pb::AccountKind::Volunteer))
+        .await
+        .unwrap();
+    c.close_account(pb::CloseAccountRequest {
+        request_id: "cl-v3".into(),
+        account_id: "v3".into(),
+        reason: "moved away".into(),
+    })
+    .await
+    .unwrap();
     c.close_account(pb::CloseAccountRequest {
         request_id: "cl-m".into(),
         account_id: "m".into(),
@@ -505,7 +532,7 @@ async fn every_rejection_has_its_code_and_reason_and_writes_nothing() {
 
     let unknown_tx = "00000000-0000-8000-8000-000000000000";
     assert_eq!(
-        why(c.spend_hours(spend("s1", "v2", "1")).await),
+        why(c.spend_hours(spend("s1", "v2", "1.5")).await),
         (Code::FailedPrecondition, "INSUFFICIENT_HOURS".into())
     );
     assert_eq!(
@@ -611,6 +638,39 @@ async fn every_rejection_has_its_code_and_reason_and_writes_nothing() {
             })
             .await),
         (Code::FailedPrecondition, "EXCHANGE_RATE_CHANGED".into())
+    );
+    assert_eq!(
+        why(c
+            .reverse_transaction(reverse("r5", "v1", &reg_v1.transaction_id))
+            .await),
+        (Code::FailedPrecondition, "NOT_REVERSIBLE".into())
+    );
+    assert_eq!(
+        why(c
+            .reverse_transaction(reverse("r6", "v1", &sent.transaction_id))
+            .await),
+        (Code::FailedPrecondition, "REVERSAL_ON_WRONG_ACCOUNT".into())
+    );
+    assert_eq!(
+        why(c
+            .reverse_transaction(pb::ReverseTransactionRequest {
+                reason: "two\nlines".into(),
+                ..reverse("r7", "v2", &sent.transaction_id)
+            })
+            .await),
+        (Code::InvalidArgument, "TEXT_CONTROL_CHARACTER".into())
+    );
+    assert_eq!(
+        why(c
+            .deposit_hours(deposit(
+                "d-closed",
+                "v3",
+                "1",
+                "2026-11-19T08:00:00Z",
+                "2026-11-19T09:00:00Z"
+            ))
+            .await),
+        (Code::FailedPrecondition, "ACCOUNT_CLOSED".into())
     );
     assert_eq!(server.head().await, head, "no rejection wrote anything");
     server.stop().await;

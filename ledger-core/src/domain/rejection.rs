@@ -85,13 +85,6 @@ pub enum Rejection {
         requested: Decimal,
     },
 
-    #[error("account {account} has {available} points; {requested} were requested")]
-    InsufficientPoints {
-        account: AccountId,
-        available: Decimal,
-        requested: Decimal,
-    },
-
     #[error("service date {service_date} is after today ({today} in the ledger's calendar); hours are deposited after the service")]
     ServiceDateInFuture {
         service_date: NaiveDate,
@@ -202,7 +195,6 @@ impl Rejection {
             Self::WrongAccountKind { .. } => "WRONG_ACCOUNT_KIND",
             Self::InsufficientHours { .. } => "INSUFFICIENT_HOURS",
             Self::InsufficientBalanceForReversal { .. } => "INSUFFICIENT_BALANCE_FOR_REVERSAL",
-            Self::InsufficientPoints { .. } => "INSUFFICIENT_POINTS",
             Self::ServiceDateInFuture { .. } => "SERVICE_DATE_IN_FUTURE",
             Self::ServiceIntervalInFuture { .. } => "SERVICE_INTERVAL_IN_FUTURE",
             Self::InvalidServiceInterval { .. } => "INVALID_SERVICE_INTERVAL",
