@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 
 use super::account::{AccountId, AccountKind};
 use super::chain::{recorded_hash, EventHash, EventMetadata, GENESIS_HASH};
-use super::events::{DecodeError, HoursReceived, LedgerEvent, ReceiptCause};
+use super::events::{DecodeError, LedgerEvent, ReceiptCause};
 use super::ids::{RequestId, TransactionId};
 use super::postings::{movement, net_for, Posting};
 use super::units::Unit;
@@ -165,7 +165,7 @@ impl AccountState {
                 version: recorded.version,
                 source,
             })?;
-        let transaction = crate::domain::ids::TransactionId::from(recorded.id);
+        let transaction = TransactionId::from(recorded.id);
         if let (Some(request_id), Some(digest)) = (meta.request_id, meta.request_digest) {
             self.requests.insert(
                 request_id,
@@ -247,12 +247,10 @@ impl AccountState {
                 );
                 *self.balances.entry(Unit::Hours).or_default() += e.hours.value();
                 let legs = movement(Unit::Hours, &e.from, &e.to, e.hours.value());
-                // A receipt's transaction id is the originating transaction's.
-                let HoursReceived {
-                    transaction: tx, ..
-                } = e;
+                // A receipt is filed under the originating transaction's id (the one a
+                // reversal names), not under the receipt event's own id.
                 self.transactions.insert(
-                    *tx,
+                    e.transaction,
                     record(TxKind::Received(e.cause), &legs, Some(e.from.clone())),
                 );
                 return;
