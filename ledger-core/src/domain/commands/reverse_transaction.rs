@@ -159,7 +159,7 @@ mod tests {
     }
 
     #[test]
-    fn given_an_exchange_whose_points_are_gone_when_reversing_then_rejected() {
+    fn given_an_exchange_when_reversing_it_then_hours_return_and_points_go() {
         let mut w = World::standard();
         w.credit("v1", "5", 0);
         let tx = w.given(exchange("v1", "2"));
