@@ -122,6 +122,10 @@ async fn a_transfer_delivers_a_receipt_and_every_chain_verifies() {
     for id in ["v1", "v2", "org", "p"] {
         let events = log.read_stream(&acc(id).stream(), 0, 4096).await.unwrap();
         verify_chain(&events).unwrap();
+        assert_eq!(
+            handler.verify_account(&acc(id)).await.unwrap(),
+            events.len() as u64
+        );
     }
     // Tampering with one event breaks the chain from the next one on.
     let mut events = log.read_stream(&acc("v1").stream(), 0, 4096).await.unwrap();

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use super::clock::Clock;
 use super::receipts::{receipts_for, Receipt, ReceiptReport};
 use crate::domain::account::AccountId;
-use crate::domain::chain::{EventMetadata, METADATA_SCHEMA};
+use crate::domain::chain::{verify_chain, ChainError, EventMetadata, METADATA_SCHEMA};
 use crate::domain::commands::{Command, Context};
 use crate::domain::events::{HoursReceived, LedgerEvent};
 use crate::domain::ids::{event_id_for_receipt, TransactionId};
@@ -84,6 +84,18 @@ impl From<FoldError> for CommandError {
     fn from(e: FoldError) -> Self {
         Self::LogCorrupt(e.to_string())
     }
+}
+
+/// Why an account's history did not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The stream could not be read; retry when the log is available.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The stream's hash chain is broken: its history was altered. Restore it from a
+    /// backup and investigate.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
 }
 
 /// Executes commands against an event log. Cheap to clone; share one per process.
@@ -200,6 +212,26 @@ impl Handler {
                 return Ok(state);
             }
         }
+    }
+
+    /// Read `account`'s whole stream and check its hash chain: the number of events
+    /// verified, or where the history was altered.
+    pub async fn verify_account(&self, account: &AccountId) -> Result<u64, VerifyError> {
+        let stream = account.stream();
+        let mut events = Vec::new();
+        loop {
+            let page = self
+                .log
+                .read_stream(&stream, events.len() as u64, READ_EVENTS_MAX)
+                .await?;
+            let full = page.len() == READ_EVENTS_MAX;
+            events.extend(page);
+            if !full {
+                break;
+            }
+        }
+        verify_chain(&events)?;
+        Ok(events.len() as u64)
     }
 
     /// Execute one command: its outcome, the original outcome of an identical earlier

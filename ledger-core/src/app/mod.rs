@@ -32,5 +32,7 @@ mod handler;
 mod receipts;
 
 pub use clock::{Clock, FixedClock, SystemClock};
-pub use handler::{CommandError, Handler, LedgerConfig, COMMAND_RETRIES_MAX};
+pub use handler::{
+    CommandError, Handler, LedgerConfig, VerifyError, COMMAND_RETRIES_MAX, STATE_CACHE_ACCOUNTS_MAX,
+};
 pub use receipts::{receipts_for, Receipt, ReceiptReport};

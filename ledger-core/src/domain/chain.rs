@@ -125,3 +125,67 @@ pub fn verify_chain(events: &[RecordedEvent]) -> Result<(), ChainError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::Position;
+
+    fn event(version: u64, prev: EventHash) -> RecordedEvent {
+        let meta = EventMetadata {
+            schema: METADATA_SCHEMA,
+            request_id: None,
+            request_digest: None,
+            prev_hash: hex::encode(prev),
+            causation: None,
+        };
+        RecordedEvent {
+            stream: StreamName::new("account-a").unwrap(),
+            version,
+            position: Position::from_sequence(version),
+            id: EventId::from_bytes([version as u8; 16]),
+            event_type: "AccountClosed.v1".into(),
+            data: b"{}".to_vec(),
+            metadata: meta.encode(),
+        }
+    }
+
+    #[test]
+    fn a_linked_stream_verifies_and_any_change_breaks_it() {
+        let first = event(0, GENESIS_HASH);
+        let second = event(1, recorded_hash(&first));
+        let third = event(2, recorded_hash(&second));
+        let stream = vec![first.clone(), second.clone(), third.clone()];
+        assert_eq!(verify_chain(&stream), Ok(()));
+
+        let mut changed = stream.clone();
+        changed[1].data = b"{ }".to_vec();
+        assert!(matches!(
+            verify_chain(&changed),
+            Err(ChainError::Broken { version: 2, .. })
+        ));
+
+        assert!(matches!(
+            verify_chain(&[first.clone(), third.clone()]),
+            Err(ChainError::Gap {
+                expected: 1,
+                found: 2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            verify_chain(std::slice::from_ref(&second)),
+            Err(ChainError::Gap {
+                expected: 0,
+                found: 1,
+                ..
+            })
+        ));
+        let mut garbled = stream;
+        garbled[0].metadata = b"not json".to_vec();
+        assert!(matches!(
+            verify_chain(&garbled),
+            Err(ChainError::Metadata { version: 0, .. })
+        ));
+    }
+}
