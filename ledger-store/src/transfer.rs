@@ -1,0 +1,379 @@
+//! Copying a whole event log into another: embedded → KurrentDB (import), KurrentDB →
+//! embedded (export), or between any two logs.
+//!
+//! The source is replayed in its global order. Each run of consecutive events of one
+//! stream becomes one append in the destination (so an append of the source is never
+//! split, except where the contract's per-append limits force it), with the same
+//! stream, version, event id, type, data and metadata. Because the destination keeps
+//! ids, versions and bytes, the ledger's own per-stream hash chain (`prev_hash` in
+//! each event's metadata) verifies there unchanged.
+//!
+//! Resumable and idempotent: before each append the destination stream is read at the
+//! versions about to be written; events already there (same id and content) are
+//! skipped, and the rest is appended with the exact expected version it must follow.
+//! A copy stopped anywhere — a crash, Ctrl-C, a network error — is finished by running
+//! it again; a second run over a complete copy writes nothing. Anything in the
+//! destination that contradicts the source stops the copy with
+//! [`TransferError::Diverged`]: the tool never overwrites or guesses.
+//!
+//! At the end every stream is checked in the destination: same last version, same
+//! last event id, nothing after it.
+//!
+//! Positions are not preserved: each log numbers its own global order. Projection
+//! checkpoints taken on the source do not apply to the destination; projections
+//! rebuild from the start after a move (docs/operations.md).
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
+use ledger_core::log::limits::{APPEND_BYTES_MAX, EVENTS_PER_APPEND_MAX, READ_EVENTS_MAX};
+use ledger_core::log::{
+    AppendError, CurrentVersion, EventId, EventLog, ExpectedVersion, NewEvent, Position, ReadError,
+    ReadFrom, RecordedEvent, StreamName,
+};
+
+/// Events read from the source per page: the contract's read limit.
+pub const COPY_PAGE_EVENTS: usize = READ_EVENTS_MAX;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("reading the source log failed: {0}; fix the source and run the copy again")]
+    ReadSource(#[source] ReadError),
+    #[error("reading the destination log failed: {0}; run the copy again to resume")]
+    ReadDestination(#[source] ReadError),
+    #[error(
+        "appending to {stream} at version {version} in the destination failed: {source}; \
+         run the copy again to resume"
+    )]
+    Append {
+        stream: StreamName,
+        version: u64,
+        #[source]
+        source: AppendError,
+    },
+    /// The destination holds something the source does not: another writer, or a
+    /// different log copied into the same place. Nothing was overwritten.
+    #[error(
+        "destination diverges from the source in stream {stream} at version {version}: \
+         {what}; copy into an empty log or the one a previous run of this copy started"
+    )]
+    Diverged {
+        stream: StreamName,
+        version: u64,
+        what: String,
+    },
+    /// The source handed out a stream's versions out of order: it is damaged.
+    #[error(
+        "source stream {stream} jumps from version {expected} to {found} in global order; \
+         verify and repair the source first"
+    )]
+    SourceGap {
+        stream: StreamName,
+        expected: u64,
+        found: u64,
+    },
+    /// The progress callback asked to stop. Running the copy again resumes it.
+    #[error("copy stopped after {events_done} of the source's events; run it again to resume")]
+    Stopped { events_done: u64 },
+}
+
+/// Where a copy stands, after each append.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CopyProgress {
+    /// Source events handled so far (written or found already there).
+    pub events_done: u64,
+    /// Of those, appended by this run.
+    pub written: u64,
+    /// Of those, found already in the destination (a resumed or repeated copy).
+    pub already_present: u64,
+    /// Streams seen so far.
+    pub streams: u64,
+    /// Position of the last source event handled: how far through the source.
+    pub source_position: Option<Position>,
+}
+
+/// The outcome of a complete, verified copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyReport {
+    pub events: u64,
+    pub written: u64,
+    pub already_present: u64,
+    pub streams: u64,
+    /// Appends made in the destination by this run.
+    pub appends: u64,
+    pub source_head: Option<Position>,
+    pub destination_head: Option<Position>,
+}
+
+impl CopyReport {
+    pub fn render(&self) -> String {
+        let pos = |p: Option<Position>| p.map_or_else(|| "none".to_owned(), |p| p.to_string());
+        format!(
+            "copied: {} events in {} streams ({} written in {} appends, {} already present)\n\
+             source head: {}\ndestination head: {}\n\
+             verified: every stream ends at the same version and event id\n",
+            self.events,
+            self.streams,
+            self.written,
+            self.appends,
+            self.already_present,
+            pos(self.source_head),
+            pos(self.destination_head)
+        )
+    }
+}
+
+/// The last version and id of one stream, as seen in the source.
+struct StreamEnd {
+    version: u64,
+    id: EventId,
+}
+
+/// Copy every event of `from` into `to` (see the module documentation). `progress` is
+/// called after each append; returning `ControlFlow::Break(())` stops the copy with
+/// [`TransferError::Stopped`], safely resumable.
+pub async fn copy_log(
+    from: &dyn EventLog,
+    to: &dyn EventLog,
+    progress: &mut (dyn FnMut(&CopyProgress) -> ControlFlow<()> + Send),
+) -> Result<CopyReport, TransferError> {
+    let mut ends: HashMap<StreamName, StreamEnd> = HashMap::new();
+    let mut p = CopyProgress::default();
+    let mut appends = 0;
+    let mut cursor = ReadFrom::Start;
+    loop {
+        let page = from
+            .read_all(cursor, COPY_PAGE_EVENTS)
+            .await
+            .map_err(TransferError::ReadSource)?;
+        let Some(last) = page.last() else { break };
+        cursor = ReadFrom::After(last.position);
+        for run in runs(&page) {
+            let stream = &run[0].stream;
+            let expected_first = ends.get(stream).map_or(0, |e| e.version + 1);
+            if run[0].version != expected_first {
+                return Err(TransferError::SourceGap {
+                    stream: stream.clone(),
+                    expected: expected_first,
+                    found: run[0].version,
+                });
+            }
+            let (written, made_append) = copy_run(to, run).await?;
+            appends += u64::from(made_append);
+            let tail = &run[run.len() - 1];
+            if ends
+                .insert(
+                    stream.clone(),
+                    StreamEnd {
+                        version: tail.version,
+                        id: tail.id,
+                    },
+                )
+                .is_none()
+            {
+                p.streams += 1;
+            }
+            p.events_done += run.len() as u64;
+            p.written += written;
+            p.already_present += run.len() as u64 - written;
+            p.source_position = Some(tail.position);
+            if progress(&p).is_break() {
+                return Err(TransferError::Stopped {
+                    events_done: p.events_done,
+                });
+            }
+        }
+    }
+    for (stream, end) in &ends {
+        let tail = to
+            .read_stream(stream, end.version, 2)
+            .await
+            .map_err(TransferError::ReadDestination)?;
+        match tail.as_slice() {
+            [e] if e.id == end.id => {}
+            [] => {
+                return Err(TransferError::Diverged {
+                    stream: stream.clone(),
+                    version: end.version,
+                    what: "the destination stream ends before the source's last event".into(),
+                })
+            }
+            [e] => {
+                return Err(TransferError::Diverged {
+                    stream: stream.clone(),
+                    version: end.version,
+                    what: format!(
+                        "the destination holds event {} where the source has {}",
+                        e.id, end.id
+                    ),
+                })
+            }
+            _ => {
+                return Err(TransferError::Diverged {
+                    stream: stream.clone(),
+                    version: end.version + 1,
+                    what: "the destination stream goes on after the source's last event".into(),
+                })
+            }
+        }
+    }
+    Ok(CopyReport {
+        events: p.events_done,
+        written: p.written,
+        already_present: p.already_present,
+        streams: p.streams,
+        appends,
+        source_head: from.head().await.map_err(TransferError::ReadSource)?,
+        destination_head: to.head().await.map_err(TransferError::ReadDestination)?,
+    })
+}
+
+/// Split a page into runs of consecutive events of one stream with consecutive
+/// versions, each small enough for one append under the contract's limits.
+fn runs(page: &[RecordedEvent]) -> Vec<&[RecordedEvent]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, e) in page.iter().enumerate() {
+        let size = append_bytes(e);
+        if i > start {
+            let prev = &page[i - 1];
+            let continues = e.stream == prev.stream
+                && e.version == prev.version + 1
+                && i - start < EVENTS_PER_APPEND_MAX
+                && bytes + size <= APPEND_BYTES_MAX;
+            if !continues {
+                out.push(&page[start..i]);
+                start = i;
+                bytes = 0;
+            }
+        }
+        bytes += size;
+    }
+    if start < page.len() {
+        out.push(&page[start..]);
+    }
+    out
+}
+
+/// An event's share of an append, counted as `validate_append` counts it.
+fn append_bytes(e: &RecordedEvent) -> usize {
+    e.data.len() + e.metadata.len() + e.event_type.len() + e.stream.as_str().len()
+}
+
+/// Copy one run; returns how many events were written and whether an append was made.
+async fn copy_run(to: &dyn EventLog, run: &[RecordedEvent]) -> Result<(u64, bool), TransferError> {
+    let stream = &run[0].stream;
+    let first = run[0].version;
+    let there = to
+        .read_stream(stream, first, run.len())
+        .await
+        .map_err(TransferError::ReadDestination)?;
+    for (d, s) in there.iter().zip(run) {
+        if d.version != s.version || d.id != s.id || d.content_digest() != s.content_digest() {
+            return Err(TransferError::Diverged {
+                stream: stream.clone(),
+                version: s.version,
+                what: format!(
+                    "the destination holds event {} (version {}) where the source has event {}{}",
+                    d.id,
+                    d.version,
+                    s.id,
+                    if d.id == s.id {
+                        " with other content"
+                    } else {
+                        ""
+                    }
+                ),
+            });
+        }
+    }
+    let rest = &run[there.len().min(run.len())..];
+    let Some(head) = rest.first() else {
+        return Ok((0, false));
+    };
+    let expected = match head.version {
+        0 => ExpectedVersion::NoStream,
+        v => ExpectedVersion::Exact(v - 1),
+    };
+    let events: Vec<NewEvent> = rest
+        .iter()
+        .map(|e| NewEvent {
+            id: e.id,
+            event_type: e.event_type.clone(),
+            data: e.data.clone(),
+            metadata: e.metadata.clone(),
+        })
+        .collect();
+    let last = rest[rest.len() - 1].version;
+    match to.append(stream, expected, events).await {
+        Ok(r) if r.stream_version == last => Ok((rest.len() as u64, true)),
+        Ok(r) => Err(TransferError::Diverged {
+            stream: stream.clone(),
+            version: head.version,
+            what: format!(
+                "the destination numbered the events up to version {} instead of {last}",
+                r.stream_version
+            ),
+        }),
+        Err(AppendError::WrongExpectedVersion { current, .. }) => Err(TransferError::Diverged {
+            stream: stream.clone(),
+            version: head.version,
+            what: format!(
+                "the destination stream is at version {} where the source needs {}",
+                current,
+                CurrentVersion(head.version.checked_sub(1))
+            ),
+        }),
+        Err(source) => Err(TransferError::Append {
+            stream: stream.clone(),
+            version: head.version,
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(stream: &str, version: u64, seq: u64, bytes: usize) -> RecordedEvent {
+        RecordedEvent {
+            stream: StreamName::new(stream).expect("name"),
+            version,
+            position: Position::from_sequence(seq),
+            id: EventId::new_random(),
+            event_type: "E.v1".into(),
+            data: vec![b'x'; bytes],
+            metadata: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn runs_follow_streams_and_consecutive_versions() {
+        let page = vec![
+            rec("a", 0, 0, 1),
+            rec("a", 1, 1, 1),
+            rec("b", 0, 2, 1),
+            rec("a", 2, 3, 1),
+            rec("a", 3, 4, 1),
+            rec("a", 4, 5, 1),
+        ];
+        let lens: Vec<usize> = runs(&page).iter().map(|r| r.len()).collect();
+        assert_eq!(lens, vec![2, 1, 3]);
+        assert!(runs(&[]).is_empty());
+    }
+
+    #[test]
+    fn runs_respect_the_append_limits() {
+        let big = ledger_core::log::limits::EVENT_DATA_BYTES_MAX;
+        let page: Vec<RecordedEvent> = (0..300).map(|v| rec("a", v, v, big)).collect();
+        let rs = runs(&page);
+        assert!(rs.len() > 1, "16 MiB per append splits 300 × 64 KiB");
+        for r in &rs {
+            let bytes: usize = r.iter().map(append_bytes).sum();
+            assert!(bytes <= APPEND_BYTES_MAX);
+        }
+        assert_eq!(rs.iter().map(|r| r.len()).sum::<usize>(), 300);
+    }
+}

@@ -1,0 +1,275 @@
+//! Copying logs between backends (import / export), tested embedded → embedded: the
+//! same code path an import into KurrentDB takes, through the `EventLog` trait only.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use ledger_core::log::{
+    AppendResult, EventId, EventLog, ExpectedVersion, NewEvent, ReadFrom, RecordedEvent, StreamName,
+};
+use ledger_store::{copy_log, verify, CopyProgress, EmbeddedConfig, EmbeddedLog, TransferError};
+
+fn open(dir: &Path) -> EmbeddedLog {
+    EmbeddedLog::open(dir, EmbeddedConfig::default()).expect("open")
+}
+
+fn stream(i: usize) -> StreamName {
+    StreamName::new(format!("account-{i}")).expect("name")
+}
+
+fn event(n: usize) -> NewEvent {
+    NewEvent {
+        id: EventId::new_random(),
+        event_type: "HoursDeposited.v1".into(),
+        data: format!("{{\"n\":{n},\"hours\":\"1.5\"}}").into_bytes(),
+        metadata: format!("{{\"schema\":1,\"prev_hash\":\"{n:064x}\"}}").into_bytes(),
+    }
+}
+
+/// A source log with interleaved streams and multi-event appends: 7 streams, 400
+/// appends, 1 to 4 events each.
+async fn fill(log: &EmbeddedLog) -> usize {
+    let mut versions: Vec<Option<u64>> = vec![None; 7];
+    let mut total = 0;
+    for a in 0..400usize {
+        let s = (a * 5 + a / 3) % 7;
+        let n = 1 + (a % 4);
+        let batch: Vec<NewEvent> = (0..n).map(|k| event(total + k)).collect();
+        let r: AppendResult = log
+            .append(
+                &stream(s),
+                ExpectedVersion::from_current(versions[s]),
+                batch,
+            )
+            .await
+            .expect("append");
+        versions[s] = Some(r.stream_version);
+        total += n;
+    }
+    total
+}
+
+async fn all(log: &dyn EventLog) -> Vec<RecordedEvent> {
+    let mut out = Vec::new();
+    let mut from = ReadFrom::Start;
+    loop {
+        let page = log.read_all(from, 1000).await.expect("read_all");
+        let Some(last) = page.last() else { return out };
+        from = ReadFrom::After(last.position);
+        out.extend(page);
+    }
+}
+
+/// Stream, version, id, type, data, metadata.
+type Content = (String, u64, EventId, String, Vec<u8>, Vec<u8>);
+
+/// What must survive a copy: everything but the positions.
+fn content(events: &[RecordedEvent]) -> Vec<Content> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e.stream.to_string(),
+                e.version,
+                e.id,
+                e.event_type.clone(),
+                e.data.clone(),
+                e.metadata.clone(),
+            )
+        })
+        .collect()
+}
+
+fn keep_going(_: &CopyProgress) -> ControlFlow<()> {
+    ControlFlow::Continue(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_to_embedded_copy_is_exact_and_verifies() {
+    let (a, b) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (src, dst) = (open(a.path()), open(b.path()));
+    let total = fill(&src).await;
+    let report = copy_log(&src, &dst, &mut keep_going).await.expect("copy");
+    assert_eq!(report.events, total as u64);
+    assert_eq!(report.written, total as u64);
+    assert_eq!(report.already_present, 0);
+    assert_eq!(report.streams, 7);
+    assert!(report.appends <= 400, "runs of one stream stay one append");
+    let (from, to) = (all(&src).await, all(&dst).await);
+    assert_eq!(
+        content(&from),
+        content(&to),
+        "same events in the same global order"
+    );
+    for s in 0..7 {
+        let a = src.read_stream(&stream(s), 0, 4096).await.expect("read");
+        let b = dst.read_stream(&stream(s), 0, 4096).await.expect("read");
+        assert_eq!(content(&a), content(&b), "stream {s}");
+    }
+    assert_eq!(report.destination_head, to.last().map(|e| e.position));
+    dst.close();
+    let v = verify(b.path()).expect("destination verifies");
+    assert_eq!(v.events, total as u64);
+    assert!(v.torn_tail.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_copy_resumes_and_a_rerun_writes_nothing() {
+    let (a, b) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let src = open(a.path());
+    let total = fill(&src).await;
+    {
+        let dst = open(b.path());
+        let mut calls = 0;
+        let mut stop_midway = |_: &CopyProgress| {
+            calls += 1;
+            if calls == 150 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        };
+        let err = copy_log(&src, &dst, &mut stop_midway)
+            .await
+            .expect_err("stopped");
+        let TransferError::Stopped { events_done } = err else {
+            panic!("{err}")
+        };
+        assert!(events_done > 0 && (events_done as usize) < total);
+        // Simulate a crash in the middle of a run: half of the next source run is in
+        // the destination already (written event by event).
+        let copied = all(&dst).await.len();
+        let next = &all(&src).await[copied..];
+        let s = next[0].stream.clone();
+        for e in next.iter().take_while(|e| e.stream == s).take(1) {
+            let expected = ExpectedVersion::from_current(e.version.checked_sub(1));
+            dst.append(
+                &s,
+                expected,
+                vec![NewEvent {
+                    id: e.id,
+                    event_type: e.event_type.clone(),
+                    data: e.data.clone(),
+                    metadata: e.metadata.clone(),
+                }],
+            )
+            .await
+            .expect("partial run");
+        }
+        dst.close();
+    }
+    let dst = open(b.path());
+    let resumed = copy_log(&src, &dst, &mut keep_going).await.expect("resume");
+    assert_eq!(resumed.events, total as u64);
+    assert!(resumed.already_present > 0 && resumed.written > 0);
+    assert_eq!(resumed.written + resumed.already_present, total as u64);
+    assert_eq!(content(&all(&src).await), content(&all(&dst).await));
+    let head = dst.head().await.expect("head");
+    let again = copy_log(&src, &dst, &mut keep_going).await.expect("rerun");
+    assert_eq!(
+        (again.written, again.appends),
+        (0, 0),
+        "a rerun writes nothing"
+    );
+    assert_eq!(again.already_present, total as u64);
+    assert_eq!(dst.head().await.expect("head"), head);
+    dst.close();
+    assert_eq!(verify(b.path()).expect("verifies").events, total as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diverging_destination_stops_the_copy_without_writing() {
+    let (a, b) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (src, dst) = (open(a.path()), open(b.path()));
+    fill(&src).await;
+    // Another log's event where the source's first event of account-0 goes.
+    dst.append(&stream(0), ExpectedVersion::NoStream, vec![event(9999)])
+        .await
+        .expect("foreign event");
+    let before = dst.head().await.expect("head");
+    let err = copy_log(&src, &dst, &mut keep_going)
+        .await
+        .expect_err("diverged");
+    assert!(
+        matches!(&err, TransferError::Diverged { stream: s, version: 0, .. } if *s == stream(0)),
+        "{err}"
+    );
+    assert_eq!(dst.head().await.expect("head"), before, "nothing written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copying_an_empty_log_is_a_verified_no_op() {
+    let (a, b) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (src, dst) = (open(a.path()), open(b.path()));
+    let report = copy_log(&src, &dst, &mut keep_going).await.expect("copy");
+    assert_eq!((report.events, report.streams, report.appends), (0, 0, 0));
+    assert_eq!(report.destination_head, None);
+}
+
+#[test]
+fn the_cli_copies_a_directory_and_verifies_it() {
+    let (a, b) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let total = rt.block_on(async {
+        let src = open(a.path());
+        let n = fill(&src).await;
+        src.close();
+        n
+    });
+    let dest = b.path().join("copy");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_timebank-log"))
+        .args(["import", "--from"])
+        .arg(a.path())
+        .arg("--to")
+        .arg(&dest)
+        .output()
+        .expect("run timebank-log");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("copied: {total} events in 7 streams")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("verified: {total} events")),
+        "{stdout}"
+    );
+    // The same again: nothing to write, still exit 0.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_timebank-log"))
+        .args(["export", "--from"])
+        .arg(a.path())
+        .arg("--to")
+        .arg(&dest)
+        .output()
+        .expect("run timebank-log");
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("0 written in 0 appends, {total} already present")),
+        "{stdout}"
+    );
+    let usage = std::process::Command::new(env!("CARGO_BIN_EXE_timebank-log"))
+        .args(["import", "--from", "x"])
+        .output()
+        .expect("run timebank-log");
+    assert_eq!(usage.status.code(), Some(2));
+}
