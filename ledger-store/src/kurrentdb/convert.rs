@@ -273,7 +273,7 @@ pub fn describe(e: &kurrentdb::Error) -> String {
                                ledger streams must never be deleted — restore from a backup"
             .to_owned(),
         E::UnsupportedFeature => "the KurrentDB server does not support this operation; \
-                                  use KurrentDB 23.10 or later"
+                                  upgrade the cluster (see docs/operations.md)"
             .to_owned(),
         E::DeadlineExceeded => "KurrentDB did not answer in time; retry with the same event ids".to_owned(),
         other => format!("KurrentDB: {other}"),
