@@ -276,6 +276,9 @@ async fn today_is_the_day_in_the_ledgers_calendar() {
             unreachable!()
         };
         d.service_date = chrono::NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
+        // 00:00 to 01:00 on the 21st in UTC+8.
+        d.started_at = ts("2026-11-20T16:00:00Z");
+        d.ended_at = ts("2026-11-20T17:00:00Z");
         Command::DepositHours(d)
     };
     let log = ledger_core::log::memory::MemoryLog::new();

@@ -7,7 +7,7 @@
 //!
 //! | code | rejections |
 //! |---|---|
-//! | `INVALID_ARGUMENT` | bad input (`FIELD_MISSING`, `AMOUNT_*`, `ID_*`, …), `ACCOUNT_ID_RESERVED`, `SELF_TRANSFER`, `SERVICE_DATE_IN_FUTURE`, `SERVICE_INTERVAL_IN_FUTURE`, `INVALID_SERVICE_INTERVAL`, `HOURS_EXCEED_INTERVAL`, `BATCH_TOO_LARGE`, `BATCH_EMPTY` |
+//! | `INVALID_ARGUMENT` | bad input (`FIELD_MISSING`, `AMOUNT_*`, `ID_*`, …), `ACCOUNT_ID_RESERVED`, `SELF_TRANSFER`, `SERVICE_DATE_IN_FUTURE`, `SERVICE_INTERVAL_IN_FUTURE`, `INVALID_SERVICE_INTERVAL`, `SERVICE_DATE_MISMATCH`, `HOURS_EXCEED_INTERVAL`, `BATCH_TOO_LARGE`, `BATCH_EMPTY` |
 //! | `NOT_FOUND` | `UNKNOWN_ACCOUNT`, `UNKNOWN_TRANSACTION` |
 //! | `ALREADY_EXISTS` | `ACCOUNT_ALREADY_EXISTS`, `REQUEST_ID_REUSED` |
 //! | `FAILED_PRECONDITION` | every other business rule (`INSUFFICIENT_HOURS`, `HOURS_PER_DAY_EXCEEDED`, `OVERLAPPING_SERVICE`, `ALREADY_REVERSED`, `REVERSAL_OF_REVERSAL`, …) |
@@ -54,6 +54,7 @@ pub fn rejection_code(r: &Rejection) -> Code {
         | R::ServiceDateInFuture { .. }
         | R::ServiceIntervalInFuture { .. }
         | R::InvalidServiceInterval { .. }
+        | R::ServiceDateMismatch { .. }
         | R::HoursExceedInterval { .. } => Code::InvalidArgument,
         R::UnknownAccount { .. } | R::UnknownTransaction { .. } => Code::NotFound,
         R::AccountAlreadyExists { .. } | R::RequestIdReused { .. } => Code::AlreadyExists,

@@ -517,6 +517,15 @@ async fn every_rejection_has_its_code_and_reason_and_writes_nothing() {
                 r.started_at = Some(ts("2026-11-17T19:00:00Z"));
                 r.ended_at = Some(ts("2026-11-17T21:00:00Z"));
             }),
+            Code::InvalidArgument,
+            "SERVICE_DATE_MISMATCH",
+        ),
+        (
+            with(&|r| {
+                r.service_date = "2026-11-17".into();
+                r.started_at = Some(ts("2026-11-17T19:00:00Z"));
+                r.ended_at = Some(ts("2026-11-17T21:00:00Z"));
+            }),
             Code::FailedPrecondition,
             "OVERLAPPING_SERVICE",
         ),

@@ -277,7 +277,7 @@ impl Handler {
             let now = self.clock.now();
             let ctx = Context {
                 now,
-                today: now.with_timezone(&self.config.calendar_offset).date_naive(),
+                calendar: self.config.calendar_offset,
                 transaction,
                 target: &target,
                 others: &others,

@@ -107,6 +107,12 @@ pub enum Rejection {
         ended_at: DateTime<Utc>,
     },
 
+    #[error("the service interval starts on {started_on} in the ledger's calendar, not on the service date {service_date}; send the day the service started")]
+    ServiceDateMismatch {
+        service_date: NaiveDate,
+        started_on: NaiveDate,
+    },
+
     #[error("{hours} hours do not fit in a service interval of {interval_hours} hours")]
     HoursExceedInterval {
         hours: Decimal,
@@ -198,6 +204,7 @@ impl Rejection {
             Self::ServiceDateInFuture { .. } => "SERVICE_DATE_IN_FUTURE",
             Self::ServiceIntervalInFuture { .. } => "SERVICE_INTERVAL_IN_FUTURE",
             Self::InvalidServiceInterval { .. } => "INVALID_SERVICE_INTERVAL",
+            Self::ServiceDateMismatch { .. } => "SERVICE_DATE_MISMATCH",
             Self::HoursExceedInterval { .. } => "HOURS_EXCEED_INTERVAL",
             Self::HoursPerDayExceeded { .. } => "HOURS_PER_DAY_EXCEEDED",
             Self::OverlappingService { .. } => "OVERLAPPING_SERVICE",

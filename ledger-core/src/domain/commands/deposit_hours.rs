@@ -45,19 +45,22 @@ impl DepositHours {
     /// 1. the volunteer is a registered, open volunteer; the organisation a registered,
     ///    open organisation (`UnknownAccount`, `AccountClosed`, `WrongAccountKind`);
     /// 2. the service date is not after today in the ledger's calendar
-    ///    (`ServiceDateInFuture`), and the
-    ///    interval has ended (`ServiceIntervalInFuture`);
+    ///    (`ServiceDateInFuture`), and the interval has ended
+    ///    (`ServiceIntervalInFuture`);
     /// 3. the interval is non-empty and at most [`SERVICE_INTERVAL_MAX`]
-    ///    (`InvalidServiceInterval`), and the hours fit in it (`HoursExceedInterval`);
+    ///    (`InvalidServiceInterval`), starts on the service date in the ledger's
+    ///    calendar (`ServiceDateMismatch`: otherwise the per-day rule could be dodged
+    ///    by naming another day), and the hours fit in it (`HoursExceedInterval`);
     /// 4. the volunteer's standing service on that day plus these hours is at most
-    ///    [`HOURS_PER_DAY_MAX`] (`HoursPerDayExceeded`);
+    ///    [`HOURS_PER_DAY_MAX`] (`HoursPerDayExceeded`); a service that runs past
+    ///    midnight counts toward the day it started;
     /// 5. the interval overlaps no standing interval of the volunteer
     ///    (`OverlappingService`; a reversed deposit no longer stands).
     pub fn decide(&self, ctx: &Context<'_>) -> Result<LedgerEvent, Rejection> {
         require_open(ctx.target, Kind::Volunteer)?;
         require_open(&ctx.other(&self.organisation), Kind::Organisation)?;
 
-        let today = ctx.today;
+        let today = ctx.today();
         if self.service_date > today {
             return Err(Rejection::ServiceDateInFuture {
                 service_date: self.service_date,
@@ -75,6 +78,13 @@ impl DepositHours {
             return Err(Rejection::InvalidServiceInterval {
                 started_at: self.started_at,
                 ended_at: self.ended_at,
+            });
+        }
+        let started_on = ctx.day_of(self.started_at);
+        if started_on != self.service_date {
+            return Err(Rejection::ServiceDateMismatch {
+                service_date: self.service_date,
+                started_on,
             });
         }
         let interval_hours = Decimal::from(length.num_seconds()) / Decimal::from(3600);
@@ -259,17 +269,41 @@ mod tests {
         );
         // The interval is 4 hours: 4.5 do not fit in it, whatever the day holds.
         assert_eq!(reason(at(&w, d)), "HOURS_EXCEED_INTERVAL");
-        // Same day recorded (service date is the platform's), different interval.
+        // A service that starts on the 18th and runs past midnight counts toward the
+        // 18th.
         let mut d = deposit(
             "v1",
             "5",
-            ts("2026-11-19T00:00:00Z"),
-            ts("2026-11-19T06:00:00Z"),
+            ts("2026-11-18T20:00:00Z"),
+            ts("2026-11-19T02:00:00Z"),
         );
-        d.service_date = day("2026-11-18");
         assert_eq!(reason(at(&w, d.clone())), "HOURS_PER_DAY_EXCEEDED");
         d.hours = h("4");
         assert!(at(&w, d).is_ok(), "exactly 24 hours on a day is allowed");
+    }
+
+    #[test]
+    fn when_the_interval_starts_on_another_day_than_the_service_date_then_mismatch() {
+        let mut w = World::standard();
+        let mut d = deposit(
+            "v1",
+            "1",
+            ts("2026-11-19T00:30:00Z"),
+            ts("2026-11-19T01:30:00Z"),
+        );
+        d.service_date = day("2026-11-18");
+        assert_eq!(reason(at(&w, d.clone())), "SERVICE_DATE_MISMATCH");
+        // In a UTC+8 calendar 2026-11-18T17:00Z is already the 19th, 01:00.
+        w.calendar = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
+        let mut local = deposit(
+            "v1",
+            "1",
+            ts("2026-11-18T17:00:00Z"),
+            ts("2026-11-18T18:00:00Z"),
+        );
+        assert_eq!(reason(at(&w, local.clone())), "SERVICE_DATE_MISMATCH");
+        local.service_date = day("2026-11-19");
+        assert!(at(&w, local).is_ok());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use serde::Serialize;
 
 pub use close_account::CloseAccount;
@@ -49,9 +49,8 @@ use crate::log::EventId;
 pub struct Context<'a> {
     /// The clock reading the decision is made at (injected: tests pin it).
     pub now: DateTime<Utc>,
-    /// The calendar day `now` falls on in the ledger's calendar (its configured UTC
-    /// offset): service dates are compared with this.
-    pub today: NaiveDate,
+    /// The ledger's calendar: the UTC offset at which instants become calendar days.
+    pub calendar: FixedOffset,
     /// The id the resulting transaction will have (the event's id).
     pub transaction: TransactionId,
     /// The account whose stream the event is appended to.
@@ -62,6 +61,16 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
+    /// The calendar day `at` falls on in the ledger's calendar.
+    pub fn day_of(&self, at: DateTime<Utc>) -> NaiveDate {
+        at.with_timezone(&self.calendar).date_naive()
+    }
+
+    /// Today in the ledger's calendar.
+    pub fn today(&self) -> NaiveDate {
+        self.day_of(self.now)
+    }
+
     /// A referenced account's state. The handler loads every account in
     /// [`Command::references`]; one it did not load reads as unregistered.
     pub fn other(&self, id: &AccountId) -> Cow<'_, AccountState> {

@@ -46,6 +46,7 @@ pub struct World {
     pub accounts: BTreeMap<AccountId, AccountState>,
     pub now: DateTime<Utc>,
     pub rate: ExchangeRate,
+    pub calendar: chrono::FixedOffset,
 }
 
 impl World {
@@ -55,6 +56,7 @@ impl World {
             accounts: BTreeMap::new(),
             now: ts("2026-11-20T12:00:00Z"),
             rate: ExchangeRate::default(),
+            calendar: chrono::FixedOffset::east_opt(0).unwrap(),
         }
     }
 
@@ -79,7 +81,7 @@ impl World {
             .collect();
         let ctx = Context {
             now: self.now,
-            today: self.now.date_naive(),
+            calendar: self.calendar,
             transaction: TransactionId::from(cmd.event_id()),
             target: &target,
             others: &others,
