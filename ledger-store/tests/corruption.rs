@@ -258,3 +258,24 @@ fn record_starts(bytes: &[u8]) -> Vec<u64> {
     }
     out
 }
+
+#[test]
+fn close_releases_the_directory_while_clones_are_alive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = EmbeddedLog::open(dir.path(), EmbeddedConfig::default()).expect("open");
+    let reader = first.clone();
+    first.close();
+    let second =
+        EmbeddedLog::open(dir.path(), EmbeddedConfig::default()).expect("reopen after close");
+    let s = StreamName::new("account-a").expect("name");
+    assert!(
+        first
+            .append_blocking(&s, ExpectedVersion::Any, vec![event(1)])
+            .is_err(),
+        "a closed log refuses appends"
+    );
+    second
+        .append_blocking(&s, ExpectedVersion::Any, vec![event(2)])
+        .expect("the new opener writes");
+    drop(reader);
+}

@@ -123,7 +123,8 @@ struct Handle {
     tx: Mutex<Option<mpsc::Sender<AppendRequest>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     recovery: Recovery,
-    _lock: File,
+    /// Held (flock) from open until `close` or the last handle is dropped.
+    lock: File,
 }
 
 /// The embedded log. Cheap to clone; all clones share one writer.
@@ -285,7 +286,7 @@ impl EmbeddedLog {
                 tx: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(thread)),
                 recovery,
-                _lock: lock,
+                lock,
             }),
         })
     }
@@ -344,9 +345,11 @@ impl EmbeddedLog {
         rx.blocking_recv().map_err(|_| closed())?
     }
 
-    /// Stop the writer after the appends already queued, and wait for it. Every
-    /// acknowledged append is already durable; this only makes shutdown orderly.
-    /// Later appends on any clone fail with `Unavailable`.
+    /// Stop the writer after the appends already queued, wait for it, and release the
+    /// directory lock so another process (or a new `open` here) can take the log over.
+    /// Every acknowledged append is already durable; this only makes shutdown orderly.
+    /// Later appends on any clone fail with `Unavailable`; reads of what is durable
+    /// keep working.
     pub fn close(&self) {
         drop(self.h.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
         if let Some(t) = self
@@ -359,6 +362,10 @@ impl EmbeddedLog {
             if t.join().is_err() {
                 tracing::error!("event log writer panicked");
             }
+            if let Err(e) = self.h.lock.unlock() {
+                tracing::warn!(error = %e, "could not release the log directory lock");
+            }
+            tracing::info!(dir = %self.h.shared.dir.display(), "event log closed");
         }
     }
 
