@@ -6,8 +6,8 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use ledger_core::domain::account::{AccountId, AccountKind, RegionCode};
 use ledger_core::domain::commands::{
-    CloseAccount, Command, DepositHours, DonateHours, ExchangeHours, RegisterAccount,
-    ReverseTransaction, SpendHours, TransferHours,
+    CloseAccount, Command, DepositHours, DonateHours, ExchangeHours, RateService, RecordNoShow,
+    RegisterAccount, ReverseTransaction, SpendHours, TransferHours, RATING_MAX, RATING_MIN,
 };
 use ledger_core::domain::events::{FamilyRelation, HourKind, SpendPurpose};
 use ledger_core::domain::ids::{
@@ -228,6 +228,45 @@ pub fn reverse_transaction(r: pb::ReverseTransactionRequest) -> Field<Command> {
     }))
 }
 
+pub fn record_no_show(r: pb::RecordNoShowRequest) -> Field<Command> {
+    Ok(Command::RecordNoShow(RecordNoShow {
+        request_id: request_id(r.request_id)?,
+        volunteer: account("volunteer_id", r.volunteer_id)?,
+        organisation: account("organisation_id", r.organisation_id)?,
+        activity: token("activity_id", r.activity_id, ActivityId::new)?,
+        date: date("date", &r.date)?,
+    }))
+}
+
+pub fn rate_service(r: pb::RateServiceRequest) -> Field<Command> {
+    let request_id = request_id(r.request_id)?;
+    let volunteer = account("volunteer_id", r.volunteer_id)?;
+    let deposit = TransactionId::parse(&r.deposit_transaction_id)
+        .map_err(|e| Rejection::input("deposit_transaction_id", e))?;
+    if r.rating == 0 {
+        return Err(Rejection::missing("rating"));
+    }
+    let rating = u8::try_from(r.rating)
+        .ok()
+        .filter(|v| (RATING_MIN..=RATING_MAX).contains(v))
+        .ok_or_else(|| {
+            Rejection::input(
+                "rating",
+                InputProblem::Malformed(format!(
+                    "is {}; a rating is {RATING_MIN} to {RATING_MAX}",
+                    r.rating
+                )),
+            )
+        })?;
+    Ok(Command::RateService(RateService {
+        request_id,
+        volunteer,
+        deposit,
+        rating,
+        rater: token("rater_id", r.rater_id, VerifierId::new)?,
+    }))
+}
+
 /// A batch line: whichever command it holds.
 pub fn batch_command(c: pb::Command) -> Field<Command> {
     use pb::command::Command as C;
@@ -241,6 +280,8 @@ pub fn batch_command(c: pb::Command) -> Field<Command> {
         Some(C::TransferHours(r)) => transfer_hours(r),
         Some(C::DonateHours(r)) => donate_hours(r),
         Some(C::ReverseTransaction(r)) => reverse_transaction(r),
+        Some(C::RecordNoShow(r)) => record_no_show(r),
+        Some(C::RateService(r)) => rate_service(r),
     }
 }
 

@@ -166,6 +166,20 @@ impl pb::ledger_commands_server::LedgerCommands for LedgerService {
         self.rpc(convert::reverse_transaction(r.into_inner())).await
     }
 
+    async fn record_no_show(
+        &self,
+        r: Request<pb::RecordNoShowRequest>,
+    ) -> Result<Response<pb::CommandResult>, Status> {
+        self.rpc(convert::record_no_show(r.into_inner())).await
+    }
+
+    async fn rate_service(
+        &self,
+        r: Request<pb::RateServiceRequest>,
+    ) -> Result<Response<pb::CommandResult>, Status> {
+        self.rpc(convert::rate_service(r.into_inner())).await
+    }
+
     /// Commands run in order (a line may depend on an earlier one, e.g. register then
     /// deposit); a refused line is reported in its slot and the rest still run.
     async fn submit_batch(

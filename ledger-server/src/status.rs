@@ -69,7 +69,10 @@ pub fn rejection_code(r: &Rejection) -> Code {
         | R::AlreadyReversed { .. }
         | R::ReversalOfReversal { .. }
         | R::NotReversible { .. }
-        | R::ReversalOnWrongAccount { .. } => Code::FailedPrecondition,
+        | R::ReversalOnWrongAccount { .. }
+        | R::NotADeposit { .. }
+        | R::DepositReversed { .. }
+        | R::AlreadyRated { .. } => Code::FailedPrecondition,
     }
 }
 

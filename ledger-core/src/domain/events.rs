@@ -165,6 +165,30 @@ pub enum ReceiptCause {
     Reversal,
 }
 
+/// A volunteer who signed up for an activity did not turn up. Recorded on the
+/// volunteer's stream by the organisation; an input to the credit score's reliability.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoShowRecorded {
+    pub volunteer: AccountId,
+    pub organisation: AccountId,
+    pub activity: ActivityId,
+    pub service_date: NaiveDate,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A rating (1..=5) of the service a deposit records, given by the served party
+/// (the work-order loop's "residents rate"). Recorded on the volunteer's stream, at
+/// most once per deposit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRated {
+    /// The rated deposit.
+    pub deposit: TransactionId,
+    pub volunteer: AccountId,
+    pub rating: u8,
+    pub rater: VerifierId,
+    pub recorded_at: DateTime<Utc>,
+}
+
 /// Every event of the ledger.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LedgerEvent {
@@ -177,6 +201,8 @@ pub enum LedgerEvent {
     HoursDonated(HoursDonated),
     TransactionReversed(TransactionReversed),
     HoursReceived(HoursReceived),
+    NoShowRecorded(NoShowRecorded),
+    ServiceRated(ServiceRated),
 }
 
 /// A stored event the ledger cannot read.
@@ -231,6 +257,8 @@ ledger_event_codec! {
     HoursDonated => "HoursDonated.v1",
     TransactionReversed => "TransactionReversed.v1",
     HoursReceived => "HoursReceived.v1",
+    NoShowRecorded => "NoShowRecorded.v1",
+    ServiceRated => "ServiceRated.v1",
 }
 
 impl LedgerEvent {
@@ -243,7 +271,11 @@ impl LedgerEvent {
             Self::HoursTransferred(e) => Some(&e.postings),
             Self::HoursDonated(e) => Some(&e.postings),
             Self::TransactionReversed(e) => Some(&e.postings),
-            Self::AccountRegistered(_) | Self::AccountClosed(_) | Self::HoursReceived(_) => None,
+            Self::AccountRegistered(_)
+            | Self::AccountClosed(_)
+            | Self::HoursReceived(_)
+            | Self::NoShowRecorded(_)
+            | Self::ServiceRated(_) => None,
         }
     }
 }

@@ -173,6 +173,18 @@ pub enum Rejection {
         debited: AccountId,
     },
 
+    #[error("transaction {transaction} is a {kind}, not a deposit; only deposits (service records) can be rated")]
+    NotADeposit {
+        transaction: TransactionId,
+        kind: &'static str,
+    },
+
+    #[error("deposit {transaction} was reversed; a reversed service record cannot be rated")]
+    DepositReversed { transaction: TransactionId },
+
+    #[error("deposit {transaction} was already rated; a deposit is rated at most once")]
+    AlreadyRated { transaction: TransactionId },
+
     #[error("request id {request_id} was already used for a different command; use a new request id for a new command")]
     RequestIdReused { request_id: RequestId },
 }
@@ -217,6 +229,9 @@ impl Rejection {
             Self::NotReversible { .. } => "NOT_REVERSIBLE",
             Self::ReversalOnWrongAccount { .. } => "REVERSAL_ON_WRONG_ACCOUNT",
             Self::RequestIdReused { .. } => "REQUEST_ID_REUSED",
+            Self::NotADeposit { .. } => "NOT_A_DEPOSIT",
+            Self::DepositReversed { .. } => "DEPOSIT_REVERSED",
+            Self::AlreadyRated { .. } => "ALREADY_RATED",
         }
     }
 

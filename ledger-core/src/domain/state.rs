@@ -8,7 +8,7 @@
 //! other streams' transactions make to this account arrive as receipts
 //! ([`HoursReceived`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -55,6 +55,10 @@ pub enum TxKind {
     Reversal,
     /// A receipt for hours another stream's transaction credited here.
     Received(ReceiptCause),
+    /// A no-show (`NoShowRecorded`): a fact about reliability, moves nothing.
+    NoShow,
+    /// A rating of a deposit (`ServiceRated`): moves nothing.
+    Rating,
 }
 
 impl TxKind {
@@ -69,6 +73,8 @@ impl TxKind {
             Self::TransferOut { to_project: true } => "donation",
             Self::Reversal => "reversal",
             Self::Received(_) => "receipt",
+            Self::NoShow => "no-show",
+            Self::Rating => "rating",
         }
     }
 }
@@ -110,6 +116,8 @@ pub struct AccountState {
     pub day_hours: HashMap<NaiveDate, Decimal>,
     pub transactions: HashMap<TransactionId, TxRecord>,
     pub requests: HashMap<RequestId, SeenRequest>,
+    /// Deposits that have been rated (`ServiceRated`): each at most once.
+    pub rated: HashSet<TransactionId>,
 }
 
 /// A stored event this build cannot fold.
@@ -139,6 +147,7 @@ impl AccountState {
             day_hours: HashMap::new(),
             transactions: HashMap::new(),
             requests: HashMap::new(),
+            rated: HashSet::new(),
         }
     }
 
@@ -239,6 +248,11 @@ impl AccountState {
                     }
                 }
                 record(TxKind::Reversal, &e.postings, None)
+            }
+            LedgerEvent::NoShowRecorded(_) => record(TxKind::NoShow, &[], None),
+            LedgerEvent::ServiceRated(e) => {
+                self.rated.insert(e.deposit);
+                record(TxKind::Rating, &[], None)
             }
             LedgerEvent::HoursReceived(e) => {
                 assert!(

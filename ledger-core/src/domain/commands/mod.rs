@@ -14,6 +14,8 @@ mod close_account;
 mod deposit_hours;
 mod donate_hours;
 mod exchange_hours;
+mod rate_service;
+mod record_no_show;
 mod register_account;
 mod reverse_transaction;
 mod spend_hours;
@@ -32,6 +34,8 @@ pub use close_account::CloseAccount;
 pub use deposit_hours::{DepositHours, HOURS_PER_DAY_MAX, SERVICE_INTERVAL_MAX};
 pub use donate_hours::DonateHours;
 pub use exchange_hours::ExchangeHours;
+pub use rate_service::{RateService, RATING_MAX, RATING_MIN};
+pub use record_no_show::RecordNoShow;
 pub use register_account::RegisterAccount;
 pub use reverse_transaction::ReverseTransaction;
 pub use spend_hours::SpendHours;
@@ -93,6 +97,8 @@ pub enum Command {
     TransferHours(TransferHours),
     DonateHours(DonateHours),
     ReverseTransaction(ReverseTransaction),
+    RecordNoShow(RecordNoShow),
+    RateService(RateService),
 }
 
 impl Command {
@@ -106,6 +112,8 @@ impl Command {
             Self::TransferHours(_) => "TransferHours",
             Self::DonateHours(_) => "DonateHours",
             Self::ReverseTransaction(_) => "ReverseTransaction",
+            Self::RecordNoShow(_) => "RecordNoShow",
+            Self::RateService(_) => "RateService",
         }
     }
 
@@ -119,6 +127,8 @@ impl Command {
             Self::TransferHours(c) => &c.request_id,
             Self::DonateHours(c) => &c.request_id,
             Self::ReverseTransaction(c) => &c.request_id,
+            Self::RecordNoShow(c) => &c.request_id,
+            Self::RateService(c) => &c.request_id,
         }
     }
 
@@ -133,6 +143,8 @@ impl Command {
             Self::TransferHours(c) => &c.from,
             Self::DonateHours(c) => &c.from,
             Self::ReverseTransaction(c) => &c.account,
+            Self::RecordNoShow(c) => &c.volunteer,
+            Self::RateService(c) => &c.volunteer,
         }
     }
 
@@ -144,7 +156,8 @@ impl Command {
             Self::TransferHours(c) => vec![c.to.clone()],
             Self::DonateHours(c) => vec![c.project.clone()],
             Self::RegisterAccount(_) | Self::CloseAccount(_) | Self::ExchangeHours(_) => vec![],
-            Self::ReverseTransaction(_) => vec![],
+            Self::RecordNoShow(c) => vec![c.organisation.clone()],
+            Self::ReverseTransaction(_) | Self::RateService(_) => vec![],
         }
     }
 
@@ -176,6 +189,8 @@ impl Command {
             Self::TransferHours(c) => c.decide(ctx),
             Self::DonateHours(c) => c.decide(ctx),
             Self::ReverseTransaction(c) => c.decide(ctx),
+            Self::RecordNoShow(c) => c.decide(ctx),
+            Self::RateService(c) => c.decide(ctx),
         }
     }
 }

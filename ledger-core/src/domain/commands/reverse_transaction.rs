@@ -53,7 +53,7 @@ impl ReverseTransaction {
             });
         };
         match original.kind {
-            TxKind::Registration | TxKind::Closure => {
+            TxKind::Registration | TxKind::Closure | TxKind::NoShow | TxKind::Rating => {
                 return Err(Rejection::NotReversible {
                     transaction: self.transaction,
                     kind: original.kind.name(),
