@@ -1,0 +1,116 @@
+//! Annual minimum: the volunteers of a region or an organisation with fewer than a
+//! given number of hours in a calendar year (party and league members are expected to
+//! give 20).
+//!
+//! Who is counted:
+//! - a region: volunteers registered under the node who had joined by the end of the
+//!   year and were not closed before it began;
+//! - an organisation: volunteers with at least one standing deposit verified by it
+//!   (the ledger has no membership roll; service is the evidence of membership).
+//!
+//! Hours are all their standing hours (credit and honour) with service dates in the
+//! year, with whichever organisation.
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+
+use crate::account::Kind;
+use crate::model::{centi, day_number, decimal, Centi, ReadModels};
+use crate::rankings::RankingError;
+
+/// Most volunteers one answer lists; the total is always exact.
+pub const ANNUAL_LIST_MAX: usize = 10_000;
+
+/// Largest minimum that means anything: 24 hours a day (the per-day rule) for 366
+/// days. Larger asks are refused rather than overflow the arithmetic.
+pub const ANNUAL_MINIMUM_HOURS_MAX: i64 = 24 * 366;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope<'a> {
+    Region(&'a str),
+    Organisation(&'a str),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BelowMinimum {
+    /// (account id, hours in the year), fewest hours first, ties by id.
+    pub volunteers: Vec<(String, Decimal)>,
+    /// How many volunteers are below the minimum (may exceed the list).
+    pub total: usize,
+    /// How many volunteers were considered.
+    pub considered: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AnnualError {
+    #[error(transparent)]
+    Region(#[from] RankingError),
+    #[error("organisation {0:?} is not a registered organisation")]
+    UnknownOrganisation(String),
+    #[error("year {0} is not a calendar year the ledger can hold")]
+    Year(i32),
+    #[error("minimum {0} hours is outside 0 to {ANNUAL_MINIMUM_HOURS_MAX}")]
+    Minimum(Decimal),
+}
+
+impl ReadModels {
+    pub fn below_annual_minimum(
+        &self,
+        scope: Scope<'_>,
+        year: i32,
+        minimum: Decimal,
+        limit: usize,
+    ) -> Result<BelowMinimum, AnnualError> {
+        let start = NaiveDate::from_ymd_opt(year, 1, 1).ok_or(AnnualError::Year(year))?;
+        let end = NaiveDate::from_ymd_opt(year, 12, 31).ok_or(AnnualError::Year(year))?;
+        let (start, end) = (day_number(start), day_number(end));
+        if minimum < Decimal::ZERO || minimum > Decimal::from(ANNUAL_MINIMUM_HOURS_MAX) {
+            return Err(AnnualError::Minimum(minimum));
+        }
+        let min: Centi =
+            centi(minimum.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::AwayFromZero));
+        let candidates: Vec<u32> = match scope {
+            Scope::Region(r) => {
+                let node = self.region_node(r)?;
+                self.regions
+                    .members_under(node)
+                    .into_iter()
+                    .filter(|&v| {
+                        let row = self.row(v);
+                        row.joined_on <= end && !(row.closed && row.closed_on < start)
+                    })
+                    .collect()
+            }
+            Scope::Organisation(o) => {
+                let org = self
+                    .account_index(o)
+                    .filter(|&i| self.row(i).kind == Kind::Organisation)
+                    .ok_or_else(|| AnnualError::UnknownOrganisation(o.to_owned()))?;
+                (0..u32::try_from(self.rows.len()).expect("fewer than 2^32 accounts"))
+                    .filter(|&v| {
+                        let row = self.row(v);
+                        row.kind == Kind::Volunteer
+                            && row.orgs.binary_search_by(|e| e.0.cmp(&org)).is_ok()
+                    })
+                    .collect()
+            }
+        };
+        let considered = candidates.len();
+        let mut below: Vec<(Centi, &str)> = candidates
+            .into_iter()
+            .map(|v| (self.row(v).year_centi(year), self.accounts.name(v)))
+            .filter(|(c, _)| *c < min)
+            .collect();
+        below.sort_unstable();
+        let total = below.len();
+        below.truncate(limit.clamp(1, ANNUAL_LIST_MAX));
+        Ok(BelowMinimum {
+            volunteers: below
+                .into_iter()
+                .map(|(c, id)| (id.to_owned(), decimal(c)))
+                .collect(),
+            total,
+            considered,
+        })
+    }
+}

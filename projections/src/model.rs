@@ -1,0 +1,499 @@
+//! [`ReadModels`]: the state every read model lives in, and the fold that keeps it.
+//!
+//! One struct rather than one per model because the models share what is expensive:
+//! the account-id interner, the region tree and the deposit index (a reversal names
+//! only the original transaction; undoing a deposit's effect on rankings and the
+//! service index needs its volunteer, day and activity). Each read model's own part is
+//! in its file; this file interns, dispatches and digests.
+//!
+//! Determinism: indices are assigned in log order, so a rebuild, an incremental run
+//! and a snapshot-then-resume assign the same indices. Hash maps are keyed by those
+//! indices and never iterated into an output unsorted.
+
+use std::collections::hash_map::Entry;
+
+use chrono::{Datelike, NaiveDate};
+use ledger_core::domain::account::AccountKind;
+use ledger_core::domain::events::{DecodeError, HourKind, LedgerEvent};
+use ledger_core::domain::units::Unit;
+use ledger_core::log::{Position, RecordedEvent};
+use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::account::{AccountRow, Kind};
+use crate::index::ServiceIndex;
+
+/// Hours or points in hundredths. Every ledger amount has at most two places.
+pub type Centi = i64;
+
+/// An amount in hundredths. Panics if `d` has more than two places: the domain never
+/// writes one, so such an event is a bug upstream, not input to round.
+pub fn centi(d: Decimal) -> Centi {
+    let mut v = d;
+    v.rescale(2);
+    assert_eq!(v, d, "ledger amounts have at most two decimal places");
+    i64::try_from(v.mantissa()).expect("ledger amounts fit in i64 hundredths")
+}
+
+/// Hundredths back to an exact decimal at two places.
+pub fn decimal(c: Centi) -> Decimal {
+    Decimal::new(c, 2)
+}
+
+/// A calendar day as a day number (days from 0001-01-01).
+pub fn day_number(d: NaiveDate) -> i32 {
+    d.num_days_from_ce()
+}
+
+pub fn day_from_number(n: i32) -> NaiveDate {
+    NaiveDate::from_num_days_from_ce_opt(n).expect("day numbers come from NaiveDates")
+}
+
+/// A month as `year * 12 + month0`, ordered like the months.
+pub fn month_key(d: NaiveDate) -> u32 {
+    u32::try_from(d.year()).unwrap_or(0) * 12 + d.month0()
+}
+
+/// A statistics period: all time, a calendar year or a calendar month (of service
+/// dates, in the ledger's calendar).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Period {
+    All,
+    Year(i32),
+    /// Year and month (1..=12).
+    Month(i32, u32),
+}
+
+impl Period {
+    /// The three periods a service day counts toward.
+    pub fn of_day(d: NaiveDate) -> [Period; 3] {
+        [
+            Period::All,
+            Period::Year(d.year()),
+            Period::Month(d.year(), d.month()),
+        ]
+    }
+
+    pub fn contains(&self, d: NaiveDate) -> bool {
+        match *self {
+            Period::All => true,
+            Period::Year(y) => d.year() == y,
+            Period::Month(y, m) => d.year() == y && d.month() == m,
+        }
+    }
+
+    /// Month keys `[from, to]` this period spans, None for all time.
+    pub fn month_range(&self) -> Option<(u32, u32)> {
+        let y = |y: i32| u32::try_from(y).unwrap_or(0) * 12;
+        match *self {
+            Period::All => None,
+            Period::Year(yr) => Some((y(yr), y(yr) + 11)),
+            Period::Month(yr, m) => Some((y(yr) + m - 1, y(yr) + m - 1)),
+        }
+    }
+}
+
+/// Strings ↔ dense `u32` indices, assigned in first-seen (log) order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Interner {
+    ids: FxHashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+}
+
+impl Interner {
+    pub fn get(&self, name: &str) -> Option<u32> {
+        self.ids.get(name).copied()
+    }
+
+    pub fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&i) = self.ids.get(name) {
+            return i;
+        }
+        let i = u32::try_from(self.names.len()).expect("fewer than 2^32 interned names");
+        self.names.push(name.into());
+        self.ids.insert(name.into(), i);
+        i
+    }
+
+    pub fn name(&self, i: u32) -> &str {
+        &self.names[i as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+// Only the names are stored; the map is rebuilt on load (half the snapshot size).
+impl Serialize for Interner {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.names.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Interner {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let names: Vec<Box<str>> = Vec::deserialize(d)?;
+        let mut ids = FxHashMap::default();
+        ids.reserve(names.len());
+        for (i, n) in names.iter().enumerate() {
+            let i = u32::try_from(i).map_err(serde::de::Error::custom)?;
+            if ids.insert(n.clone(), i).is_some() {
+                return Err(serde::de::Error::custom(format!("duplicate name {n:?}")));
+            }
+        }
+        Ok(Self { ids, names })
+    }
+}
+
+/// No region (merchants, projects).
+pub const NO_REGION: u32 = u32::MAX;
+
+/// One node of the region tree (`hangzhou`, `hangzhou/xihu`, …).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionNode {
+    pub parent: u32,
+    pub children: Vec<u32>,
+    /// Volunteers registered at exactly this node.
+    pub members: Vec<u32>,
+}
+
+/// The region tree, nodes interned by their full path.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Regions {
+    pub paths: Interner,
+    pub nodes: Vec<RegionNode>,
+    /// Top-level nodes (cities), in first-seen order.
+    pub roots: Vec<u32>,
+}
+
+impl Regions {
+    /// The node of `path` and its ancestors, created if missing.
+    pub fn node(&mut self, path: &str) -> u32 {
+        if let Some(n) = self.paths.get(path) {
+            return n;
+        }
+        let parent = match path.rfind('/') {
+            Some(cut) => self.node(&path[..cut]),
+            None => NO_REGION,
+        };
+        let n = self.paths.intern(path);
+        debug_assert_eq!(n as usize, self.nodes.len());
+        self.nodes.push(RegionNode {
+            parent,
+            children: Vec::new(),
+            members: Vec::new(),
+        });
+        if parent == NO_REGION {
+            self.roots.push(n);
+        } else {
+            self.nodes[parent as usize].children.push(n);
+        }
+        n
+    }
+
+    /// `node` and its ancestors, leaf first (at most four).
+    pub fn lineage(&self, node: u32) -> impl Iterator<Item = u32> + '_ {
+        std::iter::successors((node != NO_REGION).then_some(node), move |&n| {
+            let p = self.nodes[n as usize].parent;
+            (p != NO_REGION).then_some(p)
+        })
+    }
+
+    /// Every volunteer registered in `node`'s subtree (all volunteers for None).
+    pub fn members_under(&self, node: Option<u32>) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut stack: Vec<u32> = match node {
+            Some(n) => vec![n],
+            None => self.roots.clone(),
+        };
+        while let Some(n) = stack.pop() {
+            let node = &self.nodes[n as usize];
+            out.extend_from_slice(&node.members);
+            stack.extend_from_slice(&node.children);
+        }
+        out
+    }
+
+    pub fn path(&self, node: u32) -> &str {
+        self.paths.name(node)
+    }
+}
+
+/// What the deposit index keeps of a standing deposit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepositRef {
+    pub account: u32,
+    pub organisation: u32,
+    pub activity: u32,
+    pub category: u32,
+    pub day: i32,
+    /// Hundredths of an hour; at most 1,000,000 (10,000 hours per entry).
+    pub centi: u32,
+    pub honour: bool,
+}
+
+/// A stored event the projections cannot fold. The worker stops on it rather than
+/// skip a fact: a newer writer's event types need a newer build of the projections.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("event {id} at position {position}: {source}; upgrade the server to a build that knows this event, then restart")]
+    Decode {
+        id: ledger_core::log::EventId,
+        position: Position,
+        source: DecodeError,
+    },
+    #[error("event {id} at position {position} is not after the checkpoint {checkpoint}; the log delivered events out of order")]
+    OutOfOrder {
+        id: ledger_core::log::EventId,
+        position: Position,
+        checkpoint: Position,
+    },
+}
+
+/// Every read model, folded from the log up to [`ReadModels::checkpoint`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadModels {
+    /// The position of the last event applied; None before the first.
+    pub checkpoint: Option<Position>,
+    /// How many events were applied.
+    pub events: u64,
+    pub accounts: Interner,
+    pub rows: Vec<AccountRow>,
+    pub regions: Regions,
+    pub categories: Interner,
+    /// Activities, interned as `organisation-index/activity-id`.
+    pub activities: Interner,
+    /// Standing deposits by transaction id (removed when reversed).
+    pub deposits: FxHashMap<u128, DepositRef>,
+    /// Spends whose counterparty is a project ("hours served" by the project), for
+    /// their reversals: transaction → (project, hundredths).
+    pub project_spends: FxHashMap<u128, (u32, Centi)>,
+    /// Account indices of projects, in registration order.
+    pub projects: Vec<u32>,
+    pub index: ServiceIndex,
+}
+
+impl ReadModels {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn account(&mut self, id: &str) -> u32 {
+        let i = self.accounts.intern(id);
+        if i as usize == self.rows.len() {
+            self.rows.push(AccountRow::default());
+        }
+        i
+    }
+
+    pub fn account_index(&self, id: &str) -> Option<u32> {
+        self.accounts.get(id)
+    }
+
+    pub fn row(&self, i: u32) -> &AccountRow {
+        &self.rows[i as usize]
+    }
+
+    /// Apply one recorded event. Events must come in global order, each once.
+    pub fn apply(&mut self, recorded: &RecordedEvent) -> Result<(), ApplyError> {
+        if let Some(cp) = self.checkpoint {
+            if recorded.position <= cp {
+                return Err(ApplyError::OutOfOrder {
+                    id: recorded.id,
+                    position: recorded.position,
+                    checkpoint: cp,
+                });
+            }
+        }
+        let event =
+            LedgerEvent::decode(&recorded.event_type, &recorded.data).map_err(|source| {
+                ApplyError::Decode {
+                    id: recorded.id,
+                    position: recorded.position,
+                    source,
+                }
+            })?;
+        self.apply_event(recorded.id.0.as_u128(), &event);
+        self.checkpoint = Some(recorded.position);
+        self.events += 1;
+        Ok(())
+    }
+
+    /// Apply a decoded event whose event id is `id`.
+    pub fn apply_event(&mut self, id: u128, event: &LedgerEvent) {
+        if let Some(postings) = event.postings() {
+            for p in postings {
+                if p.account.is_system() {
+                    continue;
+                }
+                let a = self.account(p.account.as_str());
+                let slot = match p.unit {
+                    Unit::Hours => 0,
+                    Unit::HonourHours => 1,
+                    Unit::Points => 2,
+                };
+                self.rows[a as usize].balances[slot] += centi(p.amount);
+            }
+        }
+        match event {
+            LedgerEvent::AccountRegistered(e) => {
+                let a = self.account(e.account.as_str());
+                let (kind, region, joined) = match &e.kind {
+                    AccountKind::Volunteer { region, joined_on } => {
+                        (Kind::Volunteer, Some(region), Some(*joined_on))
+                    }
+                    AccountKind::Organisation { region } => {
+                        (Kind::Organisation, Some(region), None)
+                    }
+                    AccountKind::Merchant => (Kind::Merchant, None, None),
+                    AccountKind::Project => (Kind::Project, None, None),
+                };
+                let node = region.map_or(NO_REGION, |r| self.regions.node(r.as_str()));
+                let row = &mut self.rows[a as usize];
+                row.kind = kind;
+                row.region = node;
+                row.joined_on = joined.map_or(0, day_number);
+                match kind {
+                    Kind::Volunteer => {
+                        self.regions.nodes[node as usize].members.push(a);
+                        let joined = joined.expect("volunteers have a join date");
+                        let lineage: Vec<u32> = self.regions.lineage(node).collect();
+                        self.index.on_registered(&lineage, joined);
+                    }
+                    Kind::Project => self.projects.push(a),
+                    _ => {}
+                }
+            }
+            LedgerEvent::AccountClosed(e) => {
+                let a = self.account(e.account.as_str());
+                let row = &mut self.rows[a as usize];
+                row.closed = true;
+                row.closed_on = day_number(e.closed_at.date_naive());
+            }
+            LedgerEvent::HoursDeposited(e) => {
+                let account = self.account(e.volunteer.as_str());
+                let organisation = self.account(e.organisation.as_str());
+                let category = self.categories.intern(e.category.as_str());
+                let activity = self
+                    .activities
+                    .intern(&format!("{organisation}/{}", e.activity.as_str()));
+                let dep = DepositRef {
+                    account,
+                    organisation,
+                    activity,
+                    category,
+                    day: day_number(e.service_date),
+                    centi: u32::try_from(centi(e.hours.value()))
+                        .expect("an entry is at most 10,000 hours"),
+                    honour: e.kind == HourKind::Honour,
+                };
+                match self.deposits.entry(id) {
+                    Entry::Occupied(_) => {
+                        panic!("the log holds each event id once; deposit {id:x} seen twice")
+                    }
+                    Entry::Vacant(v) => {
+                        v.insert(dep);
+                    }
+                }
+                self.deposit_effect(&dep, 1);
+            }
+            LedgerEvent::HoursSpent(e) => {
+                let cp = self.account(e.counterparty.as_str());
+                if self.rows[cp as usize].kind == Kind::Project {
+                    let c = centi(e.hours.value());
+                    self.rows[cp as usize].served += c;
+                    self.project_spends.insert(id, (cp, c));
+                }
+            }
+            LedgerEvent::HoursDonated(e) => {
+                let p = self.account(e.project.as_str());
+                self.rows[p as usize].donated += centi(e.hours.value());
+            }
+            LedgerEvent::TransactionReversed(e) => {
+                let original = e.original.0.as_u128();
+                if let Some(dep) = self.deposits.remove(&original) {
+                    self.deposit_effect(&dep, -1);
+                } else if let Some((p, c)) = self.project_spends.remove(&original) {
+                    self.rows[p as usize].served -= c;
+                } else {
+                    // A donation is reversed on the project's stream (it debits the
+                    // project); transfers go to volunteers, so this is the only case.
+                    let a = self.account(e.account.as_str());
+                    if self.rows[a as usize].kind == Kind::Project {
+                        let debit: Decimal = e
+                            .postings
+                            .iter()
+                            .filter(|p| p.account == e.account && p.amount < Decimal::ZERO)
+                            .map(|p| -p.amount)
+                            .sum();
+                        self.rows[a as usize].donated -= centi(debit);
+                    }
+                }
+            }
+            LedgerEvent::HoursExchanged(_)
+            | LedgerEvent::HoursTransferred(_)
+            | LedgerEvent::HoursReceived(_)
+            | LedgerEvent::NoShowRecorded(_)
+            | LedgerEvent::ServiceRated(_) => {}
+        }
+    }
+
+    /// Add (`sign` = 1) or remove (-1) a standing deposit's effect on the volunteer's
+    /// row and on the service index.
+    fn deposit_effect(&mut self, dep: &DepositRef, sign: i64) {
+        let c = i64::from(dep.centi) * sign;
+        let day = day_from_number(dep.day);
+        let transitions = self.rows[dep.account as usize].deposit_effect(dep, day, c, sign);
+        let region = self.rows[dep.account as usize].region;
+        let lineage: Vec<u32> = self.regions.lineage(region).collect();
+        self.index
+            .on_deposit(&lineage, day, dep.activity, c, sign, transitions);
+    }
+
+    /// BLAKE3 over a canonical encoding of the whole state: equal digests mean equal
+    /// state, whichever way (rebuild, incremental, resumed) it was reached. Maps are
+    /// hashed in key order.
+    pub fn digest(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        let mut put = |v: &dyn erased::Encode| v.encode_into(&mut h);
+        put(&self.checkpoint);
+        put(&self.events);
+        put(&self.accounts);
+        put(&self.rows);
+        put(&self.regions);
+        put(&self.categories);
+        put(&self.activities);
+        put(&sorted(&self.deposits));
+        put(&sorted(&self.project_spends));
+        put(&self.projects);
+        put(&self.index.canonical());
+        h.finalize().to_hex().to_string()
+    }
+}
+
+/// Entries of a map sorted by key.
+pub fn sorted<K: Ord + Clone, V: Clone>(m: &FxHashMap<K, V>) -> Vec<(K, V)> {
+    let mut v: Vec<(K, V)> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+mod erased {
+    //! Hash any serialisable value as postcard bytes, length-prefixed.
+    pub trait Encode {
+        fn encode_into(&self, h: &mut blake3::Hasher);
+    }
+    impl<T: serde::Serialize> Encode for T {
+        fn encode_into(&self, h: &mut blake3::Hasher) {
+            let bytes = postcard::to_stdvec(self).expect("read models always serialise");
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(&bytes);
+        }
+    }
+}

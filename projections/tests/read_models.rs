@@ -1,0 +1,408 @@
+//! Given/when/then tests for each read model, on events written by the real handler.
+
+mod common;
+
+use common::*;
+use ledger_core::domain::events::HourKind;
+use ledger_core::domain::ids::TransactionId;
+use projections::annual::Scope;
+use projections::credit::{credit_report, read_account_stream, CREDIT_MODEL_V1};
+use projections::{Period, StarPolicy};
+
+const XIHU: &str = "hangzhou/xihu/lingyin/c3";
+const XIHU2: &str = "hangzhou/xihu/beishan";
+const BINJ: &str = "hangzhou/binjiang";
+
+async fn small_city() -> City {
+    let mut c = City::new();
+    c.organisation("org-a", "hangzhou/xihu").await;
+    c.organisation("org-b", BINJ).await;
+    c.project("proj-1").await;
+    c.project("proj-2").await;
+    c.volunteer("li", XIHU, "2024-11-20").await;
+    c.volunteer("wang", XIHU2, "2025-03-01").await;
+    c.volunteer("zhao", BINJ, "2026-02-01").await;
+    c
+}
+
+fn tx(o: &ledger_core::domain::state::Outcome) -> TransactionId {
+    o.transaction
+}
+
+#[tokio::test]
+async fn given_deposits_spends_and_exchanges_when_viewing_the_account_then_balances_and_lifetime_differ(
+) {
+    let mut c = small_city().await;
+    c.deposit("li", "org-a", "2026-03-05", "4").await;
+    c.deposit("li", "org-a", "2025-12-31", "2.5").await;
+    c.honour("li", "org-a", "2026-04-01", "10").await;
+    let wrong = c.deposit("li", "org-a", "2026-05-01", "3").await;
+    c.reverse("li", tx(&wrong)).await;
+    c.spend("li", "org-a", "1.25").await;
+    c.exchange("li", "2").await;
+    let m = c.models().await;
+    let v = m.account_view("li", 2026, &StarPolicy::national()).unwrap();
+    assert_eq!(v.kind, "volunteer");
+    assert_eq!(v.region.as_deref(), Some(XIHU));
+    // 4 + 2.5 − 1.25 − 2 (the reversed 3 came and went)
+    assert_eq!(v.spendable_hours, dec("3.25"));
+    assert_eq!(v.honour_hours, dec("10"));
+    assert_eq!(v.points_available, dec("20"));
+    assert_eq!(v.points_held, dec("0"));
+    // Spending never reduces what was done; the reversed deposit is not on record.
+    assert_eq!(v.lifetime_credit_hours, dec("6.5"));
+    assert_eq!(v.lifetime_honour_hours, dec("10"));
+    assert_eq!(v.hours_this_year, dec("14"));
+    assert_eq!(v.activity_count, 3);
+    assert_eq!(v.first_service_date, Some(day("2025-12-31")));
+    assert_eq!(v.last_service_date, Some(day("2026-04-01")));
+    assert_eq!(v.star.stars, 0);
+    assert_eq!(v.star.next_threshold, Some(dec("100")));
+    assert!(m
+        .account_view("nobody", 2026, &StarPolicy::national())
+        .is_none());
+}
+
+#[tokio::test]
+async fn given_100_verified_hours_then_one_star_and_300_next_under_the_national_policy() {
+    let mut c = small_city().await;
+    for d in 1..=5 {
+        c.deposit("wang", "org-a", &format!("2026-06-0{d}"), "20")
+            .await;
+    }
+    let m = c.models().await;
+    let v = m
+        .account_view("wang", 2026, &StarPolicy::national())
+        .unwrap();
+    assert_eq!((v.star.stars, v.star.next_threshold), (1, Some(dec("300"))));
+    let strict = StarPolicy::new(
+        "strict",
+        [200, 400, 800, 1600, 3200].map(rust_decimal::Decimal::from),
+    )
+    .unwrap();
+    let v = m.account_view("wang", 2026, &strict).unwrap();
+    assert_eq!(
+        (v.star.stars, v.star.policy_version.as_str()),
+        (0, "strict")
+    );
+}
+
+#[tokio::test]
+async fn given_service_in_several_regions_when_ranking_then_hours_order_with_ties_by_id() {
+    let mut c = small_city().await;
+    c.volunteer("an", XIHU, "2025-01-01").await;
+    c.deposit("li", "org-a", "2026-03-05", "5").await;
+    c.deposit("an", "org-a", "2026-03-06", "5").await;
+    c.deposit("wang", "org-a", "2026-03-07", "7").await;
+    c.deposit("wang", "org-a", "2025-03-07", "9").await;
+    c.deposit("zhao", "org-b", "2026-04-01", "3").await;
+    let m = c.models().await;
+    let ids = |v: Vec<projections::rankings::Ranked>| {
+        v.into_iter()
+            .map(|r| (r.id, r.hours.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(m
+            .top_volunteers("hangzhou", Period::Month(2026, 3), 10)
+            .unwrap()),
+        [("wang", "7.00"), ("an", "5.00"), ("li", "5.00")]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    assert_eq!(
+        ids(m.top_volunteers("hangzhou/xihu", Period::All, 1).unwrap()),
+        [("wang".to_owned(), "16.00".to_owned())]
+    );
+    assert_eq!(
+        ids(m.top_volunteers(BINJ, Period::Year(2026), 10).unwrap()),
+        [("zhao".to_owned(), "3.00".to_owned())]
+    );
+    assert!(m.top_volunteers("nowhere", Period::All, 10).is_err());
+    assert_eq!(
+        ids(m.top_regions("hangzhou", Period::Year(2026), 10).unwrap()),
+        [("hangzhou/xihu", "17.00"), ("hangzhou/binjiang", "3.00")]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    assert_eq!(
+        ids(m.top_regions("", Period::All, 10).unwrap()),
+        [("hangzhou".to_owned(), "29.00".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn given_donations_and_a_reversed_one_when_ranking_projects_then_standing_hours_count() {
+    let mut c = small_city().await;
+    c.deposit("li", "org-a", "2026-03-05", "10").await;
+    c.donate("li", "proj-1", "3").await;
+    let d = c.donate("li", "proj-2", "4").await;
+    c.donate("li", "proj-2", "1").await;
+    c.spend("li", "proj-1", "0.5").await;
+    let m = c.models().await;
+    let top: Vec<(String, String, String)> = m
+        .top_projects(10)
+        .into_iter()
+        .map(|r| (r.id, r.hours.to_string(), r.served.to_string()))
+        .collect();
+    assert_eq!(top[0], ("proj-2".into(), "5.00".into(), "0.00".into()));
+    assert_eq!(top[1], ("proj-1".into(), "3.00".into(), "0.50".into()));
+    // The donation is reversed on the project's stream (it debits the project).
+    c.reverse("proj-2", tx(&d)).await;
+    let m = c.models().await;
+    assert_eq!(m.top_projects(1)[0].id, "proj-1");
+    assert_eq!(m.top_projects(2)[1].hours, dec("1"));
+}
+
+#[tokio::test]
+async fn given_service_when_reading_the_index_then_it_rolls_up_the_region_tree() {
+    let mut c = small_city().await;
+    c.deposit_in("li", "org-a", "2026-03-05", "2", "elderly-care", "act-1")
+        .await;
+    c.deposit_in("wang", "org-a", "2026-03-05", "3", "elderly-care", "act-1")
+        .await;
+    c.deposit_in("wang", "org-a", "2026-03-09", "1", "river-patrol", "act-2")
+        .await;
+    let gone = c
+        .deposit_in("zhao", "org-b", "2026-03-10", "4", "traffic", "act-3")
+        .await;
+    c.deposit_in("zhao", "org-b", "2026-04-10", "1", "traffic", "act-3")
+        .await;
+    let m = c.models().await;
+    let i = m.service_index("hangzhou", Period::Month(2026, 3)).unwrap();
+    assert_eq!(
+        (
+            i.registered_volunteers,
+            i.active_volunteers,
+            i.activities,
+            i.participations,
+            i.total_hours
+        ),
+        (3, 3, 3, 4, dec("10"))
+    );
+    let x = m
+        .service_index("hangzhou/xihu", Period::Year(2026))
+        .unwrap();
+    assert_eq!(
+        (
+            x.registered_volunteers,
+            x.active_volunteers,
+            x.activities,
+            x.participations,
+            x.total_hours
+        ),
+        (2, 2, 2, 3, dec("6"))
+    );
+    let leaf = m.service_index(XIHU, Period::All).unwrap();
+    assert_eq!(
+        (
+            leaf.registered_volunteers,
+            leaf.active_volunteers,
+            leaf.total_hours
+        ),
+        (1, 1, dec("2"))
+    );
+    // Registered up to the end of 2025: li (2024) and wang (2025), not zhao (2026).
+    assert_eq!(
+        m.service_index("hangzhou", Period::Year(2025))
+            .unwrap()
+            .registered_volunteers,
+        2
+    );
+    c.reverse("zhao", tx(&gone)).await;
+    let m = c.models().await;
+    let i = m.service_index("hangzhou", Period::Month(2026, 3)).unwrap();
+    assert_eq!(
+        (
+            i.active_volunteers,
+            i.activities,
+            i.participations,
+            i.total_hours
+        ),
+        (2, 2, 3, dec("6"))
+    );
+    let b = m.service_index(BINJ, Period::Year(2026)).unwrap();
+    assert_eq!((b.active_volunteers, b.total_hours), (1, dec("1")));
+    assert!(m.service_index("nowhere", Period::All).is_none());
+}
+
+#[tokio::test]
+async fn given_a_year_of_service_when_asking_below_20_hours_then_the_short_ones_fewest_first() {
+    let mut c = small_city().await;
+    c.deposit("li", "org-a", "2025-06-01", "12").await;
+    c.deposit("li", "org-a", "2025-07-01", "12").await;
+    c.deposit("wang", "org-a", "2025-06-01", "19.75").await;
+    c.deposit("wang", "org-a", "2026-06-01", "10").await;
+    c.honour("zhao", "org-b", "2026-05-01", "5").await;
+    let m = c.models().await;
+    let r = m
+        .below_annual_minimum(Scope::Region("hangzhou"), 2025, dec("20"), 100)
+        .unwrap();
+    // zhao joined in 2026: not a member in 2025.
+    assert_eq!(r.volunteers, vec![("wang".to_owned(), dec("19.75"))]);
+    assert_eq!((r.total, r.considered), (1, 2));
+    let r = m
+        .below_annual_minimum(Scope::Region("hangzhou"), 2026, dec("20"), 100)
+        .unwrap();
+    assert_eq!(
+        r.volunteers,
+        vec![
+            ("li".to_owned(), dec("0")),
+            ("zhao".to_owned(), dec("5")),
+            ("wang".to_owned(), dec("10"))
+        ]
+    );
+    let r = m
+        .below_annual_minimum(Scope::Organisation("org-b"), 2026, dec("20"), 100)
+        .unwrap();
+    assert_eq!(r.volunteers, vec![("zhao".to_owned(), dec("5"))]);
+    assert!(m
+        .below_annual_minimum(Scope::Organisation("li"), 2026, dec("20"), 100)
+        .is_err());
+    assert!(m
+        .below_annual_minimum(Scope::Region("hangzhou"), 2026, dec("100000"), 100)
+        .is_err());
+}
+
+/// Worked example A of docs/credit-score.md.
+#[tokio::test]
+async fn worked_example_a_regular_volunteer_scores_478() {
+    let mut c = small_city().await;
+    let mut first = None;
+    for (y, m) in [(2025, 12)].into_iter().chain((1..=11).map(|m| (2026, m))) {
+        let o = c
+            .deposit("li", "org-a", &format!("{y}-{m:02}-05"), "4")
+            .await;
+        first.get_or_insert(o.transaction);
+    }
+    let o = c
+        .deposit_in("li", "org-b", "2026-11-10", "2", "river-patrol", "act-9")
+        .await;
+    let rate = c.rate_cmd("li", first.unwrap(), 5);
+    c.run(rate).await;
+    let events = read_account_stream(&c.log, &acc("li")).await.unwrap();
+    let r = credit_report(
+        &acc("li"),
+        &events,
+        ts(NOW),
+        CREDIT_MODEL_V1,
+        &StarPolicy::national(),
+    )
+    .unwrap();
+    let points: Vec<u32> = r.contributions.iter().map(|c| c.points).collect();
+    assert_eq!(points, [73, 75, 100, 40, 40, 150]);
+    assert_eq!(r.score, 478);
+    assert_eq!(
+        r.reason_codes,
+        [
+            "FEW_LIFETIME_HOURS",
+            "IRREGULAR_SERVICE",
+            "SHORT_TENURE",
+            "NARROW_SERVICE"
+        ]
+    );
+    assert_eq!(
+        (r.lifetime_hours, r.last_12_months_hours),
+        (dec("50"), dec("50"))
+    );
+    assert_eq!(r.star.stars, 0);
+    assert!(r.position >= Some(o.position));
+    assert_eq!(r.model_version, "tb-credit-1");
+}
+
+/// Worked example B of docs/credit-score.md.
+#[tokio::test]
+async fn worked_example_b_new_volunteer_with_a_no_show_and_a_reversal_scores_214() {
+    let mut c = small_city().await;
+    c.volunteer("chen", XIHU, "2026-10-01").await;
+    c.deposit("chen", "org-a", "2026-10-15", "10").await;
+    let wrong = c.deposit("chen", "org-a", "2026-10-20", "2").await;
+    c.reverse("chen", tx(&wrong)).await;
+    let ns = c.no_show_cmd("chen", "org-a", "2026-11-01");
+    c.run(ns).await;
+    let events = read_account_stream(&c.log, &acc("chen")).await.unwrap();
+    let r = credit_report(&acc("chen"), &events, ts(NOW), "", &StarPolicy::national()).unwrap();
+    let points: Vec<u32> = r.contributions.iter().map(|c| c.points).collect();
+    assert_eq!(points, [32, 6, 75, 1, 20, 80]);
+    assert_eq!(r.score, 214);
+    assert_eq!(r.reason_codes[0], "FEW_LIFETIME_HOURS");
+    assert!(credit_report(
+        &acc("chen"),
+        &events,
+        ts(NOW),
+        "tb-credit-0",
+        &StarPolicy::national()
+    )
+    .is_err());
+    assert!(credit_report(&acc("org-a"), &[], ts(NOW), "", &StarPolicy::national()).is_err());
+}
+
+#[tokio::test]
+async fn given_a_report_live_at_t_when_asked_as_of_t_later_then_it_is_the_same_report() {
+    let mut c = City::new();
+    c.set_now("2026-06-01T12:00:00Z");
+    c.organisation("org-a", "hangzhou/xihu").await;
+    c.organisation("org-b", BINJ).await;
+    c.volunteer("wang", XIHU2, "2025-03-01").await;
+    c.deposit("wang", "org-a", "2026-05-01", "8").await;
+    let d = c.deposit("wang", "org-a", "2026-05-20", "3").await;
+    let t = ts("2026-06-01T12:00:00Z");
+    let events = read_account_stream(&c.log, &acc("wang")).await.unwrap();
+    let live = credit_report(
+        &acc("wang"),
+        &events,
+        t,
+        CREDIT_MODEL_V1,
+        &StarPolicy::national(),
+    )
+    .unwrap();
+    // Later: more service, a no-show, a rating and a reversal of a deposit seen at T.
+    c.set_now("2026-09-01T12:00:00Z");
+    c.deposit("wang", "org-b", "2026-08-01", "6").await;
+    let ns = c.no_show_cmd("wang", "org-a", "2026-08-15");
+    c.run(ns).await;
+    c.reverse("wang", d.transaction).await;
+    let events = read_account_stream(&c.log, &acc("wang")).await.unwrap();
+    let again = credit_report(
+        &acc("wang"),
+        &events,
+        t,
+        CREDIT_MODEL_V1,
+        &StarPolicy::national(),
+    )
+    .unwrap();
+    assert_eq!(again, live);
+    let now = credit_report(
+        &acc("wang"),
+        &events,
+        ts("2026-09-01T12:00:00Z"),
+        CREDIT_MODEL_V1,
+        &StarPolicy::national(),
+    )
+    .unwrap();
+    assert_ne!(now.inputs_digest, live.inputs_digest);
+    assert_ne!(now.score, live.score);
+}
+
+#[tokio::test]
+async fn honour_deposits_count_for_stars_but_not_for_credit_hours() {
+    let mut c = small_city().await;
+    let o = c.deposit_cmd(
+        "li",
+        "org-a",
+        "2026-01-01",
+        "24",
+        "x",
+        "a",
+        HourKind::Honour,
+    );
+    c.run(o).await;
+    let m = c.models().await;
+    let v = m.account_view("li", 2026, &StarPolicy::national()).unwrap();
+    assert_eq!(
+        (
+            v.lifetime_credit_hours,
+            v.lifetime_honour_hours,
+            v.spendable_hours
+        ),
+        (dec("0"), dec("24"), dec("0"))
+    );
+}
