@@ -281,7 +281,8 @@ async fn the_worker_snapshots_on_stop_and_resumes_from_its_checkpoint() {
         .wait_for(o2.position, Duration::from_secs(2))
         .await
         .unwrap();
-    assert_eq!(p.read().digest(), c.models().await.digest());
+    let digest = p.read().digest();
+    assert_eq!(digest, c.models().await.digest());
     w.stop().await.unwrap();
     // A damaged snapshot is refused (and the server then rebuilds from the log).
     let path = dir.path().join(snapshot::SNAPSHOT_FILE);
@@ -302,7 +303,8 @@ async fn the_worker_snapshots_on_stop_and_resumes_from_its_checkpoint() {
         .wait_for(o2.position, Duration::from_secs(2))
         .await
         .unwrap();
-    assert_eq!(p.read().digest(), c.models().await.digest());
+    let digest = p.read().digest();
+    assert_eq!(digest, c.models().await.digest());
     w.stop().await.unwrap();
 }
 
