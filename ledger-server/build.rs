@@ -10,9 +10,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?)
         .join("..")
         .join("proto");
-    let file = root.join("timebank/v1/ledger.proto");
-    println!("cargo:rerun-if-changed={}", file.display());
-    let fds = protox::compile([&file], [&root])?;
+    let files = [
+        root.join("timebank/v1/ledger.proto"),
+        root.join("timebank/v1/queries.proto"),
+    ];
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    let fds = protox::compile(&files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("timebank_v1_descriptor.bin"), fds.encode_to_vec())?;
     tonic_build::configure()

@@ -7,6 +7,8 @@
 //!   become proto results;
 //! - [`status`]: the one place command failures become `tonic::Status`;
 //! - `service`: the service implementation, the batch RPC and the in-flight bound;
+//! - [`queries`]: `timebank.v1.LedgerQueries` over the read models of the `projections`
+//!   crate (the worker runs in this process; snapshots under `DATA_DIR/projections/`);
 //! - this file: [`serve`] (tests and embedders) and [`run`] (the binary).
 //!
 //! Protobuf types stay in this crate; `ledger-core` knows nothing of tonic.
@@ -20,13 +22,17 @@ use std::time::Duration;
 use ledger_core::app::{CommandError, Handler, LedgerConfig, SystemClock};
 use ledger_core::log::{EventLog, ReadFrom};
 use ledger_store::{EmbeddedConfig, EmbeddedLog, OpenError};
+use projections::runtime::PROJECTIONS_DIR;
+use projections::ProjectionConfig;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub mod convert;
+pub mod queries;
 mod service;
 pub mod status;
 
+pub use queries::{QueryConfig, QueryService};
 pub use service::{LedgerService, BATCH_COMMANDS_MAX, INFLIGHT_COMMANDS_MAX};
 
 /// Generated protobuf and gRPC code of package `timebank.v1`.
@@ -102,7 +108,11 @@ pub async fn run(
         Arc::new(SystemClock),
         config.ledger,
     );
-    let served = serve(handler, listener, shutdown).await;
+    let queries = QueryConfig {
+        projections: ProjectionConfig::in_dir(config.data_dir.join(PROJECTIONS_DIR)),
+        ..QueryConfig::default()
+    };
+    let served = serve_with(handler, queries, listener, shutdown).await;
     // Every acknowledged append is durable already; closing stops the writer in order.
     let closing = log.clone();
     if let Err(e) = tokio::task::spawn_blocking(move || closing.close()).await {
@@ -121,6 +131,18 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_with(handler, QueryConfig::default(), listener, shutdown).await
+}
+
+/// [`serve`] with the query side configured: `timebank.v1.LedgerQueries` answers from
+/// a projection worker started here (its snapshot loaded, then catching up) and
+/// stopped, with a final snapshot, when serving ends.
+pub async fn serve_with(
+    handler: Handler,
+    queries: QueryConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let report = handler
         .deliver_receipts(ReadFrom::Start)
         .await
@@ -134,6 +156,9 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<pb::ledger_commands_server::LedgerCommandsServer<LedgerService>>()
+        .await;
+    health
+        .set_serving::<pb::ledger_queries_server::LedgerQueriesServer<QueryService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -164,6 +189,14 @@ pub async fn serve(
         })
     };
 
+    let (read_models, worker) =
+        projections::runtime::start(handler.log().clone(), queries.projections).await;
+    let query_service = QueryService::new(
+        read_models,
+        handler.log().clone(),
+        Arc::new(queries.star_policies),
+        handler.clock().clone(),
+    );
     let service = LedgerService::new(handler);
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "serving timebank.v1.LedgerCommands");
@@ -173,6 +206,9 @@ pub async fn serve(
         .add_service(reflection_alpha)
         .add_service(pb::ledger_commands_server::LedgerCommandsServer::new(
             service.clone(),
+        ))
+        .add_service(pb::ledger_queries_server::LedgerQueriesServer::new(
+            query_service,
         ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;
@@ -184,6 +220,10 @@ pub async fn serve(
     healer.abort();
     // Wait for the aborted task to be dropped, so it no longer holds the log.
     let _ = healer.await;
+    // Stops following the log and writes the final snapshot (before the log closes).
+    if let Err(e) = worker.stop().await {
+        tracing::error!("projection worker: {e}");
+    }
     tracing::info!("all commands finished");
     Ok(served?)
 }

@@ -12,7 +12,9 @@
 //! | `ALREADY_EXISTS` | `ACCOUNT_ALREADY_EXISTS`, `REQUEST_ID_REUSED` |
 //! | `FAILED_PRECONDITION` | every other business rule (`INSUFFICIENT_HOURS`, `HOURS_PER_DAY_EXCEEDED`, `OVERLAPPING_SERVICE`, `ALREADY_REVERSED`, `REVERSAL_OF_REVERSAL`, …) |
 //! | `ABORTED` | `CONTENTION`: the account changed under the command too often; retry |
-//! | `UNAVAILABLE` | `LOG_UNAVAILABLE`: retry with the same request id |
+//! | `UNAVAILABLE` | `LOG_UNAVAILABLE`: retry with the same request id; queries: `NOT_CAUGHT_UP` (the read models have not reached `min_position` within the wait bound; retry) |
+//! | `NOT_FOUND` (queries) | `UNKNOWN_ACCOUNT`, `NOT_A_VOLUNTEER`, `UNKNOWN_REGION` |
+//! | `INVALID_ARGUMENT` (queries) | bad fields as for commands, `UNKNOWN_POLICY_VERSION`, `UNKNOWN_MODEL_VERSION` |
 //! | `DATA_LOSS` | `LOG_CORRUPT`: stored data failed a check; call an operator |
 
 use std::collections::HashMap;
@@ -107,6 +109,39 @@ pub fn describe(e: &CommandError) -> Described {
 /// The status of a failed command: the one mapping every RPC uses.
 pub fn command_status(e: &CommandError) -> Status {
     describe(e).into_status()
+}
+
+/// The status of a failed query (`timebank.v1.LedgerQueries`), the one mapping every
+/// query RPC uses. `NOT_CAUGHT_UP` is UNAVAILABLE: the same request succeeds once the
+/// read models reach the asked position; the checkpoint reached is in the metadata.
+pub fn query_status(e: &crate::queries::QueryError) -> Status {
+    use crate::queries::QueryError as Q;
+    let mut metadata = HashMap::new();
+    let (code, reason) = match e {
+        Q::Input(r) => return describe_rejection(r).into_status(),
+        Q::NotCaughtUp(n) => {
+            metadata.insert("wanted".to_owned(), n.wanted.to_string());
+            if let Some(cp) = n.checkpoint {
+                metadata.insert("checkpoint".to_owned(), cp.to_string());
+            }
+            (Code::Unavailable, "NOT_CAUGHT_UP")
+        }
+        Q::UnknownAccount(_) => (Code::NotFound, "UNKNOWN_ACCOUNT"),
+        Q::NotAVolunteer(_) => (Code::NotFound, "NOT_A_VOLUNTEER"),
+        Q::UnknownRegion(_) => (Code::NotFound, "UNKNOWN_REGION"),
+        Q::UnknownPolicy { .. } => (Code::InvalidArgument, "UNKNOWN_POLICY_VERSION"),
+        Q::UnknownModel(_) => (Code::InvalidArgument, "UNKNOWN_MODEL_VERSION"),
+        Q::LogUnavailable(_) => (Code::Unavailable, "LOG_UNAVAILABLE"),
+        Q::LogCorrupt(_) => (Code::DataLoss, "LOG_CORRUPT"),
+        Q::Internal(_) => (Code::Internal, "INTERNAL"),
+    };
+    Described {
+        code,
+        reason,
+        message: e.to_string(),
+        metadata,
+    }
+    .into_status()
 }
 
 #[cfg(test)]

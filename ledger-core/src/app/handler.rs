@@ -166,6 +166,11 @@ impl Handler {
         &self.log
     }
 
+    /// The injected clock (queries use it for "this year" and a report's default as_of).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     pub fn config(&self) -> &LedgerConfig {
         &self.config
     }

@@ -1,0 +1,268 @@
+//! The one place query requests are validated and read-model answers become protobuf
+//! messages. Bad fields become `Rejection::InvalidInput` naming the proto field, so
+//! queries report bad input exactly like commands do.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use ledger_core::domain::account::{AccountId, RegionCode};
+use ledger_core::domain::{InputProblem, Rejection};
+use ledger_core::log::Position;
+use projections::account::{AccountView, HistoryEntry};
+use projections::credit::CreditReport;
+use projections::index::IndexView;
+use projections::rankings::Ranked;
+use projections::star::StarLevel;
+use projections::Period;
+use rust_decimal::Decimal;
+
+use crate::pb;
+
+type Field<T> = Result<T, Rejection>;
+
+/// Longest period text ("2026-03" is 7).
+const PERIOD_TEXT_BYTES_MAX: usize = 7;
+
+pub fn position(p: Position) -> pb::LogPosition {
+    pb::LogPosition {
+        commit: p.commit(),
+        prepare: p.prepare(),
+    }
+}
+
+pub fn checkpoint(p: Option<Position>) -> Option<pb::LogPosition> {
+    p.map(position)
+}
+
+/// A client's min_position. Any pair of numbers is a position; whether the log ever
+/// reaches it is the wait's business.
+pub fn min_position(p: Option<pb::LogPosition>) -> Option<Position> {
+    p.map(|p| Position::new(p.commit, p.prepare))
+}
+
+pub fn account(field: &str, text: String) -> Field<AccountId> {
+    AccountId::new(text).map_err(|e| Rejection::input(field, e))
+}
+
+/// A region node path, or "" for everything.
+pub fn region(field: &str, text: String) -> Field<String> {
+    if text.is_empty() {
+        return Ok(text);
+    }
+    RegionCode::new(text)
+        .map(|r| r.as_str().to_owned())
+        .map_err(|e| Rejection::input(field, e))
+}
+
+pub fn period(field: &str, text: &str) -> Field<Period> {
+    let malformed = || {
+        Rejection::input(
+            field,
+            InputProblem::Malformed(format!(
+                "{:?} is not a period; send \"all\", a year \"2026\" or a month \"2026-03\"",
+                text.chars()
+                    .take(PERIOD_TEXT_BYTES_MAX + 2)
+                    .collect::<String>()
+            )),
+        )
+    };
+    if text.is_empty() {
+        return Err(Rejection::missing(field));
+    }
+    if text == "all" {
+        return Ok(Period::All);
+    }
+    if text.len() == 4 && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map(Period::Year).map_err(|_| malformed());
+    }
+    if text.len() == PERIOD_TEXT_BYTES_MAX {
+        if let Ok(d) = NaiveDate::parse_from_str(&format!("{text}-01"), "%Y-%m-%d") {
+            use chrono::Datelike;
+            return Ok(Period::Month(d.year(), d.month()));
+        }
+    }
+    Err(malformed())
+}
+
+pub fn period_text(p: Period) -> String {
+    match p {
+        Period::All => "all".to_owned(),
+        Period::Year(y) => format!("{y:04}"),
+        Period::Month(y, m) => format!("{y:04}-{m:02}"),
+    }
+}
+
+pub fn timestamp(field: &str, ts: Option<prost_types::Timestamp>) -> Field<Option<DateTime<Utc>>> {
+    let Some(ts) = ts else { return Ok(None) };
+    u32::try_from(ts.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
+        .map(Some)
+        .ok_or_else(|| {
+            Rejection::input(
+                field,
+                InputProblem::Malformed(format!(
+                    "timestamp {}s {}ns is out of range",
+                    ts.seconds, ts.nanos
+                )),
+            )
+        })
+}
+
+pub fn to_timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// A non-negative decimal of at most two places (the annual minimum).
+pub fn hours_or(field: &str, text: &str, default: Decimal) -> Field<Decimal> {
+    if text.is_empty() {
+        return Ok(default);
+    }
+    if text == "0" {
+        return Ok(Decimal::ZERO);
+    }
+    ledger_core::domain::units::Hours::parse(text)
+        .map(|h| h.value())
+        .map_err(|e| Rejection::input(field, e))
+}
+
+fn day_text(d: Option<NaiveDate>) -> String {
+    d.map(|d| d.to_string()).unwrap_or_default()
+}
+
+pub fn star(s: &StarLevel, cp: Option<Position>) -> pb::StarLevel {
+    pb::StarLevel {
+        policy_version: s.policy_version.clone(),
+        stars: u32::from(s.stars),
+        lifetime_hours: s.lifetime_hours.to_string(),
+        next_threshold: s.next_threshold.map(|t| t.to_string()).unwrap_or_default(),
+        checkpoint: checkpoint(cp),
+    }
+}
+
+pub fn account_view(v: &AccountView, cp: Option<Position>) -> pb::AccountView {
+    pb::AccountView {
+        account_id: v.account.clone(),
+        kind: v.kind.to_owned(),
+        closed: v.closed,
+        region_code: v.region.clone().unwrap_or_default(),
+        spendable_hours: v.spendable_hours.to_string(),
+        honour_hours: v.honour_hours.to_string(),
+        points_available: v.points_available.to_string(),
+        points_held: v.points_held.to_string(),
+        lifetime_credit_hours: v.lifetime_credit_hours.to_string(),
+        lifetime_honour_hours: v.lifetime_honour_hours.to_string(),
+        hours_this_year: v.hours_this_year.to_string(),
+        year: v.year,
+        activity_count: v.activity_count,
+        first_service_date: day_text(v.first_service_date),
+        last_service_date: day_text(v.last_service_date),
+        star: Some(star(&v.star, None)),
+        checkpoint: checkpoint(cp),
+    }
+}
+
+pub fn entry(e: &HistoryEntry) -> pb::TransactionEntry {
+    pb::TransactionEntry {
+        transaction_id: e.transaction_id.clone(),
+        event_type: e.event_type.clone(),
+        position: Some(position(e.position)),
+        stream_version: e.stream_version,
+        hours: e.hours.to_string(),
+        honour_hours: e.honour_hours.to_string(),
+        points: e.points.to_string(),
+        counterparty_id: e.counterparty.clone().unwrap_or_default(),
+        refers_to: e.refers_to.clone().unwrap_or_default(),
+        service_date: day_text(e.service_date),
+        recorded_at: Some(to_timestamp(e.recorded_at)),
+    }
+}
+
+pub fn credit_report(r: &CreditReport, cp: Option<Position>) -> pb::CreditReport {
+    pb::CreditReport {
+        volunteer_id: r.volunteer.clone(),
+        model_version: r.model_version.to_owned(),
+        score: r.score,
+        factors: r
+            .contributions
+            .iter()
+            .map(|c| pb::FactorContribution {
+                factor: c.factor.name().to_owned(),
+                points: c.points,
+                max_points: c.max,
+                detail: c.detail.clone(),
+            })
+            .collect(),
+        reason_codes: r.reason_codes.iter().map(|s| (*s).to_owned()).collect(),
+        star: Some(star(&r.star, None)),
+        lifetime_hours: r.lifetime_hours.to_string(),
+        last_12_months_hours: r.last_12_months_hours.to_string(),
+        as_of: Some(to_timestamp(r.as_of)),
+        position: r.position.map(position),
+        events_included: r.events_included,
+        inputs_digest: r.inputs_digest.clone(),
+        checkpoint: checkpoint(cp),
+    }
+}
+
+pub fn ranking(v: Vec<Ranked>, cp: Option<Position>) -> pb::Ranking {
+    pb::Ranking {
+        entries: v
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| pb::RankingEntry {
+                rank: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                id: r.id,
+                hours: r.hours.to_string(),
+                served_hours: r.served.to_string(),
+            })
+            .collect(),
+        checkpoint: checkpoint(cp),
+    }
+}
+
+pub fn service_index(i: &IndexView, cp: Option<Position>) -> pb::ServiceIndex {
+    pb::ServiceIndex {
+        region_code: i.region.clone(),
+        period: period_text(i.period),
+        registered_volunteers: i.registered_volunteers,
+        active_volunteers: i.active_volunteers,
+        activities: i.activities,
+        participations: i.participations,
+        total_hours: i.total_hours.to_string(),
+        checkpoint: checkpoint(cp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_parse_and_print() {
+        for (text, p) in [
+            ("all", Period::All),
+            ("2026", Period::Year(2026)),
+            ("2026-03", Period::Month(2026, 3)),
+        ] {
+            assert_eq!(period("period", text).unwrap(), p);
+            assert_eq!(period_text(p), text);
+        }
+        for bad in [
+            "2026-13",
+            "26",
+            "2026-3",
+            "ALL",
+            "2026-03-01",
+            "x".repeat(100).as_str(),
+        ] {
+            assert_eq!(
+                period("period", bad).unwrap_err().reason(),
+                "FIELD_MALFORMED",
+                "{bad}"
+            );
+        }
+        assert_eq!(period("period", "").unwrap_err().reason(), "FIELD_MISSING");
+    }
+}

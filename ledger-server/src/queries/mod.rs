@@ -1,0 +1,484 @@
+//! `timebank.v1.LedgerQueries`: the read side. Answers come from the projections'
+//! read models (balances, star levels, rankings, the service index, annual minimums)
+//! or, for the credit report and transaction history, from the account's own stream.
+//!
+//! Freshness: a request's `min_position` is waited for (up to
+//! [`QUERY_FRESHNESS_WAIT_MS_MAX`]) before answering; past the bound the answer is
+//! `UNAVAILABLE` / `NOT_CAUGHT_UP` with the checkpoint reached. UNAVAILABLE rather
+//! than FAILED_PRECONDITION because nothing is wrong with the request: the same
+//! request succeeds a moment later, and gRPC clients retry UNAVAILABLE by default.
+//!
+//! Failures become statuses in `crate::status::query_status`, like commands'.
+
+pub mod convert;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Datelike;
+use ledger_core::app::Clock;
+use ledger_core::domain::account::AccountId;
+use ledger_core::domain::Rejection;
+use ledger_core::log::{EventLog, Position, ReadError};
+use projections::annual::{AnnualError, Scope};
+use projections::credit::{self, CreditError};
+use projections::rankings::RankingError;
+use projections::{
+    NotCaughtUp, ProjectionConfig, Projections, StarPolicies, QUERY_FRESHNESS_WAIT_MS_MAX,
+};
+use rust_decimal::Decimal;
+use tonic::{Request, Response, Status};
+
+use crate::pb;
+use crate::status::query_status;
+
+/// Default and largest page of `ListTransactions`.
+pub const TRANSACTIONS_PAGE_DEFAULT: u32 = 50;
+/// A page is one stream read; 500 keeps a response under ~200 KiB.
+pub const TRANSACTIONS_PAGE_MAX: u32 = 500;
+/// Default length of a ranking.
+pub const RANKING_LIMIT_DEFAULT: u32 = 10;
+/// Default length of an annual-minimum list.
+pub const ANNUAL_LIMIT_DEFAULT: u32 = 100;
+/// The members' expectation: 20 hours a year.
+pub const ANNUAL_MINIMUM_DEFAULT_HOURS: i64 = 20;
+
+/// What the query side runs with.
+#[derive(Clone, Debug, Default)]
+pub struct QueryConfig {
+    /// Where snapshots go and how often (none by default: tests and embedders).
+    pub projections: ProjectionConfig,
+    /// Star policies; the default one is used in account views and credit reports.
+    pub star_policies: StarPolicies,
+}
+
+/// What `ledger-server rebuild` did.
+#[derive(Clone, Debug)]
+pub struct RebuildReport {
+    pub events: u64,
+    pub checkpoint: Option<Position>,
+    /// [`projections::ReadModels::digest`]: equal digests, equal state.
+    pub digest: String,
+    pub snapshot: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error(transparent)]
+    Open(#[from] crate::ServeError),
+    #[error(transparent)]
+    Projection(#[from] projections::RuntimeError),
+}
+
+/// Rebuild the read models of the log in `data_dir` from position zero and write a
+/// fresh snapshot to `data_dir/projections/` (the server must be stopped: the log is
+/// opened exclusively).
+pub async fn rebuild(data_dir: &Path) -> Result<RebuildReport, RebuildError> {
+    let dir = data_dir.to_owned();
+    let log = tokio::task::spawn_blocking(move || crate::open_log(&dir))
+        .await
+        .map_err(|e| crate::ServeError::Blocking(e.to_string()))??;
+    let snapshot = data_dir.join(projections::runtime::PROJECTIONS_DIR);
+    let result = projections::rebuild(&log, Some(&snapshot)).await;
+    let closing = log.clone();
+    let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+    let models = result?;
+    Ok(RebuildReport {
+        events: models.events,
+        checkpoint: models.checkpoint,
+        digest: models.digest(),
+        snapshot: snapshot.join(projections::snapshot::SNAPSHOT_FILE),
+    })
+}
+
+/// Why a query was not answered. Each variant says what the caller can do.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Input(Rejection),
+    #[error(transparent)]
+    NotCaughtUp(NotCaughtUp),
+    #[error("account {0} is not registered (as of the read models' checkpoint); check the id, or pass the registration's position as min_position")]
+    UnknownAccount(String),
+    #[error("{0} is not a volunteer registered by the report's as_of time")]
+    NotAVolunteer(String),
+    #[error("region {0:?} has no registered accounts; check the region code")]
+    UnknownRegion(String),
+    #[error("star policy version {version:?} is not configured; known: {known}")]
+    UnknownPolicy { version: String, known: String },
+    #[error("credit model version {0:?} is not computed by this server; known: {known}", known = credit::CREDIT_MODEL_VERSIONS.join(", "))]
+    UnknownModel(String),
+    #[error("event log unavailable: {0}; retry")]
+    LogUnavailable(String),
+    #[error("event log holds data this server cannot read: {0}; call an operator")]
+    LogCorrupt(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<ReadError> for QueryError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Unavailable(m) => Self::LogUnavailable(m),
+            other => Self::LogCorrupt(other.to_string()),
+        }
+    }
+}
+
+impl From<RankingError> for QueryError {
+    fn from(e: RankingError) -> Self {
+        match e {
+            RankingError::UnknownRegion(r) => Self::UnknownRegion(r),
+        }
+    }
+}
+
+impl From<CreditError> for QueryError {
+    fn from(e: CreditError) -> Self {
+        match e {
+            CreditError::UnknownModel(m) => Self::UnknownModel(m),
+            CreditError::NotAVolunteer(v) => Self::NotAVolunteer(v),
+            CreditError::Read(r) => r.into(),
+            CreditError::Decode(d) => Self::LogCorrupt(d.to_string()),
+            e @ CreditError::StreamTooLong => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<Rejection> for QueryError {
+    fn from(r: Rejection) -> Self {
+        Self::Input(r)
+    }
+}
+
+/// The query service.
+#[derive(Clone)]
+pub struct QueryService {
+    projections: Projections,
+    log: Arc<dyn EventLog>,
+    policies: Arc<StarPolicies>,
+    clock: Arc<dyn Clock>,
+}
+
+type Answer<T> = Result<Response<T>, Status>;
+
+// tonic's generated trait fixes the error type to `Status`.
+#[allow(clippy::result_large_err)]
+fn answer<T>(r: Result<T, QueryError>) -> Answer<T> {
+    r.map(Response::new).map_err(|e| query_status(&e))
+}
+
+impl QueryService {
+    pub fn new(
+        projections: Projections,
+        log: Arc<dyn EventLog>,
+        policies: Arc<StarPolicies>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            projections,
+            log,
+            policies,
+            clock,
+        }
+    }
+
+    /// Wait for `min` (if any); the checkpoint the answer will reflect.
+    async fn fresh(&self, min: Option<pb::LogPosition>) -> Result<Option<Position>, QueryError> {
+        let f = self.projections.freshness();
+        match convert::min_position(min) {
+            None => Ok(f.checkpoint()),
+            Some(p) => f
+                .wait_for(p, Duration::from_millis(QUERY_FRESHNESS_WAIT_MS_MAX))
+                .await
+                .map(Some)
+                .map_err(QueryError::NotCaughtUp),
+        }
+    }
+
+    fn policy(&self, version: &str) -> Result<&projections::StarPolicy, QueryError> {
+        self.policies
+            .get(version)
+            .ok_or_else(|| QueryError::UnknownPolicy {
+                version: version.to_owned(),
+                known: self.policies.versions().collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    /// Run a scan over the read models off the async workers.
+    async fn scan<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&projections::ReadModels) -> Result<T, QueryError> + Send + 'static,
+    ) -> Result<T, QueryError> {
+        let p = self.projections.clone();
+        tokio::task::spawn_blocking(move || f(&p.read()))
+            .await
+            .map_err(|e| QueryError::Internal(e.to_string()))?
+    }
+
+    async fn get_account_(&self, r: pb::GetAccountRequest) -> Result<pb::AccountView, QueryError> {
+        let account = convert::account("account_id", r.account_id)?;
+        let cp = self.fresh(r.min_position).await?;
+        let year = self.clock.now().year();
+        let view = self.projections.read().account_view(
+            account.as_str(),
+            year,
+            self.policies.default_policy(),
+        );
+        let view = view.ok_or_else(|| QueryError::UnknownAccount(account.to_string()))?;
+        Ok(convert::account_view(&view, cp))
+    }
+
+    async fn list_transactions_(
+        &self,
+        r: pb::ListTransactionsRequest,
+    ) -> Result<pb::ListTransactionsResponse, QueryError> {
+        let account = convert::account("account_id", r.account_id)?;
+        let size = match r.page_size {
+            0 => TRANSACTIONS_PAGE_DEFAULT,
+            n => n.min(TRANSACTIONS_PAGE_MAX),
+        } as usize;
+        let from: u64 = if r.page_token.is_empty() {
+            0
+        } else {
+            r.page_token.parse().map_err(|_| {
+                Rejection::input(
+                    "page_token",
+                    ledger_core::domain::InputProblem::Malformed(
+                        "is not a token this server issued; send the next_page_token of the previous page".to_owned(),
+                    ),
+                )
+            })?
+        };
+        let cp = self.fresh(r.min_position).await?;
+        // One extra event tells whether there is a next page.
+        let mut page = self
+            .log
+            .read_stream(&account.stream(), from, size + 1)
+            .await?;
+        if from == 0 && page.is_empty() {
+            return Err(QueryError::UnknownAccount(account.to_string()));
+        }
+        let next = (page.len() > size).then(|| {
+            page.truncate(size);
+            (from + size as u64).to_string()
+        });
+        let entries = page
+            .iter()
+            .map(|e| projections::account::history_entry(&account, e).map(|h| convert::entry(&h)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| QueryError::LogCorrupt(e.to_string()))?;
+        Ok(pb::ListTransactionsResponse {
+            entries,
+            next_page_token: next.unwrap_or_default(),
+            checkpoint: convert::checkpoint(cp),
+        })
+    }
+
+    async fn get_star_level_(
+        &self,
+        r: pb::GetStarLevelRequest,
+    ) -> Result<pb::StarLevel, QueryError> {
+        let volunteer = convert::account("volunteer_id", r.volunteer_id)?;
+        let policy = self.policy(&r.policy_version)?.clone();
+        let cp = self.fresh(r.min_position).await?;
+        let view = self
+            .projections
+            .read()
+            .account_view(volunteer.as_str(), self.clock.now().year(), &policy)
+            .filter(|v| v.kind == "volunteer")
+            .ok_or_else(|| QueryError::UnknownAccount(volunteer.to_string()))?;
+        Ok(convert::star(&view.star, cp))
+    }
+
+    async fn get_credit_report_(
+        &self,
+        r: pb::GetCreditReportRequest,
+    ) -> Result<pb::CreditReport, QueryError> {
+        let volunteer: AccountId = convert::account("volunteer_id", r.volunteer_id)?;
+        let as_of = convert::timestamp("as_of", r.as_of)?.unwrap_or_else(|| self.clock.now());
+        let cp = self.fresh(r.min_position).await?;
+        let events = credit::read_account_stream(self.log.as_ref(), &volunteer).await?;
+        let report = credit::credit_report(
+            &volunteer,
+            &events,
+            as_of,
+            &r.model_version,
+            self.policies.default_policy(),
+        )?;
+        Ok(convert::credit_report(&report, cp))
+    }
+
+    async fn top_volunteers_(
+        &self,
+        r: pb::TopVolunteersRequest,
+    ) -> Result<pb::Ranking, QueryError> {
+        let region = convert::region("region_code", r.region_code)?;
+        let period = convert::period("period", &r.period)?;
+        let limit = limit(r.limit, RANKING_LIMIT_DEFAULT);
+        let cp = self.fresh(r.min_position).await?;
+        let v = self
+            .scan(move |m| Ok(m.top_volunteers(&region, period, limit)?))
+            .await?;
+        Ok(convert::ranking(v, cp))
+    }
+
+    async fn top_projects_(&self, r: pb::TopProjectsRequest) -> Result<pb::Ranking, QueryError> {
+        let limit = limit(r.limit, RANKING_LIMIT_DEFAULT);
+        let cp = self.fresh(r.min_position).await?;
+        let v = self.projections.read().top_projects(limit);
+        Ok(convert::ranking(v, cp))
+    }
+
+    async fn top_regions_(&self, r: pb::TopRegionsRequest) -> Result<pb::Ranking, QueryError> {
+        let parent = convert::region("parent_region_code", r.parent_region_code)?;
+        let period = convert::period("period", &r.period)?;
+        let limit = limit(r.limit, RANKING_LIMIT_DEFAULT);
+        let cp = self.fresh(r.min_position).await?;
+        let v = self
+            .projections
+            .read()
+            .top_regions(&parent, period, limit)?;
+        Ok(convert::ranking(v, cp))
+    }
+
+    async fn get_service_index_(
+        &self,
+        r: pb::GetServiceIndexRequest,
+    ) -> Result<pb::ServiceIndex, QueryError> {
+        let region = convert::region("region_code", r.region_code)?;
+        if region.is_empty() {
+            return Err(Rejection::missing("region_code").into());
+        }
+        let period = convert::period("period", &r.period)?;
+        let cp = self.fresh(r.min_position).await?;
+        let i = self
+            .projections
+            .read()
+            .service_index(&region, period)
+            .ok_or(QueryError::UnknownRegion(region))?;
+        Ok(convert::service_index(&i, cp))
+    }
+
+    async fn list_below_annual_minimum_(
+        &self,
+        r: pb::ListBelowAnnualMinimumRequest,
+    ) -> Result<pb::ListBelowAnnualMinimumResponse, QueryError> {
+        use pb::list_below_annual_minimum_request::Scope as S;
+        enum Owned {
+            Region(String),
+            Organisation(String),
+        }
+        let scope = match r.scope {
+            Some(S::RegionCode(t)) => Owned::Region(convert::region("region_code", t)?),
+            Some(S::OrganisationId(t)) => {
+                Owned::Organisation(convert::account("organisation_id", t)?.to_string())
+            }
+            None => return Err(Rejection::missing("scope").into()),
+        };
+        if r.year == 0 {
+            return Err(Rejection::missing("year").into());
+        }
+        let minimum = convert::hours_or(
+            "minimum_hours",
+            &r.minimum_hours,
+            Decimal::from(ANNUAL_MINIMUM_DEFAULT_HOURS),
+        )?;
+        let limit = limit(r.limit, ANNUAL_LIMIT_DEFAULT);
+        let year = r.year;
+        let cp = self.fresh(r.min_position).await?;
+        let b = self
+            .scan(move |m| {
+                let scope = match &scope {
+                    Owned::Region(r) => Scope::Region(r),
+                    Owned::Organisation(o) => Scope::Organisation(o),
+                };
+                m.below_annual_minimum(scope, year, minimum, limit)
+                    .map_err(|e| match e {
+                        AnnualError::Region(r) => r.into(),
+                        AnnualError::UnknownOrganisation(o) => QueryError::UnknownAccount(o),
+                        e @ (AnnualError::Year(_) | AnnualError::Minimum(_)) => {
+                            let field = if matches!(e, AnnualError::Year(_)) {
+                                "year"
+                            } else {
+                                "minimum_hours"
+                            };
+                            QueryError::Input(Rejection::input(
+                                field,
+                                ledger_core::domain::InputProblem::Malformed(e.to_string()),
+                            ))
+                        }
+                    })
+            })
+            .await?;
+        Ok(pb::ListBelowAnnualMinimumResponse {
+            volunteers: b
+                .volunteers
+                .into_iter()
+                .map(|(id, h)| pb::VolunteerHours {
+                    volunteer_id: id,
+                    hours: h.to_string(),
+                })
+                .collect(),
+            total_below: b.total as u64,
+            considered: b.considered as u64,
+            checkpoint: convert::checkpoint(cp),
+        })
+    }
+}
+
+fn limit(asked: u32, default: u32) -> usize {
+    (if asked == 0 { default } else { asked }) as usize
+}
+
+#[tonic::async_trait]
+impl pb::ledger_queries_server::LedgerQueries for QueryService {
+    async fn get_account(&self, r: Request<pb::GetAccountRequest>) -> Answer<pb::AccountView> {
+        answer(self.get_account_(r.into_inner()).await)
+    }
+
+    async fn list_transactions(
+        &self,
+        r: Request<pb::ListTransactionsRequest>,
+    ) -> Answer<pb::ListTransactionsResponse> {
+        answer(self.list_transactions_(r.into_inner()).await)
+    }
+
+    async fn get_star_level(&self, r: Request<pb::GetStarLevelRequest>) -> Answer<pb::StarLevel> {
+        answer(self.get_star_level_(r.into_inner()).await)
+    }
+
+    async fn get_credit_report(
+        &self,
+        r: Request<pb::GetCreditReportRequest>,
+    ) -> Answer<pb::CreditReport> {
+        answer(self.get_credit_report_(r.into_inner()).await)
+    }
+
+    async fn top_volunteers(&self, r: Request<pb::TopVolunteersRequest>) -> Answer<pb::Ranking> {
+        answer(self.top_volunteers_(r.into_inner()).await)
+    }
+
+    async fn top_projects(&self, r: Request<pb::TopProjectsRequest>) -> Answer<pb::Ranking> {
+        answer(self.top_projects_(r.into_inner()).await)
+    }
+
+    async fn top_regions(&self, r: Request<pb::TopRegionsRequest>) -> Answer<pb::Ranking> {
+        answer(self.top_regions_(r.into_inner()).await)
+    }
+
+    async fn get_service_index(
+        &self,
+        r: Request<pb::GetServiceIndexRequest>,
+    ) -> Answer<pb::ServiceIndex> {
+        answer(self.get_service_index_(r.into_inner()).await)
+    }
+
+    async fn list_below_annual_minimum(
+        &self,
+        r: Request<pb::ListBelowAnnualMinimumRequest>,
+    ) -> Answer<pb::ListBelowAnnualMinimumResponse> {
+        answer(self.list_below_annual_minimum_(r.into_inner()).await)
+    }
+}
