@@ -267,6 +267,19 @@ fn the_cli_copies_a_directory_and_verifies_it() {
         stdout.contains(&format!("0 written in 0 appends, {total} already present")),
         "{stdout}"
     );
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_timebank-log"))
+        .args(["import", "--from"])
+        .arg(b.path().join("no-such-log"))
+        .arg("--to")
+        .arg(b.path().join("other"))
+        .output()
+        .expect("run timebank-log");
+    assert_eq!(
+        missing.status.code(),
+        Some(2),
+        "a missing source is an error"
+    );
+    assert!(!b.path().join("no-such-log").exists(), "and is not created");
     let usage = std::process::Command::new(env!("CARGO_BIN_EXE_timebank-log"))
         .args(["import", "--from", "x"])
         .output()

@@ -136,6 +136,17 @@ fn transfer(from: StoreSpec, to: StoreSpec) -> ExitCode {
 }
 
 async fn run_transfer(from: &StoreSpec, to: &StoreSpec) -> ExitCode {
+    if let StoreSpec::Embedded(dir) = from {
+        // Opening creates a missing directory: a mistyped source would "copy" an empty
+        // log and report success.
+        if !dir.is_dir() {
+            eprintln!(
+                "error: no embedded log at {} (the source must exist)",
+                dir.display()
+            );
+            return ExitCode::from(2);
+        }
+    }
     eprintln!("copying from {} to {}", from.describe(), to.describe());
     let source = match from.open() {
         Ok(s) => s,
