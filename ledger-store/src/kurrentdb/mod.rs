@@ -57,7 +57,7 @@ const PAGE_EVENTS: usize = ledger_core::log::limits::READ_EVENTS_MAX;
 
 /// Attempts of one request when the cluster is briefly away (connection drop, leader
 /// election). An election takes a few seconds; 5 attempts with the delays below span
-/// about 7.5 s before the caller is told `Unavailable`.
+/// about 5 s (0.5 + 1 + 1.5 + 2) before the caller is told `Unavailable`.
 pub const ATTEMPTS_MAX: u32 = 5;
 
 /// Pause before the n-th retry is n times this: long enough for the client to
