@@ -38,8 +38,9 @@ pub enum StoreError {
     Kurrent(#[from] ConnectError),
 }
 
-/// Where a log lives, parsed from a `--store` value.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where a log lives, parsed from a `--store` value. Its `Debug` form hides passwords,
+/// so it can be logged.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreSpec {
     /// The embedded log in this directory.
     Embedded(PathBuf),
@@ -88,6 +89,15 @@ impl StoreSpec {
                     source,
                 }),
             Self::Kurrent(url) => Ok(Store::Kurrent(KurrentLog::connect(url)?)),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Embedded(dir) => f.debug_tuple("Embedded").field(dir).finish(),
+            Self::Kurrent(url) => f.debug_tuple("Kurrent").field(&redact(url)).finish(),
         }
     }
 }
@@ -172,10 +182,12 @@ mod tests {
             StoreSpec::parse_location("kurrentdb://h:2113"),
             StoreSpec::Kurrent("kurrentdb://h:2113".into())
         );
+        let secret = StoreSpec::Kurrent("kurrentdb://admin:changeit@h:2113".into());
         assert_eq!(
-            StoreSpec::Kurrent("kurrentdb://admin:changeit@h:2113".into()).describe(),
+            secret.describe(),
             "KurrentDB at kurrentdb://admin:***@h:2113"
         );
+        assert!(!format!("{secret:?}").contains("changeit"));
     }
 
     #[test]
