@@ -125,10 +125,9 @@ impl Store {
         }
     }
 
-    /// Orderly shutdown: the embedded log finishes queued appends (its directory lock
-    /// is released when the last handle, including those from [`Store::log`], is
-    /// dropped); the KurrentDB client needs nothing (acknowledged appends are on the
-    /// cluster, and dropping the client closes its connection).
+    /// Orderly shutdown: the embedded log finishes the appends already queued and
+    /// releases its directory lock; the KurrentDB client needs nothing (acknowledged
+    /// appends are on the cluster, and dropping the client closes its connection).
     pub fn close(&self) {
         match self {
             Self::Embedded(l) => l.close(),
