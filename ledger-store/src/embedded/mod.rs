@@ -170,6 +170,7 @@ impl EmbeddedLog {
         }
 
         let mut index = Index::default();
+        let mut ids = index::IdIndex::default();
         let scan = scan::scan(dir, |r, segment, offset| {
             let stream = StreamName::new(r.stream).map_err(|e| e.to_string())?;
             let seqs = index.streams.entry(stream).or_default();
@@ -188,7 +189,7 @@ impl EmbeddedLog {
                 r.data,
                 r.metadata,
             );
-            if index.ids.insert(r.id, (r.sequence, digest)).is_some() {
+            if ids.insert(r.id, (r.sequence, digest)).is_some() {
                 return Err(format!("event id {} appears twice in the log", r.id));
             }
             index.locations.push(index::Location::new(segment, offset));
@@ -272,6 +273,7 @@ impl EmbeddedLog {
             segment_len: last.durable_len,
             next_sequence: scan.next_sequence,
             head_hash: scan.head_hash,
+            ids,
             failed: None,
         };
         let (tx, rx) = mpsc::channel(config.append_queue_depth_max);
@@ -321,11 +323,13 @@ impl EmbeddedLog {
             .iter()
             .map(|e| e.data.len() + e.metadata.len() + 128)
             .sum();
+        let digests = events.iter().map(|e| e.content_digest(stream)).collect();
         let (reply, rx) = oneshot::channel();
         let req = AppendRequest {
             stream: stream.clone(),
             expected,
             events,
+            digests,
             bytes,
             reply,
         };

@@ -11,7 +11,6 @@
 //! Option not taken: an async writer task. The work is CPU (encode, hash) and
 //! blocking I/O (fdatasync); a plain thread keeps it off the async runtime's workers.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -28,7 +27,7 @@ use super::format::{
     encode_record, record_len, segment_file_name, Hash, RecordFields, SegmentHeader,
     SEGMENT_HEADER_LEN,
 };
-use super::index::{Index, Location};
+use super::index::{FastMap, IdIndex, Index, Location};
 use super::{sync_dir, Shared};
 
 /// Most append requests decided and written as one group. Bounds the time the writer
@@ -43,6 +42,9 @@ pub struct AppendRequest {
     pub stream: StreamName,
     pub expected: ExpectedVersion,
     pub events: Vec<NewEvent>,
+    /// `content_digest` of each event, computed on the caller's thread so the writer
+    /// (one thread for every caller) does not spend its time hashing payloads.
+    pub digests: Vec<ContentDigest>,
     pub bytes: usize,
     pub reply: oneshot::Sender<Result<AppendResult, AppendError>>,
 }
@@ -56,11 +58,12 @@ struct WritePart {
     bytes: Vec<u8>,
 }
 
-/// What a group has decided but not yet made durable.
+/// What a group has decided but not yet made durable (ids go straight into the
+/// writer's own index: if the group fails to become durable the writer refuses all
+/// further appends, so a stale id there can never be seen).
 #[derive(Default)]
 struct Overlay {
-    streams: HashMap<StreamName, Vec<u64>>,
-    ids: HashMap<EventId, (u64, ContentDigest)>,
+    streams: FastMap<StreamName, Vec<u64>>,
     locations: Vec<Location>,
 }
 
@@ -73,6 +76,7 @@ pub struct Writer {
     pub segment_len: u64,
     pub next_sequence: u64,
     pub head_hash: Hash,
+    pub ids: IdIndex,
     /// Set after a failed write or fsync: the file may hold a partial group, so nothing
     /// more may be written after it until a reopen has cut it off.
     pub failed: Option<String>,
@@ -117,8 +121,10 @@ impl Writer {
             let index = self.shared.read_index();
             for r in group.iter_mut() {
                 let events = std::mem::take(&mut r.events);
+                let digests = std::mem::take(&mut r.digests);
                 let outcome = decide(
                     &index,
+                    &self.ids,
                     &overlay,
                     &r.stream,
                     r.expected,
@@ -177,9 +183,7 @@ impl Writer {
                             );
                             segment_len += (part.bytes.len() - before) as u64;
                             overlay.locations.push(Location::new(segment, at));
-                            overlay
-                                .ids
-                                .insert(e.id, (sequence, e.content_digest(&r.stream)));
+                            self.ids.insert(e.id, (sequence, digests[i]));
                             seqs.push(sequence);
                             positions.push(Position::from_sequence(sequence));
                             sequence += 1;
@@ -222,7 +226,6 @@ impl Writer {
             for (stream, seqs) in overlay.streams {
                 index.streams.entry(stream).or_default().extend(seqs);
             }
-            index.ids.extend(overlay.ids);
             assert_eq!(
                 index.head(),
                 self.next_sequence,
@@ -279,13 +282,14 @@ enum Decided {
 
 fn decide(
     index: &Index,
+    ids: &IdIndex,
     overlay: &Overlay,
     stream: &StreamName,
     expected: ExpectedVersion,
     events: &[NewEvent],
     segment_bytes_max: u64,
 ) -> Result<Decided, AppendError> {
-    let lookup = |id: &EventId| overlay.ids.get(id).or_else(|| index.ids.get(id)).copied();
+    let lookup = |id: &EventId| ids.get(id).copied();
     let durable = index.streams.get(stream).map_or(&[][..], Vec::as_slice);
     let pending = overlay.streams.get(stream).map_or(&[][..], Vec::as_slice);
     let version_of = |seq: u64| -> u64 {
