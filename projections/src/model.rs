@@ -205,6 +205,18 @@ impl Regions {
         })
     }
 
+    /// `node` and its ancestors in a fixed array (no allocation on the hot path).
+    pub fn lineage_array(&self, node: u32) -> ([u32; 4], usize) {
+        let mut out = [0u32; 4];
+        let mut n = 0;
+        for x in self.lineage(node) {
+            assert!(n < 4, "region codes have at most four levels");
+            out[n] = x;
+            n += 1;
+        }
+        (out, n)
+    }
+
     /// Every volunteer registered in `node`'s subtree (all volunteers for None).
     pub fn members_under(&self, node: Option<u32>) -> Vec<u32> {
         let mut out = Vec::new();
@@ -277,6 +289,9 @@ pub struct ReadModels {
     /// Account indices of projects, in registration order.
     pub projects: Vec<u32>,
     pub index: ServiceIndex,
+    /// Scratch buffer for interning keys; not state.
+    #[serde(skip)]
+    scratch: String,
 }
 
 impl ReadModels {
@@ -380,9 +395,16 @@ impl ReadModels {
                 let account = self.account(e.volunteer.as_str());
                 let organisation = self.account(e.organisation.as_str());
                 let category = self.categories.intern(e.category.as_str());
-                let activity = self
-                    .activities
-                    .intern(&format!("{organisation}/{}", e.activity.as_str()));
+                // A reused buffer: no allocation unless the activity is new.
+                let mut key = std::mem::take(&mut self.scratch);
+                key.clear();
+                {
+                    use std::fmt::Write;
+                    let _ = write!(key, "{organisation}/{}", e.activity.as_str());
+                }
+                let activity = self.activities.intern(&key);
+                key.clear(); // empty between uses, so it never differs between states
+                self.scratch = key;
                 let dep = DepositRef {
                     account,
                     organisation,
@@ -451,9 +473,9 @@ impl ReadModels {
         let day = day_from_number(dep.day);
         let transitions = self.rows[dep.account as usize].deposit_effect(dep, day, c, sign);
         let region = self.rows[dep.account as usize].region;
-        let lineage: Vec<u32> = self.regions.lineage(region).collect();
+        let (lineage, n) = self.regions.lineage_array(region);
         self.index
-            .on_deposit(&lineage, day, dep.activity, c, sign, transitions);
+            .on_deposit(&lineage[..n], day, dep.activity, c, sign, transitions);
     }
 
     /// BLAKE3 over a canonical encoding of the whole state: equal digests mean equal
