@@ -1,4 +1,5 @@
 //! `ledger-server serve --data-dir DIR --listen ADDR`
+//! `ledger-server rebuild --data-dir DIR` (read models from zero, fresh snapshot)
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +44,13 @@ enum Cmd {
         #[arg(long, default_value = "+00:00", value_parser = FixedOffset::from_str)]
         calendar_offset: FixedOffset,
     },
+    /// Rebuild the read models from position zero and write a fresh snapshot to
+    /// DATA_DIR/projections/ (stop the server first). Prints the event count, the
+    /// checkpoint and the state digest: equal digests mean identical state.
+    Rebuild {
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
 }
 
 async fn shutdown_signal() {
@@ -80,16 +88,23 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let Cli {
-        command:
+    let (data_dir, listen, exchange_rate_version, points_per_hour, calendar_offset) =
+        match Cli::parse().command {
             Cmd::Serve {
                 data_dir,
                 listen,
                 exchange_rate_version,
                 points_per_hour,
                 calendar_offset,
-            },
-    } = Cli::parse();
+            } => (
+                data_dir,
+                listen,
+                exchange_rate_version,
+                points_per_hour,
+                calendar_offset,
+            ),
+            Cmd::Rebuild { data_dir } => return rebuild(&data_dir).await,
+        };
     if points_per_hour <= Decimal::ZERO {
         tracing::error!("--points-per-hour must be greater than zero");
         return ExitCode::FAILURE;
@@ -107,6 +122,26 @@ async fn main() -> ExitCode {
     };
     match run(config, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn rebuild(data_dir: &std::path::Path) -> ExitCode {
+    match ledger_server::queries::rebuild(data_dir).await {
+        Ok(r) => {
+            println!("events      {}", r.events);
+            println!(
+                "checkpoint  {}",
+                r.checkpoint
+                    .map_or_else(|| "none".to_owned(), |p| p.to_string())
+            );
+            println!("digest      {}", r.digest);
+            println!("snapshot    {}", r.snapshot.display());
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::FAILURE
