@@ -42,8 +42,10 @@
 //! - the service index: ~40 bytes per (region node, period) cell and per
 //!   (node, period, activity), tens of MiB for a city.
 //!
-//! About 2 to 2.5 GiB for the city in total; the credit report keeps nothing in memory
-//! (it reads the volunteer's stream on demand).
+//! Measured (`benches/replay.rs`, docs/benchmarks.md): ~140 bytes of resident memory
+//! per event at 3 M events, i.e. ~4 GiB for the city's 30 M, most of it the deposit
+//! index and hash-map slack. The credit report keeps nothing in memory (it reads the
+//! volunteer's stream on demand).
 
 pub mod account;
 pub mod annual;
