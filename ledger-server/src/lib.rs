@@ -28,6 +28,9 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub mod convert;
+pub mod demo;
+pub mod load;
+pub mod metrics;
 pub mod queries;
 mod service;
 pub mod status;
@@ -97,12 +100,26 @@ pub async fn run(
         .await
         .map_err(|e| ServeError::Blocking(e.to_string()))??;
     tracing::info!(data_dir = %config.data_dir.display(), "event log open");
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    run_on(log, config, shutdown).await
+}
+
+/// [`run`] on a log that is already open (the demo seeds it first). Closes the log
+/// when serving ends.
+pub async fn run_on(
+    log: EmbeddedLog,
+    config: RunConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let listener = match TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(source) => {
+            log.close();
+            return Err(ServeError::Bind {
+                addr: config.listen,
+                source,
+            });
+        }
+    };
     let handler = Handler::new(
         Arc::new(log.clone()) as Arc<dyn EventLog>,
         Arc::new(SystemClock),
@@ -201,6 +218,7 @@ pub async fn serve_with(
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "serving timebank.v1.LedgerCommands");
     let served = tonic::transport::Server::builder()
+        .layer(metrics::GrpcMetricsLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

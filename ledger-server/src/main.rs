@@ -1,5 +1,8 @@
 //! `ledger-server serve --data-dir DIR --listen ADDR`
+//! `ledger-server demo` (seed the demo city on first start, then serve)
+//! `ledger-server seed --volunteers N --seed S` (seed only)
 //! `ledger-server rebuild --data-dir DIR` (read models from zero, fresh snapshot)
+//! `ledger-server load --target URL --mix deposit=80,spend=10,exchange=10`
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +13,7 @@ use chrono::FixedOffset;
 use clap::{Parser, Subcommand};
 use ledger_core::app::LedgerConfig;
 use ledger_core::domain::units::ExchangeRate;
+use ledger_server::demo::DemoConfig;
 use ledger_server::{run, RunConfig};
 use rust_decimal::Decimal;
 
@@ -20,8 +24,27 @@ use rust_decimal::Decimal;
     about = "The timebank ledger's gRPC write API"
 )]
 struct Cli {
+    /// Log line format: text for people, json for log pipelines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where Prometheus scrapes `/metrics`: an address, or `off`.
+fn metrics_listen(text: &str) -> Result<Option<SocketAddr>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|e| format!("{text:?} is not an address like 127.0.0.1:9090 or `off`: {e}"))
 }
 
 #[derive(Subcommand)]
@@ -43,6 +66,35 @@ enum Cmd {
         /// UTC offset of the ledger's calendar ("today" for service dates), e.g. +08:00.
         #[arg(long, default_value = "+00:00", value_parser = FixedOffset::from_str)]
         calendar_offset: FixedOffset,
+        /// Prometheus metrics listener (`/metrics`), or `off`.
+        #[arg(long, default_value = "127.0.0.1:9090", value_parser = metrics_listen)]
+        metrics_listen: Option<SocketAddr>,
+    },
+    /// Seed the demo city into an empty data directory on first start, then serve it
+    /// (UTC+8 calendar), printing ready-to-paste grpcurl calls.
+    Demo {
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+        /// Registered volunteers in the demo city (up to 2,680,000, Hangzhou's count).
+        #[arg(long, default_value_t = ledger_server::demo::DEFAULT_VOLUNTEERS)]
+        volunteers: u32,
+        /// Seed of the generator: the same seed and size give the same log.
+        #[arg(long, default_value_t = ledger_server::demo::DEFAULT_SEED)]
+        seed: u64,
+        /// Prometheus metrics listener (`/metrics`), or `off`.
+        #[arg(long, default_value = "127.0.0.1:9090", value_parser = metrics_listen)]
+        metrics_listen: Option<SocketAddr>,
+    },
+    /// Seed the demo city into an empty data directory and stop.
+    Seed {
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = ledger_server::demo::DEFAULT_VOLUNTEERS)]
+        volunteers: u32,
+        #[arg(long, default_value_t = ledger_server::demo::DEFAULT_SEED)]
+        seed: u64,
     },
     /// Rebuild the read models from position zero and write a fresh snapshot to
     /// DATA_DIR/projections/ (stop the server first). Prints the event count, the
@@ -51,6 +103,8 @@ enum Cmd {
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
     },
+    /// Drive a running server over gRPC and print throughput and latency percentiles.
+    Load(ledger_server::load::LoadArgs),
 }
 
 async fn shutdown_signal() {
@@ -82,45 +136,98 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let (data_dir, listen, exchange_rate_version, points_per_hour, calendar_offset) =
-        match Cli::parse().command {
-            Cmd::Serve {
-                data_dir,
-                listen,
-                exchange_rate_version,
-                points_per_hour,
-                calendar_offset,
-            } => (
-                data_dir,
-                listen,
-                exchange_rate_version,
-                points_per_hour,
-                calendar_offset,
-            ),
-            Cmd::Rebuild { data_dir } => return rebuild(&data_dir).await,
-        };
-    if points_per_hour <= Decimal::ZERO {
-        tracing::error!("--points-per-hour must be greater than zero");
-        return ExitCode::FAILURE;
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        // Spans as fields, so every line of a command's handling carries its request id.
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .init(),
     }
-    let config = RunConfig {
-        data_dir,
-        listen,
-        ledger: LedgerConfig {
-            exchange_rate: ExchangeRate {
-                version: exchange_rate_version,
-                points_per_hour,
-            },
+    let result: Result<(), String> = match cli.command {
+        Cmd::Serve {
+            data_dir,
+            listen,
+            exchange_rate_version,
+            points_per_hour,
             calendar_offset,
+            metrics_listen,
+        } => {
+            if points_per_hour <= Decimal::ZERO {
+                tracing::error!("--points-per-hour must be greater than zero");
+                return ExitCode::FAILURE;
+            }
+            let config = RunConfig {
+                data_dir,
+                listen,
+                ledger: LedgerConfig {
+                    exchange_rate: ExchangeRate {
+                        version: exchange_rate_version,
+                        points_per_hour,
+                    },
+                    calendar_offset,
+                },
+            };
+            match ledger_server::metrics::install(metrics_listen) {
+                Ok(()) => run(config, shutdown_signal())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Cmd::Demo {
+            data_dir,
+            listen,
+            volunteers,
+            seed,
+            metrics_listen,
+        } => {
+            let config = DemoConfig {
+                seed,
+                volunteers,
+                ..DemoConfig::default()
+            };
+            match ledger_server::metrics::install(metrics_listen) {
+                Ok(()) => {
+                    ledger_server::demo::seed_and_serve(data_dir, listen, config, shutdown_signal())
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Cmd::Seed {
+            data_dir,
+            volunteers,
+            seed,
+        } => {
+            let config = DemoConfig {
+                seed,
+                volunteers,
+                ..DemoConfig::default()
+            };
+            ledger_server::demo::seed_only(data_dir, config)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Cmd::Rebuild { data_dir } => return rebuild(&data_dir).await,
+        Cmd::Load(args) => match args.config() {
+            Ok(config) => match ledger_server::load::run(&config).await {
+                Ok(report) => {
+                    print!("{}", report.render());
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e),
         },
     };
-    match run(config, shutdown_signal()).await {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -8,6 +8,7 @@ use ledger_core::domain::state::Outcome;
 use ledger_core::domain::Rejection;
 use tokio::sync::Semaphore;
 use tonic::{Code, Request, Response, Status};
+use tracing::Instrument;
 
 use crate::convert;
 use crate::pb;
@@ -67,22 +68,32 @@ impl LedgerService {
             metadata: Default::default(),
         })?;
         let handler = self.handler.clone();
-        let task = tokio::spawn(async move {
-            let name = command.name();
-            let request_id = command.request_id().to_string();
-            let result = handler.execute(&command).await;
-            match &result {
-                Ok(o) => {
-                    tracing::info!(command = name, %request_id, transaction = %o.transaction, position = %o.position, replayed = o.replayed, "command executed")
+        // Every line logged while the command is handled (here, in the handler, in the
+        // log) carries its request id.
+        let span = tracing::info_span!(
+            "command",
+            request_id = %command.request_id(),
+            command = command.name()
+        );
+        let task = tokio::spawn(
+            async move {
+                let name = command.name();
+                let request_id = command.request_id().to_string();
+                let result = handler.execute(&command).await;
+                match &result {
+                    Ok(o) => {
+                        tracing::info!(command = name, %request_id, transaction = %o.transaction, position = %o.position, replayed = o.replayed, "command executed")
+                    }
+                    Err(e) => tracing::info!(command = name, %request_id, "command refused: {e}"),
                 }
-                Err(e) => tracing::info!(command = name, %request_id, "command refused: {e}"),
+                // Release the log handle before the permit: once `drain` holds every
+                // permit, no command task holds the log any more.
+                drop(handler);
+                drop(permit);
+                result
             }
-            // Release the log handle before the permit: once `drain` holds every
-            // permit, no command task holds the log any more.
-            drop(handler);
-            drop(permit);
-            result
-        });
+            .instrument(span),
+        );
         match task.await {
             Ok(result) => result.map_err(|e| describe(&e)),
             Err(join) => {

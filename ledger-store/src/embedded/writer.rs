@@ -104,6 +104,7 @@ impl Writer {
 
     fn commit_group(&mut self, group: &mut Vec<AppendRequest>) {
         let started = std::time::Instant::now();
+        let appends = group.len();
         if let Some(why) = &self.failed {
             for r in group.drain(..) {
                 let _ = r.reply.send(Err(AppendError::Unavailable(why.clone())));
@@ -238,6 +239,10 @@ impl Writer {
         for (r, outcome) in group.drain(..).zip(outcomes) {
             let _ = r.reply.send(outcome);
         }
+        // Names and buckets: ledger-server/src/metrics.rs.
+        metrics::histogram!("timebank_log_group_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("timebank_log_group_commit_appends").record(appends as f64);
         tracing::trace!(
             events = events_written,
             elapsed_us = started.elapsed().as_micros() as u64,
@@ -267,8 +272,14 @@ impl Writer {
                 self.segment = p.segment;
             } else {
                 assert_eq!(p.segment, self.segment, "writes go to the current segment");
+                let write = std::time::Instant::now();
                 self.file.write_all_at(&p.bytes, p.offset)?;
+                let sync = std::time::Instant::now();
                 self.file.sync_data()?;
+                metrics::histogram!("timebank_log_write_seconds")
+                    .record((sync - write).as_secs_f64());
+                metrics::histogram!("timebank_log_fsync_seconds")
+                    .record(sync.elapsed().as_secs_f64());
             }
         }
         Ok(())

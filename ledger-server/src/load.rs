@@ -1,0 +1,896 @@
+//! `ledger-server load`: a load generator that drives a running server over gRPC with
+//! a mix of operations, a number of concurrent callers and a duration, and reports
+//! throughput and latency percentiles (HDR histograms) per operation, and refusals by
+//! reason.
+//!
+//! # Accounts and valid commands
+//! Each run registers its own accounts under a fresh run id (`ld<run>-…`): one
+//! organisation, one project per caller, and `--volunteers-per-caller` volunteers per
+//! caller, each pre-funded with two credit hours. A caller only ever touches its own
+//! volunteers and project, so callers never contend for an account, and it tracks its
+//! volunteers' balances so spends and exchanges are covered.
+//!
+//! Deposits get non-overlapping six-minute intervals between 11:00 and 13:00 UTC on
+//! past days (yesterday, then the day before, …). Starting in that window, an interval
+//! falls on the same calendar day for every ledger calendar offset from −11:00 to
+//! +11:00, so the service-date rules hold whether the server runs on UTC or on
+//! China's UTC+8.
+//!
+//! # Operations
+//! `deposit`, `spend`, `exchange`, `transfer`, `donate` are the write RPCs (one command
+//! each, or `--batch N` commands per `SubmitBatch`). `account` (`GetAccount`) and
+//! `credit-report` (`GetCreditReport`) read the caller's volunteers through
+//! `timebank.v1.LedgerQueries`, without a `min_position` (what a bank's dashboard
+//! does); they are always sent as single RPCs. Before the clock starts the run waits
+//! until the read models have seen its setup. `redeem` needs merchant redemptions, which
+//! this build does not have: it is accepted in the mix, reported as not available, and
+//! not sent.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{Days, NaiveDate, Utc};
+use hdrhistogram::Histogram;
+use tonic::transport::{Channel, Endpoint};
+use tonic_types::StatusExt;
+
+use crate::pb;
+use crate::pb::ledger_commands_client::LedgerCommandsClient;
+use crate::pb::ledger_queries_client::LedgerQueriesClient;
+
+/// Deposit slot length: six minutes, 0.1 hours.
+const SLOT_MINUTES: i64 = 6;
+/// Slots per day in the 11:00–13:00 UTC window (see the module documentation).
+const SLOTS_PER_DAY: u64 = 20;
+/// First hour (UTC) of the deposit window.
+const WINDOW_START_HOUR: i64 = 11;
+/// How far back the pre-funding deposit lies: far behind every slot a run uses (a run
+/// would need 73,000 deposits on one volunteer to reach it).
+const PREFUND_DAYS_BACK: u64 = 3650;
+/// Pre-funding per volunteer, in hundredths of an hour (two hours, the window's length).
+const PREFUND_HUNDREDTHS: u32 = 200;
+/// Hours moved by one spend, exchange, transfer or donation, in hundredths.
+const OUTFLOW_HUNDREDTHS: u32 = 5;
+/// Most commands per setup batch: the server's batch limit.
+const SETUP_BATCH: usize = crate::BATCH_COMMANDS_MAX;
+/// Most histogram value: one minute in microseconds; slower calls are clamped.
+const LATENCY_MAX_US: u64 = 60_000_000;
+/// How long the run waits for the read models to include its setup before queries.
+const READ_MODEL_WAIT: Duration = Duration::from_secs(30);
+
+/// An operation of the mix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Op {
+    Deposit,
+    Spend,
+    Exchange,
+    Transfer,
+    Donate,
+    Redeem,
+    Account,
+    CreditReport,
+}
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Deposit => "deposit",
+            Self::Spend => "spend",
+            Self::Exchange => "exchange",
+            Self::Transfer => "transfer",
+            Self::Donate => "donate",
+            Self::Redeem => "redeem",
+            Self::Account => "account",
+            Self::CreditReport => "credit-report",
+        }
+    }
+
+    /// Whether this build can send it (see the module documentation).
+    pub fn available(&self) -> bool {
+        !matches!(self, Self::Redeem)
+    }
+
+    fn is_query(&self) -> bool {
+        matches!(self, Self::Account | Self::CreditReport)
+    }
+
+    const ALL: [Op; 8] = [
+        Op::Deposit,
+        Op::Spend,
+        Op::Exchange,
+        Op::Transfer,
+        Op::Donate,
+        Op::Redeem,
+        Op::Account,
+        Op::CreditReport,
+    ];
+}
+
+/// Weighted operations, e.g. `deposit=80,spend=10,exchange=10`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mix(pub Vec<(Op, u32)>);
+
+impl FromStr for Mix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for part in s.split(',').filter(|p| !p.is_empty()) {
+            let (name, weight) = part.split_once('=').unwrap_or((part, "1"));
+            let op = Op::ALL
+                .into_iter()
+                .find(|o| o.name() == name.trim())
+                .ok_or_else(|| {
+                    format!(
+                        "unknown operation {name:?} in the mix; use {}",
+                        Op::ALL.map(|o| o.name()).join(", ")
+                    )
+                })?;
+            let weight: u32 = weight
+                .trim()
+                .parse()
+                .map_err(|_| format!("weight {weight:?} of {name} is not a whole number"))?;
+            out.push((op, weight));
+        }
+        if out.iter().all(|(_, w)| *w == 0) {
+            return Err("the mix has no operation with a weight above zero".into());
+        }
+        Ok(Self(out))
+    }
+}
+
+/// A duration like `20s`, `500ms`, `2m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 20s, 500ms or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{text:?}: the unit must be ms, s or m")),
+    }
+}
+
+/// `ledger-server load` arguments.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LoadArgs {
+    /// The server's address.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub target: String,
+    /// Weighted operations: deposit, spend, exchange, transfer, donate, account,
+    /// credit-report (redeem is reported as not available in this build).
+    #[arg(long, default_value = "deposit=80,spend=10,exchange=10")]
+    pub mix: Mix,
+    /// Concurrent callers, each with its own volunteers.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// How long to run, e.g. 20s.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Commands per SubmitBatch call; 0 sends one RPC per command.
+    #[arg(long, default_value_t = 0)]
+    pub batch: usize,
+    /// Volunteers per caller (spreads each caller's deposits over several accounts).
+    #[arg(long, default_value_t = 16)]
+    pub volunteers_per_caller: usize,
+    /// HTTP/2 connections the callers share, round robin.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+}
+
+impl LoadArgs {
+    pub fn config(&self) -> Result<LoadConfig, String> {
+        if self.concurrency == 0 || self.volunteers_per_caller == 0 || self.connections == 0 {
+            return Err(
+                "--concurrency, --volunteers-per-caller and --connections must be at least 1"
+                    .into(),
+            );
+        }
+        if self.batch > crate::BATCH_COMMANDS_MAX {
+            return Err(format!(
+                "--batch {} is over the server's limit of {}",
+                self.batch,
+                crate::BATCH_COMMANDS_MAX
+            ));
+        }
+        Ok(LoadConfig {
+            target: self.target.clone(),
+            mix: self.mix.clone(),
+            concurrency: self.concurrency,
+            duration: self.duration,
+            batch: self.batch,
+            volunteers_per_caller: self.volunteers_per_caller,
+            connections: self.connections,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    pub target: String,
+    pub mix: Mix,
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub batch: usize,
+    pub volunteers_per_caller: usize,
+    pub connections: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot connect to {target}: {source}; is the server running (ledger-server serve or demo)?")]
+    Connect {
+        target: String,
+        source: tonic::transport::Error,
+    },
+    #[error("setting up the run's accounts failed: {0}; check the server's log")]
+    Setup(String),
+    #[error("the mix holds no operation this build can send: {0}")]
+    NothingToSend(String),
+}
+
+/// Latencies and outcomes of one operation.
+pub struct OpStats {
+    pub latency_us: Histogram<u64>,
+    pub ok: u64,
+    /// Refusals and failures by reason (`ErrorInfo` reason, or the gRPC code).
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl OpStats {
+    fn new() -> Self {
+        Self {
+            latency_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
+                .expect("valid histogram bounds"),
+            ok: 0,
+            errors: BTreeMap::new(),
+        }
+    }
+
+    fn record(&mut self, elapsed: Duration) {
+        let us = (elapsed.as_micros() as u64).clamp(1, LATENCY_MAX_US);
+        self.latency_us.saturating_record(us);
+    }
+
+    fn merge(&mut self, other: &OpStats) {
+        let _ = self.latency_us.add(&other.latency_us);
+        self.ok += other.ok;
+        for (k, v) in &other.errors {
+            *self.errors.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    pub fn errors_total(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// What a run measured.
+pub struct LoadReport {
+    pub elapsed: Duration,
+    pub concurrency: usize,
+    pub batch: usize,
+    /// Per operation (commands; latency per RPC when not batching).
+    pub ops: BTreeMap<Op, OpStats>,
+    /// With `--batch`: latency of each SubmitBatch call.
+    pub batches: Option<OpStats>,
+    pub not_available: Vec<Op>,
+}
+
+impl LoadReport {
+    pub fn completed(&self) -> u64 {
+        self.ops.values().map(|s| s.ok + s.errors_total()).sum()
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.ops.values().map(OpStats::errors_total).sum()
+    }
+
+    pub fn render(&self) -> String {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} callers, {:.1} s{}",
+            self.concurrency,
+            secs,
+            if self.batch > 0 {
+                format!(", batches of {} commands", self.batch)
+            } else {
+                ", one RPC per command".into()
+            }
+        );
+        let _ = writeln!(
+            out,
+            "{:<14} {:>10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "operation",
+            "ok",
+            "per s",
+            "errors",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms"
+        );
+        let line = |out: &mut String, name: &str, s: &OpStats, count: u64| {
+            let h = &s.latency_us;
+            let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            let _ = writeln!(
+                out,
+                "{:<14} {:>10} {:>10.0} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+                name,
+                s.ok,
+                count as f64 / secs,
+                s.errors_total(),
+                ms(0.5),
+                ms(0.9),
+                ms(0.99),
+                ms(0.999),
+                h.max() as f64 / 1000.0
+            );
+        };
+        let mut total = OpStats::new();
+        for (op, s) in &self.ops {
+            line(&mut out, op.name(), s, s.ok);
+            total.merge(s);
+        }
+        if let Some(b) = &self.batches {
+            line(&mut out, "(batch calls)", b, b.ok + b.errors_total());
+        }
+        line(&mut out, "total", &total, total.ok);
+        if self.batch > 0 {
+            let _ = writeln!(
+                out,
+                "(with --batch, per-operation latencies are those of the SubmitBatch call that carried the command)"
+            );
+        }
+        for (op, s) in &self.ops {
+            for (reason, n) in &s.errors {
+                let _ = writeln!(out, "refused {}: {reason} x{n}", op.name());
+            }
+        }
+        for op in &self.not_available {
+            let _ = writeln!(
+                out,
+                "{}: not available in this build (no such RPC yet); not sent",
+                op.name()
+            );
+        }
+        out
+    }
+}
+
+/// One volunteer a caller owns.
+struct Volunteer {
+    id: String,
+    /// Credit hours the caller knows it holds, in hundredths.
+    balance: u32,
+    next_slot: u64,
+}
+
+/// A caller's accounts and counters.
+struct Caller {
+    run: String,
+    index: usize,
+    organisation: String,
+    project: String,
+    volunteers: Vec<Volunteer>,
+    next_volunteer: usize,
+    requests: u64,
+    yesterday: NaiveDate,
+}
+
+fn ts(secs: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: secs,
+        nanos: 0,
+    }
+}
+
+fn amount(hundredths: u32) -> String {
+    format!("{}.{:02}", hundredths / 100, hundredths % 100)
+}
+
+fn day_start(day: NaiveDate) -> i64 {
+    day.and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc()
+        .timestamp()
+}
+
+impl Caller {
+    /// The next volunteer in turn, for a query.
+    fn next_volunteer_id(&mut self) -> String {
+        let v = self.next_volunteer;
+        self.next_volunteer = (v + 1) % self.volunteers.len();
+        self.volunteers[v].id.clone()
+    }
+
+    fn request_id(&mut self) -> String {
+        self.requests += 1;
+        format!("{}-c{}-{}", self.run, self.index, self.requests)
+    }
+
+    fn deposit(&mut self, v: usize) -> pb::command::Command {
+        let slot = self.volunteers[v].next_slot;
+        self.volunteers[v].next_slot += 1;
+        let day = self.yesterday - Days::new(slot / SLOTS_PER_DAY);
+        let start = day_start(day)
+            + WINDOW_START_HOUR * 3600
+            + (slot % SLOTS_PER_DAY) as i64 * SLOT_MINUTES * 60;
+        self.volunteers[v].balance += 10;
+        pb::command::Command::DepositHours(pb::DepositHoursRequest {
+            request_id: self.request_id(),
+            volunteer_id: self.volunteers[v].id.clone(),
+            organisation_id: self.organisation.clone(),
+            activity_id: format!("{}-activity-{day}", self.run),
+            service_date: day.to_string(),
+            started_at: Some(ts(start)),
+            ended_at: Some(ts(start + SLOT_MINUTES * 60)),
+            category: "load-test".into(),
+            hours: "0.1".into(),
+            kind: pb::HourKind::Credit as i32,
+            verifier_id: "load-verifier".into(),
+        })
+    }
+
+    /// The next command for `op` and the operation it really is (a deposit stands in
+    /// for an outflow the caller cannot cover yet).
+    fn command(&mut self, op: Op) -> (Op, pb::command::Command) {
+        let v = self.next_volunteer;
+        self.next_volunteer = (self.next_volunteer + 1) % self.volunteers.len();
+        if matches!(op, Op::Spend | Op::Exchange | Op::Transfer | Op::Donate)
+            && self.volunteers[v].balance < OUTFLOW_HUNDREDTHS
+        {
+            return (Op::Deposit, self.deposit(v));
+        }
+        let request_id = self.request_id();
+        let volunteer_id = self.volunteers[v].id.clone();
+        let hours = amount(OUTFLOW_HUNDREDTHS);
+        let command = match op {
+            Op::Spend => pb::command::Command::SpendHours(pb::SpendHoursRequest {
+                request_id,
+                volunteer_id,
+                purpose: pb::SpendPurpose::ReceivedService as i32,
+                counterparty_id: self.organisation.clone(),
+                hours,
+                memo: String::new(),
+            }),
+            Op::Exchange => pb::command::Command::ExchangeHours(pb::ExchangeHoursRequest {
+                request_id,
+                volunteer_id,
+                hours,
+                expected_rate_version: 0,
+            }),
+            Op::Transfer => {
+                let to = (v + 1) % self.volunteers.len();
+                if to == v {
+                    // One volunteer per caller: nobody to transfer to.
+                    return (Op::Deposit, self.deposit(v));
+                }
+                pb::command::Command::TransferHours(pb::TransferHoursRequest {
+                    request_id,
+                    from_volunteer_id: volunteer_id,
+                    to_volunteer_id: self.volunteers[to].id.clone(),
+                    relation: pb::FamilyRelation::Sibling as i32,
+                    hours,
+                })
+            }
+            Op::Donate => pb::command::Command::DonateHours(pb::DonateHoursRequest {
+                request_id,
+                volunteer_id,
+                project_id: self.project.clone(),
+                hours,
+            }),
+            _ => return (Op::Deposit, self.deposit(v)),
+        };
+        self.volunteers[v].balance -= OUTFLOW_HUNDREDTHS;
+        (op, command)
+    }
+}
+
+async fn send(
+    client: &mut LedgerCommandsClient<Channel>,
+    command: pb::command::Command,
+) -> Result<(), tonic::Status> {
+    use pb::command::Command as C;
+    match command {
+        C::RegisterAccount(r) => client.register_account(r).await.map(drop),
+        C::CloseAccount(r) => client.close_account(r).await.map(drop),
+        C::DepositHours(r) => client.deposit_hours(r).await.map(drop),
+        C::SpendHours(r) => client.spend_hours(r).await.map(drop),
+        C::ExchangeHours(r) => client.exchange_hours(r).await.map(drop),
+        C::TransferHours(r) => client.transfer_hours(r).await.map(drop),
+        C::DonateHours(r) => client.donate_hours(r).await.map(drop),
+        C::ReverseTransaction(r) => client.reverse_transaction(r).await.map(drop),
+        other => client
+            .submit_batch(pb::SubmitBatchRequest {
+                commands: vec![pb::Command {
+                    command: Some(other),
+                }],
+            })
+            .await
+            .map(drop),
+    }
+}
+
+fn reason_of(status: &tonic::Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_else(|| format!("{:?}", status.code()))
+}
+
+/// Run `commands` as batches of at most [`SETUP_BATCH`]; any refused line fails setup.
+async fn setup_batches(
+    client: &mut LedgerCommandsClient<Channel>,
+    commands: Vec<pb::command::Command>,
+) -> Result<Option<pb::LogPosition>, LoadError> {
+    let mut last = None;
+    let mut commands = commands.into_iter().peekable();
+    while commands.peek().is_some() {
+        let chunk: Vec<pb::Command> = commands
+            .by_ref()
+            .take(SETUP_BATCH)
+            .map(|c| pb::Command { command: Some(c) })
+            .collect();
+        let results = client
+            .submit_batch(pb::SubmitBatchRequest { commands: chunk })
+            .await
+            .map_err(|s| LoadError::Setup(s.to_string()))?
+            .into_inner()
+            .results;
+        for r in results {
+            match r.result {
+                Some(pb::batch_result::Result::Error(e)) => {
+                    return Err(LoadError::Setup(format!("{}: {}", e.reason, e.message)));
+                }
+                Some(pb::batch_result::Result::Ok(ok)) => last = ok.position.or(last),
+                None => {}
+            }
+        }
+    }
+    Ok(last)
+}
+
+fn register(request_id: String, id: String, kind: pb::AccountKind) -> pb::command::Command {
+    let (region, join) = match kind {
+        pb::AccountKind::Volunteer => ("loadtown/district/street/community", "2020-01-01"),
+        pb::AccountKind::Organisation => ("loadtown/district", ""),
+        _ => ("", ""),
+    };
+    pb::command::Command::RegisterAccount(pb::RegisterAccountRequest {
+        request_id,
+        account_id: id,
+        kind: kind as i32,
+        region_code: region.into(),
+        join_date: join.into(),
+    })
+}
+
+/// Register the run's accounts and pre-fund the volunteers.
+async fn setup(
+    client: &mut LedgerCommandsClient<Channel>,
+    config: &LoadConfig,
+) -> Result<(Vec<Caller>, Option<pb::LogPosition>), LoadError> {
+    let run = format!("ld{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let yesterday = Utc::now().date_naive() - Days::new(1);
+    let organisation = format!("{run}-org");
+    let mut registrations = vec![register(
+        format!("{run}-reg-org"),
+        organisation.clone(),
+        pb::AccountKind::Organisation,
+    )];
+    let mut fund = Vec::new();
+    let mut callers = Vec::with_capacity(config.concurrency);
+    let prefund_day = yesterday - Days::new(PREFUND_DAYS_BACK);
+    let prefund_start = day_start(prefund_day) + WINDOW_START_HOUR * 3600;
+    for c in 0..config.concurrency {
+        let project = format!("{run}-p{c}");
+        registrations.push(register(
+            format!("{run}-reg-p{c}"),
+            project.clone(),
+            pb::AccountKind::Project,
+        ));
+        let mut volunteers = Vec::with_capacity(config.volunteers_per_caller);
+        for k in 0..config.volunteers_per_caller {
+            let id = format!("{run}-c{c}-v{k}");
+            registrations.push(register(
+                format!("{run}-reg-{id}"),
+                id.clone(),
+                pb::AccountKind::Volunteer,
+            ));
+            fund.push(pb::command::Command::DepositHours(
+                pb::DepositHoursRequest {
+                    request_id: format!("{run}-fund-{id}"),
+                    volunteer_id: id.clone(),
+                    organisation_id: organisation.clone(),
+                    activity_id: format!("{run}-prefund"),
+                    service_date: prefund_day.to_string(),
+                    started_at: Some(ts(prefund_start)),
+                    ended_at: Some(ts(prefund_start + 2 * 3600)),
+                    category: "load-test".into(),
+                    hours: amount(PREFUND_HUNDREDTHS),
+                    kind: pb::HourKind::Credit as i32,
+                    verifier_id: "load-verifier".into(),
+                },
+            ));
+            volunteers.push(Volunteer {
+                id,
+                balance: PREFUND_HUNDREDTHS,
+                next_slot: 0,
+            });
+        }
+        callers.push(Caller {
+            run: run.clone(),
+            index: c,
+            organisation: organisation.clone(),
+            project,
+            volunteers,
+            next_volunteer: 0,
+            requests: 0,
+            yesterday,
+        });
+    }
+    setup_batches(client, registrations).await?;
+    let last = setup_batches(client, fund).await?;
+    Ok((callers, last))
+}
+
+/// Wait until the read models include `position` (the setup), so queries find the
+/// run's volunteers. Without a query service, there is nothing to wait for.
+async fn wait_for_read_models(
+    channel: Channel,
+    volunteer: &str,
+    position: Option<pb::LogPosition>,
+) -> Result<(), LoadError> {
+    let mut client = LedgerQueriesClient::new(channel);
+    let deadline = Instant::now() + READ_MODEL_WAIT;
+    loop {
+        let r = client
+            .get_account(pb::GetAccountRequest {
+                min_position: position,
+                account_id: volunteer.to_owned(),
+            })
+            .await;
+        match r {
+            Ok(_) => return Ok(()),
+            Err(s) if Instant::now() < deadline && s.code() != tonic::Code::Unimplemented => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) => {
+                return Err(LoadError::Setup(format!(
+                    "the read models did not catch up with the setup: {s}"
+                )))
+            }
+        }
+    }
+}
+
+/// Picks operations by weight with a small deterministic generator (xorshift): the
+/// mix only needs to be right on average, and the caller index seeds it.
+struct Picker {
+    ops: Vec<(Op, u32)>,
+    total: u32,
+    state: u64,
+}
+
+impl Picker {
+    fn new(ops: &[(Op, u32)], seed: u64) -> Self {
+        Self {
+            ops: ops.to_vec(),
+            total: ops.iter().map(|(_, w)| w).sum(),
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        }
+    }
+
+    fn next(&mut self) -> Op {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        let mut x = (self.state % u64::from(self.total)) as u32;
+        for (op, w) in &self.ops {
+            if x < *w {
+                return *op;
+            }
+            x -= w;
+        }
+        self.ops[0].0
+    }
+}
+
+/// Set up, run every caller until the duration is over, and merge what they measured.
+pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
+    let connect = |target: String| async move {
+        Endpoint::from_shared(target.clone())
+            .map_err(|source| LoadError::Connect {
+                target: target.clone(),
+                source,
+            })?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|source| LoadError::Connect { target, source })
+    };
+    let mut channels = Vec::with_capacity(config.connections);
+    for _ in 0..config.connections {
+        channels.push(connect(config.target.clone()).await?);
+    }
+    let not_available: Vec<Op> = config
+        .mix
+        .0
+        .iter()
+        .filter(|(op, w)| *w > 0 && !op.available())
+        .map(|(op, _)| *op)
+        .collect();
+    let sendable: Vec<(Op, u32)> = config
+        .mix
+        .0
+        .iter()
+        .copied()
+        .filter(|(op, w)| *w > 0 && op.available())
+        .collect();
+    if sendable.is_empty() {
+        return Err(LoadError::NothingToSend(
+            not_available
+                .iter()
+                .map(|o| o.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
+    }
+    let mut setup_client = LedgerCommandsClient::new(channels[0].clone());
+    let (callers, setup_position) = setup(&mut setup_client, config).await?;
+    if sendable.iter().any(|(op, _)| op.is_query()) {
+        let first = callers
+            .first()
+            .and_then(|c| c.volunteers.first())
+            .map(|v| v.id.clone())
+            .unwrap_or_default();
+        wait_for_read_models(channels[0].clone(), &first, setup_position).await?;
+    }
+
+    let started = Instant::now();
+    let deadline = started + config.duration;
+    let sendable = Arc::new(sendable);
+    let mut tasks = Vec::with_capacity(callers.len());
+    for (i, mut caller) in callers.into_iter().enumerate() {
+        let mut client = LedgerCommandsClient::new(channels[i % channels.len()].clone());
+        let mut queries = LedgerQueriesClient::new(channels[i % channels.len()].clone());
+        let sendable = sendable.clone();
+        let batch = config.batch;
+        tasks.push(tokio::spawn(async move {
+            let mut picker = Picker::new(&sendable, i as u64 + 1);
+            let mut stats: BTreeMap<Op, OpStats> = BTreeMap::new();
+            let mut batches = OpStats::new();
+            while Instant::now() < deadline {
+                let op = picker.next();
+                if op.is_query() {
+                    let volunteer = caller.next_volunteer_id();
+                    let t = Instant::now();
+                    let result = match op {
+                        Op::Account => queries
+                            .get_account(pb::GetAccountRequest {
+                                min_position: None,
+                                account_id: volunteer,
+                            })
+                            .await
+                            .map(drop),
+                        _ => queries
+                            .get_credit_report(pb::GetCreditReportRequest {
+                                min_position: None,
+                                volunteer_id: volunteer,
+                                as_of: None,
+                                model_version: String::new(),
+                            })
+                            .await
+                            .map(drop),
+                    };
+                    let s = stats.entry(op).or_insert_with(OpStats::new);
+                    s.record(t.elapsed());
+                    match result {
+                        Ok(()) => s.ok += 1,
+                        Err(status) => *s.errors.entry(reason_of(&status)).or_default() += 1,
+                    }
+                } else if batch == 0 {
+                    let (op, command) = caller.command(op);
+                    let t = Instant::now();
+                    let result = send(&mut client, command).await;
+                    let s = stats.entry(op).or_insert_with(OpStats::new);
+                    s.record(t.elapsed());
+                    match result {
+                        Ok(()) => s.ok += 1,
+                        Err(status) => *s.errors.entry(reason_of(&status)).or_default() += 1,
+                    }
+                } else {
+                    // This call's commands: the op drawn, then more from the mix (queries
+                    // are drawn again: they are never batched).
+                    let mut draw = Some(op);
+                    let (ops, commands): (Vec<Op>, Vec<pb::Command>) = (0..batch)
+                        .map(|_| {
+                            let mut op = draw.take().unwrap_or_else(|| picker.next());
+                            while op.is_query() {
+                                op = picker.next();
+                            }
+                            let (op, c) = caller.command(op);
+                            (op, pb::Command { command: Some(c) })
+                        })
+                        .unzip();
+                    let t = Instant::now();
+                    let result = client
+                        .submit_batch(pb::SubmitBatchRequest { commands })
+                        .await;
+                    let elapsed = t.elapsed();
+                    batches.record(elapsed);
+                    match result {
+                        Ok(response) => {
+                            batches.ok += 1;
+                            for (op, r) in ops.iter().zip(response.into_inner().results) {
+                                let s = stats.entry(*op).or_insert_with(OpStats::new);
+                                s.record(elapsed);
+                                match r.result {
+                                    Some(pb::batch_result::Result::Error(e)) => {
+                                        *s.errors.entry(e.reason).or_default() += 1
+                                    }
+                                    _ => s.ok += 1,
+                                }
+                            }
+                        }
+                        Err(status) => {
+                            *batches.errors.entry(reason_of(&status)).or_default() += 1;
+                            for op in ops {
+                                let s = stats.entry(op).or_insert_with(OpStats::new);
+                                *s.errors.entry(reason_of(&status)).or_default() += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            (stats, batches)
+        }));
+    }
+    let mut ops: BTreeMap<Op, OpStats> = BTreeMap::new();
+    let mut batches = OpStats::new();
+    for t in tasks {
+        // A caller task only ends by returning; a panic is a bug worth surfacing.
+        let (stats, b) = t.await.expect("a load caller panicked");
+        for (op, s) in stats {
+            ops.entry(op).or_insert_with(OpStats::new).merge(&s);
+        }
+        batches.merge(&b);
+    }
+    Ok(LoadReport {
+        elapsed: started.elapsed(),
+        concurrency: config.concurrency,
+        batch: config.batch,
+        ops,
+        batches: (config.batch > 0).then_some(batches),
+        not_available,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixes_and_durations_parse() {
+        let m: Mix = "deposit=80,spend=10,exchange=10".parse().unwrap();
+        assert_eq!(m.0.len(), 3);
+        assert!("deposit=x".parse::<Mix>().is_err());
+        assert!("teleport=1".parse::<Mix>().is_err());
+        assert!("deposit=0".parse::<Mix>().is_err());
+        assert_eq!(parse_duration("20s").unwrap(), Duration::from_secs(20));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("2h").is_err());
+        assert_eq!(amount(5), "0.05");
+        assert_eq!(amount(200), "2.00");
+    }
+}

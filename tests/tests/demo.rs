@@ -1,0 +1,174 @@
+//! The demo city generator: deterministic (same seed, same log head hash) and lawful
+//! (the ledger's own invariants hold on what it wrote, and it wrote nothing the rules
+//! refused). And a smoke run of the load generator against an in-process server.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ledger_core::app::{Handler, SystemClock};
+use ledger_core::domain::account::AccountId;
+use ledger_core::domain::events::LedgerEvent;
+use ledger_core::domain::units::Unit;
+use ledger_core::log::limits::READ_EVENTS_MAX;
+use ledger_core::log::memory::MemoryLog;
+use ledger_core::log::{EventLog, ReadFrom};
+use ledger_server::demo::{self, DemoConfig, SeedReport};
+use ledger_server::load::{self, LoadConfig, Mix};
+use rust_decimal::Decimal;
+
+/// Small enough to seed in about a second, big enough for every kind of step.
+const VOLUNTEERS: u32 = 300;
+
+fn config(seed: u64) -> DemoConfig {
+    DemoConfig {
+        seed,
+        volunteers: VOLUNTEERS,
+        progress: false,
+        ..DemoConfig::default()
+    }
+}
+
+/// Seed into a fresh embedded log in `dir`; the report and the log's head hash.
+async fn seed_dir(dir: &Path, seed: u64) -> (SeedReport, String) {
+    let log = ledger_server::open_log(dir).unwrap();
+    let report = demo::seed(Arc::new(log.clone()) as Arc<dyn EventLog>, &config(seed))
+        .await
+        .unwrap();
+    log.close();
+    let verified = ledger_store::verify(dir).unwrap();
+    assert_eq!(verified.events, report.events);
+    (report, hex::encode(verified.head_hash))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_seed_gives_the_same_log_and_another_seed_another() {
+    let (a, b, c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (ra, ha) = seed_dir(a.path(), 7).await;
+    let (rb, hb) = seed_dir(b.path(), 7).await;
+    let (_, hc) = seed_dir(c.path(), 8).await;
+    assert_eq!(ha, hb, "same seed and size, same head hash");
+    assert_eq!(ra.events, rb.events);
+    assert_ne!(ha, hc, "another seed, another city");
+    assert_eq!(ra.rejected(), 0, "{}", ra.render());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeded_city_keeps_every_ledger_rule() {
+    let log = MemoryLog::new();
+    let shared = Arc::new(log.clone()) as Arc<dyn EventLog>;
+    let report = demo::seed(shared.clone(), &config(2018)).await.unwrap();
+    assert_eq!(
+        report.rejected(),
+        0,
+        "the ledger refused generated steps: {}",
+        report.render()
+    );
+    // Every kind of step the current command set supports was generated and accepted.
+    for kind in [
+        "register organisation",
+        "register project",
+        "register merchant",
+        "register volunteer",
+        "deposit credit hours",
+        "deposit honour hours",
+        "spend",
+        "exchange",
+        "family transfer",
+        "donation",
+        "reversal",
+        "close account",
+        "no-show",
+        "rating",
+    ] {
+        assert!(
+            report.executed.get(kind).copied().unwrap_or(0) > 0,
+            "no {kind} in {}",
+            report.render()
+        );
+    }
+
+    // Postings sum to zero per unit over every transaction of the log; collect streams.
+    let mut sums: BTreeMap<Unit, Decimal> = BTreeMap::new();
+    let mut accounts = BTreeSet::new();
+    let mut from = ReadFrom::Start;
+    let mut events = 0u64;
+    loop {
+        let page = log.read_all(from, READ_EVENTS_MAX).await.unwrap();
+        for e in &page {
+            events += 1;
+            let event = LedgerEvent::decode(&e.event_type, &e.data).unwrap();
+            if let LedgerEvent::AccountRegistered(r) = &event {
+                accounts.insert(r.account.clone());
+            }
+            for p in event.postings().unwrap_or(&[]) {
+                *sums.entry(p.unit).or_default() += p.amount;
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == READ_EVENTS_MAX => from = ReadFrom::After(last.position),
+            _ => break,
+        }
+    }
+    assert_eq!(events, report.events);
+    assert!(sums.values().all(|s| s.is_zero()), "{sums:?}");
+    assert!(sums.contains_key(&Unit::Hours) && sums.contains_key(&Unit::Points));
+
+    // Every account's hash chain verifies and no balance is negative.
+    let handler = Handler::new(shared, Arc::new(SystemClock), demo::ledger_config());
+    for id in &accounts {
+        let id: &AccountId = id;
+        handler.verify_account(id).await.unwrap();
+        let state = handler.load(id).await.unwrap();
+        for unit in [Unit::Hours, Unit::HonourHours, Unit::Points] {
+            assert!(state.balance(unit) >= Decimal::ZERO, "{id} {unit:?}");
+        }
+    }
+    assert!(accounts.len() as u32 > VOLUNTEERS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_runs_against_a_live_server() {
+    let log = MemoryLog::new();
+    let handler = Handler::new(
+        Arc::new(log) as Arc<dyn EventLog>,
+        Arc::new(SystemClock),
+        Default::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(ledger_server::serve(handler, listener, async move {
+        let _ = stopped.await;
+    }));
+    let mut config = LoadConfig {
+        target: format!("http://{addr}"),
+        mix: "deposit=50,spend=10,exchange=10,transfer=10,donate=10,account=5,credit-report=5,redeem=1"
+            .parse::<Mix>()
+            .unwrap(),
+        concurrency: 4,
+        duration: Duration::from_millis(700),
+        batch: 0,
+        volunteers_per_caller: 3,
+        connections: 2,
+    };
+    let report = load::run(&config).await.unwrap();
+    assert!(report.completed() > 0, "{}", report.render());
+    assert_eq!(report.errors(), 0, "{}", report.render());
+    assert!(report.render().contains("redeem: not available"));
+    assert!(report.ops.keys().any(|op| op.name() == "credit-report"));
+
+    config.batch = 20;
+    config.mix = "deposit=1".parse().unwrap();
+    let report = load::run(&config).await.unwrap();
+    assert!(report.completed() >= 20, "{}", report.render());
+    assert_eq!(report.errors(), 0, "{}", report.render());
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
