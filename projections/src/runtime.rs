@@ -156,7 +156,16 @@ pub async fn start(
     let (tx, rx) = watch::channel(models.checkpoint);
     let models = Arc::new(RwLock::new(models));
     let (stop_tx, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(run(log, config, models.clone(), tx, stop_rx));
+    let worker = run(log, config, models.clone(), tx, stop_rx);
+    let task = tokio::spawn(async move {
+        let result = worker.await;
+        // Say so at once: queries with a min_position past the checkpoint now answer
+        // NOT_CAUGHT_UP, and the operator needs to know why.
+        if let Err(e) = &result {
+            tracing::error!("projection worker stopped: {e}");
+        }
+        result
+    });
     (
         Projections {
             models,
