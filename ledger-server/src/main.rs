@@ -37,13 +37,17 @@ enum LogFormat {
     Json,
 }
 
-/// Where Prometheus scrapes `/metrics`: an address, or `off`.
-fn metrics_listen(text: &str) -> Result<Option<SocketAddr>, String> {
+/// Where Prometheus scrapes `/metrics`: an address, or `off` (None). A newtype, because
+/// clap reads a bare `Option<T>` field as "optional T".
+#[derive(Clone, Copy, Debug)]
+struct MetricsListen(Option<SocketAddr>);
+
+fn metrics_listen(text: &str) -> Result<MetricsListen, String> {
     if text == "off" {
-        return Ok(None);
+        return Ok(MetricsListen(None));
     }
     text.parse()
-        .map(Some)
+        .map(|a| MetricsListen(Some(a)))
         .map_err(|e| format!("{text:?} is not an address like 127.0.0.1:9090 or `off`: {e}"))
 }
 
@@ -68,7 +72,7 @@ enum Cmd {
         calendar_offset: FixedOffset,
         /// Prometheus metrics listener (`/metrics`), or `off`.
         #[arg(long, default_value = "127.0.0.1:9090", value_parser = metrics_listen)]
-        metrics_listen: Option<SocketAddr>,
+        metrics_listen: MetricsListen,
     },
     /// Seed the demo city into an empty data directory on first start, then serve it
     /// (UTC+8 calendar), printing ready-to-paste grpcurl calls.
@@ -85,7 +89,7 @@ enum Cmd {
         seed: u64,
         /// Prometheus metrics listener (`/metrics`), or `off`.
         #[arg(long, default_value = "127.0.0.1:9090", value_parser = metrics_listen)]
-        metrics_listen: Option<SocketAddr>,
+        metrics_listen: MetricsListen,
     },
     /// Seed the demo city into an empty data directory and stop.
     Seed {
@@ -173,7 +177,7 @@ async fn main() -> ExitCode {
                     calendar_offset,
                 },
             };
-            match ledger_server::metrics::install(metrics_listen) {
+            match ledger_server::metrics::install(metrics_listen.0) {
                 Ok(()) => run(config, shutdown_signal())
                     .await
                     .map_err(|e| e.to_string()),
@@ -192,7 +196,7 @@ async fn main() -> ExitCode {
                 volunteers,
                 ..DemoConfig::default()
             };
-            match ledger_server::metrics::install(metrics_listen) {
+            match ledger_server::metrics::install(metrics_listen.0) {
                 Ok(()) => {
                     ledger_server::demo::seed_and_serve(data_dir, listen, config, shutdown_signal())
                         .await
@@ -253,5 +257,47 @@ async fn rebuild(data_dir: &std::path::Path) -> ExitCode {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::Cli;
+
+    #[test]
+    fn every_subcommand_parses() {
+        Cli::command().debug_assert();
+        for args in [
+            &["ledger-server", "serve", "--metrics-listen", "off"][..],
+            &[
+                "ledger-server",
+                "serve",
+                "--metrics-listen",
+                "127.0.0.1:9999",
+            ],
+            &[
+                "ledger-server",
+                "--log-format",
+                "json",
+                "demo",
+                "--volunteers",
+                "500",
+            ],
+            &["ledger-server", "seed", "--seed", "7"],
+            &["ledger-server", "rebuild"],
+            &[
+                "ledger-server",
+                "load",
+                "--mix",
+                "deposit=1",
+                "--duration",
+                "2s",
+            ],
+        ] {
+            Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+        assert!(Cli::try_parse_from(["ledger-server", "serve", "--metrics-listen", "x"]).is_err());
     }
 }
