@@ -217,6 +217,16 @@ pub async fn serve_with(
     let service = LedgerService::new(handler);
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "serving timebank.v1.LedgerCommands");
+    // Without TCP_NODELAY a response written in more than one segment waits for the
+    // client's delayed ACK (~40 ms on Linux): unary calls would take 40 ms instead of
+    // a fraction of one.
+    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |s| {
+        s.inspect(|s| {
+            if let Err(e) = s.set_nodelay(true) {
+                tracing::warn!("cannot set TCP_NODELAY on a connection: {e}");
+            }
+        })
+    });
     let served = tonic::transport::Server::builder()
         .layer(metrics::GrpcMetricsLayer)
         .add_service(health_service)
@@ -228,7 +238,7 @@ pub async fn serve_with(
         .add_service(pb::ledger_queries_server::LedgerQueriesServer::new(
             query_service,
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             tracing::info!("shutdown requested: no new connections; finishing in-flight commands");
         })
