@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ledger_core::app::{CommandError, Handler, LedgerConfig, SystemClock};
-use ledger_core::log::{EventLog, ReadFrom};
-use ledger_store::{EmbeddedConfig, EmbeddedLog, OpenError};
+use ledger_core::log::ReadFrom;
+use ledger_store::{EmbeddedConfig, EmbeddedLog, OpenError, Store, StoreError};
 use projections::runtime::PROJECTIONS_DIR;
 use projections::ProjectionConfig;
 use tokio::net::TcpListener;
@@ -58,6 +58,8 @@ pub const RECEIPT_HEAL_INTERVAL: Duration = Duration::from_secs(5);
 pub enum ServeError {
     #[error("cannot open the event log: {0}")]
     OpenLog(#[from] OpenError),
+    #[error("cannot open the event store: {0}")]
+    Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}; is another server using the port?")]
     Bind {
         addr: SocketAddr,
@@ -78,61 +80,84 @@ pub enum ServeError {
 /// What `ledger-server serve` runs with.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
+    /// Holds the embedded log (`log/`) and the projection snapshots (`projections/`).
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub ledger: LedgerConfig,
+    /// Where the event log lives: `None` or `"embedded"` for the embedded log in
+    /// `data_dir/log`, or a KurrentDB connection string (`kurrentdb://…`,
+    /// `kurrentdb+discover://…`, `esdb://…`); see `ledger_store::open_store`.
+    pub store: Option<String>,
 }
 
-/// Open the durable embedded event log in `dir` (created if missing).
-pub fn open_log(dir: &Path) -> Result<EmbeddedLog, ServeError> {
-    Ok(EmbeddedLog::open(dir, EmbeddedConfig::default())?)
+/// Sub-directory of a data directory that holds the embedded log's segments.
+pub const LOG_DIR: &str = "log";
+
+/// Open the durable embedded event log of the data directory `data_dir`
+/// (`data_dir/log`, created if missing).
+pub fn open_log(data_dir: &Path) -> Result<EmbeddedLog, ServeError> {
+    Ok(EmbeddedLog::open(
+        &data_dir.join(LOG_DIR),
+        EmbeddedConfig::default(),
+    )?)
 }
 
-/// The binary's entry point: open the log in `config.data_dir`, listen on
-/// `config.listen`, serve until `shutdown` completes, then close the log cleanly.
+/// The binary's entry point: open the configured store (by default the embedded log
+/// in `config.data_dir`), listen on `config.listen`, serve until `shutdown`
+/// completes, then close the store cleanly.
 pub async fn run(
     config: RunConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let dir = config.data_dir.clone();
-    // Opening scans the log (recovery); keep it off the async workers.
-    let log = tokio::task::spawn_blocking(move || open_log(&dir))
-        .await
-        .map_err(|e| ServeError::Blocking(e.to_string()))??;
-    tracing::info!(data_dir = %config.data_dir.display(), "event log open");
-    run_on(log, config, shutdown).await
+    let spec = config.store.clone().unwrap_or_default();
+    // Opening the embedded log scans it (recovery), and connecting to KurrentDB needs a
+    // runtime context: the blocking pool gives both without stalling the workers.
+    let store = tokio::task::spawn_blocking(move || -> Result<Store, ServeError> {
+        if spec.is_empty() || spec == "embedded" {
+            Ok(Store::Embedded(open_log(&dir)?))
+        } else {
+            Ok(ledger_store::open_store(&spec, &dir)?)
+        }
+    })
+    .await
+    .map_err(|e| ServeError::Blocking(e.to_string()))??;
+    tracing::info!(data_dir = %config.data_dir.display(), store = %store_name(&store), "event store open");
+    run_on(store, config, shutdown).await
 }
 
-/// [`run`] on a log that is already open (the demo seeds it first). Closes the log
-/// when serving ends.
+fn store_name(store: &Store) -> &'static str {
+    match store {
+        Store::Embedded(_) => "embedded",
+        Store::Kurrent(_) => "kurrentdb",
+    }
+}
+
+/// [`run`] on a store that is already open (the demo seeds it first). Closes the
+/// store when serving ends.
 pub async fn run_on(
-    log: EmbeddedLog,
+    store: Store,
     config: RunConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let listener = match TcpListener::bind(config.listen).await {
         Ok(l) => l,
         Err(source) => {
-            log.close();
+            store.close();
             return Err(ServeError::Bind {
                 addr: config.listen,
                 source,
             });
         }
     };
-    let handler = Handler::new(
-        Arc::new(log.clone()) as Arc<dyn EventLog>,
-        Arc::new(SystemClock),
-        config.ledger,
-    );
+    let handler = Handler::new(store.log(), Arc::new(SystemClock), config.ledger);
     let queries = QueryConfig {
         projections: ProjectionConfig::in_dir(config.data_dir.join(PROJECTIONS_DIR)),
         ..QueryConfig::default()
     };
     let served = serve_with(handler, queries, listener, shutdown).await;
     // Every acknowledged append is durable already; closing stops the writer in order.
-    let closing = log.clone();
-    if let Err(e) = tokio::task::spawn_blocking(move || closing.close()).await {
+    if let Err(e) = tokio::task::spawn_blocking(move || store.close()).await {
         tracing::error!("closing the event log failed: {e}");
     }
     tracing::info!("event log closed");

@@ -55,9 +55,15 @@ fn metrics_listen(text: &str) -> Result<MetricsListen, String> {
 enum Cmd {
     /// Serve timebank.v1.LedgerCommands (with gRPC health and reflection).
     Serve {
-        /// Directory of the embedded event log (created if missing).
+        /// Data directory: the embedded log in `log/` and projection snapshots in
+        /// `projections/` (created if missing).
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
+        /// Where the event log lives: `embedded` (in the data directory), or a
+        /// KurrentDB / EventStoreDB connection string such as
+        /// `kurrentdb://host:2113?tls=false` or `kurrentdb+discover://a,b,c:2113`.
+        #[arg(long, default_value = "embedded")]
+        store: String,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
@@ -156,6 +162,7 @@ async fn main() -> ExitCode {
     let result: Result<(), String> = match cli.command {
         Cmd::Serve {
             data_dir,
+            store,
             listen,
             exchange_rate_version,
             points_per_hour,
@@ -176,6 +183,7 @@ async fn main() -> ExitCode {
                     },
                     calendar_offset,
                 },
+                store: Some(store),
             };
             match ledger_server::metrics::install(metrics_listen.0) {
                 Ok(()) => run(config, shutdown_signal())

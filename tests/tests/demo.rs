@@ -37,7 +37,7 @@ async fn seed_dir(dir: &Path, seed: u64) -> (SeedReport, String) {
         .await
         .unwrap();
     log.close();
-    let verified = ledger_store::verify(dir).unwrap();
+    let verified = ledger_store::verify(&dir.join(ledger_server::LOG_DIR)).unwrap();
     assert_eq!(verified.events, report.events);
     (report, hex::encode(verified.head_hash))
 }

@@ -837,6 +837,7 @@ async fn the_binary_entry_point_serves_the_embedded_log_and_survives_a_restart()
             data_dir: dir.path().to_owned(),
             listen: addr,
             ledger: LedgerConfig::default(),
+            store: None,
         };
         let task = tokio::spawn(ledger_server::run(config, async move {
             let _ = stopped.await;

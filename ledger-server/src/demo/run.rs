@@ -126,8 +126,9 @@ pub async fn seed_and_serve(
         data_dir: data_dir.clone(),
         listen,
         ledger: ledger_config(),
+        store: None,
     };
-    Ok(run_on(log, run, shutdown).await?)
+    Ok(run_on(ledger_store::Store::Embedded(log), run, shutdown).await?)
 }
 
 /// Where the server listens and a few calls to paste, with real accounts.
