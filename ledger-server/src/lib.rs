@@ -153,6 +153,10 @@ pub async fn run_on(
     let handler = Handler::new(store.log(), Arc::new(SystemClock), config.ledger);
     let queries = QueryConfig {
         projections: ProjectionConfig::in_dir(config.data_dir.join(PROJECTIONS_DIR)),
+        lag_counting: match &store {
+            Store::Embedded(_) => projections::LagCounting::Sequence,
+            _ => projections::LagCounting::ReadAhead,
+        },
         ..QueryConfig::default()
     };
     let served = serve_with(handler, queries, listener, shutdown).await;
@@ -233,6 +237,11 @@ pub async fn serve_with(
 
     let (read_models, worker) =
         projections::runtime::start(handler.log().clone(), queries.projections).await;
+    let gauges = metrics::spawn_projection_gauges(
+        handler.log().clone(),
+        read_models.clone(),
+        queries.lag_counting,
+    );
     let query_service = QueryService::new(
         read_models,
         handler.log().clone(),
@@ -271,8 +280,10 @@ pub async fn serve_with(
     service.drain().await;
     drop(service);
     healer.abort();
-    // Wait for the aborted task to be dropped, so it no longer holds the log.
+    gauges.abort();
+    // Wait for the aborted tasks to be dropped, so they no longer hold the log.
     let _ = healer.await;
+    let _ = gauges.await;
     // Stops following the log and writes the final snapshot (before the log closes).
     if let Err(e) = worker.stop().await {
         tracing::error!("projection worker: {e}");

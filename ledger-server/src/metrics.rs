@@ -9,9 +9,25 @@
 //! | `timebank_log_fsync_seconds` | histogram | | embedded log writer: one group's `fdatasync` |
 //! | `timebank_log_group_commit_seconds` | histogram | | embedded log writer: a whole group (decide, encode, write, sync, publish): the append latency a caller sees past its queueing |
 //! | `timebank_log_group_commit_appends` | histogram | | embedded log writer: appends per group |
-//! | `timebank_projection_lag_events` | gauge | `projection` | projections: log head minus the projection's checkpoint |
-//! | `timebank_projection_lag_seconds` | gauge | `projection` | projections: age of the newest event the projection has not applied |
-//! | `timebank_snapshot_age_seconds` | gauge | `projection` | projections: time since the last snapshot was written |
+//! | `timebank_projection_lag_events` | gauge | `projection` | [`spawn_projection_gauges`]: events in the log after the projection's checkpoint |
+//! | `timebank_projection_lag_seconds` | gauge | `projection` | [`spawn_projection_gauges`]: age of the oldest observed log head the projection has not applied (0 when caught up) |
+//! | `timebank_snapshot_age_seconds` | gauge | `projection` | [`spawn_projection_gauges`]: time since the projection last wrote its snapshot (or since it started) |
+//!
+//! The projection gauges are sampled every [`PROJECTION_SAMPLE_INTERVAL`] from the
+//! worker's numbers ([`projections::stats`], which has the exact definitions); the
+//! label is [`PROJECTION_LABEL`], the one worker that keeps every read model:
+//! - lag in events: the log head minus the checkpoint; exact on the embedded log
+//!   (dense sequence numbers), counted by reading ahead on other stores (KurrentDB
+//!   positions are byte offsets), where it saturates at `READ_EVENTS_MAX` (4,096);
+//! - lag in seconds: the log does not record when an event was appended, so each
+//!   sample that finds the head past the checkpoint notes when it saw that head, and
+//!   the gauge is the age of the oldest noted head not yet applied: 0 when caught up
+//!   or only behind since the last sample, else a lower bound on the true lag within
+//!   one interval;
+//! - snapshot age: since the last snapshot written, or since the worker started
+//!   (a snapshot loaded at start counts as new; with no snapshot directory it is the
+//!   worker's uptime). A quiet log gets no new snapshot (nothing to save), so the
+//!   age also grows then: alert on it only with writes going on.
 //!
 //! The embedded log records its metrics with the same names through the `metrics`
 //! facade (`ledger-store/src/embedded/writer.rs`); without an installed exporter the
@@ -20,9 +36,11 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use ledger_core::log::EventLog;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
 
 pub const GRPC_REQUESTS_TOTAL: &str = "timebank_grpc_requests_total";
@@ -34,6 +52,12 @@ pub const LOG_GROUP_COMMIT_APPENDS: &str = "timebank_log_group_commit_appends";
 pub const PROJECTION_LAG_EVENTS: &str = "timebank_projection_lag_events";
 pub const PROJECTION_LAG_SECONDS: &str = "timebank_projection_lag_seconds";
 pub const SNAPSHOT_AGE_SECONDS: &str = "timebank_snapshot_age_seconds";
+
+/// The `projection` label of the projection gauges: the one worker keeps every read
+/// model.
+pub const PROJECTION_LABEL: &str = "read_models";
+/// How often the projection gauges are sampled.
+pub const PROJECTION_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Latency buckets, 50 µs to 10 s: an fsync is ~0.1–1 ms, a request 0.2–20 ms, and
 /// anything past seconds is an incident.
@@ -86,12 +110,12 @@ pub fn describe() {
     describe_gauge!(
         PROJECTION_LAG_SECONDS,
         Unit::Seconds,
-        "age of the oldest event a projection has not applied yet (0 when caught up)"
+        "age of the oldest observed log head a projection has not applied yet, sampled every second (0 when caught up)"
     );
     describe_gauge!(
         SNAPSHOT_AGE_SECONDS,
         Unit::Seconds,
-        "time since a projection last wrote its snapshot"
+        "time since a projection last wrote its snapshot (or since it started, if none)"
     );
 }
 
@@ -126,6 +150,46 @@ pub fn install(listen: Option<SocketAddr>) -> Result<(), MetricsError> {
     describe();
     tracing::info!(%addr, "Prometheus metrics on http://{addr}/metrics");
     Ok(())
+}
+
+/// Sample the projection worker every [`PROJECTION_SAMPLE_INTERVAL`] into the
+/// projection gauges, until the task is aborted. Without an installed exporter the
+/// gauges go nowhere (the sampling still runs: a `head` read a second).
+pub fn spawn_projection_gauges(
+    log: Arc<dyn EventLog>,
+    projections: projections::Projections,
+    counting: projections::LagCounting,
+) -> tokio::task::JoinHandle<()> {
+    let lag_events = metrics::gauge!(PROJECTION_LAG_EVENTS, "projection" => PROJECTION_LABEL);
+    let lag_seconds = metrics::gauge!(PROJECTION_LAG_SECONDS, "projection" => PROJECTION_LABEL);
+    let snapshot_age = metrics::gauge!(SNAPSHOT_AGE_SECONDS, "projection" => PROJECTION_LABEL);
+    let mut sampler = projections::LagSampler::new(counting);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PROJECTION_SAMPLE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            match sampler.sample(&*log, &projections).await {
+                Ok(s) => {
+                    failing = false;
+                    lag_events.set(s.lag_events as f64);
+                    lag_seconds.set(s.lag.as_secs_f64());
+                    snapshot_age.set(s.snapshot_age.as_secs_f64());
+                }
+                Err(e) => {
+                    // The lag is unknown; the snapshot age is not.
+                    snapshot_age.set(projections.snapshot_age().as_secs_f64());
+                    if !failing {
+                        tracing::warn!(
+                            "sampling the projection lag failed: {e}; retrying every second"
+                        );
+                    }
+                    failing = true;
+                }
+            }
+        }
+    })
 }
 
 /// The gRPC code names, by number, as Prometheus label values.

@@ -22,6 +22,8 @@
 //! - [`runtime`]: the worker (snapshot load, catch-up, live subscription, periodic
 //!   snapshots) and the full rebuild;
 //! - [`snapshot`]: atomic, checksummed persistence of state plus checkpoint;
+//! - [`stats`]: the worker's lag behind the log and snapshot age, as plain numbers
+//!   (the server turns them into Prometheus gauges; this crate has no exporter);
 //! - [`wait`]: read-your-writes (wait until the applied checkpoint reaches a position).
 //!
 //! Depends on `ledger-core` only: gRPC lives in `ledger-server`.
@@ -56,9 +58,11 @@ pub mod rankings;
 pub mod runtime;
 pub mod snapshot;
 pub mod star;
+pub mod stats;
 pub mod wait;
 
 pub use model::{ApplyError, Period, ReadModels};
 pub use runtime::{rebuild, ProjectionConfig, Projections, RuntimeError, WorkerHandle};
 pub use star::{StarPolicies, StarPolicy};
+pub use stats::{LagCounting, LagSampler, WorkerSample};
 pub use wait::{Freshness, NotCaughtUp, QUERY_FRESHNESS_WAIT_MS_MAX};

@@ -22,6 +22,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::model::{ApplyError, ReadModels};
 use crate::snapshot::{self, SnapshotError};
+use crate::stats::WorkerStats;
 use crate::wait::Freshness;
 
 /// Events applied per write-lock acquisition: large enough to amortise the lock and the
@@ -81,6 +82,7 @@ pub enum RuntimeError {
 pub struct Projections {
     models: Arc<RwLock<ReadModels>>,
     freshness: Freshness,
+    stats: Arc<WorkerStats>,
 }
 
 impl Projections {
@@ -93,6 +95,12 @@ impl Projections {
 
     pub fn freshness(&self) -> &Freshness {
         &self.freshness
+    }
+
+    /// Time since the worker last wrote a snapshot, or since it started if it has not
+    /// (see [`crate::stats`]).
+    pub fn snapshot_age(&self) -> Duration {
+        self.stats.snapshot_age()
     }
 }
 
@@ -114,7 +122,11 @@ impl WorkerHandle {
     }
 }
 
-async fn write_snapshot(dir: &Path, models: &Arc<RwLock<ReadModels>>) -> Result<(), RuntimeError> {
+async fn write_snapshot(
+    dir: &Path,
+    models: &Arc<RwLock<ReadModels>>,
+    stats: &WorkerStats,
+) -> Result<(), RuntimeError> {
     let (dir, models) = (dir.to_owned(), models.clone());
     let started = Instant::now();
     let (bytes, cp) = tokio::task::spawn_blocking(move || {
@@ -123,6 +135,7 @@ async fn write_snapshot(dir: &Path, models: &Arc<RwLock<ReadModels>>) -> Result<
     })
     .await
     .map_err(|e| RuntimeError::Task(e.to_string()))??;
+    stats.snapshot_written();
     tracing::info!(bytes, checkpoint = ?cp, ms = started.elapsed().as_millis() as u64, "projection snapshot written");
     Ok(())
 }
@@ -155,8 +168,9 @@ pub async fn start(
     tracing::info!(checkpoint = ?models.checkpoint, events = models.events, "projections start");
     let (tx, rx) = watch::channel(models.checkpoint);
     let models = Arc::new(RwLock::new(models));
+    let stats = Arc::new(WorkerStats::new());
     let (stop_tx, stop_rx) = oneshot::channel();
-    let worker = run(log, config, models.clone(), tx, stop_rx);
+    let worker = run(log, config, models.clone(), stats.clone(), tx, stop_rx);
     let task = tokio::spawn(async move {
         let result = worker.await;
         // Say so at once: queries with a min_position past the checkpoint now answer
@@ -170,6 +184,7 @@ pub async fn start(
         Projections {
             models,
             freshness: Freshness::new(rx),
+            stats,
         },
         WorkerHandle {
             stop: Some(stop_tx),
@@ -182,6 +197,7 @@ async fn run(
     log: Arc<dyn EventLog>,
     config: ProjectionConfig,
     models: Arc<RwLock<ReadModels>>,
+    stats: Arc<WorkerStats>,
     tx: watch::Sender<Option<ledger_core::log::Position>>,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<(), RuntimeError> {
@@ -202,7 +218,7 @@ async fn run(
                 _ = tick.tick() => {
                     if since_snapshot > 0 && last_snapshot.elapsed() >= config.snapshot_every {
                         if let Some(dir) = &config.dir {
-                            write_snapshot(dir, &models).await?;
+                            write_snapshot(dir, &models, &stats).await?;
                         }
                         since_snapshot = 0;
                         last_snapshot = Instant::now();
@@ -238,7 +254,7 @@ async fn run(
                     }
                     if since_snapshot >= config.snapshot_every_events {
                         if let Some(dir) = &config.dir {
-                            write_snapshot(dir, &models).await?;
+                            write_snapshot(dir, &models, &stats).await?;
                         }
                         since_snapshot = 0;
                         last_snapshot = Instant::now();
@@ -249,7 +265,7 @@ async fn run(
     }
     if since_snapshot > 0 {
         if let Some(dir) = &config.dir {
-            write_snapshot(dir, &models).await?;
+            write_snapshot(dir, &models, &stats).await?;
         }
     }
     Ok(())

@@ -51,6 +51,9 @@ pub struct QueryConfig {
     pub projections: ProjectionConfig,
     /// Star policies; the default one is used in account views and credit reports.
     pub star_policies: StarPolicies,
+    /// How the `timebank_projection_lag_events` gauge counts: by default by reading
+    /// ahead (right on any store); `Sequence` for a densely numbered log (embedded).
+    pub lag_counting: projections::LagCounting,
 }
 
 /// What `ledger-server rebuild` did.

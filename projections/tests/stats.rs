@@ -1,0 +1,90 @@
+//! The worker's monitoring numbers (`projections::stats`): lag before and after
+//! catching up, and the snapshot age reset by a snapshot.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use projections::{runtime, LagCounting, LagSampler, ProjectionConfig};
+
+#[tokio::test]
+async fn the_lag_shows_while_behind_and_is_zero_once_caught_up() {
+    let mut c = City::new();
+    c.organisation("org0", "hz/xihu").await;
+    c.volunteer("v0", "hz/xihu/a", "2025-01-01").await;
+    let log = Arc::new(c.log.clone());
+    let (p, w) = runtime::start(log.clone(), ProjectionConfig::default()).await;
+    let o = c.deposit("v0", "org0", "2026-11-01", "3").await;
+    p.freshness()
+        .wait_for(o.position, Duration::from_secs(2))
+        .await
+        .unwrap();
+    // A stopped worker keeps its checkpoint: the events appended since are its lag.
+    w.stop().await.unwrap();
+    c.deposit("v0", "org0", "2026-11-02", "2").await;
+    let o3 = c.deposit("v0", "org0", "2026-11-03", "1").await;
+    let behind = o3.position.commit() - o.position.commit();
+    assert!(behind >= 2, "{behind}");
+    for counting in [LagCounting::Sequence, LagCounting::ReadAhead] {
+        let mut s = LagSampler::new(counting);
+        let first = s.sample(&*log, &p).await.unwrap();
+        assert_eq!(first.checkpoint, Some(o.position));
+        assert_eq!(first.head, Some(o3.position));
+        assert_eq!(first.lag_events, behind, "{counting:?}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let later = s.sample(&*log, &p).await.unwrap();
+        assert_eq!(later.lag_events, behind);
+        assert!(later.lag >= Duration::from_millis(30), "{later:?}");
+    }
+    // A worker that catches up: no lag in events or seconds.
+    let (p, w) = runtime::start(log.clone(), ProjectionConfig::default()).await;
+    let mut s = LagSampler::new(LagCounting::Sequence);
+    p.freshness()
+        .wait_for(o3.position, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let caught_up = s.sample(&*log, &p).await.unwrap();
+    assert_eq!(caught_up.lag_events, 0);
+    assert_eq!(caught_up.lag, Duration::ZERO);
+    w.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_snapshot_age_grows_from_start_and_resets_after_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = City::new();
+    c.organisation("org0", "hz/xihu").await;
+    c.volunteer("v0", "hz/xihu/a", "2025-01-01").await;
+    let cfg = ProjectionConfig {
+        // Snapshot on every event, and never by time during the test.
+        snapshot_every_events: 1,
+        snapshot_every: Duration::from_secs(3600),
+        ..ProjectionConfig::in_dir(dir.path())
+    };
+    let (p, w) = runtime::start(Arc::new(c.log.clone()), cfg).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The first catch-up (two events) snapshots at once: wait for that, then let it age.
+    let before = p.snapshot_age();
+    assert!(before >= Duration::from_millis(250), "{before:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let aged = p.snapshot_age();
+    assert!(aged >= before + Duration::from_millis(100), "{aged:?}");
+    let o = c.deposit("v0", "org0", "2026-11-01", "3").await;
+    p.freshness()
+        .wait_for(o.position, Duration::from_secs(2))
+        .await
+        .unwrap();
+    // The snapshot is written right after the chunk is published.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while p.snapshot_age() >= Duration::from_millis(100) {
+        assert!(std::time::Instant::now() < deadline, "no snapshot written");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(dir
+        .path()
+        .join(projections::snapshot::SNAPSHOT_FILE)
+        .exists());
+    w.stop().await.unwrap();
+}
