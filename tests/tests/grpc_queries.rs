@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use ledger_core::app::{FixedClock, Handler, LedgerConfig};
 use ledger_core::log::memory::MemoryLog;
 use ledger_core::log::EventLog;
 use ledger_server::pb;
@@ -37,31 +36,12 @@ struct Server {
 
 impl Server {
     async fn start(log: Arc<dyn EventLog>) -> Self {
-        let handler = Handler::new(
-            log,
-            Arc::new(FixedClock::new(
-                DateTime::parse_from_rfc3339(NOW)
-                    .unwrap()
-                    .with_timezone(&Utc),
-            )),
-            LedgerConfig::default(),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(ledger_server::serve(handler, listener, async move {
-            let _ = stopped.await;
-        }));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let s = timebank_tests::spawn_server(log, NOW).await;
         Self {
-            commands: LedgerCommandsClient::new(channel.clone()),
-            queries: LedgerQueriesClient::new(channel),
-            stop: Some(stop),
-            task,
+            commands: LedgerCommandsClient::new(s.channel.clone()),
+            queries: LedgerQueriesClient::new(s.channel),
+            stop: Some(s.stop),
+            task: s.task,
         }
     }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use ledger_core::app::{FixedClock, Handler, LedgerConfig};
+use ledger_core::app::LedgerConfig;
 use ledger_core::log::memory::MemoryLog;
 use ledger_core::log::EventLog;
 use ledger_server::pb;
@@ -36,32 +36,13 @@ struct Server {
 impl Server {
     async fn start() -> Self {
         let log = MemoryLog::new();
-        let handler = Handler::new(
-            Arc::new(log.clone()) as Arc<dyn EventLog>,
-            Arc::new(FixedClock::new(
-                DateTime::parse_from_rfc3339(NOW)
-                    .unwrap()
-                    .with_timezone(&Utc),
-            )),
-            LedgerConfig::default(),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(ledger_server::serve(handler, listener, async move {
-            let _ = stopped.await;
-        }));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let s = timebank_tests::spawn_server(Arc::new(log.clone()) as Arc<dyn EventLog>, NOW).await;
         Self {
             log,
-            client: LedgerCommandsClient::new(channel.clone()),
-            channel,
-            stop: Some(stop),
-            task,
+            client: LedgerCommandsClient::new(s.channel.clone()),
+            channel: s.channel,
+            stop: Some(s.stop),
+            task: s.task,
         }
     }
 
