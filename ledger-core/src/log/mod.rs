@@ -11,6 +11,7 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod dense;
 mod error;
 pub mod limits;
 pub mod memory;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
-use ledger_core::log::memory::{follow, start_sequence};
+use ledger_core::log::dense::{follow, start_sequence};
 use ledger_core::log::{
     validate_append, validate_read, AppendError, AppendResult, EventLog, EventStream,
     ExpectedVersion, NewEvent, Position, ReadError, ReadFrom, RecordedEvent, StreamName,

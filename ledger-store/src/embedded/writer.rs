@@ -16,7 +16,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ledger_core::log::memory::retry_result_with;
+use ledger_core::log::dense::retry_result_with;
 use ledger_core::log::{
     AppendError, AppendResult, ContentDigest, CurrentVersion, EventId, ExpectedVersion,
     LimitExceeded, NewEvent, Position, StreamName,
@@ -134,13 +134,7 @@ impl Writer {
                 )
                 .map(|decided| match decided {
                     Decided::Retry(result) => result,
-                    Decided::Append { version } => {
-                        let size: usize = events
-                            .iter()
-                            .map(|e| {
-                                record_len(r.stream.as_str(), &e.event_type, &e.data, &e.metadata)
-                            })
-                            .sum();
+                    Decided::Append { version, size } => {
                         if segment_len + size as u64 > self.segment_bytes_max {
                             segment += 1;
                             segment_len = SEGMENT_HEADER_LEN as u64;
@@ -288,7 +282,11 @@ impl Writer {
 
 enum Decided {
     Retry(AppendResult),
-    Append { version: u64 },
+    /// `size`: the append's encoded bytes, already computed for the segment limit.
+    Append {
+        version: u64,
+        size: usize,
+    },
 }
 
 fn decide(
@@ -335,5 +333,8 @@ fn decide(
         size + SEGMENT_HEADER_LEN,
         segment_bytes_max as usize,
     )?;
-    Ok(Decided::Append { version: count })
+    Ok(Decided::Append {
+        version: count,
+        size,
+    })
 }
