@@ -27,6 +27,7 @@ use projections::ProjectionConfig;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+pub mod auth;
 pub mod convert;
 pub mod demo;
 pub mod load;
