@@ -30,7 +30,7 @@ pub const BURST_MAX: u32 = 4000;
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest decoded request message, bytes: [`REQUEST_BYTES_MAX`]. Larger requests
-    /// get `RESOURCE_EXHAUSTED` from tonic.
+    /// get `OUT_OF_RANGE` from tonic (its decoder says so, without an `ErrorInfo`).
     pub request_bytes_max: usize,
     /// Most commands in one `SubmitBatch`: [`BATCH_COMMANDS_MAX`]. Larger batches get
     /// `INVALID_ARGUMENT`, reason `BATCH_TOO_LARGE`.
