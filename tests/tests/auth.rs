@@ -6,8 +6,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use ledger_core::app::{FixedClock, Handler, LedgerConfig};
+use ledger_core::app::{Handler, LedgerConfig, SystemClock};
 use ledger_core::log::memory::MemoryLog;
 use ledger_core::log::EventLog;
 use ledger_server::auth::{hash_key, Access};
@@ -24,9 +23,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, ServerTl
 use tonic::Code;
 use tonic_types::StatusExt;
 
-const NOW: &str = "2026-11-20T12:00:00Z";
 const PLATFORM_KEY: &str = "tbk_test-platform-key";
 const BANK_KEY: &str = "tbk_test-bank-key";
+const ADMIN_KEY: &str = "tbk_test-admin-key";
 /// The bank's client certificate carries this as a DNS SAN (its CN is something else).
 const BANK_CERT_NAME: &str = "bank-a.partners.example";
 
@@ -105,10 +104,16 @@ bank = "bank-a"
 key_sha256 = "{}"
 certificate_name = "{BANK_CERT_NAME}"
 
+[[caller]]
+name = "ops"
+role = "admin"
+key_sha256 = "{}"
+
 {limits}
 "#,
         hash_key(PLATFORM_KEY).to_hex(),
         hash_key(BANK_KEY).to_hex(),
+        hash_key(ADMIN_KEY).to_hex(),
     ))
     .unwrap()
 }
@@ -120,11 +125,9 @@ struct Server {
 }
 
 async fn start(options: ServeOptions) -> Server {
-    let now = DateTime::parse_from_rfc3339(NOW)
-        .unwrap()
-        .with_timezone(&Utc);
     let log = Arc::new(MemoryLog::new()) as Arc<dyn EventLog>;
-    let handler = Handler::new(log, Arc::new(FixedClock::new(now)), LedgerConfig::default());
+    // The wall clock: the load generator dates its service by it.
+    let handler = Handler::new(log, Arc::new(SystemClock), LedgerConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -353,5 +356,32 @@ async fn without_an_access_file_every_call_is_admitted() {
         Code::NotFound
     );
     drop(channel);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_sends_its_api_key() {
+    use ledger_server::load::{self, LoadConfig};
+    let server = start(ServeOptions::with_access(access(""))).await;
+    let mut config = LoadConfig {
+        target: format!("http://{}", server.addr),
+        mix: "deposit=8,account=2".parse().unwrap(),
+        concurrency: 2,
+        duration: std::time::Duration::from_millis(300),
+        batch: 0,
+        volunteers_per_caller: 2,
+        connections: 1,
+        api_key: Some(ADMIN_KEY.to_owned()),
+    };
+    let report = load::run(&config).await.unwrap();
+    assert!(report.completed() > 0, "{}", report.render());
+    assert_eq!(report.errors(), 0, "{}", report.render());
+    config.api_key = None;
+    let refused = load::run(&config).await.err().expect("no key, no setup");
+    assert!(
+        refused.to_string().contains("UNAUTHENTICATED")
+            || refused.to_string().contains("credentials"),
+        "{refused}"
+    );
     server.stop().await;
 }
