@@ -180,8 +180,14 @@ pub struct Authenticate<S> {
     guard: Option<Arc<Guard>>,
 }
 
+/// Why the layer answered a call itself.
+enum Refusal {
+    Unauthenticated(AuthError),
+    RateLimited(std::time::Duration),
+}
+
 impl Guard {
-    fn admit<B>(&self, request: &http::Request<B>) -> Result<Caller, tonic::Status> {
+    fn admit<B>(&self, request: &http::Request<B>) -> Result<Caller, Refusal> {
         let certificates = request
             .extensions()
             .get::<TlsConnectInfo<TcpConnectInfo>>()
@@ -193,15 +199,12 @@ impl Guard {
         )
         .map_err(|e| {
             tracing::debug!(path = request.uri().path(), "unauthenticated call: {e}");
-            status::unauthenticated_status(&e)
+            Refusal::Unauthenticated(e)
         })?;
         if let Err(not_until) = self.limiter.check_key(&caller.name) {
             let retry_after = not_until.wait_time_from(self.limiter.clock().now());
             tracing::debug!(caller = %caller.name, ?retry_after, "rate limited");
-            return Err(status::rate_limited_status(
-                self.requests_per_second_max,
-                retry_after,
-            ));
+            return Err(Refusal::RateLimited(retry_after));
         }
         Ok(caller)
     }
@@ -230,7 +233,15 @@ where
                 Ok(caller) => caller,
                 // Answering without calling the inner service leaves the readiness it
                 // reported unused; the router (axum) reserves nothing in poll_ready.
-                Err(status) => return Either::Right(future::ready(Ok(status.into_http()))),
+                Err(refusal) => {
+                    let status = match refusal {
+                        Refusal::Unauthenticated(e) => status::unauthenticated_status(&e),
+                        Refusal::RateLimited(retry_after) => {
+                            status::rate_limited_status(guard.requests_per_second_max, retry_after)
+                        }
+                    };
+                    return Either::Right(future::ready(Ok(status.into_http())));
+                }
             },
         };
         // tonic moves the http extensions into the `tonic::Request`'s: services read
