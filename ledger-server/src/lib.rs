@@ -80,7 +80,7 @@ pub enum ServeError {
     #[error("gRPC transport failed: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("cannot set up TLS: {0}; check that --tls-cert is a PEM certificate chain, --tls-key its PEM private key, and --tls-client-ca a PEM CA certificate")]
-    Tls(tonic::transport::Error),
+    Tls(String),
 }
 
 /// What `ledger-server serve` runs with.
@@ -221,7 +221,16 @@ pub async fn serve_with_options(
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = options.tls {
         auth::tls::install_crypto_provider();
-        server = server.tls_config(tls).map_err(ServeError::Tls)?;
+        server = server.tls_config(tls).map_err(|e| {
+            // tonic's error says only "transport error"; the cause is in its sources.
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            ServeError::Tls(text)
+        })?;
     }
     let report = handler
         .deliver_receipts(ReadFrom::Start)

@@ -320,7 +320,7 @@ async fn main() -> ExitCode {
                         "API key for {} (shown once; give it to the caller over a secure channel, the server keeps only its hash):\n\n{}\n\nits access file entry (on stdout):\n",
                         request.name, made.key
                     );
-                    print!("{}", made.entry);
+                    println!("{}", made.entry);
                     Ok(())
                 }
                 Err(e) => Err(e.to_string()),
