@@ -13,8 +13,10 @@ use ledger_core::domain::account::AccountId;
 use ledger_core::domain::commands::{Command, ServeCreditReport, ServedReport};
 use ledger_core::domain::events::{CreditReportServed, LedgerEvent};
 use ledger_core::domain::Rejection;
+use ledger_core::log::EventLog;
 use ledger_core::log::Position;
-use projections::credit::{self, CreditReport};
+use projections::credit::{self, CreditError, CreditReport};
+use projections::StarPolicy;
 use serde::{Deserialize, Serialize};
 use tonic::{Code, Request, Response, Status};
 
@@ -163,6 +165,56 @@ pub fn served(
     })
 }
 
+/// Why the report for an inquiry could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareReportError {
+    #[error("reading the volunteer's stream failed: {0}")]
+    Read(#[source] CreditError),
+    #[error("computing the credit report failed: {0}")]
+    Compute(#[source] CreditError),
+    #[error("the credit report does not serialise: {0}")]
+    Serialise(#[from] serde_json::Error),
+}
+
+impl PrepareReportError {
+    /// The status a bank gets: a read failure is worth a retry, the rest is ours.
+    pub fn describe(&self) -> Described {
+        match self {
+            Self::Read(_) => internal(Code::Unavailable, "LOG_UNAVAILABLE", self.to_string()),
+            Self::Compute(_) | Self::Serialise(_) => {
+                internal(Code::Internal, "INTERNAL", self.to_string())
+            }
+        }
+    }
+}
+
+/// The report an inquiry into `volunteer` at `now` serves: the default credit model
+/// over the volunteer's own stream in `log` up to `now`, as the JSON an inquiry keeps.
+///
+/// Shared by the Banks service and the demo generator (which writes its inquiries
+/// through the handler at each step's instant), so a seeded inquiry holds exactly what
+/// the service would have served then. Option not taken: letting the demo write a
+/// placeholder report, which would make the demo's inquiries unlike real ones.
+pub async fn prepare_report(
+    log: &dyn EventLog,
+    volunteer: &AccountId,
+    now: DateTime<Utc>,
+    policy: &StarPolicy,
+    caller: &str,
+) -> Result<ServedReport, PrepareReportError> {
+    let events = credit::read_account_stream(log, volunteer)
+        .await
+        .map_err(PrepareReportError::Read)?;
+    let report = credit::credit_report(volunteer, &events, now, "", policy)
+        .map_err(PrepareReportError::Compute)?;
+    Ok(ServedReport {
+        caller: caller.to_owned(),
+        model_version: report.model_version.to_owned(),
+        score: report.score,
+        report: serde_json::to_string(&ReportJson::of(&report))?,
+    })
+}
+
 type Answer<T> = Result<Response<T>, Status>;
 
 impl Partners {
@@ -194,16 +246,15 @@ impl Partners {
                     purpose: purpose.to_string(),
                 }));
             }
-            let events = credit::read_account_stream(self.log().as_ref(), &volunteer)
-                .await
-                .map_err(|e| internal(Code::Unavailable, "LOG_UNAVAILABLE", e.to_string()))?;
-            let report =
-                credit::credit_report(&volunteer, &events, now, "", self.policies.default_policy())
-                    .map_err(|e| internal(Code::Internal, "INTERNAL", e.to_string()))?;
-            report_to_serve.model_version = report.model_version.to_owned();
-            report_to_serve.score = report.score;
-            report_to_serve.report =
-                serde_json::to_string(&ReportJson::of(&report)).expect("reports serialise");
+            report_to_serve = prepare_report(
+                self.log().as_ref(),
+                &volunteer,
+                now,
+                self.policies.default_policy(),
+                &caller.name,
+            )
+            .await
+            .map_err(|e| e.describe())?;
         }
         let outcome = self
             .commands
