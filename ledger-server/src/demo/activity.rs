@@ -17,6 +17,10 @@
 //!   are reversed too. A few hours are back-filled as honour hours at month end.
 //! - **Reliability**: a few sign-ups end in a no-show (recorded that evening, no
 //!   hours); residents rate the service behind some deposits, mostly four or five.
+//! - **Partners**: a few percent of volunteers consent to a bank for a volunteer loan
+//!   (some for a few weeks, some withdrawn), and the bank makes inquiries under it;
+//!   some volunteers with points redeem them at merchants (holds mostly captured, some
+//!   partly, some voided, a few left to expire).
 //!
 //! # Rules kept by construction
 //! Every step is valid when it runs, so a rejection is a generator bug:
@@ -28,15 +32,24 @@
 //!   volunteer holds at that moment, counting only deposits that are never reversed and
 //!   ignoring refunds and received hours (so a later reversal can never overdraw);
 //! - family transfers go to a neighbour (`v±1`) registered since the start of the year;
+//! - redemptions draw only on points of exchanges that are never reversed, less what
+//!   earlier captures took, and one hold ends before the next (so an exchange's
+//!   reversal always finds its points);
+//! - inquiries fall strictly inside their consent (after the grant, before its
+//!   expiry and its withdrawal); a withdrawal comes before the expiry;
 //! - closures are the last steps of the year.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use ledger_core::domain::commands::CONSENT_DAYS_MAX;
 use ledger_core::domain::events::{FamilyRelation, SpendPurpose};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::city::{City, Volunteer};
-use super::scenario::{Action, Counterparty, DepositStep, Part, ReverseOn, Scenario, Step};
+use super::scenario::{
+    Action, Counterparty, DepositStep, Part, ReverseOn, Scenario, Step, RANK_CLOSURE,
+    RANK_EARLY_VOLUNTEER, RANK_YEAR, TOKEN_TTL_SECS,
+};
 use super::{rng, STREAM_ACTIVITY_BASE};
 
 /// Pareto shape of participations per active volunteer: with 1.6, half serve once, one
@@ -92,6 +105,64 @@ const NO_SHOW_PER_MILLE: u32 = 30;
 const RATED_PERCENT: u32 = 30;
 /// Ratings 1 to 5 and their weights: most residents are pleased.
 const RATINGS: [(u8, f64); 5] = [(1, 2.0), (2, 3.0), (3, 10.0), (4, 30.0), (5, 55.0)];
+/// Points an hour buys at the demo's exchange rate (`ExchangeRate::default`, which
+/// `demo::ledger_config` keeps; a test checks they agree). Integer so the points
+/// budget stays in exact hundredths.
+const DEMO_POINTS_PER_HOUR: u32 = 10;
+/// Volunteers who consent to a bank during the year, per mille (a few percent: those
+/// applying for a volunteer loan).
+const CONSENT_PER_MILLE: u32 = 40;
+/// Consents to the demo access file's bank (`bank-demo`), in percent; the rest go to
+/// the other bank.
+const CONSENT_TO_DEMO_BANK_PERCENT: u32 = 70;
+/// Consents for a few weeks (a single loan decision), in percent; most of them have
+/// expired by the end of the year.
+const CONSENT_SHORT_PERCENT: u32 = 25;
+const CONSENT_SHORT_DAYS: (i64, i64) = (30, 90);
+/// The other consents last most of a year, up to the ledger's maximum.
+const CONSENT_LONG_DAYS: (i64, i64) = (180, CONSENT_DAYS_MAX);
+/// Consents the volunteer withdraws before they expire, in percent.
+const CONSENT_WITHDRAWN_PERCENT: u32 = 20;
+/// Earliest withdrawal after the grant, in days (below `CONSENT_SHORT_DAYS.0`).
+const CONSENT_WITHDRAW_AFTER_DAYS: i64 = 7;
+/// Consents under which the bank makes inquiries, in percent, and at most how many.
+const INQUIRED_PERCENT: u32 = 60;
+const INQUIRIES_MAX: u32 = 3;
+/// Volunteers with points who redeem some at merchants, in percent, and how often.
+const REDEEMERS_PERCENT: u32 = 40;
+const REDEMPTIONS: (u32, u32) = (1, 3);
+/// Whole points a volunteer wants to redeem at once (before the budget caps it).
+const REDEMPTION_POINTS: (u32, u32) = (2, 30);
+/// Least time between two holds of one volunteer: longer than a hold can stay open
+/// (timeout plus `EXPIRY_RECORDED_SECS_MAX`), so each hold has ended before the next
+/// and the points budget only needs to count captures.
+const REDEMPTION_SPACING_SECS: i64 = 3600;
+/// Longest a till takes to capture or void, in seconds: well within the hold timeout.
+const REDEMPTION_TILL_SECS_MAX: i64 = 600;
+/// Longest after a hold's expiry until the sweeper records it, in seconds.
+const EXPIRY_RECORDED_SECS_MAX: i64 = 1800;
+
+/// Step numbers of the sample volunteer's consent steps: far above any volunteer's own
+/// (a year has at most a few thousand steps per volunteer), so request ids stay unique.
+const SAMPLE_CONSENT_SEQ: u16 = u16::MAX - 16;
+
+/// How a hold ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Captured,
+    PartlyCaptured,
+    Voided,
+    Expired,
+}
+
+/// Most holds are captured in full; some partly (the basket cost less), some voided
+/// (the customer changed their mind), a few forgotten until they expire.
+const REDEMPTION_OUTCOMES: [(Outcome, f64); 4] = [
+    (Outcome::Captured, 60.0),
+    (Outcome::PartlyCaptured, 15.0),
+    (Outcome::Voided, 15.0),
+    (Outcome::Expired, 10.0),
+];
 /// Smallest outflow worth recording: a tenth of an hour (in hundredths).
 const OUTFLOW_MIN: u32 = 10;
 /// Local hour after which nothing but closures runs on the last day.
@@ -233,7 +304,7 @@ impl<'a> Year<'a> {
         let mut push = |steps: &mut Vec<Step>, at: i64, action: Action| {
             steps.push(Step {
                 at: at.min(cutoff),
-                rank: 4,
+                rank: RANK_YEAR,
                 owner: v.index,
                 seq,
                 action,
@@ -254,11 +325,13 @@ impl<'a> Year<'a> {
                 Action::RegisterVolunteer,
             );
             if let Some(s) = steps.last_mut() {
-                s.rank = 3;
+                s.rank = RANK_EARLY_VOLUNTEER;
             }
             0
         };
 
+        // Exchanges that stand (never reversed): (instant, hundredths of a point).
+        let mut exchanges: Vec<(i64, u32)> = Vec::new();
         if self.scenario.has(Part::Service) {
             let n = self.participations(&mut r, v);
             // Occupied quarter-hour ranges per service day.
@@ -361,7 +434,7 @@ impl<'a> Year<'a> {
                 }
             }
             if !deposits.is_empty() {
-                self.outflows(&mut r, v, &deposits, &mut steps, &mut push);
+                exchanges = self.outflows(&mut r, v, &deposits, &mut steps, &mut push);
             }
         }
 
@@ -370,10 +443,206 @@ impl<'a> Year<'a> {
             if let Some(s) = steps.last_mut() {
                 // After every other step of the year.
                 s.at = self.calendar.closing(self.days);
-                s.rank = 5;
+                s.rank = RANK_CLOSURE;
             }
         }
+        // Drawn after everything above, so adding these parts left the rest of each
+        // volunteer's year as it was.
+        if self.scenario.has(Part::Consents) && per_mille(&mut r, CONSENT_PER_MILLE) {
+            self.consents(&mut r, first_day, &mut steps, &mut push);
+        }
+        if self.scenario.has(Part::Redemptions)
+            && !exchanges.is_empty()
+            && percent(&mut r, REDEEMERS_PERCENT)
+        {
+            self.redemptions(&mut r, &exchanges, &mut steps, &mut push);
+        }
         out.extend(steps);
+    }
+
+    /// The sample volunteer's consent: to the demo access file's bank, granted on the
+    /// year's second-to-last day for as long as the ledger allows, with two inquiries
+    /// that day, so the documentation's bank calls find a current consent and a
+    /// history. Replaces whatever consent steps the volunteer drew (the caller drops
+    /// them), so nothing withdraws it.
+    pub fn sample_consent(&self, volunteer: u32) -> Vec<Step> {
+        let day = self.days - 2;
+        let granted = self.calendar.at(day, 10 * 4);
+        let step = |seq: u16, at: i64, action: Action| Step {
+            at,
+            rank: RANK_YEAR,
+            owner: volunteer,
+            seq,
+            action,
+        };
+        vec![
+            step(
+                SAMPLE_CONSENT_SEQ,
+                granted,
+                Action::GrantConsent {
+                    bank: 0,
+                    expires_at: granted + 86_400 * CONSENT_DAYS_MAX,
+                },
+            ),
+            step(
+                SAMPLE_CONSENT_SEQ + 1,
+                self.calendar.at(day, 11 * 4),
+                Action::Inquiry { bank: 0 },
+            ),
+            step(
+                SAMPLE_CONSENT_SEQ + 2,
+                self.calendar.at(day, 15 * 4),
+                Action::Inquiry { bank: 0 },
+            ),
+        ]
+    }
+
+    /// One consent to a bank, from a day after registration: most for the better part
+    /// of a year, some for a few weeks (expired by the year's end), some withdrawn
+    /// before their expiry; while current, the bank may make a few inquiries.
+    fn consents(
+        &self,
+        r: &mut ChaCha8Rng,
+        first_day: u32,
+        steps: &mut Vec<Step>,
+        push: &mut impl FnMut(&mut Vec<Step>, i64, Action) -> u16,
+    ) {
+        let cutoff = self.calendar.cutoff(self.days);
+        if first_day + 1 >= SERVICE_DAYS {
+            return;
+        }
+        let day = r.random_range(first_day..SERVICE_DAYS);
+        // Office hours, local 10:00 to 16:45.
+        let granted = self.calendar.at(day, r.random_range(40..68));
+        let bank = if percent(r, CONSENT_TO_DEMO_BANK_PERCENT) {
+            0
+        } else {
+            r.random_range(1..self.city.banks.len() as u8)
+        };
+        let days = if percent(r, CONSENT_SHORT_PERCENT) {
+            r.random_range(CONSENT_SHORT_DAYS.0..=CONSENT_SHORT_DAYS.1)
+        } else {
+            r.random_range(CONSENT_LONG_DAYS.0..=CONSENT_LONG_DAYS.1)
+        };
+        let expires_at = granted + 86_400 * days;
+        push(steps, granted, Action::GrantConsent { bank, expires_at });
+        // The consent ends (for inquiries) at its expiry, its withdrawal or the year's
+        // cutoff, whichever comes first.
+        let mut ends = expires_at.min(cutoff);
+        if percent(r, CONSENT_WITHDRAWN_PERCENT) {
+            let at = granted + 86_400 * r.random_range(CONSENT_WITHDRAW_AFTER_DAYS..days);
+            if at < ends {
+                push(steps, at, Action::WithdrawConsent { bank });
+                ends = at;
+            }
+        }
+        if percent(r, INQUIRED_PERCENT) {
+            let (from, to) = (granted + 3600, ends - 60);
+            let mut times: Vec<i64> = (0..r.random_range(1..=INQUIRIES_MAX))
+                .filter(|_| from < to)
+                .map(|_| r.random_range(from..to))
+                .collect();
+            times.sort_unstable();
+            for at in times {
+                push(steps, at, Action::Inquiry { bank });
+            }
+        }
+    }
+
+    /// Points redeemed at merchants, each within what the volunteer's standing
+    /// exchanges gave them before it (less what earlier redemptions captured), one
+    /// at a time: every hold ends (captured, voided or expired) before the next.
+    fn redemptions(
+        &self,
+        r: &mut ChaCha8Rng,
+        exchanges: &[(i64, u32)],
+        steps: &mut Vec<Step>,
+        push: &mut impl FnMut(&mut Vec<Step>, i64, Action) -> u16,
+    ) {
+        let hold_secs = super::ledger_config().redemption_hold_timeout.num_seconds();
+        let first = exchanges.iter().map(|e| e.0).min().expect("exchanges");
+        // The last hold and everything after it end before the cutoff.
+        let last = self.calendar.cutoff(self.days) - REDEMPTION_SPACING_SECS;
+        if first + 3600 >= last {
+            return;
+        }
+        let mut times: Vec<i64> = (0..r.random_range(REDEMPTIONS.0..=REDEMPTIONS.1))
+            .map(|_| r.random_range(first + 3600..last))
+            .collect();
+        times.sort_unstable();
+        let mut credits = exchanges.to_vec();
+        credits.sort_unstable();
+        let (mut budget, mut next_credit, mut previous) = (0u32, 0usize, i64::MIN);
+        for at in times {
+            if at < previous.saturating_add(REDEMPTION_SPACING_SECS) {
+                continue;
+            }
+            while next_credit < credits.len() && credits[next_credit].0 < at {
+                budget += credits[next_credit].1;
+                next_credit += 1;
+            }
+            let want = 100 * r.random_range(REDEMPTION_POINTS.0..=REDEMPTION_POINTS.1);
+            // Whole points, at most what is available.
+            let points = want.min(budget) / 100 * 100;
+            if points < 100 {
+                continue;
+            }
+            previous = at;
+            let merchant = r.random_range(0..self.city.merchants.len() as u32);
+            // A token for a round maximum at or above the amount, as an app offers.
+            let points_max = points.div_ceil(1000) * 1000;
+            let hold = push(
+                steps,
+                at,
+                Action::Authorize {
+                    merchant,
+                    points,
+                    points_max,
+                    token_expires_at: at + TOKEN_TTL_SECS,
+                },
+            );
+            let ended = at + r.random_range(30..REDEMPTION_TILL_SECS_MAX);
+            match weighted(r, &REDEMPTION_OUTCOMES) {
+                Outcome::Captured => {
+                    budget -= points;
+                    push(
+                        steps,
+                        ended,
+                        Action::Capture {
+                            hold,
+                            merchant,
+                            points,
+                        },
+                    );
+                }
+                Outcome::PartlyCaptured => {
+                    // At least a point less, at least a point taken.
+                    let taken = if points >= 200 {
+                        100 * r.random_range(1..points / 100)
+                    } else {
+                        points
+                    };
+                    budget -= taken;
+                    push(
+                        steps,
+                        ended,
+                        Action::Capture {
+                            hold,
+                            merchant,
+                            points: taken,
+                        },
+                    );
+                }
+                Outcome::Voided => {
+                    push(steps, ended, Action::Void { hold, merchant });
+                }
+                Outcome::Expired => {
+                    // Recorded by the sweeper a little after the expiry.
+                    let at = at + hold_secs + r.random_range(5..EXPIRY_RECORDED_SECS_MAX);
+                    push(steps, at, Action::ExpireHold { hold });
+                }
+            }
+        }
     }
 
     fn participations(&self, r: &mut ChaCha8Rng, v: &Volunteer) -> u32 {
@@ -416,6 +685,9 @@ impl<'a> Year<'a> {
 
     /// Spends, exchanges, family transfers and donations, each sized to what the
     /// volunteer holds when it runs (see the module documentation).
+    ///
+    /// Returns the exchanges that stand (never reversed), as (instant, hundredths of a
+    /// point): what redemptions may draw on.
     fn outflows(
         &self,
         r: &mut ChaCha8Rng,
@@ -423,7 +695,7 @@ impl<'a> Year<'a> {
         deposits: &[(u16, i64, u32)],
         steps: &mut Vec<Step>,
         push: &mut impl FnMut(&mut Vec<Step>, i64, Action) -> u16,
-    ) {
+    ) -> Vec<(i64, u32)> {
         let first = deposits.iter().map(|d| d.1).min().expect("deposits");
         let cutoff = self.calendar.cutoff(self.days);
         let mut wanted: Vec<(i64, Action)> = Vec::new();
@@ -503,8 +775,9 @@ impl<'a> Year<'a> {
                 },
             ));
         }
+        let mut exchanges = Vec::new();
         if wanted.is_empty() {
-            return;
+            return exchanges;
         }
         wanted.sort_by_key(|w| w.0);
 
@@ -539,7 +812,16 @@ impl<'a> Year<'a> {
                 _ => ReverseOn::Owner,
             };
             let s = push(steps, at, action);
-            if self.scenario.has(Part::Corrections) && per_mille(r, OUTFLOW_REVERSAL_PER_MILLE) {
+            let reversed =
+                self.scenario.has(Part::Corrections) && per_mille(r, OUTFLOW_REVERSAL_PER_MILLE);
+            if let Action::Exchange { hundredths } = action {
+                if !reversed {
+                    // Ten points an hour (the demo's rate): hundredths of an hour × 10
+                    // are hundredths of a point.
+                    exchanges.push((at, hundredths * DEMO_POINTS_PER_HOUR));
+                }
+            }
+            if reversed {
                 push(
                     steps,
                     at + 3600 * r.random_range(1..48),
@@ -551,5 +833,29 @@ impl<'a> Year<'a> {
                 );
             }
         }
+        exchanges
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_points_budget_uses_the_demo_ledgers_rate() {
+        assert_eq!(
+            rust_decimal::Decimal::from(DEMO_POINTS_PER_HOUR),
+            super::super::ledger_config().exchange_rate.points_per_hour
+        );
+    }
+
+    #[test]
+    fn a_hold_has_ended_before_the_next_one() {
+        let timeout = super::super::ledger_config()
+            .redemption_hold_timeout
+            .num_seconds();
+        assert!(REDEMPTION_TILL_SECS_MAX < timeout);
+        assert!(timeout + EXPIRY_RECORDED_SECS_MAX < REDEMPTION_SPACING_SECS);
+        assert!(CONSENT_WITHDRAW_AFTER_DAYS < CONSENT_SHORT_DAYS.0);
     }
 }

@@ -1,5 +1,5 @@
-//! The demo city: its region tree, organisations, public projects, merchants and
-//! volunteers, all derived from the seed.
+//! The demo city: its region tree, organisations, public projects, merchants, partner
+//! banks and volunteers, all derived from the seed.
 //!
 //! Modelled on the figures in `shared/domain.md`: Hangzhou's thirteen districts, towns
 //! and communities under them (the four-level region tree), about one organisation per
@@ -48,6 +48,12 @@ pub const CATEGORIES: [&str; 10] = [
     "tutoring",
     "environmental",
 ];
+
+/// The partner banks that read credit reports under consent. The first is the bank of
+/// the demo access file's bank caller (`run::DEMO_BANK`); a second one makes consents
+/// per bank visible (a bank is served only under a consent to itself). Fixed rather
+/// than scaled: a city works with a handful of partner banks whatever its size.
+pub const BANKS: [&str; 2] = ["bank-demo", "bank-qiantang-rural"];
 
 /// Volunteers per organisation: Cixi has 1,332 organisations for 385 k volunteers
 /// (~290), Yinzhou 1,300 for 220 k (~170).
@@ -126,6 +132,7 @@ pub struct City {
     pub organisations_by_district: Vec<Vec<u32>>,
     pub projects: Vec<String>,
     pub merchants: Vec<String>,
+    pub banks: Vec<String>,
 }
 
 fn scaled(n: u32, per: u32, (min, max): (u32, u32)) -> u32 {
@@ -207,6 +214,7 @@ impl City {
             organisations_by_district,
             projects,
             merchants,
+            banks: BANKS.iter().map(|b| (*b).to_owned()).collect(),
         }
     }
 

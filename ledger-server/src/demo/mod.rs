@@ -6,11 +6,11 @@
 //!   public projects, merchants, and volunteers derived on demand from the seed;
 //! - [`activity`]: one volunteer's year — participations with a heavy-tailed count,
 //!   seasonal days (peaks around 5 March and 5 December), honour hours, spends,
-//!   exchanges, family transfers, donations, corrections, no-shows, ratings, closures —
-//!   with the rules kept by construction;
+//!   exchanges, family transfers, donations, corrections, no-shows, ratings, closures,
+//!   consents to banks with their inquiries, redemptions at merchants — with the rules
+//!   kept by construction;
 //! - [`scenario`]: the [`scenario::Part`]s a run generates, the compact
-//!   [`scenario::Step`] and how it becomes a ledger `Command` (the place where
-//!   redemptions, consents and bank inquiries plug in when those commands exist);
+//!   [`scenario::Step`] and how it becomes a ledger `Command`;
 //! - [`staging`]: the log the seeder's handler writes to, which forwards its appends to
 //!   the durable log in the same order, hundreds at a time;
 //! - this file: [`seed`], which generates every step, sorts them by time and runs them
@@ -37,7 +37,7 @@
 
 pub mod activity;
 pub mod city;
-mod run;
+pub(crate) mod run;
 pub mod scenario;
 pub mod staging;
 
@@ -48,7 +48,9 @@ use std::time::{Duration, Instant};
 use chrono::FixedOffset;
 use indicatif::{ProgressBar, ProgressStyle};
 use ledger_core::app::{CommandError, FixedClock, Handler, LedgerConfig};
+use ledger_core::domain::commands::Command;
 use ledger_core::log::{EventLog, ReadError, ReadFrom};
+use projections::StarPolicies;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -58,6 +60,8 @@ use activity::{Calendar, Year};
 use city::City;
 use scenario::{city_steps, Action, Scenario, Step, StepError};
 use staging::StagingLog;
+
+use crate::partners::banks::{prepare_report, PrepareReportError};
 
 /// The year the demo city lives through. Fixed so that a seed always gives the same
 /// log, and in the past so that every service date is before today.
@@ -137,6 +141,8 @@ pub enum DemoError {
     Command(#[from] CommandError),
     #[error("reading the event log failed: {0}")]
     Read(#[from] ReadError),
+    #[error("preparing a demo bank inquiry's credit report failed: {0}")]
+    Report(#[from] PrepareReportError),
 }
 
 /// Accounts worth calling with grpcurl after seeding.
@@ -148,6 +154,12 @@ pub struct Sample {
     pub organisation: String,
     pub project: String,
     pub merchant: String,
+    /// A volunteer with a consent to [`run::DEMO_BANK`] for
+    /// [`scenario::CONSENT_PURPOSE`] that is current at the end of the year and for a
+    /// year after (the sample volunteer; `Year::sample_consent`), with two inquiries.
+    pub consenting_volunteer: String,
+    /// The bank of that consent.
+    pub bank: String,
 }
 
 /// What a seeding run did.
@@ -222,6 +234,12 @@ pub fn generate(config: &DemoConfig) -> Result<(City, Vec<Step>, Sample), DemoEr
         }
         steps.extend_from_slice(&mine);
     }
+    // The sample volunteer consents to the demo bank at the end of the year.
+    let consenting = busiest.map_or(0, |b| b.1);
+    steps.retain(|s| !(s.owner == consenting && s.action.is_consent()));
+    if config.scenario.has(scenario::Part::Consents) {
+        steps.extend(year.sample_consent(consenting));
+    }
     steps.sort_unstable_by_key(Step::key);
     let sample = Sample {
         volunteer: busiest.map_or_else(|| City::volunteer_id(0), |b| City::volunteer_id(b.1)),
@@ -230,8 +248,20 @@ pub fn generate(config: &DemoConfig) -> Result<(City, Vec<Step>, Sample), DemoEr
             .clone(),
         project: city.projects[0].clone(),
         merchant: city.merchants[0].clone(),
+        consenting_volunteer: City::volunteer_id(consenting),
+        bank: city.banks[0].clone(),
     };
     Ok((city, steps, sample))
+}
+
+/// The caller name a seeded inquiry records: the demo access file's bank caller for
+/// its bank (so the demo's history reads like the live calls), a loan desk for others.
+fn inquiry_caller(bank: &str) -> String {
+    if bank == run::DEMO_BANK {
+        run::DEMO_BANK_CALLER.to_owned()
+    } else {
+        format!("{bank}-loan-desk")
+    }
 }
 
 /// Generate the city and write it into `log`, which must be empty.
@@ -252,6 +282,7 @@ pub async fn seed(log: Arc<dyn EventLog>, config: &DemoConfig) -> Result<SeedRep
         ledger_config(),
     );
 
+    let policies = StarPolicies::default();
     let bar = if config.progress {
         let bar = ProgressBar::new(steps.len() as u64);
         bar.set_style(
@@ -271,7 +302,19 @@ pub async fn seed(log: Arc<dyn EventLog>, config: &DemoConfig) -> Result<SeedRep
     };
     for step in &steps {
         clock.set(Calendar::instant(step.at));
-        let command = step.command(&city, &calendar)?;
+        let mut command = step.command(&city, &calendar)?;
+        if let Command::ServeCreditReport(c) = &mut command {
+            // Computed here, from the volunteer's stream as it is at this step, the way
+            // the Banks service computes it (see `scenario`).
+            c.served = prepare_report(
+                staging.as_ref(),
+                &c.volunteer,
+                Calendar::instant(step.at),
+                policies.default_policy(),
+                &inquiry_caller(c.bank.as_str()),
+            )
+            .await?;
+        }
         match handler.execute(&command).await {
             Ok(_) => *report.executed.entry(step.action.name()).or_default() += 1,
             Err(CommandError::Rejected(r)) => {

@@ -40,15 +40,20 @@ pub const DEMO_KEYS: [(&str, &str); 5] = [
         "demo-auditor",
         "tbk_DEMO-ONLY-auditor-key-published-in-the-docs",
     ),
-    ("demo-bank", "tbk_DEMO-ONLY-bank-key-published-in-the-docs"),
+    (
+        DEMO_BANK_CALLER,
+        "tbk_DEMO-ONLY-bank-key-published-in-the-docs",
+    ),
     (
         "demo-merchant",
         "tbk_DEMO-ONLY-merchant-key-published-in-the-docs",
     ),
 ];
 
-/// The bank account id of the demo's bank caller.
-pub const DEMO_BANK: &str = "bank-demo";
+/// The bank account id of the demo's bank caller: the city's first bank.
+pub const DEMO_BANK: &str = super::city::BANKS[0];
+/// The demo bank caller's name (in [`DEMO_KEYS`]), also recorded in seeded inquiries.
+pub const DEMO_BANK_CALLER: &str = "demo-bank";
 /// The merchant account of the demo's merchant caller: the city's first merchant
 /// (`city::City::generate` names them `merchant-001` …, and every city has one).
 pub const DEMO_MERCHANT: &str = "merchant-001";
@@ -167,8 +172,8 @@ async fn seed_into(
     }
     let s = &report.sample;
     let text = format!(
-        "volunteer {}\norganisation {}\nproject {}\nmerchant {}\n",
-        s.volunteer, s.organisation, s.project, s.merchant
+        "volunteer {}\norganisation {}\nproject {}\nmerchant {}\nconsenting_volunteer {}\nbank {}\n",
+        s.volunteer, s.organisation, s.project, s.merchant, s.consenting_volunteer, s.bank
     );
     if let Err(e) = std::fs::write(data_dir.join(SAMPLE_FILE), text) {
         tracing::warn!("cannot write {SAMPLE_FILE}: {e}");
@@ -187,6 +192,8 @@ fn read_sample(data_dir: &Path) -> Option<Sample> {
             "organisation" => s.organisation = v,
             "project" => s.project = v,
             "merchant" => s.merchant = v,
+            "consenting_volunteer" => s.consenting_volunteer = v,
+            "bank" => s.bank = v,
             _ => {}
         }
     }
@@ -236,6 +243,9 @@ pub async fn seed_and_serve(
         );
         read_sample(&data_dir)
     };
+    if let Some(s) = &sample {
+        renew_sample_consent(&log, s).await;
+    }
     println!(
         "{}",
         banner(listen, &data_dir, log.event_count(), sample.as_ref())
@@ -248,6 +258,66 @@ pub async fn seed_and_serve(
         serve: ServeOptions::with_access(access),
     };
     Ok(run_on(ledger_store::Store::Embedded(log), run, shutdown).await?)
+}
+
+/// How long a renewed sample consent lasts: a year, within the ledger's maximum
+/// (`CONSENT_DAYS_MAX`, 366 days).
+const SAMPLE_CONSENT_RENEWAL_DAYS: i64 = 365;
+
+/// Keep the documented bank calls working: the seeded consent of the sample
+/// volunteer to the demo bank lasts until the end of the year after the demo year (a
+/// consent lasts at most 366 days); once a wall-clock start finds it expired, grant it
+/// again for a year, through the same handler and rules as `Consents/GrantConsent`.
+///
+/// Option not taken: a longer consent in the seeded log, which the ledger's own rule
+/// refuses. The renewal changes the log only after seeding, so the same seed still
+/// seeds the same log; a failure is only a warning (the demo serves regardless).
+async fn renew_sample_consent(log: &EmbeddedLog, sample: &Sample) {
+    use ledger_core::app::{Clock, Handler, SystemClock};
+    use ledger_core::domain::account::AccountId;
+    use ledger_core::domain::commands::{Command, GrantConsent};
+    use ledger_core::domain::ids::{Purpose, RequestId};
+
+    let (Ok(volunteer), Ok(bank), Ok(purpose)) = (
+        AccountId::new(sample.consenting_volunteer.clone()),
+        AccountId::new(sample.bank.clone()),
+        Purpose::new(super::scenario::CONSENT_PURPOSE),
+    ) else {
+        return; // an older sample file without a consenting volunteer
+    };
+    let handler = Handler::new(
+        Arc::new(log.clone()) as Arc<dyn EventLog>,
+        Arc::new(SystemClock),
+        ledger_config(),
+    );
+    let now = SystemClock.now();
+    match handler.load(&volunteer).await {
+        Ok(state) if state.current_consent(&bank, &purpose, now).is_some() => return,
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!("cannot read {volunteer} to renew the demo consent: {e}");
+            return;
+        }
+    }
+    let Ok(request_id) = RequestId::new(format!(
+        "demo-renew-consent:{volunteer}:{}",
+        now.format("%Y-%m-%d")
+    )) else {
+        return;
+    };
+    let command = Command::GrantConsent(GrantConsent {
+        request_id,
+        volunteer: volunteer.clone(),
+        bank: bank.clone(),
+        purpose,
+        expires_at: now + chrono::Duration::days(SAMPLE_CONSENT_RENEWAL_DAYS),
+    });
+    match handler.execute(&command).await {
+        Ok(_) => eprintln!(
+            "renewed the demo consent of {volunteer} to {bank} (the seeded one had expired)"
+        ),
+        Err(e) => tracing::warn!("cannot renew the demo consent of {volunteer}: {e}"),
+    }
 }
 
 /// Where the server listens and a few calls to paste, with real accounts.
@@ -286,9 +356,29 @@ pub fn banner(listen: SocketAddr, data_dir: &Path, events: u64, sample: Option<&
             o = s.organisation,
             p = s.project,
         ));
+        let bank = format!("-H 'authorization: Bearer {}'", demo_key(DEMO_BANK_CALLER));
+        let merchant = format!("-H 'authorization: Bearer {}'", demo_key("demo-merchant"));
+        if !s.consenting_volunteer.is_empty() {
+            out.push_str(&format!(
+                "grpcurl -plaintext {bank} -d '{{\"request_id\":\"try-report-{stamp}\",\"volunteer_id\":\"{cv}\",\"purpose\":\"{purpose}\"}}' {a} timebank.v1.Banks/GetCreditReport\n",
+                cv = s.consenting_volunteer,
+                purpose = super::scenario::CONSENT_PURPOSE,
+            ));
+        }
         out.push_str(&format!(
-            "\n(volunteer {} served most this demo year; merchant {}; docs/quickstart.md has more)\n",
-            s.volunteer, s.merchant
+            "grpcurl -plaintext {merchant} -d '{{\"merchant_id\":\"{m}\",\"page_size\":5}}' {a} timebank.v1.Redemptions/ListRedemptions\n\
+             grpcurl -plaintext {merchant} -d '{{\"merchant_id\":\"{m}\",\"from\":\"{y}-01-01T00:00:00+08:00\",\"to\":\"{y1}-01-01T00:00:00+08:00\"}}' {a} timebank.v1.Redemptions/GetSettlementStatement\n",
+            m = DEMO_MERCHANT,
+            y = super::DEMO_YEAR,
+            y1 = super::DEMO_YEAR + 1,
+        ));
+        out.push_str(&format!(
+            "\n(volunteer {} served most this demo year; {} consented to {} for {}; merchant {}; docs/quickstart.md and docs/partners.md have more)\n",
+            s.volunteer,
+            s.consenting_volunteer,
+            s.bank,
+            super::scenario::CONSENT_PURPOSE,
+            s.merchant
         ));
     }
     out

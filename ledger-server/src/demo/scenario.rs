@@ -8,25 +8,30 @@
 //! transaction without waiting for it: transaction ids derive from request ids.
 //!
 //! # Adding a part
-//! Parts that need commands this build does not have yet plug in here: add a [`Part`]
-//! (e.g. `Redemptions`, `Consents`, `BankInquiries`), an [`Action`] variant,
-//! its arm in [`Step::command`], and its generation in `activity.rs` (per volunteer)
-//! or in [`city_steps`] (city-wide). Redemptions will need the points balance walked
-//! like the hours budget in `activity.rs`.
+//! Add a [`Part`], an [`Action`] variant, its arm in [`Step::command`], and its
+//! generation in `activity.rs` (per volunteer) or in [`city_steps`] (city-wide).
+//!
+//! Bank inquiries are the one step whose command is not complete here: the report it
+//! serves is computed from the volunteer's stream at the step's instant, which only the
+//! seeder (holding the log) can read; [`Step::command`] leaves it empty and
+//! `demo::seed` fills it in with `partners::banks::prepare_report`.
 
 use std::collections::BTreeSet;
 
 use chrono::NaiveDate;
 use ledger_core::domain::account::{AccountId, AccountKind, RegionCode};
 use ledger_core::domain::commands::{
-    CloseAccount, Command, DepositHours, DonateHours, ExchangeHours, RateService, RecordNoShow,
-    RegisterAccount, ReverseTransaction, SpendHours, TransferHours,
+    AuthorizeRedemption, CaptureRedemption, CloseAccount, Command, DepositHours, DonateHours,
+    ExchangeHours, ExpireRedemptionHold, GrantConsent, RateService, RecordNoShow, RegisterAccount,
+    ReverseTransaction, ServeCreditReport, ServedReport, SpendHours, TransferHours, VoidRedemption,
+    WithdrawConsent,
 };
 use ledger_core::domain::events::{FamilyRelation, HourKind, SpendPurpose};
 use ledger_core::domain::ids::{
-    ActivityId, Category, IdError, Note, RequestId, TransactionId, VerifierId,
+    ActivityId, Category, IdError, Note, Purpose, RequestId, TransactionId, VerifierId,
 };
-use ledger_core::domain::units::{AmountError, Hours};
+use ledger_core::domain::token::RedemptionClaims;
+use ledger_core::domain::units::{AmountError, Hours, Points};
 use rust_decimal::Decimal;
 
 use super::activity::Calendar;
@@ -51,10 +56,16 @@ pub enum Part {
     NoShows,
     /// Residents rating the service behind a deposit (the work-order loop).
     Ratings,
+    /// Volunteers' consents to partner banks (granted, some withdrawn, some left to
+    /// expire) and the banks' credit-report inquiries under them.
+    Consents,
+    /// Points redeemed at merchants: holds captured (some partly), voided or left to
+    /// expire.
+    Redemptions,
 }
 
 impl Part {
-    pub const ALL: [Part; 10] = [
+    pub const ALL: [Part; 12] = [
         Part::Service,
         Part::HonourHours,
         Part::Spending,
@@ -65,6 +76,8 @@ impl Part {
         Part::Closures,
         Part::NoShows,
         Part::Ratings,
+        Part::Consents,
+        Part::Redemptions,
     ];
 }
 
@@ -162,9 +175,55 @@ pub enum Action {
         deposit: u16,
         rating: u8,
     },
+    RegisterBank,
+    /// The volunteer consents to bank `bank` (index into `City::banks`) for
+    /// [`CONSENT_PURPOSE`] until `expires_at` (UTC seconds).
+    GrantConsent {
+        bank: u8,
+        expires_at: i64,
+    },
+    WithdrawConsent {
+        bank: u8,
+    },
+    /// Bank `bank` is served the volunteer's credit report (the report is filled in by
+    /// the seeder, see the module documentation).
+    Inquiry {
+        bank: u8,
+    },
+    /// A hold of `points` (hundredths of a point) at merchant `merchant`, against a
+    /// token for up to `points_max` that expires at `token_expires_at`.
+    Authorize {
+        merchant: u32,
+        points: u32,
+        points_max: u32,
+        token_expires_at: i64,
+    },
+    /// Capture `points` (hundredths) of the owner's hold made by step `hold`.
+    Capture {
+        hold: u16,
+        merchant: u32,
+        points: u32,
+    },
+    Void {
+        hold: u16,
+        merchant: u32,
+    },
+    /// Record that the owner's hold made by step `hold` expired (what the server's
+    /// sweeper does).
+    ExpireHold {
+        hold: u16,
+    },
 }
 
 impl Action {
+    /// Consent steps (grants, withdrawals, inquiries).
+    pub fn is_consent(&self) -> bool {
+        matches!(
+            self,
+            Self::GrantConsent { .. } | Self::WithdrawConsent { .. } | Self::Inquiry { .. }
+        )
+    }
+
     /// A short name for counting what ran.
     pub fn name(&self) -> &'static str {
         match self {
@@ -182,18 +241,43 @@ impl Action {
             Self::Close => "close account",
             Self::NoShow(_) => "no-show",
             Self::Rate { .. } => "rating",
+            Self::RegisterBank => "register bank",
+            Self::GrantConsent { .. } => "grant consent",
+            Self::WithdrawConsent { .. } => "withdraw consent",
+            Self::Inquiry { .. } => "bank inquiry",
+            Self::Authorize { .. } => "authorise redemption",
+            Self::Capture { .. } => "capture redemption",
+            Self::Void { .. } => "void redemption",
+            Self::ExpireHold { .. } => "expire redemption hold",
         }
     }
 }
+
+/// Ranks: what runs first among steps at the same instant. Accounts others refer to
+/// register before the volunteers who use them; closures run after everything else.
+pub const RANK_ORGANISATION: u8 = 0;
+pub const RANK_PROJECT: u8 = 1;
+pub const RANK_MERCHANT: u8 = 2;
+pub const RANK_BANK: u8 = 3;
+/// Volunteers registered before the year (they exist from its first instant).
+pub const RANK_EARLY_VOLUNTEER: u8 = 4;
+/// Every other step of the year.
+pub const RANK_YEAR: u8 = 5;
+pub const RANK_CLOSURE: u8 = 6;
+
+/// The purpose of every demo consent and inquiry: what a bank and a platform agree on
+/// for a volunteer loan (the example `partners.proto` gives).
+pub const CONSENT_PURPOSE: &str = "volunteer-loan";
+
+/// How long a demo redemption token lives: the server's default.
+pub const TOKEN_TTL_SECS: i64 = crate::partners::redemptions::TOKEN_TTL_SECONDS_DEFAULT as i64;
 
 /// One command-to-be at one instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Step {
     /// When it runs: the clock reading (UTC seconds) the handler decides it at.
     pub at: i64,
-    /// Order among steps at the same instant: organisations (0), projects (1),
-    /// merchants (2), volunteers registered before the year (3), the year's steps (4),
-    /// closures (5).
+    /// Order among steps at the same instant: the `RANK_*` constants.
     pub rank: u8,
     /// The owning account's index: a volunteer, or an organisation / project /
     /// merchant for their registration.
@@ -240,6 +324,27 @@ fn hours(hundredths: u32) -> Result<Hours, AmountError> {
     Hours::new(Decimal::new(i64::from(hundredths), 2))
 }
 
+fn points(hundredths: u32) -> Result<Points, AmountError> {
+    Points::new(Decimal::new(i64::from(hundredths), 2))
+}
+
+fn bank_id(city: &City, bank: u8) -> Result<AccountId, IdError> {
+    AccountId::new(city.banks[usize::from(bank)].clone())
+}
+
+fn merchant_id(city: &City, merchant: u32) -> Result<AccountId, IdError> {
+    AccountId::new(city.merchants[merchant as usize].clone())
+}
+
+/// The id of the token behind the owner's hold step `seq`: derived like every demo id,
+/// so the log depends only on the seed (the server draws token ids at random).
+pub fn token_id(owner: &str, seq: u16) -> uuid::Uuid {
+    let hash = blake3::hash(format!("demo-token:{owner}:{seq}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hash.as_bytes()[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
 /// The request id of the owner's step `seq` (`demo:<account id>:<seq>`).
 pub fn request_id(owner: &str, seq: u16) -> Result<RequestId, IdError> {
     RequestId::new(format!("demo:{owner}:{seq}"))
@@ -258,6 +363,7 @@ impl Step {
             Action::RegisterOrganisation => city.organisations[self.owner as usize].id.clone(),
             Action::RegisterProject => city.projects[self.owner as usize].clone(),
             Action::RegisterMerchant => city.merchants[self.owner as usize].clone(),
+            Action::RegisterBank => city.banks[self.owner as usize].clone(),
             _ => City::volunteer_id(self.owner),
         }
     }
@@ -290,6 +396,11 @@ impl Step {
                 request_id,
                 account,
                 kind: AccountKind::Merchant,
+            }),
+            Action::RegisterBank => Command::RegisterAccount(RegisterAccount {
+                request_id,
+                account,
+                kind: AccountKind::Bank,
             }),
             Action::RegisterVolunteer => {
                 let v = city.volunteer(self.owner);
@@ -416,12 +527,72 @@ impl Step {
                     (self.owner + u32::from(deposit)) % 9973
                 ))?,
             }),
+            Action::GrantConsent { bank, expires_at } => Command::GrantConsent(GrantConsent {
+                request_id,
+                volunteer: account,
+                bank: bank_id(city, bank)?,
+                purpose: Purpose::new(CONSENT_PURPOSE)?,
+                expires_at: Calendar::instant(expires_at),
+            }),
+            Action::WithdrawConsent { bank } => Command::WithdrawConsent(WithdrawConsent {
+                request_id,
+                volunteer: account,
+                bank: bank_id(city, bank)?,
+            }),
+            Action::Inquiry { bank } => Command::ServeCreditReport(ServeCreditReport {
+                request_id,
+                volunteer: account,
+                bank: bank_id(city, bank)?,
+                purpose: Purpose::new(CONSENT_PURPOSE)?,
+                served: ServedReport::default(),
+            }),
+            Action::Authorize {
+                merchant,
+                points: amount,
+                points_max,
+                token_expires_at,
+            } => Command::AuthorizeRedemption(AuthorizeRedemption {
+                request_id,
+                merchant: merchant_id(city, merchant)?,
+                // The claims of a token the platform would have issued: the demo
+                // writes below the token's signature, an edge concern (the handler
+                // takes verified claims), so it builds the claims directly.
+                token: RedemptionClaims {
+                    id: token_id(&owner, self.seq),
+                    volunteer: account,
+                    points_max: points(points_max)?,
+                    expires_at: Calendar::instant(token_expires_at),
+                },
+                points: points(amount)?,
+            }),
+            Action::Capture {
+                hold,
+                merchant,
+                points: amount,
+            } => Command::CaptureRedemption(CaptureRedemption {
+                request_id,
+                merchant: merchant_id(city, merchant)?,
+                volunteer: account,
+                hold: transaction_of(&owner, hold)?,
+                points: points(amount)?,
+            }),
+            Action::Void { hold, merchant } => Command::VoidRedemption(VoidRedemption {
+                request_id,
+                merchant: merchant_id(city, merchant)?,
+                volunteer: account,
+                hold: transaction_of(&owner, hold)?,
+            }),
+            // The sweeper's own request id, so a server started on the seeded log
+            // would find the expiry already recorded.
+            Action::ExpireHold { hold } => Command::ExpireRedemptionHold(
+                ExpireRedemptionHold::new(account, transaction_of(&owner, hold)?),
+            ),
         })
     }
 }
 
-/// City-wide steps: organisations, projects and merchants register at the first
-/// instant of the year, before any volunteer.
+/// City-wide steps: organisations, projects, merchants and banks register at the
+/// first instant of the year, before any volunteer.
 pub fn city_steps(city: &City, calendar: &Calendar, out: &mut Vec<Step>) {
     let start = calendar.at(0, 0);
     let mut add = |rank: u8, n: usize, action: Action| {
@@ -433,7 +604,16 @@ pub fn city_steps(city: &City, calendar: &Calendar, out: &mut Vec<Step>) {
             action,
         }))
     };
-    add(0, city.organisations.len(), Action::RegisterOrganisation);
-    add(1, city.projects.len(), Action::RegisterProject);
-    add(2, city.merchants.len(), Action::RegisterMerchant);
+    add(
+        RANK_ORGANISATION,
+        city.organisations.len(),
+        Action::RegisterOrganisation,
+    );
+    add(RANK_PROJECT, city.projects.len(), Action::RegisterProject);
+    add(
+        RANK_MERCHANT,
+        city.merchants.len(),
+        Action::RegisterMerchant,
+    );
+    add(RANK_BANK, city.banks.len(), Action::RegisterBank);
 }
