@@ -19,7 +19,7 @@ use rust_decimal::Decimal;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
-use super::{internal, Partners};
+use super::{internal, respond, Partners};
 use crate::authz::{self, RoleKind};
 use crate::convert;
 use crate::pb;
@@ -352,10 +352,7 @@ impl pb::audit_server::Audit for AuditService {
         let caller = authz::caller(&r)?;
         self.allow(&caller, "verify the log")
             .map_err(Described::into_status)?;
-        self.verify(r.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(Described::into_status)
+        respond(self.verify(r.into_inner()).await)
     }
 
     async fn replay_account(
@@ -365,10 +362,7 @@ impl pb::audit_server::Audit for AuditService {
         let caller = authz::caller(&r)?;
         self.allow(&caller, "replay accounts")
             .map_err(Described::into_status)?;
-        self.replay(r.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(Described::into_status)
+        respond(self.replay(r.into_inner()).await)
     }
 }
 

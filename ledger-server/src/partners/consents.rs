@@ -4,7 +4,7 @@ use ledger_core::domain::events::LedgerEvent;
 use tonic::{Code, Request, Response, Status};
 
 use super::banks::volunteer_field;
-use super::{internal, page_size, page_start, Partners};
+use super::{internal, page_size, page_start, respond, Partners};
 use crate::authz::{self, RoleKind};
 use crate::convert;
 use crate::pb;
@@ -119,10 +119,10 @@ impl pb::consents_server::Consents for ConsentService {
         r: Request<pb::GrantConsentRequest>,
     ) -> Answer<pb::CommandResult> {
         let caller = authz::caller(&r)?;
-        self.write(&caller, convert::grant_consent(r.into_inner()))
-            .await
-            .map(Response::new)
-            .map_err(Described::into_status)
+        respond(
+            self.write(&caller, convert::grant_consent(r.into_inner()))
+                .await,
+        )
     }
 
     async fn withdraw_consent(
@@ -130,10 +130,10 @@ impl pb::consents_server::Consents for ConsentService {
         r: Request<pb::WithdrawConsentRequest>,
     ) -> Answer<pb::CommandResult> {
         let caller = authz::caller(&r)?;
-        self.write(&caller, convert::withdraw_consent(r.into_inner()))
-            .await
-            .map(Response::new)
-            .map_err(Described::into_status)
+        respond(
+            self.write(&caller, convert::withdraw_consent(r.into_inner()))
+                .await,
+        )
     }
 
     async fn list_inquiries(
@@ -141,9 +141,6 @@ impl pb::consents_server::Consents for ConsentService {
         r: Request<pb::ListInquiriesRequest>,
     ) -> Answer<pb::ListInquiriesResponse> {
         let caller = authz::caller(&r)?;
-        self.inquiries(&caller, r.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(Described::into_status)
+        respond(self.inquiries(&caller, r.into_inner()).await)
     }
 }

@@ -158,6 +158,13 @@ impl Partners {
     }
 }
 
+/// An RPC's answer from a partner service's result: the one place its failures
+/// become statuses (through `Described`, built in `crate::status`).
+#[allow(clippy::result_large_err)] // tonic's Status is the error type of every RPC
+pub(crate) fn respond<T>(r: Result<T, Described>) -> Result<tonic::Response<T>, tonic::Status> {
+    r.map(tonic::Response::new).map_err(Described::into_status)
+}
+
 pub(crate) fn internal(code: Code, reason: &'static str, message: String) -> Described {
     Described {
         code,

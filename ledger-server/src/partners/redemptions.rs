@@ -15,7 +15,7 @@ use projections::redemptions::{Redemption, RedemptionStatus};
 use tonic::{Code, Request, Response, Status};
 
 use super::banks::volunteer_field;
-use super::{internal, page_size, page_start, Partners};
+use super::{internal, page_size, page_start, respond, Partners};
 use crate::authz::{self, RoleKind};
 use crate::convert;
 use crate::pb;
@@ -342,10 +342,7 @@ impl pb::redemptions_server::Redemptions for RedemptionService {
         r: Request<pb::IssueRedemptionTokenRequest>,
     ) -> Answer<pb::RedemptionToken> {
         let caller = authz::caller(&r)?;
-        self.issue(&caller, r.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(Described::into_status)
+        respond(self.issue(&caller, r.into_inner()).await)
     }
 
     async fn get_presenter_star_level(
@@ -353,10 +350,7 @@ impl pb::redemptions_server::Redemptions for RedemptionService {
         r: Request<pb::GetPresenterStarLevelRequest>,
     ) -> Answer<pb::PresenterStarLevel> {
         let caller = authz::caller(&r)?;
-        self.presenter_star(&caller, r.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(Described::into_status)
+        respond(self.presenter_star(&caller, r.into_inner()).await)
     }
 
     async fn authorize_redemption(
@@ -364,10 +358,7 @@ impl pb::redemptions_server::Redemptions for RedemptionService {
         r: Request<pb::AuthorizeRedemptionRequest>,
     ) -> Answer<pb::RedemptionHold> {
         let caller = authz::caller(&r)?;
-        self.authorize(&caller, r.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(Described::into_status)
+        respond(self.authorize(&caller, r.into_inner()).await)
     }
 
     async fn capture_redemption(
@@ -377,10 +368,10 @@ impl pb::redemptions_server::Redemptions for RedemptionService {
         let caller = authz::caller(&r)?;
         let r = r.into_inner();
         let merchant = r.merchant_id.clone();
-        self.end_hold(&caller, merchant, convert::capture_redemption(r))
-            .await
-            .map(Response::new)
-            .map_err(Described::into_status)
+        respond(
+            self.end_hold(&caller, merchant, convert::capture_redemption(r))
+                .await,
+        )
     }
 
     async fn void_redemption(
@@ -390,10 +381,10 @@ impl pb::redemptions_server::Redemptions for RedemptionService {
         let caller = authz::caller(&r)?;
         let r = r.into_inner();
         let merchant = r.merchant_id.clone();
-        self.end_hold(&caller, merchant, convert::void_redemption(r))
-            .await
-            .map(Response::new)
-            .map_err(Described::into_status)
+        respond(
+            self.end_hold(&caller, merchant, convert::void_redemption(r))
+                .await,
+        )
     }
 
     async fn list_redemptions(
@@ -401,10 +392,7 @@ impl pb::redemptions_server::Redemptions for RedemptionService {
         r: Request<pb::ListRedemptionsRequest>,
     ) -> Answer<pb::ListRedemptionsResponse> {
         let caller = authz::caller(&r)?;
-        self.list(&caller, r.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(Described::into_status)
+        respond(self.list(&caller, r.into_inner()).await)
     }
 
     async fn get_settlement_statement(
@@ -412,9 +400,6 @@ impl pb::redemptions_server::Redemptions for RedemptionService {
         r: Request<pb::GetSettlementStatementRequest>,
     ) -> Answer<pb::SettlementStatement> {
         let caller = authz::caller(&r)?;
-        self.settlement(&caller, r.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(Described::into_status)
+        respond(self.settlement(&caller, r.into_inner()).await)
     }
 }
