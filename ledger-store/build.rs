@@ -14,7 +14,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .join("tests")
         .join("kurrentdb_fake")
         .join("protos");
-    for file in ["streams.proto", "shared.proto", "status.proto", "code.proto"] {
+    for file in [
+        "streams.proto",
+        "shared.proto",
+        "status.proto",
+        "code.proto",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(file).display());
     }
     let fds = protox::compile([root.join("streams.proto")], [&root])?;

@@ -22,9 +22,13 @@
 //! `credit-report` (`GetCreditReport`) read the caller's volunteers through
 //! `timebank.v1.LedgerQueries`, without a `min_position` (what a bank's dashboard
 //! does); they are always sent as single RPCs. Before the clock starts the run waits
-//! until the read models have seen its setup. `redeem` needs merchant redemptions, which
-//! this build does not have: it is accepted in the mix, reported as not available, and
-//! not sent.
+//! until the read models have seen its setup. `redeem` is a merchant redemption at the
+//! till, three calls timed as one: a redemption token for the volunteer
+//! (`IssueRedemptionToken`), a hold (`AuthorizeRedemption`) and its capture
+//! (`CaptureRedemption`), 0.10 points each; the setup registers a merchant and
+//! exchanges one of each volunteer's pre-funded hours for points. Only a caller allowed
+//! all three (an administrator's key) can run it. Queries and redemptions are never
+//! batched.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -43,6 +47,7 @@ use tonic_types::StatusExt;
 use crate::pb;
 use crate::pb::ledger_commands_client::LedgerCommandsClient;
 use crate::pb::ledger_queries_client::LedgerQueriesClient;
+use crate::pb::redemptions_client::RedemptionsClient;
 
 /// Deposit slot length: six minutes, 0.1 hours.
 const SLOT_MINUTES: i64 = 6;
@@ -61,6 +66,11 @@ const OUTFLOW_HUNDREDTHS: u32 = 5;
 const SETUP_BATCH: usize = crate::BATCH_COMMANDS_MAX;
 /// Most histogram value: one minute in microseconds; slower calls are clamped.
 const LATENCY_MAX_US: u64 = 60_000_000;
+/// Points one redemption captures, in hundredths.
+const REDEEM_HUNDREDTHS: u32 = 10;
+/// Hours of each volunteer's pre-funding exchanged for points when the mix redeems, in
+/// hundredths: at the default rate, 10 points, a hundred redemptions.
+const REDEEM_EXCHANGE_HUNDREDTHS: u32 = 100;
 /// How long the run waits for the read models to include its setup before queries.
 const READ_MODEL_WAIT: Duration = Duration::from_secs(30);
 
@@ -91,13 +101,13 @@ impl Op {
         }
     }
 
-    /// Whether this build can send it (see the module documentation).
-    pub fn available(&self) -> bool {
-        !matches!(self, Self::Redeem)
-    }
-
     fn is_query(&self) -> bool {
         matches!(self, Self::Account | Self::CreditReport)
+    }
+
+    /// Sent on its own, never in a `SubmitBatch`: queries and redemptions.
+    fn is_single(&self) -> bool {
+        self.is_query() || *self == Self::Redeem
     }
 
     const ALL: [Op; 8] = [
@@ -165,8 +175,8 @@ pub struct LoadArgs {
     /// The server's address.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub target: String,
-    /// Weighted operations: deposit, spend, exchange, transfer, donate, account,
-    /// credit-report (redeem is reported as not available in this build).
+    /// Weighted operations: deposit, spend, exchange, transfer, donate, redeem (needs
+    /// an administrator's key), account, credit-report.
     #[arg(long, default_value = "deposit=80,spend=10,exchange=10")]
     pub mix: Mix,
     /// Concurrent callers, each with its own volunteers.
@@ -277,8 +287,6 @@ pub enum LoadError {
     },
     #[error("setting up the run's accounts failed: {0}; check the server's log")]
     Setup(String),
-    #[error("the mix holds no operation this build can send: {0}")]
-    NothingToSend(String),
 }
 
 /// Latencies and outcomes of one operation.
@@ -326,7 +334,6 @@ pub struct LoadReport {
     pub ops: BTreeMap<Op, OpStats>,
     /// With `--batch`: latency of each SubmitBatch call.
     pub batches: Option<OpStats>,
-    pub not_available: Vec<Op>,
 }
 
 impl LoadReport {
@@ -402,13 +409,6 @@ impl LoadReport {
                 let _ = writeln!(out, "refused {}: {reason} x{n}", op.name());
             }
         }
-        for op in &self.not_available {
-            let _ = writeln!(
-                out,
-                "{}: not available in this build (no such RPC yet); not sent",
-                op.name()
-            );
-        }
         out
     }
 }
@@ -427,6 +427,7 @@ struct Caller {
     index: usize,
     organisation: String,
     project: String,
+    merchant: String,
     volunteers: Vec<Volunteer>,
     next_volunteer: usize,
     requests: u64,
@@ -452,6 +453,43 @@ fn day_start(day: NaiveDate) -> i64 {
 }
 
 impl Caller {
+    /// One redemption at the till: a token for the next volunteer, a hold and its
+    /// capture. The setup's exchange bought each volunteer points at the server's rate
+    /// (10 at the default rate: a hundred redemptions); a run that redeems more is
+    /// told so by `INSUFFICIENT_POINTS` refusals.
+    async fn redeem(&mut self, client: &mut RedemptionsClient<Conn>) -> Result<(), tonic::Status> {
+        let v = self.next_volunteer;
+        self.next_volunteer = (v + 1) % self.volunteers.len();
+        let points = amount(REDEEM_HUNDREDTHS);
+        let token = client
+            .issue_redemption_token(pb::IssueRedemptionTokenRequest {
+                volunteer_id: self.volunteers[v].id.clone(),
+                points_max: points.clone(),
+                ttl_seconds: 0,
+            })
+            .await?
+            .into_inner();
+        let hold = client
+            .authorize_redemption(pb::AuthorizeRedemptionRequest {
+                request_id: self.request_id(),
+                merchant_id: self.merchant.clone(),
+                token: token.token,
+                points: points.clone(),
+            })
+            .await?
+            .into_inner();
+        client
+            .capture_redemption(pb::CaptureRedemptionRequest {
+                request_id: self.request_id(),
+                merchant_id: self.merchant.clone(),
+                volunteer_id: self.volunteers[v].id.clone(),
+                hold_id: hold.hold_id,
+                points,
+            })
+            .await
+            .map(drop)
+    }
+
     /// The next volunteer in turn, for a query.
     fn next_volunteer_id(&mut self) -> String {
         let v = self.next_volunteer;
@@ -635,6 +673,13 @@ async fn setup(
         pb::AccountKind::Organisation,
     )];
     let mut fund = Vec::new();
+    let mut exchanges = Vec::new();
+    let merchant = format!("{run}-m");
+    registrations.push(register(
+        format!("{run}-reg-m"),
+        merchant.clone(),
+        pb::AccountKind::Merchant,
+    ));
     let mut callers = Vec::with_capacity(config.concurrency);
     let prefund_day = yesterday - Days::new(PREFUND_DAYS_BACK);
     let prefund_start = day_start(prefund_day) + WINDOW_START_HOUR * 3600;
@@ -668,9 +713,29 @@ async fn setup(
                     verifier_id: "load-verifier".into(),
                 },
             ));
+            let redeems = config
+                .mix
+                .0
+                .iter()
+                .any(|(op, w)| *op == Op::Redeem && *w > 0);
+            if redeems {
+                exchanges.push(pb::command::Command::ExchangeHours(
+                    pb::ExchangeHoursRequest {
+                        request_id: format!("{run}-points-{id}"),
+                        volunteer_id: id.clone(),
+                        hours: amount(REDEEM_EXCHANGE_HUNDREDTHS),
+                        expected_rate_version: 0,
+                    },
+                ));
+            }
             volunteers.push(Volunteer {
                 id,
-                balance: PREFUND_HUNDREDTHS,
+                balance: PREFUND_HUNDREDTHS
+                    - if redeems {
+                        REDEEM_EXCHANGE_HUNDREDTHS
+                    } else {
+                        0
+                    },
                 next_slot: 0,
             });
         }
@@ -679,6 +744,7 @@ async fn setup(
             index: c,
             organisation: organisation.clone(),
             project,
+            merchant: merchant.clone(),
             volunteers,
             next_volunteer: 0,
             requests: 0,
@@ -686,7 +752,11 @@ async fn setup(
         });
     }
     setup_batches(client, registrations).await?;
-    let last = setup_batches(client, fund).await?;
+    let mut last = setup_batches(client, fund).await?;
+    if !exchanges.is_empty() {
+        // The points each exchange bought, at whatever rate the server has.
+        last = setup_batches(client, exchanges).await?.or(last);
+    }
     Ok((callers, last))
 }
 
@@ -770,29 +840,14 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
     for _ in 0..config.connections {
         channels.push(connect(config.target.clone()).await?);
     }
-    let not_available: Vec<Op> = config
-        .mix
-        .0
-        .iter()
-        .filter(|(op, w)| *w > 0 && !op.available())
-        .map(|(op, _)| *op)
-        .collect();
+    // The mix has a positive weight (checked when it was parsed).
     let sendable: Vec<(Op, u32)> = config
         .mix
         .0
         .iter()
         .copied()
-        .filter(|(op, w)| *w > 0 && op.available())
+        .filter(|(_, w)| *w > 0)
         .collect();
-    if sendable.is_empty() {
-        return Err(LoadError::NothingToSend(
-            not_available
-                .iter()
-                .map(|o| o.name())
-                .collect::<Vec<_>>()
-                .join(", "),
-        ));
-    }
     let key = BearerKey::new(config.api_key.as_deref()).map_err(LoadError::Setup)?;
     let mut setup_client = LedgerCommandsClient::with_interceptor(channels[0].clone(), key.clone());
     let (callers, setup_position) = setup(&mut setup_client, config).await?;
@@ -818,6 +873,8 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
             channels[i % channels.len()].clone(),
             key.clone(),
         );
+        let mut redemptions =
+            RedemptionsClient::with_interceptor(channels[i % channels.len()].clone(), key.clone());
         let sendable = sendable.clone();
         let batch = config.batch;
         tasks.push(tokio::spawn(async move {
@@ -826,7 +883,16 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
             let mut batches = OpStats::new();
             while Instant::now() < deadline {
                 let op = picker.next();
-                if op.is_query() {
+                if op == Op::Redeem {
+                    let t = Instant::now();
+                    let result = caller.redeem(&mut redemptions).await;
+                    let s = stats.entry(op).or_insert_with(OpStats::new);
+                    s.record(t.elapsed());
+                    match result {
+                        Ok(()) => s.ok += 1,
+                        Err(status) => *s.errors.entry(reason_of(&status)).or_default() += 1,
+                    }
+                } else if op.is_query() {
                     let volunteer = caller.next_volunteer_id();
                     let t = Instant::now();
                     let result = match op {
@@ -870,7 +936,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
                     let (ops, commands): (Vec<Op>, Vec<pb::Command>) = (0..batch)
                         .map(|_| {
                             let mut op = draw.take().unwrap_or_else(|| picker.next());
-                            while op.is_query() {
+                            while op.is_single() {
                                 op = picker.next();
                             }
                             let (op, c) = caller.command(op);
@@ -926,7 +992,6 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
         batch: config.batch,
         ops,
         batches: (config.batch > 0).then_some(batches),
-        not_available,
     })
 }
 

@@ -245,15 +245,19 @@ async fn mutual_tls_certificates_and_bearer_keys_authenticate_and_nothing_else_d
     assert!(status.message().contains("authorization: Bearer"));
     assert_unauthenticated(&get_account(&anonymous, Some("tbk_wrong")).await);
 
-    // A bearer key over TLS, without a client certificate.
+    // A bearer key over TLS, without a client certificate: authenticated, then told
+    // (as any platform asking for an account it cannot see, existing or not) that the
+    // account is outside its scope.
     assert_eq!(
         get_account(&anonymous, Some(PLATFORM_KEY)).await.code(),
-        Code::NotFound
+        Code::PermissionDenied
     );
 
     // The bank's certificate authenticates (as bank-a: see the shared budget below).
+    // (Authenticated callers get past authentication to authorisation: a bank may not
+    // read accounts, PERMISSION_DENIED.)
     let bank = tls_channel(&server, &pki, Some(&pki.bank)).await;
-    assert_eq!(get_account(&bank, None).await.code(), Code::NotFound);
+    assert_eq!(get_account(&bank, None).await.code(), Code::PermissionDenied);
     // A certificate from the trusted CA whose names are in no caller: UNAUTHENTICATED.
     let stranger = tls_channel(&server, &pki, Some(&pki.stranger)).await;
     assert_unauthenticated(&get_account(&stranger, None).await);
@@ -262,7 +266,7 @@ async fn mutual_tls_certificates_and_bearer_keys_authenticate_and_nothing_else_d
     let mut limited = None;
     for _ in 0..20 {
         let s = get_account(&bank, None).await;
-        if s.code() != Code::NotFound {
+        if s.code() != Code::PermissionDenied {
             limited = Some(s);
             break;
         }
@@ -282,7 +286,7 @@ async fn mutual_tls_certificates_and_bearer_keys_authenticate_and_nothing_else_d
     );
     assert_eq!(
         get_account(&anonymous, Some(PLATFORM_KEY)).await.code(),
-        Code::NotFound
+        Code::PermissionDenied
     );
 
     // A plaintext client cannot talk to a TLS listener at all.
