@@ -257,7 +257,10 @@ async fn mutual_tls_certificates_and_bearer_keys_authenticate_and_nothing_else_d
     // (Authenticated callers get past authentication to authorisation: a bank may not
     // read accounts, PERMISSION_DENIED.)
     let bank = tls_channel(&server, &pki, Some(&pki.bank)).await;
-    assert_eq!(get_account(&bank, None).await.code(), Code::PermissionDenied);
+    assert_eq!(
+        get_account(&bank, None).await.code(),
+        Code::PermissionDenied
+    );
     // A certificate from the trusted CA whose names are in no caller: UNAUTHENTICATED.
     let stranger = tls_channel(&server, &pki, Some(&pki.stranger)).await;
     assert_unauthenticated(&get_account(&stranger, None).await);
