@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use ledger_core::log::memory::MemoryLog;
-use ledger_core::log::{EventLog, ReadFrom};
+use ledger_core::log::{EventId, EventLog, ExpectedVersion, NewEvent, ReadFrom, StreamName};
 use ledger_server::demo::{self, DemoConfig};
 use ledger_server::export::{self, ExportArgs, ExportSummary};
 use ledger_server::pb;
@@ -377,4 +377,45 @@ async fn an_empty_log_exports_nothing() {
         .await
         .unwrap();
     assert_eq!((summary.events, summary.head, out.len()), (0, None, 0));
+}
+
+/// A payload that is not JSON stops the export with the event named, and leaves
+/// neither the output file nor its partial file behind.
+#[tokio::test]
+async fn a_corrupt_payload_fails_the_export_and_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = ledger_server::open_log(dir.path()).unwrap();
+    let metadata = format!(
+        r#"{{"schema":1,"request_id":null,"request_digest":null,"prev_hash":"{}","causation":null}}"#,
+        "0".repeat(64)
+    );
+    log.append(
+        &StreamName::new("account-v-1").unwrap(),
+        ExpectedVersion::NoStream,
+        vec![NewEvent {
+            id: EventId::from_bytes([9; 16]),
+            event_type: "AccountClosed.v1".into(),
+            data: b"{\"account\":".to_vec(),
+            metadata: metadata.into_bytes(),
+        }],
+    )
+    .await
+    .unwrap();
+    log.close();
+    let out = dir.path().join("audit.jsonl");
+    let args = ExportArgs {
+        data_dir: dir.path().to_path_buf(),
+        store: "embedded".into(),
+        out: out.display().to_string(),
+        from_position: None,
+    };
+    let err = export::run(&args).await.unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "position 0 (account-v-1 version 0, AccountClosed.v1) has data that is not JSON"
+        ),
+        "{err}"
+    );
+    assert!(!out.exists());
+    assert!(!dir.path().join("audit.jsonl.partial").exists());
 }
