@@ -210,7 +210,7 @@ pub enum ExportError {
     Locked { dir: PathBuf },
     #[error("cannot open the event store: {0}")]
     Store(StoreError),
-    #[error("reading the event log failed after {after}: {source}; nothing was written, run the export again")]
+    #[error("reading the event log failed after {after}: {source}; run the export again (an --out file is left untouched; standard output holds an incomplete export)")]
     Read { after: String, source: ReadError },
     #[error("event at position {position} ({stream} version {version}, {event_type}) has {field} that is {what}; the log is corrupt or was written by another program: run `timebank-log verify` and restore from a backup")]
     NotJson {
