@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         root.join("timebank/v1/ledger.proto"),
         root.join("timebank/v1/queries.proto"),
+        root.join("timebank/v1/partners.proto"),
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());

@@ -6,15 +6,17 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use ledger_core::domain::account::{AccountId, AccountKind, RegionCode};
 use ledger_core::domain::commands::{
-    CloseAccount, Command, DepositHours, DonateHours, ExchangeHours, RateService, RecordNoShow,
-    RegisterAccount, ReverseTransaction, SpendHours, TransferHours, RATING_MAX, RATING_MIN,
+    AuthorizeRedemption, CaptureRedemption, CloseAccount, Command, DepositHours, DonateHours,
+    ExchangeHours, GrantConsent, RateService, RecordNoShow, RegisterAccount, ReverseTransaction,
+    SpendHours, TransferHours, VoidRedemption, WithdrawConsent, RATING_MAX, RATING_MIN,
 };
 use ledger_core::domain::events::{FamilyRelation, HourKind, SpendPurpose};
 use ledger_core::domain::ids::{
-    ActivityId, Category, IdError, Note, RequestId, TransactionId, VerifierId,
+    ActivityId, Category, IdError, Note, Purpose, RequestId, TransactionId, VerifierId,
 };
 use ledger_core::domain::state::Outcome;
-use ledger_core::domain::units::Hours;
+use ledger_core::domain::token::{RedemptionClaims, TokenKey};
+use ledger_core::domain::units::{Hours, Points};
 use ledger_core::domain::{InputProblem, Rejection};
 
 use crate::pb;
@@ -24,11 +26,11 @@ const DATE_TEXT_BYTES_MAX: usize = 10;
 
 type Field<T> = Result<T, Rejection>;
 
-fn request_id(text: String) -> Field<RequestId> {
+pub(crate) fn request_id(text: String) -> Field<RequestId> {
     RequestId::new(text).map_err(|e| Rejection::input("request_id", e))
 }
 
-fn account(field: &str, text: String) -> Field<AccountId> {
+pub(crate) fn account(field: &str, text: String) -> Field<AccountId> {
     AccountId::new(text).map_err(|e| Rejection::input(field, e))
 }
 
@@ -39,7 +41,11 @@ fn hours(field: &str, text: &str) -> Field<Hours> {
     Hours::parse(text).map_err(|e| Rejection::input(field, e))
 }
 
-fn token<T>(field: &str, text: String, make: fn(String) -> Result<T, IdError>) -> Field<T> {
+pub(crate) fn token<T>(
+    field: &str,
+    text: String,
+    make: fn(String) -> Result<T, IdError>,
+) -> Field<T> {
     make(text).map_err(|e| Rejection::input(field, e))
 }
 
@@ -76,7 +82,7 @@ fn date(field: &str, text: &str) -> Field<NaiveDate> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| malformed())
 }
 
-fn timestamp(field: &str, ts: Option<prost_types::Timestamp>) -> Field<DateTime<Utc>> {
+pub(crate) fn timestamp(field: &str, ts: Option<prost_types::Timestamp>) -> Field<DateTime<Utc>> {
     let ts = ts.ok_or_else(|| Rejection::missing(field))?;
     u32::try_from(ts.nanos)
         .ok()
@@ -129,6 +135,7 @@ pub fn register_account(r: pb::RegisterAccountRequest) -> Field<Command> {
         },
         pb::AccountKind::Merchant => AccountKind::Merchant,
         pb::AccountKind::Project => AccountKind::Project,
+        pb::AccountKind::Bank => AccountKind::Bank,
         pb::AccountKind::Unspecified => return Err(Rejection::missing("kind")),
     };
     Ok(Command::RegisterAccount(RegisterAccount {
@@ -264,6 +271,78 @@ pub fn rate_service(r: pb::RateServiceRequest) -> Field<Command> {
         deposit,
         rating,
         rater: token("rater_id", r.rater_id, VerifierId::new)?,
+    }))
+}
+
+// ---- Partner commands (partners.proto) ----
+
+pub(crate) fn points(field: &str, text: &str) -> Field<Points> {
+    if text.is_empty() {
+        return Err(Rejection::missing(field));
+    }
+    Points::parse(text).map_err(|e| Rejection::input(field, e))
+}
+
+pub(crate) fn purpose(text: String) -> Field<Purpose> {
+    token("purpose", text, Purpose::new)
+}
+
+pub(crate) fn transaction_id(field: &str, text: &str) -> Field<TransactionId> {
+    TransactionId::parse(text).map_err(|e| Rejection::input(field, e))
+}
+
+/// A redemption token's claims, if this server signed it (`TOKEN_INVALID` otherwise).
+pub(crate) fn redemption_token(text: &str, key: &TokenKey) -> Field<RedemptionClaims> {
+    if text.is_empty() {
+        return Err(Rejection::missing("token"));
+    }
+    RedemptionClaims::verify(text, key)
+        .map_err(|e| Rejection::input("token", InputProblem::Token(e.to_string())))
+}
+
+pub fn grant_consent(r: pb::GrantConsentRequest) -> Field<Command> {
+    Ok(Command::GrantConsent(GrantConsent {
+        request_id: request_id(r.request_id)?,
+        volunteer: account("volunteer_id", r.volunteer_id)?,
+        bank: account("bank_id", r.bank_id)?,
+        purpose: purpose(r.purpose)?,
+        expires_at: timestamp("expires_at", r.expires_at)?,
+    }))
+}
+
+pub fn withdraw_consent(r: pb::WithdrawConsentRequest) -> Field<Command> {
+    Ok(Command::WithdrawConsent(WithdrawConsent {
+        request_id: request_id(r.request_id)?,
+        volunteer: account("volunteer_id", r.volunteer_id)?,
+        bank: account("bank_id", r.bank_id)?,
+    }))
+}
+
+pub fn authorize_redemption(r: pb::AuthorizeRedemptionRequest, key: &TokenKey) -> Field<Command> {
+    Ok(Command::AuthorizeRedemption(AuthorizeRedemption {
+        request_id: request_id(r.request_id)?,
+        merchant: account("merchant_id", r.merchant_id)?,
+        token: redemption_token(&r.token, key)?,
+        points: points("points", &r.points)?,
+    }))
+}
+
+pub fn capture_redemption(r: pb::CaptureRedemptionRequest) -> Field<Command> {
+    Ok(Command::CaptureRedemption(CaptureRedemption {
+        request_id: request_id(r.request_id)?,
+        merchant: account("merchant_id", r.merchant_id)?,
+        volunteer: account("volunteer_id", r.volunteer_id)?,
+        hold: transaction_id("hold_id", &r.hold_id)?,
+        points: points("points", &r.points)?,
+    }))
+}
+
+pub fn void_redemption(r: pb::VoidRedemptionRequest) -> Field<Command> {
+    Ok(Command::VoidRedemption(VoidRedemption {
+        request_id: request_id(r.request_id)?,
+        merchant: account("merchant_id", r.merchant_id)?,
+        volunteer: account("volunteer_id", r.volunteer_id)?,
+        hold: transaction_id("hold_id", &r.hold_id)?,
     }))
 }
 

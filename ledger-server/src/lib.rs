@@ -30,11 +30,13 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub mod auth;
+pub mod authz;
 pub mod convert;
 pub mod demo;
 pub mod export;
 pub mod load;
 pub mod metrics;
+pub mod partners;
 pub mod queries;
 mod service;
 pub mod status;
@@ -75,6 +77,8 @@ pub enum ServeError {
     ReceiptCatchUp(CommandError),
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    TokenKey(#[from] partners::TokenKeyError),
     #[error("a blocking start-up task failed: {0}")]
     Blocking(String),
     #[error("gRPC transport failed: {0}")]
@@ -154,8 +158,16 @@ pub async fn run_on(
             });
         }
     };
+    let partners = match partners::PartnerConfig::load_or_create(&config.data_dir) {
+        Ok(p) => p,
+        Err(e) => {
+            store.close();
+            return Err(e.into());
+        }
+    };
     let handler = Handler::new(store.log(), Arc::new(SystemClock), config.ledger);
     let queries = QueryConfig {
+        partners,
         projections: ProjectionConfig::in_dir(config.data_dir.join(PROJECTIONS_DIR)),
         lag_counting: match &store {
             Store::Embedded(_) => projections::LagCounting::Sequence,
@@ -210,6 +222,18 @@ pub async fn serve_with(
     health
         .set_serving::<pb::ledger_queries_server::LedgerQueriesServer<QueryService>>()
         .await;
+    health
+        .set_serving::<pb::consents_server::ConsentsServer<partners::consents::ConsentService>>()
+        .await;
+    health
+        .set_serving::<pb::banks_server::BanksServer<partners::banks::BankService>>()
+        .await;
+    health
+        .set_serving::<pb::redemptions_server::RedemptionsServer<partners::redemptions::RedemptionService>>()
+        .await;
+    health
+        .set_serving::<pb::audit_server::AuditServer<partners::audit::AuditService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -246,13 +270,22 @@ pub async fn serve_with(
         read_models.clone(),
         queries.lag_counting,
     );
+    let policies = Arc::new(queries.star_policies);
     let query_service = QueryService::new(
-        read_models,
+        read_models.clone(),
         handler.log().clone(),
-        Arc::new(queries.star_policies),
+        policies.clone(),
         handler.clock().clone(),
     );
-    let service = LedgerService::new(handler);
+    let service = LedgerService::new(handler.clone());
+    let partners = partners::Partners::new(
+        service.clone(),
+        handler,
+        read_models,
+        policies,
+        queries.partners,
+    );
+    let sweeper = tokio::spawn(partners::redemptions::sweep_holds(partners.clone()));
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "serving timebank.v1.LedgerCommands");
     // Without TCP_NODELAY a response written in more than one segment waits for the
@@ -267,6 +300,14 @@ pub async fn serve_with(
     });
     let served = tonic::transport::Server::builder()
         .layer(metrics::GrpcMetricsLayer)
+        // Open mode (no access file): every caller is an administrator.
+        .layer(tower::util::MapRequestLayer::new(
+            |mut req: http::Request<tonic::body::Body>| {
+                req.extensions_mut()
+                    .insert(auth::Caller::unauthenticated_admin());
+                req
+            },
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -276,11 +317,27 @@ pub async fn serve_with(
         .add_service(pb::ledger_queries_server::LedgerQueriesServer::new(
             query_service,
         ))
+        .add_service(pb::consents_server::ConsentsServer::new(
+            partners::consents::ConsentService(partners.clone()),
+        ))
+        .add_service(pb::banks_server::BanksServer::new(
+            partners::banks::BankService(partners.clone()),
+        ))
+        .add_service(pb::redemptions_server::RedemptionsServer::new(
+            partners::redemptions::RedemptionService(partners.clone()),
+        ))
+        .add_service(pb::audit_server::AuditServer::new(
+            partners::audit::AuditService(partners.clone()),
+        ))
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             tracing::info!("shutdown requested: no new connections; finishing in-flight commands");
         })
         .await;
+    // The sweeper writes through the command service: stop it before draining.
+    sweeper.abort();
+    let _ = sweeper.await;
+    drop(partners);
     service.drain().await;
     drop(service);
     healer.abort();

@@ -78,6 +78,10 @@ enum Cmd {
         /// UTC offset of the ledger's calendar ("today" for service dates), e.g. +08:00.
         #[arg(long, default_value = "+00:00", value_parser = FixedOffset::from_str)]
         calendar_offset: FixedOffset,
+        /// How long a merchant's uncaptured redemption hold keeps a volunteer's points
+        /// before it expires and they return (e.g. 15m, 90s).
+        #[arg(long, default_value = "15m", value_parser = ledger_server::load::parse_duration)]
+        redemption_hold_timeout: std::time::Duration,
         /// Prometheus metrics listener (`/metrics`), or `off`.
         #[arg(long, default_value = "127.0.0.1:9090", value_parser = metrics_listen)]
         metrics_listen: MetricsListen,
@@ -184,6 +188,7 @@ async fn main() -> ExitCode {
             exchange_rate_version,
             points_per_hour,
             calendar_offset,
+            redemption_hold_timeout,
             metrics_listen,
         } => {
             if points_per_hour <= Decimal::ZERO {
@@ -199,6 +204,17 @@ async fn main() -> ExitCode {
                         points_per_hour,
                     },
                     calendar_offset,
+                    redemption_hold_timeout: match chrono::Duration::from_std(
+                        redemption_hold_timeout,
+                    ) {
+                        Ok(d) if d > chrono::Duration::zero() => d,
+                        _ => {
+                            tracing::error!(
+                                "--redemption-hold-timeout must be positive and below 290 years"
+                            );
+                            return ExitCode::FAILURE;
+                        }
+                    },
                 },
                 store: Some(store),
             };

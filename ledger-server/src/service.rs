@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
 
+use crate::authz::{self, Caller, RoleKind};
 use crate::convert;
 use crate::pb;
 use crate::status::{describe, describe_rejection, Described};
@@ -56,11 +57,22 @@ impl LedgerService {
     /// Execute one converted command. The handler runs in its own task, so a client
     /// that hangs up cannot cancel a command half way (between its transaction and a
     /// receipt); the in-flight permit travels with it.
-    async fn execute(&self, command: Result<Command, Rejection>) -> Result<Outcome, Described> {
+    async fn execute(
+        &self,
+        caller: &Caller,
+        command: Result<Command, Rejection>,
+    ) -> Result<Outcome, Described> {
         let command = command.map_err(|r| {
             tracing::info!(reason = r.reason(), "command refused at the edge: {r}");
             describe_rejection(&r)
         })?;
+        authz::require_command(self.handler.log().as_ref(), caller, &command).await?;
+        self.execute_authorized(command).await
+    }
+
+    /// Execute a command the caller has been authorised for (partner services check
+    /// their own rules first).
+    pub(crate) async fn execute_authorized(&self, command: Command) -> Result<Outcome, Described> {
         let permit = self.inflight.clone().acquire_owned().await.map_err(|_| Described {
             code: Code::Unavailable,
             reason: "SHUTTING_DOWN",
@@ -108,11 +120,20 @@ impl LedgerService {
         }
     }
 
-    async fn rpc(
+    /// Commands are for platforms (in their scope) and administrators.
+    async fn rpc<T>(
         &self,
-        command: Result<Command, Rejection>,
+        request: Request<T>,
+        convert: fn(T) -> Result<Command, Rejection>,
     ) -> Result<Response<pb::CommandResult>, Status> {
-        self.execute(command)
+        let caller = authz::caller(&request)?;
+        authz::require(
+            &caller,
+            &[RoleKind::Platform, RoleKind::Admin],
+            "write to the ledger",
+        )
+        .map_err(Described::into_status)?;
+        self.execute(&caller, convert(request.into_inner()))
             .await
             .map(|o| Response::new(convert::command_result(&o)))
             .map_err(Described::into_status)
@@ -125,70 +146,70 @@ impl pb::ledger_commands_server::LedgerCommands for LedgerService {
         &self,
         r: Request<pb::RegisterAccountRequest>,
     ) -> Result<Response<pb::CommandResult>, Status> {
-        self.rpc(convert::register_account(r.into_inner())).await
+        self.rpc(r, convert::register_account).await
     }
 
     async fn close_account(
         &self,
         r: Request<pb::CloseAccountRequest>,
     ) -> Result<Response<pb::CommandResult>, Status> {
-        self.rpc(convert::close_account(r.into_inner())).await
+        self.rpc(r, convert::close_account).await
     }
 
     async fn deposit_hours(
         &self,
         r: Request<pb::DepositHoursRequest>,
     ) -> Result<Response<pb::CommandResult>, Status> {
-        self.rpc(convert::deposit_hours(r.into_inner())).await
+        self.rpc(r, convert::deposit_hours).await
     }
 
     async fn spend_hours(
         &self,
         r: Request<pb::SpendHoursRequest>,
     ) -> Result<Response<pb::CommandResult>, Status> {
-        self.rpc(convert::spend_hours(r.into_inner())).await
+        self.rpc(r, convert::spend_hours).await
     }
 
     async fn exchange_hours(
         &self,
         r: Request<pb::ExchangeHoursRequest>,
     ) -> Result<Response<pb::CommandResult>, Status> {
-        self.rpc(convert::exchange_hours(r.into_inner())).await
+        self.rpc(r, convert::exchange_hours).await
     }
 
     async fn transfer_hours(
         &self,
         r: Request<pb::TransferHoursRequest>,
     ) -> Result<Response<pb::CommandResult>, Status> {
-        self.rpc(convert::transfer_hours(r.into_inner())).await
+        self.rpc(r, convert::transfer_hours).await
     }
 
     async fn donate_hours(
         &self,
         r: Request<pb::DonateHoursRequest>,
     ) -> Result<Response<pb::CommandResult>, Status> {
-        self.rpc(convert::donate_hours(r.into_inner())).await
+        self.rpc(r, convert::donate_hours).await
     }
 
     async fn reverse_transaction(
         &self,
         r: Request<pb::ReverseTransactionRequest>,
     ) -> Result<Response<pb::CommandResult>, Status> {
-        self.rpc(convert::reverse_transaction(r.into_inner())).await
+        self.rpc(r, convert::reverse_transaction).await
     }
 
     async fn record_no_show(
         &self,
         r: Request<pb::RecordNoShowRequest>,
     ) -> Result<Response<pb::CommandResult>, Status> {
-        self.rpc(convert::record_no_show(r.into_inner())).await
+        self.rpc(r, convert::record_no_show).await
     }
 
     async fn rate_service(
         &self,
         r: Request<pb::RateServiceRequest>,
     ) -> Result<Response<pb::CommandResult>, Status> {
-        self.rpc(convert::rate_service(r.into_inner())).await
+        self.rpc(r, convert::rate_service).await
     }
 
     /// Commands run in order (a line may depend on an earlier one, e.g. register then
@@ -197,6 +218,13 @@ impl pb::ledger_commands_server::LedgerCommands for LedgerService {
         &self,
         r: Request<pb::SubmitBatchRequest>,
     ) -> Result<Response<pb::SubmitBatchResponse>, Status> {
+        let caller = authz::caller(&r)?;
+        authz::require(
+            &caller,
+            &[RoleKind::Platform, RoleKind::Admin],
+            "write to the ledger",
+        )
+        .map_err(Described::into_status)?;
         let commands = r.into_inner().commands;
         if commands.is_empty() {
             return Err(Described {
@@ -225,7 +253,7 @@ impl pb::ledger_commands_server::LedgerCommands for LedgerService {
         }
         let mut results = Vec::with_capacity(commands.len());
         for c in commands {
-            let result = match self.execute(convert::batch_command(c)).await {
+            let result = match self.execute(&caller, convert::batch_command(c)).await {
                 Ok(o) => pb::batch_result::Result::Ok(convert::command_result(&o)),
                 Err(d) => pb::batch_result::Result::Error(pb::CommandError {
                     code: d.code as i32,

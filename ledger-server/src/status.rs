@@ -7,10 +7,12 @@
 //!
 //! | code | rejections |
 //! |---|---|
-//! | `INVALID_ARGUMENT` | bad input (`FIELD_MISSING`, `AMOUNT_*`, `ID_*`, …), `ACCOUNT_ID_RESERVED`, `SELF_TRANSFER`, `SERVICE_DATE_IN_FUTURE`, `SERVICE_INTERVAL_IN_FUTURE`, `INVALID_SERVICE_INTERVAL`, `SERVICE_DATE_MISMATCH`, `HOURS_EXCEED_INTERVAL`, `BATCH_TOO_LARGE`, `BATCH_EMPTY` |
-//! | `NOT_FOUND` | `UNKNOWN_ACCOUNT`, `UNKNOWN_TRANSACTION` |
+//! | `INVALID_ARGUMENT` | bad input (`FIELD_MISSING`, `AMOUNT_*`, `ID_*`, `TOKEN_INVALID`, …), `CONSENT_EXPIRY_IN_PAST`, `CONSENT_TOO_LONG`, `ACCOUNT_ID_RESERVED`, `SELF_TRANSFER`, `SERVICE_DATE_IN_FUTURE`, `SERVICE_INTERVAL_IN_FUTURE`, `INVALID_SERVICE_INTERVAL`, `SERVICE_DATE_MISMATCH`, `HOURS_EXCEED_INTERVAL`, `BATCH_TOO_LARGE`, `BATCH_EMPTY` |
+//! | `NOT_FOUND` | `UNKNOWN_ACCOUNT`, `UNKNOWN_TRANSACTION`, `UNKNOWN_HOLD` |
+//! | `PERMISSION_DENIED` | `CONSENT_REQUIRED` (no current consent of the volunteer to the calling bank for the purpose; also for an unknown volunteer), `NOT_IN_SCOPE` (the call is outside the caller's role or scope; also for an unknown account) |
+//! | `UNAUTHENTICATED` | `UNAUTHENTICATED`: no or a wrong credential |
 //! | `ALREADY_EXISTS` | `ACCOUNT_ALREADY_EXISTS`, `REQUEST_ID_REUSED` |
-//! | `FAILED_PRECONDITION` | every other business rule (`INSUFFICIENT_HOURS`, `HOURS_PER_DAY_EXCEEDED`, `OVERLAPPING_SERVICE`, `ALREADY_REVERSED`, `REVERSAL_OF_REVERSAL`, …) |
+//! | `FAILED_PRECONDITION` | every other business rule (`INSUFFICIENT_HOURS`, `INSUFFICIENT_POINTS`, `NO_CURRENT_CONSENT`, `TOKEN_EXPIRED`, `TOKEN_ALREADY_USED`, `TOKEN_MAXIMUM_EXCEEDED`, `HOLD_ALREADY_CAPTURED`, `HOLD_VOIDED`, `HOLD_EXPIRED`, `CAPTURE_EXCEEDS_HOLD`, `HOURS_PER_DAY_EXCEEDED`, `OVERLAPPING_SERVICE`, `ALREADY_REVERSED`, `REVERSAL_OF_REVERSAL`, …) |
 //! | `ABORTED` | `CONTENTION`: the account changed under the command too often; retry |
 //! | `UNAVAILABLE` | `LOG_UNAVAILABLE`: retry with the same request id; queries: `NOT_CAUGHT_UP` (the read models have not reached `min_position` within the wait bound; retry) |
 //! | `NOT_FOUND` (queries) | `UNKNOWN_ACCOUNT`, `NOT_A_VOLUNTEER`, `UNKNOWN_REGION` |
@@ -57,7 +59,11 @@ pub fn rejection_code(r: &Rejection) -> Code {
         | R::ServiceIntervalInFuture { .. }
         | R::InvalidServiceInterval { .. }
         | R::ServiceDateMismatch { .. }
-        | R::HoursExceedInterval { .. } => Code::InvalidArgument,
+        | R::HoursExceedInterval { .. }
+        | R::ConsentExpiryInPast { .. }
+        | R::ConsentTooLong { .. } => Code::InvalidArgument,
+        R::ConsentRequired { .. } => Code::PermissionDenied,
+        R::UnknownHold { .. } => Code::NotFound,
         R::UnknownAccount { .. } | R::UnknownTransaction { .. } => Code::NotFound,
         R::AccountAlreadyExists { .. } | R::RequestIdReused { .. } => Code::AlreadyExists,
         R::AccountClosed { .. }
@@ -74,7 +80,17 @@ pub fn rejection_code(r: &Rejection) -> Code {
         | R::ReversalOnWrongAccount { .. }
         | R::NotADeposit { .. }
         | R::DepositReversed { .. }
-        | R::AlreadyRated { .. } => Code::FailedPrecondition,
+        | R::AlreadyRated { .. }
+        | R::NoCurrentConsent { .. }
+        | R::TokenExpired { .. }
+        | R::TokenAlreadyUsed
+        | R::TokenMaximumExceeded { .. }
+        | R::InsufficientPoints { .. }
+        | R::HoldAlreadyCaptured { .. }
+        | R::HoldVoided { .. }
+        | R::HoldExpired { .. }
+        | R::CaptureExceedsHold { .. }
+        | R::HoldNotExpired { .. } => Code::FailedPrecondition,
     }
 }
 
@@ -115,10 +131,16 @@ pub fn command_status(e: &CommandError) -> Status {
 /// query RPC uses. `NOT_CAUGHT_UP` is UNAVAILABLE: the same request succeeds once the
 /// read models reach the asked position; the checkpoint reached is in the metadata.
 pub fn query_status(e: &crate::queries::QueryError) -> Status {
+    query_status_described(e).into_status()
+}
+
+/// [`query_status`] as a [`Described`], for services that build on queries.
+pub fn query_status_described(e: &crate::queries::QueryError) -> Described {
     use crate::queries::QueryError as Q;
     let mut metadata = HashMap::new();
     let (code, reason) = match e {
-        Q::Input(r) => return describe_rejection(r).into_status(),
+        Q::Input(r) => return describe_rejection(r),
+        Q::Denied(d) => return d.clone(),
         Q::NotCaughtUp(n) => {
             metadata.insert("wanted".to_owned(), n.wanted.to_string());
             if let Some(cp) = n.checkpoint {
@@ -141,7 +163,6 @@ pub fn query_status(e: &crate::queries::QueryError) -> Status {
         message: e.to_string(),
         metadata,
     }
-    .into_status()
 }
 
 #[cfg(test)]

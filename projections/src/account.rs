@@ -28,6 +28,7 @@ pub enum Kind {
     Organisation,
     Merchant,
     Project,
+    Bank,
 }
 
 impl Kind {
@@ -38,6 +39,7 @@ impl Kind {
             Self::Organisation => "organisation",
             Self::Merchant => "merchant",
             Self::Project => "project",
+            Self::Bank => "bank",
         }
     }
 }
@@ -243,8 +245,10 @@ impl ReadModels {
                 .then(|| self.regions.path(row.region).to_owned()),
             spendable_hours: decimal(row.balances[0]),
             honour_hours: decimal(row.balances[1]),
-            points_available: decimal(row.balances[2]),
-            points_held: decimal(0),
+            // The projection's held points fall when the sweeper records an expiry, a
+            // few seconds after the instant; commands use the exact rule.
+            points_available: decimal(row.balances[2] - self.redemptions.held_by(i)),
+            points_held: decimal(self.redemptions.held_by(i)),
             lifetime_credit_hours: decimal(row.lifetime[0]),
             lifetime_honour_hours: decimal(row.lifetime[1]),
             hours_this_year: decimal(row.year_centi(year)),
@@ -280,19 +284,7 @@ pub struct HistoryEntry {
 
 /// When an event was recorded (registration and closure carry their own instants).
 pub fn recorded_at(e: &LedgerEvent) -> DateTime<Utc> {
-    match e {
-        LedgerEvent::AccountRegistered(e) => e.registered_at,
-        LedgerEvent::AccountClosed(e) => e.closed_at,
-        LedgerEvent::HoursDeposited(e) => e.recorded_at,
-        LedgerEvent::HoursSpent(e) => e.recorded_at,
-        LedgerEvent::HoursExchanged(e) => e.recorded_at,
-        LedgerEvent::HoursTransferred(e) => e.recorded_at,
-        LedgerEvent::HoursDonated(e) => e.recorded_at,
-        LedgerEvent::TransactionReversed(e) => e.recorded_at,
-        LedgerEvent::HoursReceived(e) => e.recorded_at,
-        LedgerEvent::NoShowRecorded(e) => e.recorded_at,
-        LedgerEvent::ServiceRated(e) => e.recorded_at,
-    }
+    e.recorded_at()
 }
 
 /// The history line of an event of `account`'s stream.
@@ -324,6 +316,24 @@ pub fn history_entry(account: &AccountId, r: &RecordedEvent) -> Result<HistoryEn
             (Some(n.organisation.to_string()), None, Some(n.service_date))
         }
         LedgerEvent::ServiceRated(s) => (None, Some(s.deposit.to_string()), None),
+        LedgerEvent::ConsentGranted(c) => (Some(c.bank.to_string()), None, None),
+        LedgerEvent::ConsentWithdrawn(c) => {
+            (Some(c.bank.to_string()), Some(c.consent.to_string()), None)
+        }
+        LedgerEvent::CreditReportServed(c) => {
+            (Some(c.bank.to_string()), Some(c.consent.to_string()), None)
+        }
+        // Holds move nothing; captures carry their postings (points leave).
+        LedgerEvent::RedemptionAuthorized(h) => (Some(h.merchant.to_string()), None, None),
+        LedgerEvent::RedemptionCaptured(c) => {
+            (Some(c.merchant.to_string()), Some(c.hold.to_string()), None)
+        }
+        LedgerEvent::RedemptionVoided(v) => {
+            (Some(v.merchant.to_string()), Some(v.hold.to_string()), None)
+        }
+        LedgerEvent::RedemptionHoldExpired(x) => {
+            (Some(x.merchant.to_string()), Some(x.hold.to_string()), None)
+        }
         LedgerEvent::AccountRegistered(_)
         | LedgerEvent::AccountClosed(_)
         | LedgerEvent::HoursExchanged(_) => (None, None, None),

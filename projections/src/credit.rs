@@ -227,7 +227,9 @@ pub fn credit_report(
     let mut included = 0u64;
     for r in events {
         let e = LedgerEvent::decode(&r.event_type, &r.data)?;
-        if recorded_at(&e) > as_of {
+        // Partner events (consents, inquiries, redemptions) say nothing about service:
+        // leaving them out keeps a report's inputs digest unchanged when a bank looks.
+        if recorded_at(&e) > as_of || e.is_partner_event() {
             continue;
         }
         included += 1;

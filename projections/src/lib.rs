@@ -19,6 +19,8 @@
 //! - [`rankings`]: top volunteers, projects and regions;
 //! - [`index`]: the service index per region node and period, rolled up the tree;
 //! - [`annual`]: volunteers below an annual minimum;
+//! - [`redemptions`]: merchants' holds and captures (lists, settlement), points on
+//!   hold, and the open holds the server's sweeper expires;
 //! - [`runtime`]: the worker (snapshot load, catch-up, live subscription, periodic
 //!   snapshots) and the full rebuild;
 //! - [`snapshot`]: atomic, checksummed persistence of state plus checkpoint;
@@ -55,6 +57,7 @@ pub mod credit;
 pub mod index;
 pub mod model;
 pub mod rankings;
+pub mod redemptions;
 pub mod runtime;
 pub mod snapshot;
 pub mod star;

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::account::{AccountRow, Kind};
 use crate::index::ServiceIndex;
+use crate::redemptions::{RedemptionStatus, Redemptions};
 
 /// Hours or points in hundredths. Every ledger amount has at most two places.
 pub type Centi = i64;
@@ -289,6 +290,8 @@ pub struct ReadModels {
     /// Account indices of projects, in registration order.
     pub projects: Vec<u32>,
     pub index: ServiceIndex,
+    /// Merchants' redemptions and the points on hold (`redemptions.rs`).
+    pub redemptions: Redemptions,
     /// Scratch buffer for interning keys; not state.
     #[serde(skip)]
     scratch: String,
@@ -368,6 +371,7 @@ impl ReadModels {
                     }
                     AccountKind::Merchant => (Kind::Merchant, None, None),
                     AccountKind::Project => (Kind::Project, None, None),
+                    AccountKind::Bank => (Kind::Bank, None, None),
                 };
                 let node = region.map_or(NO_REGION, |r| self.regions.node(r.as_str()));
                 let row = &mut self.rows[a as usize];
@@ -458,11 +462,44 @@ impl ReadModels {
                     }
                 }
             }
+            LedgerEvent::RedemptionAuthorized(e) => {
+                let merchant = self.account(e.merchant.as_str());
+                let volunteer = self.account(e.volunteer.as_str());
+                self.redemptions.authorized(
+                    id,
+                    merchant,
+                    volunteer,
+                    centi(e.points.value()),
+                    e.recorded_at,
+                    e.expires_at,
+                );
+            }
+            LedgerEvent::RedemptionCaptured(e) => self.redemptions.ended(
+                e.hold.0.as_u128(),
+                RedemptionStatus::Captured,
+                centi(e.points.value()),
+                e.recorded_at,
+            ),
+            LedgerEvent::RedemptionVoided(e) => self.redemptions.ended(
+                e.hold.0.as_u128(),
+                RedemptionStatus::Voided,
+                0,
+                e.recorded_at,
+            ),
+            LedgerEvent::RedemptionHoldExpired(e) => self.redemptions.ended(
+                e.hold.0.as_u128(),
+                RedemptionStatus::Expired,
+                0,
+                e.recorded_at,
+            ),
             LedgerEvent::HoursExchanged(_)
             | LedgerEvent::HoursTransferred(_)
             | LedgerEvent::HoursReceived(_)
             | LedgerEvent::NoShowRecorded(_)
-            | LedgerEvent::ServiceRated(_) => {}
+            | LedgerEvent::ServiceRated(_)
+            | LedgerEvent::ConsentGranted(_)
+            | LedgerEvent::ConsentWithdrawn(_)
+            | LedgerEvent::CreditReportServed(_) => {}
         }
     }
 
@@ -495,6 +532,7 @@ impl ReadModels {
         put(&sorted(&self.project_spends));
         put(&self.projects);
         put(&self.index.canonical());
+        put(&self.redemptions.canonical());
         h.finalize().to_hex().to_string()
     }
 }

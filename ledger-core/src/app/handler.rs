@@ -38,7 +38,15 @@ pub struct LedgerConfig {
     /// named time zone with daylight saving, which needs a tz database for no gain in
     /// the places the ledger serves.
     pub calendar_offset: FixedOffset,
+    /// How long a merchant's redemption hold keeps a volunteer's points before it
+    /// expires and they return ([`REDEMPTION_HOLD_TIMEOUT_DEFAULT`]).
+    pub redemption_hold_timeout: chrono::Duration,
 }
+
+/// Default redemption hold timeout. A till captures within seconds to minutes of
+/// authorising; fifteen minutes covers a slow checkout, and a forgotten hold gives the
+/// volunteer's points back the same quarter hour.
+pub const REDEMPTION_HOLD_TIMEOUT_DEFAULT: chrono::Duration = chrono::Duration::minutes(15);
 
 impl Default for LedgerConfig {
     /// The default rate and a UTC calendar.
@@ -46,6 +54,7 @@ impl Default for LedgerConfig {
         Self {
             exchange_rate: ExchangeRate::default(),
             calendar_offset: FixedOffset::east_opt(0).expect("zero is a valid offset"),
+            redemption_hold_timeout: REDEMPTION_HOLD_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -287,6 +296,7 @@ impl Handler {
                 target: &target,
                 others: &others,
                 rate: &self.config.exchange_rate,
+                hold_timeout: self.config.redemption_hold_timeout,
             };
             let event = command.decide(&ctx)?;
             assert_transaction_invariants(&target, &event);

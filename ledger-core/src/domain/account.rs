@@ -75,6 +75,9 @@ pub enum SystemAccount {
     HoursRedeemed,
     /// Sink of hours spent on service, fines and other purposes.
     Services,
+    /// Sink of points captured by merchants (the merchant's event names the merchant;
+    /// settlement statements sum captures per merchant).
+    PointsRedeemed,
 }
 
 impl SystemAccount {
@@ -85,6 +88,7 @@ impl SystemAccount {
             Self::Expiry => "expiry",
             Self::HoursRedeemed => "hours-redeemed",
             Self::Services => "services",
+            Self::PointsRedeemed => "points-redeemed",
         }
     }
 }
@@ -145,6 +149,8 @@ pub enum AccountKind {
     Merchant,
     /// Receives donated hours.
     Project,
+    /// Reads credit reports of volunteers who consented to it (a partner bank).
+    Bank,
 }
 
 impl AccountKind {
@@ -154,6 +160,7 @@ impl AccountKind {
             Self::Organisation { .. } => "organisation",
             Self::Merchant => "merchant",
             Self::Project => "project",
+            Self::Bank => "bank",
         }
     }
 }

@@ -15,7 +15,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::account::{AccountId, AccountKind};
-use super::ids::{ActivityId, Category, Note, TransactionId, VerifierId};
+use super::ids::{ActivityId, Category, Note, Purpose, TransactionId, VerifierId};
 use super::postings::Posting;
 use super::units::{ExchangeRate, Hours, Points};
 
@@ -189,6 +189,110 @@ pub struct ServiceRated {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// A volunteer authorised a bank to read their credit report for one purpose until an
+/// expiry, recorded by their platform. On the volunteer's stream; moves nothing. A new
+/// consent to the same bank replaces the previous one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentGranted {
+    /// This consent's id (the event's id): inquiries name it.
+    pub consent: TransactionId,
+    pub volunteer: AccountId,
+    pub bank: AccountId,
+    pub purpose: Purpose,
+    pub expires_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The volunteer withdrew their consent to a bank. On the volunteer's stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentWithdrawn {
+    /// The consent withdrawn.
+    pub consent: TransactionId,
+    pub volunteer: AccountId,
+    pub bank: AccountId,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A bank was served the volunteer's credit report (an *inquiry*). On the volunteer's
+/// stream, appended only while the volunteer's consent to that bank for that purpose
+/// was current. It keeps the report exactly as served, so the bank can later show a
+/// regulator what its decision was based on, and the volunteer can see who looked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditReportServed {
+    /// The inquiry's id (the event's id).
+    pub inquiry: TransactionId,
+    pub volunteer: AccountId,
+    pub bank: AccountId,
+    /// The consent the inquiry was made under.
+    pub consent: TransactionId,
+    pub purpose: Purpose,
+    /// The authenticated caller that asked (a name from the server's access file).
+    pub caller: String,
+    /// The credit model version and score, for listings without parsing the report.
+    pub model_version: String,
+    pub score: u32,
+    /// The report as served: JSON text, kept byte for byte (`docs/events.md`).
+    pub report: String,
+    /// Hex BLAKE3 of `report`'s bytes.
+    pub report_digest: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A merchant put a hold on a volunteer's points against a redemption token. On the
+/// volunteer's stream; moves nothing (the points stay the volunteer's but are not
+/// available) until it is captured, voided or expires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedemptionAuthorized {
+    /// The hold's id (the event's id).
+    pub hold: TransactionId,
+    pub volunteer: AccountId,
+    pub merchant: AccountId,
+    /// The redemption token's id: a token authorises at most one hold.
+    pub token: uuid::Uuid,
+    pub points: Points,
+    /// An uncaptured hold expires at this instant and its points return.
+    pub expires_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A merchant captured a hold, for all of its points or fewer; the rest return to the
+/// volunteer. Postings: `volunteer → system:points-redeemed` (points captured).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedemptionCaptured {
+    pub transaction: TransactionId,
+    pub hold: TransactionId,
+    pub volunteer: AccountId,
+    pub merchant: AccountId,
+    pub points: Points,
+    /// Held points returned to the volunteer ("0.00" for a full capture).
+    pub released: rust_decimal::Decimal,
+    pub postings: Vec<Posting>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A merchant voided a hold; all its points return to the volunteer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedemptionVoided {
+    pub hold: TransactionId,
+    pub volunteer: AccountId,
+    pub merchant: AccountId,
+    pub released: Points,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A hold reached its expiry uncaptured; its points returned to the volunteer.
+/// Appended by the server's hold sweeper. The points are available again from
+/// `expires_at` on, whether or not this event has been written yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedemptionHoldExpired {
+    pub hold: TransactionId,
+    pub volunteer: AccountId,
+    pub merchant: AccountId,
+    pub released: Points,
+    pub expired_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+}
+
 /// Every event of the ledger.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LedgerEvent {
@@ -203,6 +307,13 @@ pub enum LedgerEvent {
     HoursReceived(HoursReceived),
     NoShowRecorded(NoShowRecorded),
     ServiceRated(ServiceRated),
+    ConsentGranted(ConsentGranted),
+    ConsentWithdrawn(ConsentWithdrawn),
+    CreditReportServed(CreditReportServed),
+    RedemptionAuthorized(RedemptionAuthorized),
+    RedemptionCaptured(RedemptionCaptured),
+    RedemptionVoided(RedemptionVoided),
+    RedemptionHoldExpired(RedemptionHoldExpired),
 }
 
 /// A stored event the ledger cannot read.
@@ -259,6 +370,13 @@ ledger_event_codec! {
     HoursReceived => "HoursReceived.v1",
     NoShowRecorded => "NoShowRecorded.v1",
     ServiceRated => "ServiceRated.v1",
+    ConsentGranted => "ConsentGranted.v1",
+    ConsentWithdrawn => "ConsentWithdrawn.v1",
+    CreditReportServed => "CreditReportServed.v1",
+    RedemptionAuthorized => "RedemptionAuthorized.v1",
+    RedemptionCaptured => "RedemptionCaptured.v1",
+    RedemptionVoided => "RedemptionVoided.v1",
+    RedemptionHoldExpired => "RedemptionHoldExpired.v1",
 }
 
 impl LedgerEvent {
@@ -271,11 +389,58 @@ impl LedgerEvent {
             Self::HoursTransferred(e) => Some(&e.postings),
             Self::HoursDonated(e) => Some(&e.postings),
             Self::TransactionReversed(e) => Some(&e.postings),
+            Self::RedemptionCaptured(e) => Some(&e.postings),
             Self::AccountRegistered(_)
             | Self::AccountClosed(_)
             | Self::HoursReceived(_)
             | Self::NoShowRecorded(_)
-            | Self::ServiceRated(_) => None,
+            | Self::ServiceRated(_)
+            | Self::ConsentGranted(_)
+            | Self::ConsentWithdrawn(_)
+            | Self::CreditReportServed(_)
+            | Self::RedemptionAuthorized(_)
+            | Self::RedemptionVoided(_)
+            | Self::RedemptionHoldExpired(_) => None,
         }
+    }
+
+    /// When the ledger recorded the event.
+    pub fn recorded_at(&self) -> DateTime<Utc> {
+        match self {
+            Self::AccountRegistered(e) => e.registered_at,
+            Self::AccountClosed(e) => e.closed_at,
+            Self::HoursDeposited(e) => e.recorded_at,
+            Self::HoursSpent(e) => e.recorded_at,
+            Self::HoursExchanged(e) => e.recorded_at,
+            Self::HoursTransferred(e) => e.recorded_at,
+            Self::HoursDonated(e) => e.recorded_at,
+            Self::TransactionReversed(e) => e.recorded_at,
+            Self::HoursReceived(e) => e.recorded_at,
+            Self::NoShowRecorded(e) => e.recorded_at,
+            Self::ServiceRated(e) => e.recorded_at,
+            Self::ConsentGranted(e) => e.recorded_at,
+            Self::ConsentWithdrawn(e) => e.recorded_at,
+            Self::CreditReportServed(e) => e.recorded_at,
+            Self::RedemptionAuthorized(e) => e.recorded_at,
+            Self::RedemptionCaptured(e) => e.recorded_at,
+            Self::RedemptionVoided(e) => e.recorded_at,
+            Self::RedemptionHoldExpired(e) => e.recorded_at,
+        }
+    }
+
+    /// True for the partner events (consents, inquiries, redemption holds): facts about
+    /// access and points, not about service. The credit model leaves them out of its
+    /// inputs, so a report's inputs digest does not change because a bank looked.
+    pub fn is_partner_event(&self) -> bool {
+        matches!(
+            self,
+            Self::ConsentGranted(_)
+                | Self::ConsentWithdrawn(_)
+                | Self::CreditReportServed(_)
+                | Self::RedemptionAuthorized(_)
+                | Self::RedemptionCaptured(_)
+                | Self::RedemptionVoided(_)
+                | Self::RedemptionHoldExpired(_)
+        )
     }
 }

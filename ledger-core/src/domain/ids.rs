@@ -21,6 +21,9 @@ pub const ACTIVITY_ID_BYTES_MAX: usize = 128;
 pub const CATEGORY_BYTES_MAX: usize = 64;
 /// Longest verifier id (the organisation staff member who verified the service).
 pub const VERIFIER_ID_BYTES_MAX: usize = 64;
+/// Longest purpose of a consent (`volunteer-loan`, `mortgage-discount`): a code the
+/// platform and the bank agree on, not prose.
+pub const PURPOSE_BYTES_MAX: usize = 64;
 /// Longest free-text note (a reversal's reason, a spend's memo). Enough for a sentence
 /// an auditor can read; not a document store.
 pub const NOTE_CHARS_MAX: usize = 500;
@@ -110,6 +113,12 @@ token_type!(
     /// A service category code such as `elderly-care`.
     Category,
     CATEGORY_BYTES_MAX
+);
+token_type!(
+    /// Why a bank may read a volunteer's credit report (`volunteer-loan`): a consent is
+    /// for one bank and one purpose, and an inquiry must name the same purpose.
+    Purpose,
+    PURPOSE_BYTES_MAX
 );
 token_type!(
     /// Who at the organisation verified the service.

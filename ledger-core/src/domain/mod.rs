@@ -10,6 +10,8 @@
 //! - [`events`]: [`events::LedgerEvent`], every event with its stable versioned name;
 //! - [`chain`]: event metadata and the per-stream hash chain;
 //! - [`state`]: [`state::AccountState`], one account folded from its own stream;
+//! - [`token`]: signed, single-use redemption tokens (what the volunteer's app shows a
+//!   merchant);
 //! - [`rejection`]: [`Rejection`], the business rules' answers, named after the rule;
 //! - [`commands`]: one file per command with its `decide` and its tests.
 //!
@@ -23,6 +25,7 @@ pub mod ids;
 pub mod postings;
 pub mod rejection;
 pub mod state;
+pub mod token;
 pub mod units;
 
 pub use rejection::{InputProblem, Rejection};

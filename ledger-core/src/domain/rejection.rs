@@ -27,6 +27,9 @@ pub enum InputProblem {
     /// Not in the expected format (a date, a timestamp, an enum value): says which.
     #[error("{0}")]
     Malformed(String),
+    /// A redemption token this ledger did not sign (forged, altered or malformed).
+    #[error("{0}")]
+    Token(String),
 }
 
 impl InputProblem {
@@ -37,6 +40,7 @@ impl InputProblem {
             Self::Amount(e) => e.reason(),
             Self::Region(_) => "REGION_MALFORMED",
             Self::Malformed(_) => "FIELD_MALFORMED",
+            Self::Token(_) => "TOKEN_INVALID",
         }
     }
 }
@@ -187,6 +191,73 @@ pub enum Rejection {
 
     #[error("request id {request_id} was already used for a different command; use a new request id for a new command")]
     RequestIdReused { request_id: RequestId },
+
+    #[error("a consent must expire in the future; it would expire at {expires_at}, not after now ({now})")]
+    ConsentExpiryInPast {
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
+
+    #[error("a consent may last at most {max_days} days; ask the volunteer to renew it instead")]
+    ConsentTooLong { max_days: i64 },
+
+    #[error("volunteer {volunteer} has no current consent to bank {bank} to withdraw")]
+    NoCurrentConsent {
+        volunteer: AccountId,
+        bank: AccountId,
+    },
+
+    /// Deliberately the same answer for an unknown volunteer, a missing, expired or
+    /// withdrawn consent, another bank's consent and another purpose: a bank learns
+    /// nothing about a volunteer who did not authorise it.
+    #[error("no current consent of this volunteer to your bank for purpose {purpose:?}; the volunteer must grant one through their platform")]
+    ConsentRequired { purpose: String },
+
+    #[error("the redemption token expired at {expires_at}; ask the volunteer to show a fresh one")]
+    TokenExpired { expires_at: DateTime<Utc> },
+
+    #[error("the redemption token was already used for a hold; a token is good for one redemption, ask the volunteer to show a fresh one")]
+    TokenAlreadyUsed,
+
+    #[error("the redemption token allows at most {max} points; {requested} were asked")]
+    TokenMaximumExceeded { max: Decimal, requested: Decimal },
+
+    #[error("the volunteer has {available} points available; {requested} were asked")]
+    InsufficientPoints {
+        available: Decimal,
+        requested: Decimal,
+    },
+
+    /// Also the answer for another merchant's hold, which a merchant must not learn of.
+    #[error("no hold {hold} of your merchant on this volunteer's points")]
+    UnknownHold { hold: TransactionId },
+
+    #[error("hold {hold} was already captured; a hold is captured at most once")]
+    HoldAlreadyCaptured { hold: TransactionId },
+
+    #[error("hold {hold} was voided; authorise a new redemption")]
+    HoldVoided { hold: TransactionId },
+
+    #[error(
+        "hold {hold} expired at {expires_at} and its points returned; authorise a new redemption"
+    )]
+    HoldExpired {
+        hold: TransactionId,
+        expires_at: DateTime<Utc>,
+    },
+
+    #[error("hold {hold} holds {held} points; {requested} cannot be captured from it")]
+    CaptureExceedsHold {
+        hold: TransactionId,
+        held: Decimal,
+        requested: Decimal,
+    },
+
+    #[error("hold {hold} is open until {expires_at}; it cannot be expired before then")]
+    HoldNotExpired {
+        hold: TransactionId,
+        expires_at: DateTime<Utc>,
+    },
 }
 
 impl Rejection {
@@ -232,6 +303,20 @@ impl Rejection {
             Self::NotADeposit { .. } => "NOT_A_DEPOSIT",
             Self::DepositReversed { .. } => "DEPOSIT_REVERSED",
             Self::AlreadyRated { .. } => "ALREADY_RATED",
+            Self::ConsentExpiryInPast { .. } => "CONSENT_EXPIRY_IN_PAST",
+            Self::ConsentTooLong { .. } => "CONSENT_TOO_LONG",
+            Self::NoCurrentConsent { .. } => "NO_CURRENT_CONSENT",
+            Self::ConsentRequired { .. } => "CONSENT_REQUIRED",
+            Self::TokenExpired { .. } => "TOKEN_EXPIRED",
+            Self::TokenAlreadyUsed => "TOKEN_ALREADY_USED",
+            Self::TokenMaximumExceeded { .. } => "TOKEN_MAXIMUM_EXCEEDED",
+            Self::InsufficientPoints { .. } => "INSUFFICIENT_POINTS",
+            Self::UnknownHold { .. } => "UNKNOWN_HOLD",
+            Self::HoldAlreadyCaptured { .. } => "HOLD_ALREADY_CAPTURED",
+            Self::HoldVoided { .. } => "HOLD_VOIDED",
+            Self::HoldExpired { .. } => "HOLD_EXPIRED",
+            Self::CaptureExceedsHold { .. } => "CAPTURE_EXCEEDS_HOLD",
+            Self::HoldNotExpired { .. } => "HOLD_NOT_EXPIRED",
         }
     }
 

@@ -16,7 +16,7 @@ use rust_decimal::Decimal;
 use super::account::{AccountId, AccountKind};
 use super::chain::{recorded_hash, EventHash, EventMetadata, GENESIS_HASH};
 use super::events::{DecodeError, LedgerEvent, ReceiptCause};
-use super::ids::{RequestId, TransactionId};
+use super::ids::{Purpose, RequestId, TransactionId};
 use super::postings::{movement, net_for, Posting};
 use super::units::Unit;
 use crate::log::{Position, RecordedEvent};
@@ -59,6 +59,13 @@ pub enum TxKind {
     NoShow,
     /// A rating of a deposit (`ServiceRated`): moves nothing.
     Rating,
+    /// A consent given or withdrawn, or a credit report served: moves nothing.
+    Consent,
+    Inquiry,
+    /// A redemption hold and its end (capture, void, expiry).
+    Hold,
+    Capture,
+    HoldEnd,
 }
 
 impl TxKind {
@@ -75,6 +82,11 @@ impl TxKind {
             Self::Received(_) => "receipt",
             Self::NoShow => "no-show",
             Self::Rating => "rating",
+            Self::Consent => "consent",
+            Self::Inquiry => "inquiry",
+            Self::Hold => "hold",
+            Self::Capture => "capture",
+            Self::HoldEnd => "hold end",
         }
     }
 }
@@ -99,6 +111,43 @@ pub struct ServiceSlot {
     pub transaction: TransactionId,
 }
 
+/// A volunteer's current consent to one bank.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsentRecord {
+    pub consent: TransactionId,
+    pub purpose: Purpose,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Where a redemption hold stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldStatus {
+    /// Holding points until captured, voided or `expires_at`.
+    Open,
+    Captured,
+    Voided,
+    /// Its expiry was recorded (`RedemptionHoldExpired`).
+    Expired,
+}
+
+/// A redemption hold on this volunteer's points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldRecord {
+    pub merchant: AccountId,
+    pub points: Decimal,
+    pub expires_at: DateTime<Utc>,
+    pub status: HoldStatus,
+}
+
+impl HoldRecord {
+    /// True while the hold keeps its points from the volunteer: open and not past its
+    /// expiry. An open hold past its expiry holds nothing even before the sweeper
+    /// records `RedemptionHoldExpired`.
+    pub fn holds_at(&self, now: DateTime<Utc>) -> bool {
+        self.status == HoldStatus::Open && now < self.expires_at
+    }
+}
+
 /// An account's state folded from its own stream.
 #[derive(Clone, Debug)]
 pub struct AccountState {
@@ -118,6 +167,14 @@ pub struct AccountState {
     pub requests: HashMap<RequestId, SeenRequest>,
     /// Deposits that have been rated (`ServiceRated`): each at most once.
     pub rated: HashSet<TransactionId>,
+    /// Current consents by bank (a later consent to the same bank replaces it; a
+    /// withdrawal removes it). Expired ones stay until replaced: expiry is a rule
+    /// checked against the clock.
+    pub consents: HashMap<AccountId, ConsentRecord>,
+    /// Redemption holds by hold id, in every status (captures and voids name them).
+    pub holds: HashMap<TransactionId, HoldRecord>,
+    /// Redemption token ids already spent on a hold: each token is used at most once.
+    pub tokens_used: HashSet<uuid::Uuid>,
 }
 
 /// A stored event this build cannot fold.
@@ -148,7 +205,36 @@ impl AccountState {
             transactions: HashMap::new(),
             requests: HashMap::new(),
             rated: HashSet::new(),
+            consents: HashMap::new(),
+            holds: HashMap::new(),
+            tokens_used: HashSet::new(),
         }
+    }
+
+    /// Points held by open, unexpired holds at `now`.
+    pub fn points_held(&self, now: DateTime<Utc>) -> Decimal {
+        self.holds
+            .values()
+            .filter(|h| h.holds_at(now))
+            .map(|h| h.points)
+            .sum()
+    }
+
+    /// Points the volunteer may spend at `now`: the balance less what holds keep.
+    pub fn points_available(&self, now: DateTime<Utc>) -> Decimal {
+        self.balance(Unit::Points) - self.points_held(now)
+    }
+
+    /// The consent to `bank` for `purpose` that is current at `now`, if any.
+    pub fn current_consent(
+        &self,
+        bank: &AccountId,
+        purpose: &Purpose,
+        now: DateTime<Utc>,
+    ) -> Option<&ConsentRecord> {
+        self.consents
+            .get(bank)
+            .filter(|c| &c.purpose == purpose && now < c.expires_at)
     }
 
     pub fn is_registered(&self) -> bool {
@@ -254,6 +340,49 @@ impl AccountState {
                 self.rated.insert(e.deposit);
                 record(TxKind::Rating, &[], None)
             }
+            LedgerEvent::ConsentGranted(e) => {
+                self.consents.insert(
+                    e.bank.clone(),
+                    ConsentRecord {
+                        consent: e.consent,
+                        purpose: e.purpose.clone(),
+                        expires_at: e.expires_at,
+                    },
+                );
+                record(TxKind::Consent, &[], None)
+            }
+            LedgerEvent::ConsentWithdrawn(e) => {
+                if self.consents.get(&e.bank).map(|c| c.consent) == Some(e.consent) {
+                    self.consents.remove(&e.bank);
+                }
+                record(TxKind::Consent, &[], None)
+            }
+            LedgerEvent::CreditReportServed(_) => record(TxKind::Inquiry, &[], None),
+            LedgerEvent::RedemptionAuthorized(e) => {
+                self.tokens_used.insert(e.token);
+                self.holds.insert(
+                    e.hold,
+                    HoldRecord {
+                        merchant: e.merchant.clone(),
+                        points: e.points.value(),
+                        expires_at: e.expires_at,
+                        status: HoldStatus::Open,
+                    },
+                );
+                record(TxKind::Hold, &[], None)
+            }
+            LedgerEvent::RedemptionCaptured(e) => {
+                self.end_hold(e.hold, HoldStatus::Captured);
+                record(TxKind::Capture, &e.postings, None)
+            }
+            LedgerEvent::RedemptionVoided(e) => {
+                self.end_hold(e.hold, HoldStatus::Voided);
+                record(TxKind::HoldEnd, &[], None)
+            }
+            LedgerEvent::RedemptionHoldExpired(e) => {
+                self.end_hold(e.hold, HoldStatus::Expired);
+                record(TxKind::HoldEnd, &[], None)
+            }
             LedgerEvent::HoursReceived(e) => {
                 assert!(
                     e.to == self.id,
@@ -271,6 +400,15 @@ impl AccountState {
             }
         };
         self.transactions.insert(transaction, rec);
+    }
+
+    fn end_hold(&mut self, hold: TransactionId, status: HoldStatus) {
+        let record = self
+            .holds
+            .get_mut(&hold)
+            .expect("a hold ends on the stream that holds it");
+        assert_eq!(record.status, HoldStatus::Open, "a hold ends at most once");
+        record.status = status;
     }
 
     fn apply_postings(&mut self, postings: &[Posting]) {

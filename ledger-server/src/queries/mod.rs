@@ -30,8 +30,9 @@ use projections::{
 use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
+use crate::authz::{self, Caller, Role, RoleKind};
 use crate::pb;
-use crate::status::query_status;
+use crate::status::{query_status, Described};
 
 /// Default and largest page of `ListTransactions`.
 pub const TRANSACTIONS_PAGE_DEFAULT: u32 = 50;
@@ -54,6 +55,9 @@ pub struct QueryConfig {
     /// How the `timebank_projection_lag_events` gauge counts: by default by reading
     /// ahead (right on any store); `Sequence` for a densely numbered log (embedded).
     pub lag_counting: projections::LagCounting,
+    /// The partner services' configuration (the redemption token key). Here because
+    /// the partner services are built on the query side's read models.
+    pub partners: crate::partners::PartnerConfig,
 }
 
 /// What `ledger-server rebuild` did.
@@ -118,6 +122,9 @@ pub enum QueryError {
     LogCorrupt(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Outside the caller's role or scope (`crate::authz`).
+    #[error("{}", .0.message)]
+    Denied(Described),
 }
 
 impl From<ReadError> for QueryError {
@@ -187,6 +194,19 @@ impl QueryService {
         }
     }
 
+    /// An account's own record: auditors and admins any; platforms their scope.
+    async fn allow_account(&self, caller: &Caller, account: &AccountId) -> Result<(), QueryError> {
+        authz::require_account(
+            self.log.as_ref(),
+            caller,
+            account,
+            "read this account",
+            false,
+        )
+        .await
+        .map_err(QueryError::Denied)
+    }
+
     /// Wait for `min` (if any); the checkpoint the answer will reflect.
     async fn fresh(&self, min: Option<pb::LogPosition>) -> Result<Option<Position>, QueryError> {
         let f = self.projections.freshness();
@@ -220,8 +240,13 @@ impl QueryService {
             .map_err(|e| QueryError::Internal(e.to_string()))?
     }
 
-    async fn get_account_(&self, r: pb::GetAccountRequest) -> Result<pb::AccountView, QueryError> {
+    async fn get_account_(
+        &self,
+        caller: &Caller,
+        r: pb::GetAccountRequest,
+    ) -> Result<pb::AccountView, QueryError> {
         let account = convert::account("account_id", r.account_id)?;
+        self.allow_account(caller, &account).await?;
         let cp = self.fresh(r.min_position).await?;
         let year = self.clock.now().year();
         let view = self.projections.read().account_view(
@@ -235,9 +260,11 @@ impl QueryService {
 
     async fn list_transactions_(
         &self,
+        caller: &Caller,
         r: pb::ListTransactionsRequest,
     ) -> Result<pb::ListTransactionsResponse, QueryError> {
         let account = convert::account("account_id", r.account_id)?;
+        self.allow_account(caller, &account).await?;
         let size = match r.page_size {
             0 => TRANSACTIONS_PAGE_DEFAULT,
             n => n.min(TRANSACTIONS_PAGE_MAX),
@@ -281,9 +308,11 @@ impl QueryService {
 
     async fn get_star_level_(
         &self,
+        caller: &Caller,
         r: pb::GetStarLevelRequest,
     ) -> Result<pb::StarLevel, QueryError> {
         let volunteer = convert::account("volunteer_id", r.volunteer_id)?;
+        self.allow_account(caller, &volunteer).await?;
         let policy = self.policy(&r.policy_version)?.clone();
         let cp = self.fresh(r.min_position).await?;
         let view = self
@@ -297,9 +326,11 @@ impl QueryService {
 
     async fn get_credit_report_(
         &self,
+        caller: &Caller,
         r: pb::GetCreditReportRequest,
     ) -> Result<pb::CreditReport, QueryError> {
         let volunteer: AccountId = convert::account("volunteer_id", r.volunteer_id)?;
+        self.allow_account(caller, &volunteer).await?;
         let as_of = convert::timestamp("as_of", r.as_of)?.unwrap_or_else(|| self.clock.now());
         let cp = self.fresh(r.min_position).await?;
         let events = credit::read_account_stream(self.log.as_ref(), &volunteer).await?;
@@ -315,9 +346,11 @@ impl QueryService {
 
     async fn top_volunteers_(
         &self,
+        caller: &Caller,
         r: pb::TopVolunteersRequest,
     ) -> Result<pb::Ranking, QueryError> {
         let region = convert::region("region_code", r.region_code)?;
+        allow_region(caller, &region)?;
         let period = convert::period("period", &r.period)?;
         let limit = limit(r.limit, RANKING_LIMIT_DEFAULT);
         let cp = self.fresh(r.min_position).await?;
@@ -327,15 +360,31 @@ impl QueryService {
         Ok(convert::ranking(v, cp))
     }
 
-    async fn top_projects_(&self, r: pb::TopProjectsRequest) -> Result<pb::Ranking, QueryError> {
+    async fn top_projects_(
+        &self,
+        caller: &Caller,
+        r: pb::TopProjectsRequest,
+    ) -> Result<pb::Ranking, QueryError> {
+        // Projects and their totals are public within the scheme.
+        authz::require(
+            caller,
+            &[RoleKind::Platform, RoleKind::Auditor, RoleKind::Admin],
+            "read rankings",
+        )
+        .map_err(QueryError::Denied)?;
         let limit = limit(r.limit, RANKING_LIMIT_DEFAULT);
         let cp = self.fresh(r.min_position).await?;
         let v = self.projections.read().top_projects(limit);
         Ok(convert::ranking(v, cp))
     }
 
-    async fn top_regions_(&self, r: pb::TopRegionsRequest) -> Result<pb::Ranking, QueryError> {
+    async fn top_regions_(
+        &self,
+        caller: &Caller,
+        r: pb::TopRegionsRequest,
+    ) -> Result<pb::Ranking, QueryError> {
         let parent = convert::region("parent_region_code", r.parent_region_code)?;
+        allow_region(caller, &parent)?;
         let period = convert::period("period", &r.period)?;
         let limit = limit(r.limit, RANKING_LIMIT_DEFAULT);
         let cp = self.fresh(r.min_position).await?;
@@ -348,12 +397,14 @@ impl QueryService {
 
     async fn get_service_index_(
         &self,
+        caller: &Caller,
         r: pb::GetServiceIndexRequest,
     ) -> Result<pb::ServiceIndex, QueryError> {
         let region = convert::region("region_code", r.region_code)?;
         if region.is_empty() {
             return Err(Rejection::missing("region_code").into());
         }
+        allow_region(caller, &region)?;
         let period = convert::period("period", &r.period)?;
         let cp = self.fresh(r.min_position).await?;
         let i = self
@@ -366,6 +417,7 @@ impl QueryService {
 
     async fn list_below_annual_minimum_(
         &self,
+        caller: &Caller,
         r: pb::ListBelowAnnualMinimumRequest,
     ) -> Result<pb::ListBelowAnnualMinimumResponse, QueryError> {
         use pb::list_below_annual_minimum_request::Scope as S;
@@ -374,9 +426,15 @@ impl QueryService {
             Organisation(String),
         }
         let scope = match r.scope {
-            Some(S::RegionCode(t)) => Owned::Region(convert::region("region_code", t)?),
+            Some(S::RegionCode(t)) => {
+                let region = convert::region("region_code", t)?;
+                allow_region(caller, &region)?;
+                Owned::Region(region)
+            }
             Some(S::OrganisationId(t)) => {
-                Owned::Organisation(convert::account("organisation_id", t)?.to_string())
+                let organisation = convert::account("organisation_id", t)?;
+                self.allow_account(caller, &organisation).await?;
+                Owned::Organisation(organisation.to_string())
             }
             None => return Err(Rejection::missing("scope").into()),
         };
@@ -431,6 +489,18 @@ impl QueryService {
     }
 }
 
+/// Aggregates over a region: auditors and admins any; platforms the regions they cover.
+fn allow_region(caller: &Caller, region: &str) -> Result<(), QueryError> {
+    match &caller.role {
+        Role::Admin | Role::Auditor => Ok(()),
+        Role::Platform { regions, .. } if authz::platform_covers_region(regions, region) => Ok(()),
+        _ => Err(QueryError::Denied(authz::denied(
+            caller,
+            "read statistics of this region",
+        ))),
+    }
+}
+
 fn limit(asked: u32, default: u32) -> usize {
     (if asked == 0 { default } else { asked }) as usize
 }
@@ -438,50 +508,80 @@ fn limit(asked: u32, default: u32) -> usize {
 #[tonic::async_trait]
 impl pb::ledger_queries_server::LedgerQueries for QueryService {
     async fn get_account(&self, r: Request<pb::GetAccountRequest>) -> Answer<pb::AccountView> {
-        answer(self.get_account_(r.into_inner()).await)
+        match authz::caller(&r) {
+            Ok(caller) => answer(self.get_account_(&caller, r.into_inner()).await),
+            Err(status) => Err(status),
+        }
     }
 
     async fn list_transactions(
         &self,
         r: Request<pb::ListTransactionsRequest>,
     ) -> Answer<pb::ListTransactionsResponse> {
-        answer(self.list_transactions_(r.into_inner()).await)
+        match authz::caller(&r) {
+            Ok(caller) => answer(self.list_transactions_(&caller, r.into_inner()).await),
+            Err(status) => Err(status),
+        }
     }
 
     async fn get_star_level(&self, r: Request<pb::GetStarLevelRequest>) -> Answer<pb::StarLevel> {
-        answer(self.get_star_level_(r.into_inner()).await)
+        match authz::caller(&r) {
+            Ok(caller) => answer(self.get_star_level_(&caller, r.into_inner()).await),
+            Err(status) => Err(status),
+        }
     }
 
     async fn get_credit_report(
         &self,
         r: Request<pb::GetCreditReportRequest>,
     ) -> Answer<pb::CreditReport> {
-        answer(self.get_credit_report_(r.into_inner()).await)
+        match authz::caller(&r) {
+            Ok(caller) => answer(self.get_credit_report_(&caller, r.into_inner()).await),
+            Err(status) => Err(status),
+        }
     }
 
     async fn top_volunteers(&self, r: Request<pb::TopVolunteersRequest>) -> Answer<pb::Ranking> {
-        answer(self.top_volunteers_(r.into_inner()).await)
+        match authz::caller(&r) {
+            Ok(caller) => answer(self.top_volunteers_(&caller, r.into_inner()).await),
+            Err(status) => Err(status),
+        }
     }
 
     async fn top_projects(&self, r: Request<pb::TopProjectsRequest>) -> Answer<pb::Ranking> {
-        answer(self.top_projects_(r.into_inner()).await)
+        match authz::caller(&r) {
+            Ok(caller) => answer(self.top_projects_(&caller, r.into_inner()).await),
+            Err(status) => Err(status),
+        }
     }
 
     async fn top_regions(&self, r: Request<pb::TopRegionsRequest>) -> Answer<pb::Ranking> {
-        answer(self.top_regions_(r.into_inner()).await)
+        match authz::caller(&r) {
+            Ok(caller) => answer(self.top_regions_(&caller, r.into_inner()).await),
+            Err(status) => Err(status),
+        }
     }
 
     async fn get_service_index(
         &self,
         r: Request<pb::GetServiceIndexRequest>,
     ) -> Answer<pb::ServiceIndex> {
-        answer(self.get_service_index_(r.into_inner()).await)
+        match authz::caller(&r) {
+            Ok(caller) => answer(self.get_service_index_(&caller, r.into_inner()).await),
+            Err(status) => Err(status),
+        }
     }
 
     async fn list_below_annual_minimum(
         &self,
         r: Request<pb::ListBelowAnnualMinimumRequest>,
     ) -> Answer<pb::ListBelowAnnualMinimumResponse> {
-        answer(self.list_below_annual_minimum_(r.into_inner()).await)
+        match authz::caller(&r) {
+            Ok(caller) => answer(
+                self.list_below_annual_minimum_(&caller, r.into_inner())
+                    .await,
+            ),
+            Err(status) => Err(status),
+        }
     }
 }

@@ -11,13 +11,16 @@
 //! input is refused while the command is being built, at the edge.
 
 mod close_account;
+mod consents;
 mod deposit_hours;
 mod donate_hours;
 mod exchange_hours;
 mod rate_service;
 mod record_no_show;
+mod redemptions;
 mod register_account;
 mod reverse_transaction;
+mod serve_credit_report;
 mod spend_hours;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -31,13 +34,18 @@ use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use serde::Serialize;
 
 pub use close_account::CloseAccount;
+pub use consents::{GrantConsent, WithdrawConsent, CONSENT_DAYS_MAX};
 pub use deposit_hours::{DepositHours, HOURS_PER_DAY_MAX, SERVICE_INTERVAL_MAX};
 pub use donate_hours::DonateHours;
 pub use exchange_hours::ExchangeHours;
 pub use rate_service::{RateService, RATING_MAX, RATING_MIN};
 pub use record_no_show::RecordNoShow;
+pub use redemptions::{
+    AuthorizeRedemption, CaptureRedemption, ExpireRedemptionHold, VoidRedemption,
+};
 pub use register_account::RegisterAccount;
 pub use reverse_transaction::ReverseTransaction;
+pub use serve_credit_report::{report_digest, ServeCreditReport, ServedReport, REPORT_BYTES_MAX};
 pub use spend_hours::SpendHours;
 pub use transfer_hours::TransferHours;
 
@@ -62,6 +70,8 @@ pub struct Context<'a> {
     /// The other accounts the command refers to, as loaded by the handler.
     pub others: &'a BTreeMap<AccountId, Arc<AccountState>>,
     pub rate: &'a ExchangeRate,
+    /// How long a redemption hold keeps points before it expires.
+    pub hold_timeout: chrono::Duration,
 }
 
 impl Context<'_> {
@@ -99,6 +109,13 @@ pub enum Command {
     ReverseTransaction(ReverseTransaction),
     RecordNoShow(RecordNoShow),
     RateService(RateService),
+    GrantConsent(GrantConsent),
+    WithdrawConsent(WithdrawConsent),
+    ServeCreditReport(ServeCreditReport),
+    AuthorizeRedemption(AuthorizeRedemption),
+    CaptureRedemption(CaptureRedemption),
+    VoidRedemption(VoidRedemption),
+    ExpireRedemptionHold(ExpireRedemptionHold),
 }
 
 impl Command {
@@ -114,6 +131,13 @@ impl Command {
             Self::ReverseTransaction(_) => "ReverseTransaction",
             Self::RecordNoShow(_) => "RecordNoShow",
             Self::RateService(_) => "RateService",
+            Self::GrantConsent(_) => "GrantConsent",
+            Self::WithdrawConsent(_) => "WithdrawConsent",
+            Self::ServeCreditReport(_) => "ServeCreditReport",
+            Self::AuthorizeRedemption(_) => "AuthorizeRedemption",
+            Self::CaptureRedemption(_) => "CaptureRedemption",
+            Self::VoidRedemption(_) => "VoidRedemption",
+            Self::ExpireRedemptionHold(_) => "ExpireRedemptionHold",
         }
     }
 
@@ -129,6 +153,13 @@ impl Command {
             Self::ReverseTransaction(c) => &c.request_id,
             Self::RecordNoShow(c) => &c.request_id,
             Self::RateService(c) => &c.request_id,
+            Self::GrantConsent(c) => &c.request_id,
+            Self::WithdrawConsent(c) => &c.request_id,
+            Self::ServeCreditReport(c) => &c.request_id,
+            Self::AuthorizeRedemption(c) => &c.request_id,
+            Self::CaptureRedemption(c) => &c.request_id,
+            Self::VoidRedemption(c) => &c.request_id,
+            Self::ExpireRedemptionHold(c) => &c.request_id,
         }
     }
 
@@ -145,6 +176,13 @@ impl Command {
             Self::ReverseTransaction(c) => &c.account,
             Self::RecordNoShow(c) => &c.volunteer,
             Self::RateService(c) => &c.volunteer,
+            Self::GrantConsent(c) => &c.volunteer,
+            Self::WithdrawConsent(c) => &c.volunteer,
+            Self::ServeCreditReport(c) => &c.volunteer,
+            Self::AuthorizeRedemption(c) => &c.token.volunteer,
+            Self::CaptureRedemption(c) => &c.volunteer,
+            Self::VoidRedemption(c) => &c.volunteer,
+            Self::ExpireRedemptionHold(c) => &c.volunteer,
         }
     }
 
@@ -158,6 +196,13 @@ impl Command {
             Self::RegisterAccount(_) | Self::CloseAccount(_) | Self::ExchangeHours(_) => vec![],
             Self::RecordNoShow(c) => vec![c.organisation.clone()],
             Self::ReverseTransaction(_) | Self::RateService(_) => vec![],
+            Self::GrantConsent(c) => vec![c.bank.clone()],
+            Self::AuthorizeRedemption(c) => vec![c.merchant.clone()],
+            Self::WithdrawConsent(_)
+            | Self::ServeCreditReport(_)
+            | Self::CaptureRedemption(_)
+            | Self::VoidRedemption(_)
+            | Self::ExpireRedemptionHold(_) => vec![],
         }
     }
 
@@ -191,6 +236,13 @@ impl Command {
             Self::ReverseTransaction(c) => c.decide(ctx),
             Self::RecordNoShow(c) => c.decide(ctx),
             Self::RateService(c) => c.decide(ctx),
+            Self::GrantConsent(c) => c.decide(ctx),
+            Self::WithdrawConsent(c) => c.decide(ctx),
+            Self::ServeCreditReport(c) => c.decide(ctx),
+            Self::AuthorizeRedemption(c) => c.decide(ctx),
+            Self::CaptureRedemption(c) => c.decide(ctx),
+            Self::VoidRedemption(c) => c.decide(ctx),
+            Self::ExpireRedemptionHold(c) => c.decide(ctx),
         }
     }
 }
@@ -201,6 +253,8 @@ pub(crate) enum Kind {
     Volunteer,
     Organisation,
     Project,
+    Merchant,
+    Bank,
     /// Any registered kind.
     Any,
 }
@@ -211,6 +265,8 @@ impl Kind {
             Self::Volunteer => "volunteer",
             Self::Organisation => "organisation",
             Self::Project => "project",
+            Self::Merchant => "merchant",
+            Self::Bank => "bank",
             Self::Any => "registered account",
         }
     }

@@ -53,7 +53,16 @@ impl ReverseTransaction {
             });
         };
         match original.kind {
-            TxKind::Registration | TxKind::Closure | TxKind::NoShow | TxKind::Rating => {
+            TxKind::Registration
+            | TxKind::Closure
+            | TxKind::NoShow
+            | TxKind::Rating
+            | TxKind::Consent
+            | TxKind::Inquiry
+            | TxKind::Hold
+            | TxKind::HoldEnd
+            // A refund of a capture is a merchant refund, a later feature; not an undo.
+            | TxKind::Capture => {
                 return Err(Rejection::NotReversible {
                     transaction: self.transaction,
                     kind: original.kind.name(),
@@ -86,7 +95,12 @@ impl ReverseTransaction {
         }
         let postings = compensate(&original.postings);
         for unit in [Unit::Hours, Unit::HonourHours, Unit::Points] {
-            let available = state.balance(unit);
+            // Points kept by open redemption holds are promised to a merchant: a
+            // reversal may not take them (the capture would then overdraw).
+            let available = match unit {
+                Unit::Points => state.points_available(ctx.now),
+                _ => state.balance(unit),
+            };
             let net = net_for(&postings, &self.account, unit);
             if available + net < Decimal::ZERO {
                 return Err(Rejection::InsufficientBalanceForReversal {

@@ -47,6 +47,7 @@ pub struct World {
     pub now: DateTime<Utc>,
     pub rate: ExchangeRate,
     pub calendar: chrono::FixedOffset,
+    pub hold_timeout: chrono::Duration,
 }
 
 impl World {
@@ -57,6 +58,7 @@ impl World {
             now: ts("2026-11-20T12:00:00Z"),
             rate: ExchangeRate::default(),
             calendar: chrono::FixedOffset::east_opt(0).unwrap(),
+            hold_timeout: chrono::Duration::minutes(15),
         }
     }
 
@@ -86,6 +88,7 @@ impl World {
             target: &target,
             others: &others,
             rate: &self.rate,
+            hold_timeout: self.hold_timeout,
         };
         cmd.decide(&ctx)
     }
@@ -163,6 +166,10 @@ impl World {
 
     pub fn merchant(&mut self, id: &str) -> &mut Self {
         self.register(id, AccountKind::Merchant)
+    }
+
+    pub fn bank(&mut self, id: &str) -> &mut Self {
+        self.register(id, AccountKind::Bank)
     }
 
     /// A standard world: volunteers v1, v2, organisation org, project p, merchant m.
@@ -271,6 +278,21 @@ pub fn close(account: &str) -> Command {
         request_id: rid(),
         account: acc(account),
         reason: Note::new("moved away").unwrap(),
+    })
+}
+
+pub fn purpose() -> crate::domain::ids::Purpose {
+    crate::domain::ids::Purpose::new("volunteer-loan").unwrap()
+}
+
+/// `who` consents to `bank` for [`purpose`] until `expires_at`.
+pub fn grant(who: &str, bank: &str, expires_at: &str) -> Command {
+    Command::GrantConsent(GrantConsent {
+        request_id: rid(),
+        volunteer: acc(who),
+        bank: acc(bank),
+        purpose: purpose(),
+        expires_at: ts(expires_at),
     })
 }
 

@@ -1,0 +1,175 @@
+//! `ServeCreditReport`: record that a bank was served a volunteer's credit report (an
+//! inquiry), only under a current consent. Event: `CreditReportServed.v1` on the
+//! volunteer's stream, holding the report as served.
+//!
+//! The server computes the report (it lives in `projections`) and then executes this
+//! command; the consent is checked here, on the volunteer's stream, so the inquiry is
+//! written only if the consent was current at the instant of the append.
+
+use serde::Serialize;
+
+use super::Context;
+use crate::domain::account::AccountId;
+use crate::domain::events::{CreditReportServed, LedgerEvent};
+use crate::domain::ids::{Purpose, RequestId};
+use crate::domain::rejection::Rejection;
+
+/// Largest report kept in an inquiry. A `tb-credit-1` report is under 2 KiB of JSON;
+/// 16 KiB leaves room for later models and keeps every inquiry far below the log's
+/// event size limit.
+pub const REPORT_BYTES_MAX: usize = 16 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServeCreditReport {
+    pub request_id: RequestId,
+    pub volunteer: AccountId,
+    pub bank: AccountId,
+    pub purpose: Purpose,
+    /// Not part of the request's identity (a retry computes a new report at a new
+    /// instant, and must get the original inquiry back): skipped by the digest.
+    #[serde(skip)]
+    pub served: ServedReport,
+}
+
+/// The report being served, as the server computed it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServedReport {
+    /// The authenticated caller's name.
+    pub caller: String,
+    pub model_version: String,
+    pub score: u32,
+    /// The report's JSON text.
+    pub report: String,
+}
+
+impl ServeCreditReport {
+    /// Rules: the volunteer has a consent to the bank for the purpose that is current
+    /// now (`ConsentRequired`, also for an unknown volunteer: the answer must not tell a
+    /// bank whether the volunteer exists).
+    pub fn decide(&self, ctx: &Context<'_>) -> Result<LedgerEvent, Rejection> {
+        assert!(
+            self.served.report.len() <= REPORT_BYTES_MAX,
+            "credit reports are bounded by REPORT_BYTES_MAX"
+        );
+        let consent = ctx
+            .target
+            .current_consent(&self.bank, &self.purpose, ctx.now)
+            .ok_or_else(|| Rejection::ConsentRequired {
+                purpose: self.purpose.to_string(),
+            })?;
+        Ok(LedgerEvent::CreditReportServed(CreditReportServed {
+            inquiry: ctx.transaction,
+            volunteer: self.volunteer.clone(),
+            bank: self.bank.clone(),
+            consent: consent.consent,
+            purpose: self.purpose.clone(),
+            caller: self.served.caller.clone(),
+            model_version: self.served.model_version.clone(),
+            score: self.served.score,
+            report_digest: report_digest(&self.served.report),
+            report: self.served.report.clone(),
+            recorded_at: ctx.now,
+        }))
+    }
+}
+
+/// Hex BLAKE3 of a report's JSON text: how a bank names the report it was served.
+pub fn report_digest(report: &str) -> String {
+    blake3::hash(report.as_bytes()).to_hex().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::super::Command;
+    use super::*;
+
+    fn inquiry(v: &str, b: &str, p: &str) -> Command {
+        Command::ServeCreditReport(ServeCreditReport {
+            request_id: rid(),
+            volunteer: acc(v),
+            bank: acc(b),
+            purpose: Purpose::new(p).unwrap(),
+            served: ServedReport {
+                caller: "bank-one".into(),
+                model_version: "tb-credit-1".into(),
+                score: 512,
+                report: "{\"score\":512}".into(),
+            },
+        })
+    }
+
+    #[test]
+    fn given_a_current_consent_when_a_report_is_served_then_the_inquiry_keeps_it() {
+        let mut w = World::standard();
+        w.bank("b1");
+        let consent = w.given(grant("v1", "b1", "2027-01-01T00:00:00Z"));
+        let LedgerEvent::CreditReportServed(e) =
+            w.when(&inquiry("v1", "b1", "volunteer-loan")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(e.consent, consent);
+        assert_eq!(e.report, "{\"score\":512}");
+        assert_eq!(e.report_digest, report_digest("{\"score\":512}"));
+        assert_eq!(e.caller, "bank-one");
+    }
+
+    #[test]
+    fn without_a_current_consent_for_this_bank_and_purpose_then_consent_required() {
+        let mut w = World::standard();
+        w.bank("b1").bank("b2");
+        // None.
+        assert_eq!(
+            reason(w.when(&inquiry("v1", "b1", "volunteer-loan"))),
+            "CONSENT_REQUIRED"
+        );
+        // Unknown volunteer: the same answer.
+        assert_eq!(
+            reason(w.when(&inquiry("ghost", "b1", "volunteer-loan"))),
+            "CONSENT_REQUIRED"
+        );
+        w.given(grant("v1", "b1", "2026-12-01T00:00:00Z"));
+        // Other bank, other purpose.
+        assert_eq!(
+            reason(w.when(&inquiry("v1", "b2", "volunteer-loan"))),
+            "CONSENT_REQUIRED"
+        );
+        assert_eq!(
+            reason(w.when(&inquiry("v1", "b1", "mortgage"))),
+            "CONSENT_REQUIRED"
+        );
+        // Expired.
+        w.now = ts("2026-12-01T00:00:00Z");
+        assert_eq!(
+            reason(w.when(&inquiry("v1", "b1", "volunteer-loan"))),
+            "CONSENT_REQUIRED"
+        );
+    }
+
+    #[test]
+    fn given_a_withdrawn_consent_when_a_report_is_asked_then_consent_required() {
+        let mut w = World::standard();
+        w.bank("b1");
+        w.given(grant("v1", "b1", "2027-01-01T00:00:00Z"));
+        w.given(Command::WithdrawConsent(super::super::WithdrawConsent {
+            request_id: rid(),
+            volunteer: acc("v1"),
+            bank: acc("b1"),
+        }));
+        assert_eq!(
+            reason(w.when(&inquiry("v1", "b1", "volunteer-loan"))),
+            "CONSENT_REQUIRED"
+        );
+    }
+
+    #[test]
+    fn the_report_is_not_part_of_the_request_identity() {
+        let a = inquiry("v1", "b1", "volunteer-loan");
+        let mut b = a.clone();
+        if let Command::ServeCreditReport(c) = &mut b {
+            c.served.report = "{\"score\":1}".into();
+        }
+        assert_eq!(a.digest(), b.digest());
+    }
+}

@@ -1,0 +1,378 @@
+//! `timebank.v1.Audit`: the raw log with each record's hash-chain values, chain
+//! verification over any range, and any account replayed to any point in time.
+//!
+//! Everything here reads the log itself, not the read models: an auditor checks the
+//! ground truth, with the same chain rules as `ledger_core::domain::chain`.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use ledger_core::domain::account::AccountId;
+use ledger_core::domain::chain::{recorded_hash, EventMetadata, GENESIS_HASH};
+use ledger_core::domain::events::{HourKind, LedgerEvent};
+use ledger_core::domain::state::AccountState;
+use ledger_core::domain::units::Unit;
+use ledger_core::log::limits::READ_EVENTS_MAX;
+use ledger_core::log::{Position, ReadFrom, RecordedEvent, StreamName};
+use rust_decimal::Decimal;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status};
+
+use super::{internal, Partners};
+use crate::authz::{self, RoleKind};
+use crate::convert;
+use crate::pb;
+use crate::queries::convert::{min_position, position};
+use crate::status::{describe_rejection, Described};
+
+/// Records buffered between the log reader and a slow client of `StreamLog`: enough
+/// to keep the reader a page ahead, bounded so a stalled client holds little memory.
+pub const STREAM_LOG_BUFFER_RECORDS: usize = 1024;
+/// Streams `VerifyLog` tracks at once (their last hash). A range bigger than this is
+/// refused with a hint to verify it in parts; 4 M covers a city's accounts.
+pub const VERIFY_STREAMS_MAX: usize = 4_000_000;
+
+type Answer<T> = Result<Response<T>, Status>;
+
+fn unavailable(e: impl std::fmt::Display) -> Described {
+    internal(Code::Unavailable, "LOG_UNAVAILABLE", e.to_string())
+}
+
+/// The wire form of one record with its chain values.
+pub fn log_record(e: &RecordedEvent) -> Result<pb::LogRecord, Described> {
+    let text = |bytes: &[u8], what: &str| {
+        String::from_utf8(bytes.to_vec()).map_err(|_| {
+            internal(
+                Code::DataLoss,
+                "LOG_CORRUPT",
+                format!(
+                    "the {what} of {} version {} is not UTF-8 JSON",
+                    e.stream, e.version
+                ),
+            )
+        })
+    };
+    let prev_hash = EventMetadata::decode(&e.metadata)
+        .map(|m| m.prev_hash)
+        .unwrap_or_default();
+    Ok(pb::LogRecord {
+        position: Some(position(e.position)),
+        stream: e.stream.to_string(),
+        version: e.version,
+        id: e.id.0.to_string(),
+        r#type: e.event_type.clone(),
+        data: text(&e.data, "payload")?,
+        metadata: text(&e.metadata, "metadata")?,
+        prev_hash,
+        hash: hex::encode(recorded_hash(e)),
+    })
+}
+
+/// A record as a stream item.
+#[allow(clippy::result_large_err)] // the item type of tonic's response stream
+fn send(e: &RecordedEvent) -> Result<pb::LogRecord, Status> {
+    log_record(e).map_err(Described::into_status)
+}
+
+/// The Audit service.
+#[derive(Clone)]
+pub struct AuditService(pub Partners);
+
+impl AuditService {
+    fn allow(&self, caller: &authz::Caller, what: &str) -> Result<(), Described> {
+        authz::require(caller, &[RoleKind::Auditor, RoleKind::Admin], what)
+    }
+
+    async fn verify(&self, r: pb::VerifyLogRequest) -> Result<pb::VerifyLogResponse, Described> {
+        let log = self.0.log().clone();
+        let up_to = min_position(r.up_to);
+        let mut from = match min_position(r.after) {
+            Some(p) => ReadFrom::After(p),
+            None => ReadFrom::Start,
+        };
+        let mut last: HashMap<StreamName, (u64, [u8; 32])> = HashMap::new();
+        let mut out = pb::VerifyLogResponse {
+            ok: true,
+            ..Default::default()
+        };
+        let fail = |out: &mut pb::VerifyLogResponse, e: &RecordedEvent, problem: String| {
+            out.ok = false;
+            out.failed_position = Some(position(e.position));
+            out.failed_stream = e.stream.to_string();
+            out.problem = problem;
+        };
+        'pages: loop {
+            let page = log
+                .read_all(from, READ_EVENTS_MAX)
+                .await
+                .map_err(unavailable)?;
+            let n = page.len();
+            for e in &page {
+                if up_to.is_some_and(|u| e.position > u) {
+                    break 'pages;
+                }
+                // The predecessor's hash: tracked, or (first time the range meets this
+                // stream past version 0) read from the log.
+                let expected = match last.get(&e.stream) {
+                    Some((v, h)) if *v + 1 == e.version => Some(*h),
+                    Some((v, _)) => {
+                        fail(
+                            &mut out,
+                            e,
+                            format!(
+                                "version {} follows version {v}; events were removed",
+                                e.version
+                            ),
+                        );
+                        break 'pages;
+                    }
+                    None if e.version == 0 => Some(GENESIS_HASH),
+                    None => log
+                        .read_stream(&e.stream, e.version - 1, 1)
+                        .await
+                        .map_err(unavailable)?
+                        .first()
+                        .filter(|p| p.version + 1 == e.version)
+                        .map(recorded_hash),
+                };
+                let Some(expected) = expected else {
+                    fail(
+                        &mut out,
+                        e,
+                        format!("version {} has no predecessor in the log", e.version),
+                    );
+                    break 'pages;
+                };
+                match EventMetadata::decode(&e.metadata) {
+                    Ok(m) if m.prev_hash == hex::encode(expected) => {}
+                    Ok(_) => {
+                        fail(
+                            &mut out,
+                            e,
+                            "does not link to its predecessor: the history was altered".into(),
+                        );
+                        break 'pages;
+                    }
+                    Err(err) => {
+                        fail(&mut out, e, format!("metadata does not decode: {err}"));
+                        break 'pages;
+                    }
+                }
+                let hash = recorded_hash(e);
+                if !last.contains_key(&e.stream) && last.len() >= VERIFY_STREAMS_MAX {
+                    return Err(internal(
+                        Code::ResourceExhausted,
+                        "RANGE_TOO_LARGE",
+                        format!("the range touches more than verify_streams_max ({VERIFY_STREAMS_MAX}) streams; verify it in parts with `after` and `up_to`"),
+                    ));
+                }
+                last.insert(e.stream.clone(), (e.version, hash));
+                out.records_verified += 1;
+                out.head_position = Some(position(e.position));
+                out.head_hash = hex::encode(hash);
+            }
+            match page.last() {
+                Some(l) if n == READ_EVENTS_MAX => from = ReadFrom::After(l.position),
+                _ => break,
+            }
+        }
+        out.streams = last.len() as u64;
+        Ok(out)
+    }
+
+    async fn replay(&self, r: pb::ReplayAccountRequest) -> Result<pb::AccountReplay, Described> {
+        use pb::replay_account_request::Point;
+        let account =
+            convert::account("account_id", r.account_id).map_err(|e| describe_rejection(&e))?;
+        enum Cut {
+            Time(DateTime<Utc>),
+            At(Position),
+            Now,
+        }
+        let cut = match r.point {
+            Some(Point::AsOf(t)) => {
+                Cut::Time(convert::timestamp("as_of", Some(t)).map_err(|e| describe_rejection(&e))?)
+            }
+            Some(Point::AtPosition(p)) => Cut::At(Position::new(p.commit, p.prepare)),
+            None => Cut::Now,
+        };
+        let events = projections::credit::read_account_stream(self.0.log().as_ref(), &account)
+            .await
+            .map_err(unavailable)?;
+        let mut state = AccountState::empty(account.clone());
+        // Lifetime hours: standing deposits by transaction (a reversal removes one).
+        let mut deposits: HashMap<uuid::Uuid, (Decimal, bool)> = HashMap::new();
+        let mut applied = 0u64;
+        let mut last_position = None;
+        for e in &events {
+            let event = LedgerEvent::decode(&e.event_type, &e.data)
+                .map_err(|err| internal(Code::DataLoss, "LOG_CORRUPT", err.to_string()))?;
+            let include = match cut {
+                Cut::Time(t) => event.recorded_at() <= t,
+                Cut::At(p) => e.position <= p,
+                Cut::Now => true,
+            };
+            if !include {
+                break;
+            }
+            state
+                .fold(e)
+                .map_err(|err| internal(Code::DataLoss, "LOG_CORRUPT", err.to_string()))?;
+            match &event {
+                LedgerEvent::HoursDeposited(d) => {
+                    deposits.insert(e.id.0, (d.hours.value(), d.kind == HourKind::Honour));
+                }
+                LedgerEvent::TransactionReversed(t) => {
+                    deposits.remove(&t.original.0);
+                }
+                _ => {}
+            }
+            applied += 1;
+            last_position = Some(e.position);
+        }
+        if state.kind.is_none() {
+            return Err(internal(
+                Code::NotFound,
+                "UNKNOWN_ACCOUNT",
+                format!("account {account} was not registered at that point"),
+            ));
+        }
+        let at = match cut {
+            Cut::Time(t) => t,
+            _ => self.0.clock().now(),
+        };
+        let lifetime = |honour: bool| -> Decimal {
+            deposits
+                .values()
+                .filter(|(_, h)| *h == honour)
+                .map(|(v, _)| *v)
+                .sum()
+        };
+        let (credit, honour) = (lifetime(false), lifetime(true));
+        let policy = self.0.policies.default_policy();
+        let star = policy.level(credit + honour);
+        let fmt = |d: Decimal| {
+            let mut d = d;
+            d.rescale(2);
+            d.to_string()
+        };
+        Ok(pb::AccountReplay {
+            account_id: account.to_string(),
+            kind: state
+                .kind
+                .as_ref()
+                .map(|k| k.name())
+                .unwrap_or_default()
+                .to_owned(),
+            closed: state.closed,
+            spendable_hours: fmt(state.balance(Unit::Hours)),
+            honour_hours: fmt(state.balance(Unit::HonourHours)),
+            points_balance: fmt(state.balance(Unit::Points)),
+            points_held: fmt(state.points_held(at)),
+            lifetime_credit_hours: fmt(credit),
+            lifetime_honour_hours: fmt(honour),
+            stars: u32::from(star.stars),
+            star_policy_version: star.policy_version,
+            events_applied: applied,
+            last_position: last_position.map(position),
+            last_hash: hex::encode(state.last_hash),
+            stream_version: state.version.unwrap_or(0),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::audit_server::Audit for AuditService {
+    type StreamLogStream = ReceiverStream<Result<pb::LogRecord, Status>>;
+
+    async fn stream_log(&self, r: Request<pb::StreamLogRequest>) -> Answer<Self::StreamLogStream> {
+        let caller = authz::caller(&r)?;
+        self.allow(&caller, "stream the log")
+            .map_err(Described::into_status)?;
+        let r = r.into_inner();
+        let from = match min_position(r.after) {
+            Some(p) => ReadFrom::After(p),
+            None => ReadFrom::Start,
+        };
+        let max = (r.max_records > 0).then_some(r.max_records);
+        let log = self.0.log().clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_LOG_BUFFER_RECORDS);
+        tokio::spawn(async move {
+            let mut sent = 0u64;
+            if r.follow {
+                // Catch-up then live, as the projections read it.
+                let mut events = log.subscribe_all(from);
+                while let Some(item) = events.next().await {
+                    let record = match item {
+                        Ok(e) => send(&e),
+                        Err(e) => Err(unavailable(e).into_status()),
+                    };
+                    let stop = record.is_err();
+                    if tx.send(record).await.is_err() || stop {
+                        return;
+                    }
+                    sent += 1;
+                    if max.is_some_and(|m| sent >= m) {
+                        return;
+                    }
+                }
+                return;
+            }
+            let mut from = from;
+            loop {
+                let page = match log.read_all(from, READ_EVENTS_MAX).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = tx.send(Err(unavailable(e).into_status())).await;
+                        return;
+                    }
+                };
+                for e in &page {
+                    let record = send(e);
+                    let stop = record.is_err();
+                    if tx.send(record).await.is_err() || stop {
+                        return;
+                    }
+                    sent += 1;
+                    if max.is_some_and(|m| sent >= m) {
+                        return;
+                    }
+                }
+                match page.last() {
+                    Some(l) if page.len() == READ_EVENTS_MAX => from = ReadFrom::After(l.position),
+                    _ => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn verify_log(&self, r: Request<pb::VerifyLogRequest>) -> Answer<pb::VerifyLogResponse> {
+        let caller = authz::caller(&r)?;
+        self.allow(&caller, "verify the log")
+            .map_err(Described::into_status)?;
+        self.verify(r.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Described::into_status)
+    }
+
+    async fn replay_account(
+        &self,
+        r: Request<pb::ReplayAccountRequest>,
+    ) -> Answer<pb::AccountReplay> {
+        let caller = authz::caller(&r)?;
+        self.allow(&caller, "replay accounts")
+            .map_err(Described::into_status)?;
+        self.replay(r.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Described::into_status)
+    }
+}
+
+/// Parse an account id (tests and tools).
+pub fn account(text: &str) -> Option<AccountId> {
+    AccountId::new(text).ok()
+}

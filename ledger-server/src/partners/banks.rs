@@ -1,0 +1,310 @@
+//! `timebank.v1.Banks`: credit reports for banks, each one an inquiry on the log.
+//!
+//! A report is served only under a current consent of the volunteer to the calling bank
+//! for the asked purpose. The flow: check the consent on the volunteer's state (so a
+//! bank without consent costs nothing and learns nothing), compute the report as of
+//! now, then execute `ServeCreditReport`, which checks the consent again on the
+//! volunteer's stream and appends the inquiry with the report in it. The answer is
+//! always read back from the inquiry event, so the bank gets exactly what the log
+//! keeps, and a retry with the same request id gets the original report.
+
+use chrono::{DateTime, Utc};
+use ledger_core::domain::account::AccountId;
+use ledger_core::domain::commands::{Command, ServeCreditReport, ServedReport};
+use ledger_core::domain::events::{CreditReportServed, LedgerEvent};
+use ledger_core::domain::Rejection;
+use ledger_core::log::Position;
+use projections::credit::{self, CreditReport};
+use serde::{Deserialize, Serialize};
+use tonic::{Code, Request, Response, Status};
+
+use super::{internal, Partners};
+use crate::authz;
+use crate::convert;
+use crate::pb;
+use crate::queries::convert::{position, to_timestamp};
+use crate::status::{describe_rejection, Described};
+
+/// The report kept in an inquiry (`CreditReportServed.v1`'s `report`), as JSON: the
+/// fields of `timebank.v1.CreditReport`, so an auditor reads it without the proto.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportJson {
+    pub volunteer_id: String,
+    pub model_version: String,
+    pub score: u32,
+    pub factors: Vec<FactorJson>,
+    pub reason_codes: Vec<String>,
+    pub star: StarJson,
+    pub lifetime_hours: String,
+    pub last_12_months_hours: String,
+    pub as_of: DateTime<Utc>,
+    pub position: Option<PositionJson>,
+    pub events_included: u64,
+    pub inputs_digest: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactorJson {
+    pub factor: String,
+    pub points: u32,
+    pub max_points: u32,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StarJson {
+    pub policy_version: String,
+    pub stars: u32,
+    pub lifetime_hours: String,
+    pub next_threshold: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PositionJson {
+    pub commit: u64,
+    pub prepare: u64,
+}
+
+impl ReportJson {
+    pub fn of(r: &CreditReport) -> Self {
+        Self {
+            volunteer_id: r.volunteer.clone(),
+            model_version: r.model_version.to_owned(),
+            score: r.score,
+            factors: r
+                .contributions
+                .iter()
+                .map(|c| FactorJson {
+                    factor: c.factor.name().to_owned(),
+                    points: c.points,
+                    max_points: c.max,
+                    detail: c.detail.clone(),
+                })
+                .collect(),
+            reason_codes: r.reason_codes.iter().map(|s| (*s).to_owned()).collect(),
+            star: StarJson {
+                policy_version: r.star.policy_version.clone(),
+                stars: u32::from(r.star.stars),
+                lifetime_hours: r.star.lifetime_hours.to_string(),
+                next_threshold: r.star.next_threshold.map(|t| t.to_string()),
+            },
+            lifetime_hours: r.lifetime_hours.to_string(),
+            last_12_months_hours: r.last_12_months_hours.to_string(),
+            as_of: r.as_of,
+            position: r.position.map(|p| PositionJson {
+                commit: p.commit(),
+                prepare: p.prepare(),
+            }),
+            events_included: r.events_included,
+            inputs_digest: r.inputs_digest.clone(),
+        }
+    }
+
+    pub fn to_proto(&self) -> pb::CreditReport {
+        pb::CreditReport {
+            volunteer_id: self.volunteer_id.clone(),
+            model_version: self.model_version.clone(),
+            score: self.score,
+            factors: self
+                .factors
+                .iter()
+                .map(|f| pb::FactorContribution {
+                    factor: f.factor.clone(),
+                    points: f.points,
+                    max_points: f.max_points,
+                    detail: f.detail.clone(),
+                })
+                .collect(),
+            reason_codes: self.reason_codes.clone(),
+            star: Some(pb::StarLevel {
+                policy_version: self.star.policy_version.clone(),
+                stars: self.star.stars,
+                lifetime_hours: self.star.lifetime_hours.clone(),
+                next_threshold: self.star.next_threshold.clone().unwrap_or_default(),
+                checkpoint: None,
+            }),
+            lifetime_hours: self.lifetime_hours.clone(),
+            last_12_months_hours: self.last_12_months_hours.clone(),
+            as_of: Some(to_timestamp(self.as_of)),
+            position: self
+                .position
+                .map(|p| position(Position::new(p.commit, p.prepare))),
+            events_included: self.events_included,
+            inputs_digest: self.inputs_digest.clone(),
+            checkpoint: None,
+        }
+    }
+}
+
+/// The answer for an inquiry event.
+pub fn served(
+    e: &CreditReportServed,
+    at: Position,
+    replayed: bool,
+) -> Result<pb::ServedCreditReport, Described> {
+    let report: ReportJson = serde_json::from_str(&e.report).map_err(|err| {
+        internal(
+            Code::DataLoss,
+            "LOG_CORRUPT",
+            format!(
+                "inquiry {} holds a report that does not decode: {err}",
+                e.inquiry
+            ),
+        )
+    })?;
+    Ok(pb::ServedCreditReport {
+        inquiry_id: e.inquiry.to_string(),
+        report_digest: e.report_digest.clone(),
+        served_at: Some(to_timestamp(e.recorded_at)),
+        position: Some(position(at)),
+        report: Some(report.to_proto()),
+        report_json: e.report.clone(),
+        replayed,
+    })
+}
+
+type Answer<T> = Result<Response<T>, Status>;
+
+impl Partners {
+    async fn bank_report(
+        &self,
+        caller: &authz::Caller,
+        r: pb::BankCreditReportRequest,
+    ) -> Result<pb::ServedCreditReport, Described> {
+        let bank = authz::require_bank(caller, "request credit reports")?;
+        let request_id = convert::request_id(r.request_id).map_err(|e| describe_rejection(&e))?;
+        let volunteer =
+            convert::account("volunteer_id", r.volunteer_id).map_err(|e| describe_rejection(&e))?;
+        let purpose = convert::purpose(r.purpose).map_err(|e| describe_rejection(&e))?;
+        let now = self.clock().now();
+        let state = self
+            .handler
+            .load(&volunteer)
+            .await
+            .map_err(|e| crate::status::describe(&e))?;
+        let mut report_to_serve = ServedReport {
+            caller: caller.name.clone(),
+            ..ServedReport::default()
+        };
+        // A retry skips the consent check and the computation: the handler returns the
+        // original inquiry.
+        if !state.requests.contains_key(&request_id) {
+            if state.current_consent(&bank, &purpose, now).is_none() {
+                return Err(describe_rejection(&Rejection::ConsentRequired {
+                    purpose: purpose.to_string(),
+                }));
+            }
+            let events = credit::read_account_stream(self.log().as_ref(), &volunteer)
+                .await
+                .map_err(|e| internal(Code::Unavailable, "LOG_UNAVAILABLE", e.to_string()))?;
+            let report =
+                credit::credit_report(&volunteer, &events, now, "", self.policies.default_policy())
+                    .map_err(|e| internal(Code::Internal, "INTERNAL", e.to_string()))?;
+            report_to_serve.model_version = report.model_version.to_owned();
+            report_to_serve.score = report.score;
+            report_to_serve.report =
+                serde_json::to_string(&ReportJson::of(&report)).expect("reports serialise");
+        }
+        let outcome = self
+            .commands
+            .execute_authorized(Command::ServeCreditReport(ServeCreditReport {
+                request_id,
+                volunteer: volunteer.clone(),
+                bank,
+                purpose,
+                served: report_to_serve,
+            }))
+            .await?;
+        let (recorded, event) = self.event_at(&volunteer, outcome.stream_version).await?;
+        match event {
+            LedgerEvent::CreditReportServed(e) => served(&e, recorded.position, outcome.replayed),
+            other => Err(internal(
+                Code::Internal,
+                "INTERNAL",
+                format!("expected an inquiry, found {}", other.event_type()),
+            )),
+        }
+    }
+
+    async fn served_report(
+        &self,
+        caller: &authz::Caller,
+        r: pb::GetServedReportRequest,
+    ) -> Result<pb::ServedCreditReport, Described> {
+        use pb::get_served_report_request::Key;
+        let bank = authz::require_bank(caller, "fetch served reports")?;
+        let volunteer =
+            convert::account("volunteer_id", r.volunteer_id).map_err(|e| describe_rejection(&e))?;
+        let key = match r.key {
+            Some(Key::InquiryId(id)) => Key::InquiryId(
+                convert::transaction_id("inquiry_id", &id)
+                    .map_err(|e| describe_rejection(&e))?
+                    .to_string(),
+            ),
+            Some(k @ Key::ReportDigest(_)) => k,
+            None => return Err(describe_rejection(&Rejection::missing("key"))),
+        };
+        let events = credit::read_account_stream(self.log().as_ref(), &volunteer)
+            .await
+            .map_err(|e| internal(Code::Unavailable, "LOG_UNAVAILABLE", e.to_string()))?;
+        for r in events.iter().rev() {
+            if r.event_type != "CreditReportServed.v1" {
+                continue;
+            }
+            let Ok(LedgerEvent::CreditReportServed(e)) =
+                LedgerEvent::decode(&r.event_type, &r.data)
+            else {
+                continue;
+            };
+            let matches = match &key {
+                Key::InquiryId(id) => e.inquiry.to_string() == *id,
+                Key::ReportDigest(d) => e.report_digest == *d,
+            };
+            // Another bank's inquiry reads as "none": a bank learns nothing of others.
+            if matches && e.bank == bank {
+                return served(&e, r.position, true);
+            }
+        }
+        Err(internal(
+            Code::NotFound,
+            "UNKNOWN_INQUIRY",
+            "no report served to your bank matches; check the volunteer id and the inquiry id or digest".into(),
+        ))
+    }
+}
+
+/// The Banks service.
+#[derive(Clone)]
+pub struct BankService(pub Partners);
+
+#[tonic::async_trait]
+impl pb::banks_server::Banks for BankService {
+    async fn get_credit_report(
+        &self,
+        r: Request<pb::BankCreditReportRequest>,
+    ) -> Answer<pb::ServedCreditReport> {
+        let caller = authz::caller(&r)?;
+        self.0
+            .bank_report(&caller, r.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Described::into_status)
+    }
+
+    async fn get_served_report(
+        &self,
+        r: Request<pb::GetServedReportRequest>,
+    ) -> Answer<pb::ServedCreditReport> {
+        let caller = authz::caller(&r)?;
+        self.0
+            .served_report(&caller, r.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Described::into_status)
+    }
+}
+
+/// Parse a volunteer id for the account-scoped partner RPCs.
+pub(crate) fn volunteer_field(text: String) -> Result<AccountId, Described> {
+    convert::account("volunteer_id", text).map_err(|e| describe_rejection(&e))
+}

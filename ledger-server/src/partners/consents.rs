@@ -1,0 +1,149 @@
+//! `timebank.v1.Consents`: platforms record consents and list who looked.
+
+use ledger_core::domain::events::LedgerEvent;
+use tonic::{Code, Request, Response, Status};
+
+use super::banks::volunteer_field;
+use super::{internal, page_size, page_start, Partners};
+use crate::authz::{self, RoleKind};
+use crate::convert;
+use crate::pb;
+use crate::queries::convert::{position, to_timestamp};
+use crate::status::Described;
+
+type Answer<T> = Result<Response<T>, Status>;
+
+/// The Consents service.
+#[derive(Clone)]
+pub struct ConsentService(pub Partners);
+
+impl ConsentService {
+    async fn write(
+        &self,
+        caller: &authz::Caller,
+        command: Result<ledger_core::domain::commands::Command, ledger_core::domain::Rejection>,
+    ) -> Result<pb::CommandResult, Described> {
+        authz::require(
+            caller,
+            &[RoleKind::Platform, RoleKind::Admin],
+            "record consents",
+        )?;
+        let command = command.map_err(|r| crate::status::describe_rejection(&r))?;
+        authz::require_command(self.0.log().as_ref(), caller, &command).await?;
+        let outcome = self.0.commands.execute_authorized(command).await?;
+        Ok(convert::command_result(&outcome))
+    }
+
+    async fn inquiries(
+        &self,
+        caller: &authz::Caller,
+        r: pb::ListInquiriesRequest,
+    ) -> Result<pb::ListInquiriesResponse, Described> {
+        authz::require(
+            caller,
+            &[RoleKind::Platform, RoleKind::Auditor, RoleKind::Admin],
+            "list inquiries",
+        )?;
+        let volunteer = volunteer_field(r.volunteer_id)?;
+        authz::require_account(
+            self.0.log().as_ref(),
+            caller,
+            &volunteer,
+            "list this volunteer's inquiries",
+            false,
+        )
+        .await?;
+        let size = page_size(r.page_size);
+        let mut from = page_start(&r.page_token)?;
+        let mut inquiries = Vec::new();
+        let stream = volunteer.stream();
+        // Scan the stream a page at a time until a page of inquiries is full.
+        loop {
+            let page = self
+                .0
+                .log()
+                .read_stream(&stream, from, ledger_core::log::limits::READ_EVENTS_MAX)
+                .await
+                .map_err(|e| internal(Code::Unavailable, "LOG_UNAVAILABLE", e.to_string()))?;
+            let n = page.len();
+            for e in page {
+                from = e.version + 1;
+                if e.event_type != "CreditReportServed.v1" {
+                    continue;
+                }
+                let Ok(LedgerEvent::CreditReportServed(i)) =
+                    LedgerEvent::decode(&e.event_type, &e.data)
+                else {
+                    return Err(internal(
+                        Code::DataLoss,
+                        "LOG_CORRUPT",
+                        format!(
+                            "inquiry at version {} of {stream} does not decode",
+                            e.version
+                        ),
+                    ));
+                };
+                inquiries.push(pb::Inquiry {
+                    inquiry_id: i.inquiry.to_string(),
+                    bank_id: i.bank.to_string(),
+                    purpose: i.purpose.to_string(),
+                    caller: i.caller,
+                    consent_id: i.consent.to_string(),
+                    model_version: i.model_version,
+                    score: i.score,
+                    report_digest: i.report_digest,
+                    served_at: Some(to_timestamp(i.recorded_at)),
+                    position: Some(position(e.position)),
+                });
+                if inquiries.len() == size {
+                    return Ok(pb::ListInquiriesResponse {
+                        inquiries,
+                        next_page_token: from.to_string(),
+                    });
+                }
+            }
+            if n < ledger_core::log::limits::READ_EVENTS_MAX {
+                return Ok(pb::ListInquiriesResponse {
+                    inquiries,
+                    next_page_token: String::new(),
+                });
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::consents_server::Consents for ConsentService {
+    async fn grant_consent(
+        &self,
+        r: Request<pb::GrantConsentRequest>,
+    ) -> Answer<pb::CommandResult> {
+        let caller = authz::caller(&r)?;
+        self.write(&caller, convert::grant_consent(r.into_inner()))
+            .await
+            .map(Response::new)
+            .map_err(Described::into_status)
+    }
+
+    async fn withdraw_consent(
+        &self,
+        r: Request<pb::WithdrawConsentRequest>,
+    ) -> Answer<pb::CommandResult> {
+        let caller = authz::caller(&r)?;
+        self.write(&caller, convert::withdraw_consent(r.into_inner()))
+            .await
+            .map(Response::new)
+            .map_err(Described::into_status)
+    }
+
+    async fn list_inquiries(
+        &self,
+        r: Request<pb::ListInquiriesRequest>,
+    ) -> Answer<pb::ListInquiriesResponse> {
+        let caller = authz::caller(&r)?;
+        self.inquiries(&caller, r.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Described::into_status)
+    }
+}

@@ -1,0 +1,195 @@
+//! The partner services of `partners.proto`: consents and inquiries, banks, merchants'
+//! redemptions and the audit trail. One file per service; authorisation rules are in
+//! `crate::authz`, request conversion in `crate::convert`, statuses in `crate::status`.
+//!
+//! - `consents`: `timebank.v1.Consents` (platforms);
+//! - `banks`: `timebank.v1.Banks`, and the served-report JSON kept in inquiries;
+//! - `redemptions`: `timebank.v1.Redemptions` (tokens, holds, settlement) and the hold
+//!   sweeper;
+//! - `audit`: `timebank.v1.Audit` (log stream, verification, point-in-time replay).
+
+pub mod audit;
+pub mod banks;
+pub mod consents;
+pub mod redemptions;
+
+use std::sync::Arc;
+
+use ledger_core::app::{Clock, Handler};
+use ledger_core::domain::account::AccountId;
+use ledger_core::domain::events::LedgerEvent;
+use ledger_core::domain::token::TokenKey;
+use ledger_core::log::{EventLog, RecordedEvent};
+use projections::{Projections, StarPolicies};
+use tonic::Code;
+
+use crate::service::LedgerService;
+use crate::status::Described;
+
+/// What the partner services run with.
+#[derive(Clone, Debug)]
+pub struct PartnerConfig {
+    /// Signs and verifies redemption tokens. The binary keeps it in
+    /// `DATA_DIR/redemption-token.key`; without one a random key is drawn at start
+    /// (tokens then do not survive a restart, fine for tests).
+    pub token_key: TokenKey,
+}
+
+/// The file in a data directory that holds the redemption token key (64 hex digits).
+pub const TOKEN_KEY_FILE: &str = "redemption-token.key";
+
+/// Why the token key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenKeyError {
+    #[error("cannot read or create the redemption token key {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} does not hold 64 hex digits; restore it from a backup, or delete it to draw a new key (outstanding tokens then stop working)")]
+    Malformed { path: std::path::PathBuf },
+}
+
+impl PartnerConfig {
+    /// Load `DATA_DIR/redemption-token.key`, or draw a key and create the file (owner
+    /// read/write only). The key must survive restarts, or tokens a volunteer is
+    /// holding stop working; it is a secret, like the data directory itself.
+    pub fn load_or_create(data_dir: &std::path::Path) -> Result<Self, TokenKeyError> {
+        let path = data_dir.join(TOKEN_KEY_FILE);
+        let io = |source| TokenKeyError::Io {
+            path: path.clone(),
+            source,
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let bytes = hex::decode(text.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| TokenKeyError::Malformed { path: path.clone() })?;
+                Ok(Self {
+                    token_key: TokenKey::new(bytes),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(data_dir).map_err(io)?;
+                let bytes: [u8; 32] = rand::random();
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let mut file = options.open(&path).map_err(io)?;
+                std::io::Write::write_all(&mut file, hex::encode(bytes).as_bytes())
+                    .and_then(|()| file.sync_all())
+                    .map_err(io)?;
+                Ok(Self {
+                    token_key: TokenKey::new(bytes),
+                })
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+}
+
+impl Default for PartnerConfig {
+    fn default() -> Self {
+        Self {
+            token_key: TokenKey::new(rand::random()),
+        }
+    }
+}
+
+/// Everything the partner services share. Cheap to clone.
+#[derive(Clone)]
+pub struct Partners {
+    pub(crate) commands: LedgerService,
+    pub(crate) handler: Handler,
+    pub(crate) projections: Projections,
+    pub(crate) policies: Arc<StarPolicies>,
+    pub(crate) config: PartnerConfig,
+}
+
+impl Partners {
+    pub fn new(
+        commands: LedgerService,
+        handler: Handler,
+        projections: Projections,
+        policies: Arc<StarPolicies>,
+        config: PartnerConfig,
+    ) -> Self {
+        Self {
+            commands,
+            handler,
+            projections,
+            policies,
+            config,
+        }
+    }
+
+    pub(crate) fn log(&self) -> &Arc<dyn EventLog> {
+        self.handler.log()
+    }
+
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        self.handler.clock()
+    }
+
+    /// The event at `version` of `account`'s stream (one a command just wrote or
+    /// replayed), decoded.
+    pub(crate) async fn event_at(
+        &self,
+        account: &AccountId,
+        version: u64,
+    ) -> Result<(RecordedEvent, LedgerEvent), Described> {
+        let page = self
+            .log()
+            .read_stream(&account.stream(), version, 1)
+            .await
+            .map_err(|e| internal(Code::Unavailable, "LOG_UNAVAILABLE", e.to_string()))?;
+        let recorded = page.into_iter().next().ok_or_else(|| {
+            internal(
+                Code::Internal,
+                "INTERNAL",
+                format!("event {version} of {account} was written but cannot be read back"),
+            )
+        })?;
+        let event = LedgerEvent::decode(&recorded.event_type, &recorded.data)
+            .map_err(|e| internal(Code::DataLoss, "LOG_CORRUPT", e.to_string()))?;
+        Ok((recorded, event))
+    }
+}
+
+pub(crate) fn internal(code: Code, reason: &'static str, message: String) -> Described {
+    Described {
+        code,
+        reason,
+        message,
+        metadata: Default::default(),
+    }
+}
+
+/// A page token: the number the next page starts at.
+pub(crate) fn page_start(token: &str) -> Result<u64, Described> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    token.parse().map_err(|_| {
+        crate::status::describe_rejection(&ledger_core::domain::Rejection::input(
+            "page_token",
+            ledger_core::domain::InputProblem::Malformed(
+                "is not a token this server issued; send the next_page_token of the previous page"
+                    .to_owned(),
+            ),
+        ))
+    })
+}
+
+/// Default and largest page of the partner list RPCs (as `ListTransactions`).
+pub const PARTNER_PAGE_DEFAULT: u32 = 50;
+pub const PARTNER_PAGE_MAX: u32 = 500;
+
+pub(crate) fn page_size(asked: u32) -> usize {
+    (match asked {
+        0 => PARTNER_PAGE_DEFAULT,
+        n => n.min(PARTNER_PAGE_MAX),
+    }) as usize
+}

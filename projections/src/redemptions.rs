@@ -1,0 +1,157 @@
+//! Redemptions read model: every merchant's holds and captures, for the merchant's
+//! redemption list and settlement statement, the points each volunteer has on hold,
+//! and the open holds the server's sweeper must expire.
+//!
+//! Folded from `RedemptionAuthorized`, `RedemptionCaptured`, `RedemptionVoided` and
+//! `RedemptionHoldExpired` (all on volunteers' streams). Times are kept as Unix
+//! seconds: statements are by instant, not by calendar day.
+//!
+//! Memory: ~80 bytes per redemption. A city's merchants redeem far fewer times than
+//! volunteers serve (a few per volunteer per year), so this is tens of MiB at most.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::model::Centi;
+
+/// Where a redemption stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RedemptionStatus {
+    Held,
+    Captured,
+    Voided,
+    Expired,
+}
+
+impl RedemptionStatus {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::Captured => "captured",
+            Self::Voided => "voided",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// One redemption (a hold and how it ended).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redemption {
+    pub hold: u128,
+    /// Account indices.
+    pub merchant: u32,
+    pub volunteer: u32,
+    pub authorized: Centi,
+    pub captured: Centi,
+    pub status: RedemptionStatus,
+    pub authorized_at: i64,
+    pub expires_at: i64,
+    /// When it was captured, voided or recorded as expired (0 while held).
+    pub ended_at: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redemptions {
+    /// Every redemption, in authorisation (log) order.
+    pub all: Vec<Redemption>,
+    /// Hold id → index in `all`.
+    pub by_hold: FxHashMap<u128, u32>,
+    /// Merchant account index → indices in `all`, in log order.
+    pub by_merchant: FxHashMap<u32, Vec<u32>>,
+    /// Volunteer account index → points on open holds (hundredths).
+    pub held: FxHashMap<u32, Centi>,
+    /// Open holds by (expiry, hold): what the sweeper walks.
+    pub open: BTreeSet<(i64, u128)>,
+}
+
+impl Redemptions {
+    pub fn authorized(
+        &mut self,
+        hold: u128,
+        merchant: u32,
+        volunteer: u32,
+        points: Centi,
+        at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) {
+        let i = u32::try_from(self.all.len()).expect("fewer than 2^32 redemptions");
+        let expires_at = expires_at.timestamp();
+        self.all.push(Redemption {
+            hold,
+            merchant,
+            volunteer,
+            authorized: points,
+            captured: 0,
+            status: RedemptionStatus::Held,
+            authorized_at: at.timestamp(),
+            expires_at,
+            ended_at: 0,
+        });
+        assert!(
+            self.by_hold.insert(hold, i).is_none(),
+            "the log holds each hold once"
+        );
+        self.by_merchant.entry(merchant).or_default().push(i);
+        *self.held.entry(volunteer).or_default() += points;
+        self.open.insert((expires_at, hold));
+    }
+
+    /// A hold ended: captured (`captured` > 0), voided or expired.
+    pub fn ended(
+        &mut self,
+        hold: u128,
+        status: RedemptionStatus,
+        captured: Centi,
+        at: DateTime<Utc>,
+    ) {
+        let i = *self
+            .by_hold
+            .get(&hold)
+            .expect("a hold ends after it was authorised");
+        let r = &mut self.all[i as usize];
+        assert_eq!(r.status, RedemptionStatus::Held, "a hold ends once");
+        r.status = status;
+        r.captured = captured;
+        r.ended_at = at.timestamp();
+        let held = self.held.entry(r.volunteer).or_default();
+        *held -= r.authorized;
+        if *held == 0 {
+            self.held.remove(&r.volunteer);
+        }
+        self.open.remove(&(r.expires_at, hold));
+    }
+
+    pub fn held_by(&self, volunteer: u32) -> Centi {
+        self.held.get(&volunteer).copied().unwrap_or(0)
+    }
+
+    /// Open holds whose expiry is at or before `now`, oldest first, at most `limit`.
+    pub fn expired_open(&self, now: DateTime<Utc>, limit: usize) -> Vec<&Redemption> {
+        let now = now.timestamp();
+        self.open
+            .iter()
+            .take_while(|(exp, _)| *exp <= now)
+            .take(limit)
+            .map(|(_, hold)| &self.all[self.by_hold[hold] as usize])
+            .collect()
+    }
+
+    /// A merchant's redemptions, in log order.
+    pub fn of_merchant(&self, merchant: u32) -> impl Iterator<Item = &Redemption> {
+        self.by_merchant
+            .get(&merchant)
+            .into_iter()
+            .flatten()
+            .map(|i| &self.all[*i as usize])
+    }
+
+    /// For the state digest: everything in a canonical order.
+    pub fn canonical(&self) -> (&Vec<Redemption>, Vec<(u32, Centi)>) {
+        let mut held: Vec<(u32, Centi)> = self.held.iter().map(|(k, v)| (*k, *v)).collect();
+        held.sort_unstable();
+        (&self.all, held)
+    }
+}
