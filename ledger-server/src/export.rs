@@ -486,7 +486,7 @@ mod tests {
             .collect();
         assert!(
             missing.is_empty(),
-            "docs/events.md has no section heading for {missing:?}: add a `### \\`Type.vN\\`` section under \"Event types\""
+            "docs/events.md has no section heading for {missing:?}: add a `### \\`Type.vN\\`` section"
         );
     }
 }

@@ -10,13 +10,29 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use chrono::{DateTime, Days, Duration, NaiveDate, Utc};
+use ledger_core::app::{FixedClock, Handler, LedgerConfig};
+use ledger_core::domain::account::{AccountId, AccountKind};
+use ledger_core::domain::commands::{
+    AuthorizeRedemption, CaptureRedemption, Command, DepositHours, ExchangeHours,
+    ExpireRedemptionHold, GrantConsent, RegisterAccount, ServeCreditReport, ServedReport,
+    VoidRedemption, WithdrawConsent,
+};
+use ledger_core::domain::events::HourKind;
+use ledger_core::domain::ids::{
+    ActivityId, Category, Purpose, RequestId, TransactionId, VerifierId,
+};
+use ledger_core::domain::token::RedemptionClaims;
+use ledger_core::domain::units::{Hours, Points};
 use ledger_core::log::memory::MemoryLog;
 use ledger_core::log::{EventId, EventLog, ExpectedVersion, NewEvent, ReadFrom, StreamName};
 use ledger_server::demo::{self, DemoConfig};
 use ledger_server::export::{self, ExportArgs, ExportSummary};
+use ledger_server::partners::banks::ReportJson;
 use ledger_server::pb;
-use ledger_server::pb::ledger_commands_client::LedgerCommandsClient;
 use ledger_server::pb::ledger_queries_client::LedgerQueriesClient;
+use projections::credit;
+use projections::star::StarPolicy;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
@@ -30,6 +46,155 @@ const NOW: &str = "2026-11-20T12:00:00Z";
 const TOP_UP_DAYS: u64 = 35;
 /// Star thresholds of policy `national-2024`, the server's default (docs/events.md).
 const NATIONAL_2024: [u32; 5] = [100, 300, 600, 1000, 1500];
+
+fn instant(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn handler_at(log: &Arc<dyn EventLog>, now: DateTime<Utc>) -> Handler {
+    Handler::new(
+        log.clone(),
+        Arc::new(FixedClock::new(now)),
+        LedgerConfig::default(),
+    )
+}
+
+async fn exec(handler: &Handler, command: Command) -> TransactionId {
+    let name = command.name();
+    handler
+        .execute(&command)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .transaction
+}
+
+fn id(text: &str) -> AccountId {
+    AccountId::new(text).unwrap()
+}
+
+fn req(text: &str) -> RequestId {
+    RequestId::new(text).unwrap()
+}
+
+/// Nobody in a small city serves 100 hours in its one year: top one volunteer up to
+/// two stars, honour hours included, so star levels are audited too.
+async fn top_up(log: &Arc<dyn EventLog>, volunteer: &str, organisation: &str) {
+    let handler = handler_at(log, instant(NOW));
+    for d in 0..TOP_UP_DAYS {
+        let day = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + Days::new(d);
+        let start = day.and_hms_opt(1, 0, 0).unwrap().and_utc();
+        let kind = if d % 6 == 5 {
+            HourKind::Honour
+        } else {
+            HourKind::Credit
+        };
+        let deposit = DepositHours {
+            request_id: req(&format!("top-up-{d}")),
+            volunteer: id(volunteer),
+            organisation: id(organisation),
+            activity: ActivityId::new(format!("top-up-{day}")).unwrap(),
+            service_date: day,
+            started_at: start,
+            ended_at: start + Duration::hours(10),
+            category: Category::new("elderly-care").unwrap(),
+            hours: Hours::parse("10").unwrap(),
+            kind,
+            verifier: VerifierId::new("staff-audit").unwrap(),
+        };
+        exec(&handler, Command::DepositHours(deposit)).await;
+    }
+}
+
+/// The partner events the demo city does not generate: a bank with a consent, an
+/// inquiry holding a real credit report, a withdrawal; redemption holds captured in
+/// part, voided, expired and left open (so points are held at the export's head).
+async fn partner_activity(log: &Arc<dyn EventLog>, volunteer: &str, merchant: &str) {
+    let now = instant(NOW);
+    let handler = handler_at(log, now);
+    let (v, m, bank) = (id(volunteer), id(merchant), id("bank-001"));
+    let purpose = Purpose::new("volunteer-loan").unwrap();
+    let register = RegisterAccount {
+        request_id: req("audit-bank"),
+        account: bank.clone(),
+        kind: AccountKind::Bank,
+    };
+    exec(&handler, Command::RegisterAccount(register)).await;
+    let exchange = ExchangeHours {
+        request_id: req("audit-exchange"),
+        volunteer: v.clone(),
+        hours: Hours::parse("20").unwrap(),
+        expected_rate_version: None,
+    };
+    exec(&handler, Command::ExchangeHours(exchange)).await;
+    let consent = GrantConsent {
+        request_id: req("audit-consent"),
+        volunteer: v.clone(),
+        bank: bank.clone(),
+        purpose: purpose.clone(),
+        expires_at: now + Duration::days(30),
+    };
+    exec(&handler, Command::GrantConsent(consent)).await;
+    // A real report, computed as the Banks service computes it.
+    let events = credit::read_account_stream(log.as_ref(), &v).await.unwrap();
+    let report = credit::credit_report(&v, &events, now, "", &StarPolicy::national()).unwrap();
+    let inquiry = ServeCreditReport {
+        request_id: req("audit-inquiry"),
+        volunteer: v.clone(),
+        bank: bank.clone(),
+        purpose,
+        served: ServedReport {
+            caller: "bank-001-loans".into(),
+            model_version: report.model_version.to_owned(),
+            score: report.score,
+            report: serde_json::to_string(&ReportJson::of(&report)).unwrap(),
+        },
+    };
+    exec(&handler, Command::ServeCreditReport(inquiry)).await;
+    let withdraw = WithdrawConsent {
+        request_id: req("audit-withdraw"),
+        volunteer: v.clone(),
+        bank,
+    };
+    exec(&handler, Command::WithdrawConsent(withdraw)).await;
+
+    let hold = |n: u8, points: &str| {
+        Command::AuthorizeRedemption(AuthorizeRedemption {
+            request_id: req(&format!("audit-hold-{n}")),
+            merchant: m.clone(),
+            token: RedemptionClaims {
+                id: uuid::Uuid::from_bytes([n; 16]),
+                volunteer: v.clone(),
+                points_max: Points::parse("100").unwrap(),
+                expires_at: now + Duration::hours(1),
+            },
+            points: Points::parse(points).unwrap(),
+        })
+    };
+    let captured = exec(&handler, hold(1, "50")).await;
+    let capture = CaptureRedemption {
+        request_id: req("audit-capture"),
+        merchant: m.clone(),
+        volunteer: v.clone(),
+        hold: captured,
+        points: Points::parse("30.5").unwrap(),
+    };
+    exec(&handler, Command::CaptureRedemption(capture)).await;
+    let voided = exec(&handler, hold(2, "40")).await;
+    let void = VoidRedemption {
+        request_id: req("audit-void"),
+        merchant: m.clone(),
+        volunteer: v.clone(),
+        hold: voided,
+    };
+    exec(&handler, Command::VoidRedemption(void)).await;
+    let expiring = exec(&handler, hold(3, "10")).await;
+    exec(&handler, hold(4, "25")).await; // left open: held at the head
+    let later = handler_at(log, now + Duration::minutes(20));
+    let expire = ExpireRedemptionHold::new(v.clone(), expiring);
+    exec(&later, Command::ExpireRedemptionHold(expire)).await;
+}
 
 /// Seed the demo city into a fresh data directory and close its log.
 async fn seeded_dir() -> tempfile::TempDir {
@@ -45,45 +210,14 @@ async fn seeded_dir() -> tempfile::TempDir {
         .await
         .unwrap();
     assert_eq!(report.rejected(), 0, "{}", report.render());
-    // Nobody in a small city serves 100 hours in its one year; top one volunteer up
-    // through the API to two stars, honour hours included, so star levels are audited.
-    let server = timebank_tests::spawn_server(Arc::new(log.clone()), NOW).await;
-    let mut commands = LedgerCommandsClient::new(server.channel.clone());
-    let ts = |day: &str, hour: u32| {
-        let t = chrono::DateTime::parse_from_rfc3339(&format!("{day}T{hour:02}:00:00Z")).unwrap();
-        prost_types::Timestamp {
-            seconds: t.timestamp(),
-            nanos: 0,
-        }
-    };
-    for d in 0..TOP_UP_DAYS {
-        let day = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + chrono::Days::new(d);
-        let day = day.to_string();
-        let kind = if d % 6 == 5 {
-            pb::HourKind::Honour
-        } else {
-            pb::HourKind::Credit
-        };
-        commands
-            .deposit_hours(pb::DepositHoursRequest {
-                request_id: format!("top-up-{d}"),
-                volunteer_id: report.sample.volunteer.clone(),
-                organisation_id: report.sample.organisation.clone(),
-                activity_id: format!("top-up-{day}"),
-                service_date: day.clone(),
-                started_at: Some(ts(&day, 1)),
-                ended_at: Some(ts(&day, 11)),
-                category: "elderly-care".into(),
-                hours: "10".into(),
-                kind: kind as i32,
-                verifier_id: "staff-audit".into(),
-            })
-            .await
-            .unwrap_or_else(|s| panic!("top-up deposit {d}: {s:?}"));
-    }
-    drop(commands);
-    let _ = server.stop.send(());
-    server.task.await.unwrap().unwrap();
+    let shared: Arc<dyn EventLog> = Arc::new(log.clone());
+    top_up(
+        &shared,
+        &report.sample.volunteer,
+        &report.sample.organisation,
+    )
+    .await;
+    partner_activity(&shared, &report.sample.volunteer, &report.sample.merchant).await;
     log.close();
     dir
 }
@@ -138,7 +272,11 @@ struct Audited {
     closed: bool,
     spendable_hours: Decimal,
     honour_hours: Decimal,
+    /// The balance: available plus held.
     points: Decimal,
+    /// Points kept by open redemption holds (authorised, not yet captured, voided or
+    /// recorded as expired).
+    points_held: Decimal,
     lifetime_credit_hours: Decimal,
     lifetime_honour_hours: Decimal,
 }
@@ -159,6 +297,8 @@ fn recompute(lines: &[Value]) -> BTreeMap<String, Audited> {
     let mut accounts: BTreeMap<String, Audited> = BTreeMap::new();
     // Deposits by transaction id: (volunteer, kind, hours), to take reversed ones back.
     let mut deposits: BTreeMap<String, (String, String, Decimal)> = BTreeMap::new();
+    // Open redemption holds by hold id: (volunteer, points).
+    let mut holds: BTreeMap<String, (String, Decimal)> = BTreeMap::new();
     for line in lines {
         let data = &line["data"];
         match line["type"].as_str().unwrap() {
@@ -191,6 +331,17 @@ fn recompute(lines: &[Value]) -> BTreeMap<String, Audited> {
                         _ => a.lifetime_honour_hours -= hours,
                     }
                 }
+            }
+            "RedemptionAuthorized.v1" => {
+                let (volunteer, points) = (text(&data["volunteer"]), dec(&data["points"]));
+                accounts.entry(volunteer.clone()).or_default().points_held += points;
+                holds.insert(text(&data["hold"]), (volunteer, points));
+            }
+            "RedemptionCaptured.v1" | "RedemptionVoided.v1" | "RedemptionHoldExpired.v1" => {
+                let (volunteer, points) = holds
+                    .remove(&text(&data["hold"]))
+                    .unwrap_or_else(|| panic!("closes a hold that is not open: {line}"));
+                accounts.entry(volunteer).or_default().points_held -= points;
             }
             _ => {}
         }
@@ -239,12 +390,14 @@ async fn balances_recomputed_from_the_export_alone_match_the_server() {
     let kinds = |k: &str| audited.values().filter(|a| a.kind == k).count();
     assert_eq!(kinds("volunteer"), VOLUNTEERS as usize);
     assert!(kinds("organisation") > 0 && kinds("project") > 0 && kinds("merchant") > 0);
+    assert_eq!(kinds("bank"), 1);
     assert!(
         audited.values().any(|a| a.points > Decimal::ZERO)
             && audited.values().any(|a| a.honour_hours > Decimal::ZERO)
             && audited.values().any(|a| a.closed)
-            && audited.values().any(|a| a.stars() == 2),
-        "the city exercises points, honour hours, closures and stars"
+            && audited.values().any(|a| a.stars() == 2)
+            && audited.values().any(|a| a.points_held > Decimal::ZERO),
+        "the city exercises points, honour hours, closures, stars and holds"
     );
 
     // The server, on the same log, asked to be at least as fresh as the export's head.
@@ -271,6 +424,7 @@ async fn balances_recomputed_from_the_export_alone_match_the_server() {
             honour_hours: Decimal::from_str(&view.honour_hours).unwrap(),
             points: Decimal::from_str(&view.points_available).unwrap()
                 + Decimal::from_str(&view.points_held).unwrap(),
+            points_held: Decimal::from_str(&view.points_held).unwrap(),
             lifetime_credit_hours: Decimal::from_str(&view.lifetime_credit_hours).unwrap(),
             lifetime_honour_hours: Decimal::from_str(&view.lifetime_honour_hours).unwrap(),
         };
