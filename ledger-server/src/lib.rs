@@ -11,6 +11,8 @@
 //!   (`docs/events.md`);
 //! - [`queries`]: `timebank.v1.LedgerQueries` over the read models of the `projections`
 //!   crate (the worker runs in this process; snapshots under `DATA_DIR/projections/`);
+//! - [`auth`]: the access file, authentication (API keys, client certificates), the
+//!   per-caller rate limit, the named request limits and TLS ([`ServeOptions`]);
 //! - this file: [`serve`] (tests and embedders) and [`run`] (the binary).
 //!
 //! Protobuf types stay in this crate; `ledger-core` knows nothing of tonic.
@@ -41,6 +43,7 @@ pub mod queries;
 mod service;
 pub mod status;
 
+pub use auth::ServeOptions;
 pub use queries::{QueryConfig, QueryService};
 pub use service::{LedgerService, BATCH_COMMANDS_MAX, INFLIGHT_COMMANDS_MAX};
 
@@ -83,6 +86,8 @@ pub enum ServeError {
     Blocking(String),
     #[error("gRPC transport failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("cannot set up TLS: {0}; check that --tls-cert is a PEM certificate chain, --tls-key its PEM private key, and --tls-client-ca a PEM CA certificate")]
+    Tls(String),
 }
 
 /// What `ledger-server serve` runs with.
@@ -96,6 +101,8 @@ pub struct RunConfig {
     /// `data_dir/log`, or a KurrentDB connection string (`kurrentdb://…`,
     /// `kurrentdb+discover://…`, `esdb://…`); see `ledger_store::open_store`.
     pub store: Option<String>,
+    /// Access file, limits and TLS; the default is open mode (see [`ServeOptions`]).
+    pub serve: ServeOptions,
 }
 
 /// Sub-directory of a data directory that holds the embedded log's segments.
@@ -175,7 +182,7 @@ pub async fn run_on(
         },
         ..QueryConfig::default()
     };
-    let served = serve_with(handler, queries, listener, shutdown).await;
+    let served = serve_with_options(handler, queries, config.serve, listener, shutdown).await;
     // Every acknowledged append is durable already; closing stops the writer in order.
     if let Err(e) = tokio::task::spawn_blocking(move || store.close()).await {
         tracing::error!("closing the event log failed: {e}");
@@ -205,6 +212,41 @@ pub async fn serve_with(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_with_options(
+        handler,
+        queries,
+        ServeOptions::default(),
+        listener,
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve_with`] with access control, limits and TLS ([`ServeOptions`]): every
+/// `timebank.v1` call is authenticated and rate-limited per caller by
+/// [`auth::AuthLayer`]; health and reflection stay open.
+pub async fn serve_with_options(
+    handler: Handler,
+    queries: QueryConfig,
+    options: ServeOptions,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let limits = options.limits();
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = options.tls {
+        auth::tls::install_crypto_provider();
+        server = server.tls_config(tls).map_err(|e| {
+            // tonic's error says only "transport error"; the cause is in its sources.
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            ServeError::Tls(text)
+        })?;
+    }
     let report = handler
         .deliver_receipts(ReadFrom::Start)
         .await
@@ -277,7 +319,8 @@ pub async fn serve_with(
         policies.clone(),
         handler.clock().clone(),
     );
-    let service = LedgerService::new(handler.clone());
+    let service =
+        LedgerService::new(handler.clone()).with_batch_commands_max(limits.batch_commands_max);
     let partners = partners::Partners::new(
         service.clone(),
         handler,
@@ -298,37 +341,40 @@ pub async fn serve_with(
             }
         })
     });
-    let served = tonic::transport::Server::builder()
+    let served = server
         .layer(metrics::GrpcMetricsLayer)
-        // Open mode (no access file): every caller is an administrator.
-        .layer(tower::util::MapRequestLayer::new(
-            |mut req: http::Request<tonic::body::Body>| {
-                req.extensions_mut()
-                    .insert(auth::Caller::unauthenticated_admin());
-                req
-            },
-        ))
+        .layer(auth::AuthLayer::new(options.access))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(pb::ledger_commands_server::LedgerCommandsServer::new(
-            service.clone(),
-        ))
-        .add_service(pb::ledger_queries_server::LedgerQueriesServer::new(
-            query_service,
-        ))
-        .add_service(pb::consents_server::ConsentsServer::new(
-            partners::consents::ConsentService(partners.clone()),
-        ))
-        .add_service(pb::banks_server::BanksServer::new(
-            partners::banks::BankService(partners.clone()),
-        ))
-        .add_service(pb::redemptions_server::RedemptionsServer::new(
-            partners::redemptions::RedemptionService(partners.clone()),
-        ))
-        .add_service(pb::audit_server::AuditServer::new(
-            partners::audit::AuditService(partners.clone()),
-        ))
+        .add_service(
+            pb::ledger_commands_server::LedgerCommandsServer::new(service.clone())
+                .max_decoding_message_size(limits.request_bytes_max),
+        )
+        .add_service(
+            pb::ledger_queries_server::LedgerQueriesServer::new(query_service)
+                .max_decoding_message_size(limits.request_bytes_max),
+        )
+        .add_service(
+            pb::consents_server::ConsentsServer::new(partners::consents::ConsentService(
+                partners.clone(),
+            ))
+            .max_decoding_message_size(limits.request_bytes_max),
+        )
+        .add_service(
+            pb::banks_server::BanksServer::new(partners::banks::BankService(partners.clone()))
+                .max_decoding_message_size(limits.request_bytes_max),
+        )
+        .add_service(
+            pb::redemptions_server::RedemptionsServer::new(
+                partners::redemptions::RedemptionService(partners.clone()),
+            )
+            .max_decoding_message_size(limits.request_bytes_max),
+        )
+        .add_service(
+            pb::audit_server::AuditServer::new(partners::audit::AuditService(partners.clone()))
+                .max_decoding_message_size(limits.request_bytes_max),
+        )
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             tracing::info!("shutdown requested: no new connections; finishing in-flight commands");

@@ -34,6 +34,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{Days, NaiveDate, Utc};
 use hdrhistogram::Histogram;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt;
 
@@ -181,6 +184,11 @@ pub struct LoadArgs {
     /// HTTP/2 connections the callers share, round robin.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
+    /// API key sent as `authorization: Bearer KEY` on every call (a server with an
+    /// access file needs one; the demo's admin key is in its banner). Its caller must
+    /// be allowed to register accounts and write for them.
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
 }
 
 impl LoadArgs {
@@ -198,7 +206,11 @@ impl LoadArgs {
                 crate::BATCH_COMMANDS_MAX
             ));
         }
+        if let Some(key) = &self.api_key {
+            BearerKey::new(Some(key))?;
+        }
         Ok(LoadConfig {
+            api_key: self.api_key.clone(),
             target: self.target.clone(),
             mix: self.mix.clone(),
             concurrency: self.concurrency,
@@ -219,6 +231,41 @@ pub struct LoadConfig {
     pub batch: usize,
     pub volunteers_per_caller: usize,
     pub connections: usize,
+    /// Sent as `authorization: Bearer …` on every call.
+    pub api_key: Option<String>,
+}
+
+/// A channel whose every call carries the run's API key, if it has one.
+type Conn = InterceptedService<Channel, BearerKey>;
+
+/// Adds `authorization: Bearer KEY` to every call, or nothing without a key.
+#[derive(Clone)]
+pub struct BearerKey(Option<MetadataValue<Ascii>>);
+
+impl BearerKey {
+    pub fn new(key: Option<&str>) -> Result<Self, String> {
+        key.map(|k| {
+            format!("Bearer {k}")
+                .parse::<MetadataValue<Ascii>>()
+                .map_err(|_| "--api-key must be printable ASCII (as keygen prints it)".to_owned())
+        })
+        .transpose()
+        .map(Self)
+    }
+}
+
+impl Interceptor for BearerKey {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -496,7 +543,7 @@ impl Caller {
 }
 
 async fn send(
-    client: &mut LedgerCommandsClient<Channel>,
+    client: &mut LedgerCommandsClient<Conn>,
     command: pb::command::Command,
 ) -> Result<(), tonic::Status> {
     use pb::command::Command as C;
@@ -529,7 +576,7 @@ fn reason_of(status: &tonic::Status) -> String {
 
 /// Run `commands` as batches of at most [`SETUP_BATCH`]; any refused line fails setup.
 async fn setup_batches(
-    client: &mut LedgerCommandsClient<Channel>,
+    client: &mut LedgerCommandsClient<Conn>,
     commands: Vec<pb::command::Command>,
 ) -> Result<Option<pb::LogPosition>, LoadError> {
     let mut last = None;
@@ -576,7 +623,7 @@ fn register(request_id: String, id: String, kind: pb::AccountKind) -> pb::comman
 
 /// Register the run's accounts and pre-fund the volunteers.
 async fn setup(
-    client: &mut LedgerCommandsClient<Channel>,
+    client: &mut LedgerCommandsClient<Conn>,
     config: &LoadConfig,
 ) -> Result<(Vec<Caller>, Option<pb::LogPosition>), LoadError> {
     let run = format!("ld{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
@@ -647,10 +694,11 @@ async fn setup(
 /// run's volunteers. Without a query service, there is nothing to wait for.
 async fn wait_for_read_models(
     channel: Channel,
+    key: BearerKey,
     volunteer: &str,
     position: Option<pb::LogPosition>,
 ) -> Result<(), LoadError> {
-    let mut client = LedgerQueriesClient::new(channel);
+    let mut client = LedgerQueriesClient::with_interceptor(channel, key);
     let deadline = Instant::now() + READ_MODEL_WAIT;
     loop {
         let r = client
@@ -745,7 +793,8 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
                 .join(", "),
         ));
     }
-    let mut setup_client = LedgerCommandsClient::new(channels[0].clone());
+    let key = BearerKey::new(config.api_key.as_deref()).map_err(LoadError::Setup)?;
+    let mut setup_client = LedgerCommandsClient::with_interceptor(channels[0].clone(), key.clone());
     let (callers, setup_position) = setup(&mut setup_client, config).await?;
     if sendable.iter().any(|(op, _)| op.is_query()) {
         let first = callers
@@ -753,7 +802,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
             .and_then(|c| c.volunteers.first())
             .map(|v| v.id.clone())
             .unwrap_or_default();
-        wait_for_read_models(channels[0].clone(), &first, setup_position).await?;
+        wait_for_read_models(channels[0].clone(), key.clone(), &first, setup_position).await?;
     }
 
     let started = Instant::now();
@@ -761,8 +810,14 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
     let sendable = Arc::new(sendable);
     let mut tasks = Vec::with_capacity(callers.len());
     for (i, mut caller) in callers.into_iter().enumerate() {
-        let mut client = LedgerCommandsClient::new(channels[i % channels.len()].clone());
-        let mut queries = LedgerQueriesClient::new(channels[i % channels.len()].clone());
+        let mut client = LedgerCommandsClient::with_interceptor(
+            channels[i % channels.len()].clone(),
+            key.clone(),
+        );
+        let mut queries = LedgerQueriesClient::with_interceptor(
+            channels[i % channels.len()].clone(),
+            key.clone(),
+        );
         let sendable = sendable.clone();
         let batch = config.batch;
         tasks.push(tokio::spawn(async move {

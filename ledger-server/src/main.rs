@@ -1,4 +1,5 @@
-//! `ledger-server serve --data-dir DIR --listen ADDR`
+//! `ledger-server serve --data-dir DIR --listen ADDR --access FILE [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]`
+//! `ledger-server keygen --name NAME --role ROLE [--bank ID | --merchant ID | --region R … | --organisation O …]`
 //! `ledger-server demo` (seed the demo city on first start, then serve)
 //! `ledger-server seed --volunteers N --seed S` (seed only)
 //! `ledger-server rebuild --data-dir DIR` (read models from zero, fresh snapshot)
@@ -14,8 +15,9 @@ use chrono::FixedOffset;
 use clap::{Parser, Subcommand};
 use ledger_core::app::LedgerConfig;
 use ledger_core::domain::units::ExchangeRate;
+use ledger_server::auth::{Access, TlsFiles};
 use ledger_server::demo::DemoConfig;
-use ledger_server::{run, RunConfig};
+use ledger_server::{run, RunConfig, ServeOptions};
 use rust_decimal::Decimal;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
@@ -85,6 +87,51 @@ enum Cmd {
         /// Prometheus metrics listener (`/metrics`), or `off`.
         #[arg(long, default_value = "127.0.0.1:9090", value_parser = metrics_listen)]
         metrics_listen: MetricsListen,
+        /// Access file: the callers (API key hashes, client certificate names, one role
+        /// each) and the limits; see docs/operations.md. Required unless
+        /// --insecure-no-auth.
+        #[arg(long, value_name = "FILE")]
+        access: Option<PathBuf>,
+        /// Serve without authentication: every caller is an administrator. Only behind
+        /// something else that authenticates; never on a reachable address.
+        #[arg(long, conflicts_with = "access")]
+        insecure_no_auth: bool,
+        /// TLS on the gRPC listener: the server's PEM certificate chain.
+        #[arg(long, value_name = "PEM", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Mutual TLS: PEM CA certificate(s) that client certificates are verified
+        /// against. Client certificates are then optional: a client without one can
+        /// still send a bearer key.
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
+    },
+    /// Make a new API key: prints the key (once, on stderr) and the access file's
+    /// `[[caller]]` entry with its SHA-256 (on stdout, so `>> access.toml` appends it).
+    Keygen {
+        /// The caller's name (logs, rate limit).
+        #[arg(long)]
+        name: String,
+        /// platform, merchant, bank, auditor or admin.
+        #[arg(long)]
+        role: String,
+        /// bank: the bank's account id.
+        #[arg(long)]
+        bank: Option<String>,
+        /// merchant: the merchant's account id.
+        #[arg(long)]
+        merchant: Option<String>,
+        /// platform: a region-code prefix it writes for (repeat for several).
+        #[arg(long = "region", value_name = "PREFIX")]
+        regions: Vec<String>,
+        /// platform: an organisation account id it writes for (repeat for several).
+        #[arg(long = "organisation", value_name = "ID")]
+        organisations: Vec<String>,
+        /// Also accept this mTLS client certificate name (CN or DNS SAN).
+        #[arg(long)]
+        certificate_name: Option<String>,
     },
     /// Seed the demo city into an empty data directory on first start, then serve it
     /// (UTC+8 calendar), printing ready-to-paste grpcurl calls.
@@ -190,11 +237,31 @@ async fn main() -> ExitCode {
             calendar_offset,
             redemption_hold_timeout,
             metrics_listen,
+            access,
+            insecure_no_auth,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
         } => {
             if points_per_hour <= Decimal::ZERO {
                 tracing::error!("--points-per-hour must be greater than zero");
                 return ExitCode::FAILURE;
             }
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert,
+                    key,
+                    client_ca: tls_client_ca,
+                }),
+                _ => None,
+            };
+            let serve = match serve_options(access, insecure_no_auth, tls) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let config = RunConfig {
                 data_dir,
                 listen,
@@ -217,6 +284,7 @@ async fn main() -> ExitCode {
                     },
                 },
                 store: Some(store),
+                serve,
             };
             match ledger_server::metrics::install(metrics_listen.0) {
                 Ok(()) => run(config, shutdown_signal())
@@ -265,6 +333,36 @@ async fn main() -> ExitCode {
             .await
             .map(|_| ())
             .map_err(|e| e.to_string()),
+        Cmd::Keygen {
+            name,
+            role,
+            bank,
+            merchant,
+            regions,
+            organisations,
+            certificate_name,
+        } => {
+            let request = ledger_server::auth::key::KeygenRequest {
+                name,
+                role,
+                bank,
+                merchant,
+                regions,
+                organisations,
+                certificate_name,
+            };
+            match ledger_server::auth::key::keygen(&request) {
+                Ok(made) => {
+                    eprintln!(
+                        "API key for {} (shown once; give it to the caller over a secure channel, the server keeps only its hash):\n\n{}\n\nits access file entry (on stdout):\n",
+                        request.name, made.key
+                    );
+                    println!("{}", made.entry);
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
         Cmd::Load(args) => match args.config() {
             Ok(config) => match ledger_server::load::run(&config).await {
                 Ok(report) => {
@@ -283,6 +381,39 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The access file, TLS and the refusal to serve unauthenticated by accident.
+fn serve_options(
+    access: Option<PathBuf>,
+    insecure_no_auth: bool,
+    tls: Option<TlsFiles>,
+) -> Result<ServeOptions, String> {
+    let access = match access {
+        Some(path) => {
+            let access = Access::load(&path).map_err(|e| e.to_string())?;
+            tracing::info!(
+                access = %path.display(),
+                callers = access.callers().len(),
+                "authenticating timebank.v1 calls"
+            );
+            Some(std::sync::Arc::new(access))
+        }
+        None if insecure_no_auth => {
+            tracing::warn!(
+                "--insecure-no-auth: NO AUTHENTICATION. Every caller is an administrator that can write and read everything; serve like this only behind something else that authenticates"
+            );
+            None
+        }
+        None => {
+            return Err("no --access FILE: the server authenticates every call against an access file (docs/operations.md; `ledger-server keygen` makes keys); to serve without authentication, say --insecure-no-auth".to_owned())
+        }
+    };
+    let tls = match tls {
+        Some(files) => Some(files.load().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    Ok(ServeOptions { access, tls })
 }
 
 async fn rebuild(data_dir: &std::path::Path) -> ExitCode {
@@ -316,6 +447,34 @@ mod tests {
         Cli::command().debug_assert();
         for args in [
             &["ledger-server", "serve", "--metrics-listen", "off"][..],
+            &["ledger-server", "serve", "--access", "a.toml"],
+            &["ledger-server", "serve", "--insecure-no-auth"],
+            &[
+                "ledger-server",
+                "serve",
+                "--access",
+                "a.toml",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+                "--tls-client-ca",
+                "ca.pem",
+            ],
+            &[
+                "ledger-server",
+                "keygen",
+                "--name",
+                "p",
+                "--role",
+                "platform",
+                "--region",
+                "hangzhou/xihu",
+                "--region",
+                "hangzhou/binjiang",
+                "--organisation",
+                "org-7",
+            ],
             &[
                 "ledger-server",
                 "serve",
@@ -352,5 +511,26 @@ mod tests {
             Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }
         assert!(Cli::try_parse_from(["ledger-server", "serve", "--metrics-listen", "x"]).is_err());
+        // Both, or a key without its certificate, make no sense.
+        assert!(Cli::try_parse_from([
+            "ledger-server",
+            "serve",
+            "--access",
+            "a",
+            "--insecure-no-auth"
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from(["ledger-server", "serve", "--tls-key", "k.pem"]).is_err());
+    }
+
+    #[test]
+    fn serve_refuses_to_start_without_an_access_file_unless_told_insecure() {
+        let e = super::serve_options(None, false, None).unwrap_err();
+        assert!(e.contains("--insecure-no-auth"), "{e}");
+        let open = super::serve_options(None, true, None).unwrap();
+        assert!(open.access.is_none());
+        let e =
+            super::serve_options(Some("/nonexistent/access.toml".into()), false, None).unwrap_err();
+        assert!(e.contains("/nonexistent/access.toml"), "{e}");
     }
 }

@@ -15,7 +15,8 @@ use crate::convert;
 use crate::pb;
 use crate::status::{describe, describe_rejection, Described};
 
-/// Most commands in one `SubmitBatch`. A bank's bulk file or a large event's check-outs
+/// Most commands in one `SubmitBatch`, by default (`[limits] batch_commands_max` of
+/// the access file sets it; [`LedgerService::with_batch_commands_max`]). A bank's bulk file or a large event's check-outs
 /// arrive in thousands; the batch runs its commands one after another, so 1,000 keeps
 /// one call to a few seconds and its request well under gRPC's default 4 MiB message
 /// limit (a command is a few hundred bytes). Bigger files are split by the client.
@@ -31,6 +32,7 @@ pub const INFLIGHT_COMMANDS_MAX: usize = 1024;
 pub struct LedgerService {
     handler: Handler,
     inflight: Arc<Semaphore>,
+    batch_commands_max: usize,
 }
 
 impl LedgerService {
@@ -38,7 +40,15 @@ impl LedgerService {
         Self {
             handler,
             inflight: Arc::new(Semaphore::new(INFLIGHT_COMMANDS_MAX)),
+            batch_commands_max: BATCH_COMMANDS_MAX,
         }
+    }
+
+    /// Refuse batches of more than `max` commands (`BATCH_TOO_LARGE`) instead of
+    /// [`BATCH_COMMANDS_MAX`].
+    pub fn with_batch_commands_max(mut self, max: usize) -> Self {
+        self.batch_commands_max = max;
+        self
     }
 
     /// Wait until no command is executing and refuse new ones (shutdown).
@@ -235,17 +245,18 @@ impl pb::ledger_commands_server::LedgerCommands for LedgerService {
             }
             .into_status());
         }
-        if commands.len() > BATCH_COMMANDS_MAX {
+        let max = self.batch_commands_max;
+        if commands.len() > max {
             return Err(Described {
                 code: Code::InvalidArgument,
                 reason: "BATCH_TOO_LARGE",
                 message: format!(
-                    "the batch holds {} commands; batch_commands_max is {BATCH_COMMANDS_MAX}: split it into several batches",
+                    "the batch holds {} commands; batch_commands_max is {max}: split it into several batches",
                     commands.len()
                 ),
                 metadata: [
                     ("commands".to_owned(), commands.len().to_string()),
-                    ("max".to_owned(), BATCH_COMMANDS_MAX.to_string()),
+                    ("max".to_owned(), max.to_string()),
                 ]
                 .into(),
             }

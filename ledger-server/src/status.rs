@@ -18,8 +18,11 @@
 //! | `NOT_FOUND` (queries) | `UNKNOWN_ACCOUNT`, `NOT_A_VOLUNTEER`, `UNKNOWN_REGION` |
 //! | `INVALID_ARGUMENT` (queries) | bad fields as for commands, `UNKNOWN_POLICY_VERSION`, `UNKNOWN_MODEL_VERSION` |
 //! | `DATA_LOSS` | `LOG_CORRUPT`: stored data failed a check; call an operator |
+//! | `UNAUTHENTICATED` | `UNAUTHENTICATED`: no, a malformed or an unknown credential (the message says what to send) |
+//! | `RESOURCE_EXHAUSTED` | `RATE_LIMITED`: the caller is over its `requests_per_second_max`; a `RetryInfo` says when to retry |
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use ledger_core::app::CommandError;
 use ledger_core::domain::Rejection;
@@ -163,6 +166,41 @@ pub fn query_status_described(e: &crate::queries::QueryError) -> Described {
         message: e.to_string(),
         metadata,
     }
+}
+
+/// The status of a call that was not authenticated. The message is fixed text per
+/// [`crate::auth::AuthError`] (what to send), never derived from what was sent.
+pub fn unauthenticated_status(e: &crate::auth::AuthError) -> Status {
+    Described {
+        code: Code::Unauthenticated,
+        reason: "UNAUTHENTICATED",
+        message: e.to_string(),
+        metadata: HashMap::new(),
+    }
+    .into_status()
+}
+
+/// The status of a call over its caller's rate: `RESOURCE_EXHAUSTED`, reason
+/// `RATE_LIMITED`, the limit in the metadata and a `RetryInfo` with the wait until the
+/// caller's next request would be admitted.
+pub fn rate_limited_status(requests_per_second_max: u32, retry_after: Duration) -> Status {
+    let mut details = ErrorDetails::with_error_info(
+        "RATE_LIMITED",
+        ERROR_DOMAIN,
+        [(
+            "requests_per_second_max".to_owned(),
+            requests_per_second_max.to_string(),
+        )],
+    );
+    details.set_retry_info(Some(retry_after));
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!(
+            "over this caller's requests_per_second_max ({requests_per_second_max}): retry after {} ms, and send at a lower rate",
+            retry_after.as_millis().max(1)
+        ),
+        details,
+    )
 }
 
 #[cfg(test)]

@@ -156,6 +156,7 @@ async fn the_load_generator_runs_against_a_live_server() {
         batch: 0,
         volunteers_per_caller: 3,
         connections: 2,
+        api_key: None,
     };
     let report = load::run(&config).await.unwrap();
     assert!(report.completed() > 0, "{}", report.render());

@@ -4,9 +4,63 @@
 //! token, or a client certificate under mutual TLS) before it reaches a service; the
 //! authenticated [`Caller`] travels in the request's extensions. What each role may do
 //! is decided per RPC in `crate::authz`.
+//!
+//! # Layout
+//! - [`file`]: the access file (callers, credentials, scopes, `[limits]`), validated;
+//! - [`key`]: API keys: generation, the SHA-256 stored in the file (and why not argon2);
+//! - [`layer`]: the tower layer that authenticates and rate-limits every `timebank.v1`
+//!   call and puts the [`Caller`] in its extensions;
+//! - [`limits`]: the named limits and their defaults;
+//! - [`tls`]: the TLS listener and optional client certificates;
+//! - this file: the caller types and [`ServeOptions`], what a server runs with.
+
+pub mod file;
+pub mod key;
+pub mod layer;
+pub mod limits;
+pub mod tls;
+
+use std::sync::Arc;
+
+pub use file::{Access, AccessError, CallerEntry, LoadAccessError};
+pub use key::{generate_key, hash_key, KeyHash};
+pub use layer::{AuthError, AuthLayer};
+pub use limits::Limits;
+pub use tls::TlsFiles;
+
+/// Access control, limits and TLS of a server (`crate::serve_with_options`).
+///
+/// The default is **open mode**: no access file, every `timebank.v1` call is
+/// [`Caller::unauthenticated_admin`], no rate limit, default request and batch limits,
+/// plaintext. That is what tests and embedders that authenticate in front of the
+/// server use; the binary's `serve` refuses it unless told `--insecure-no-auth`.
+#[derive(Clone, Debug, Default)]
+pub struct ServeOptions {
+    /// Who may call, and the `[limits]`. `None`: open mode.
+    pub access: Option<Arc<Access>>,
+    /// TLS on the listener, with client certificates if it has a client CA.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+}
+
+impl ServeOptions {
+    /// Authenticate with `access`, plaintext.
+    pub fn with_access(access: Access) -> Self {
+        Self {
+            access: Some(Arc::new(access)),
+            tls: None,
+        }
+    }
+
+    /// The access file's limits, or the defaults in open mode.
+    pub fn limits(&self) -> Limits {
+        self.access
+            .as_ref()
+            .map_or_else(Limits::default, |a| a.limits)
+    }
+}
 
 /// An authenticated caller: a name for logs and audit, and one role with its scope.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Caller {
     /// The caller's name in the access file (`city-platform`, `bank-a`, …).
     pub name: String,
@@ -15,7 +69,7 @@ pub struct Caller {
 
 /// What a caller is. Exactly one per caller: a partner that needs two roles gets two
 /// keys, so every call says in which capacity it was made.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     /// A volunteer platform: writes for volunteers of its regions (region-code
     /// prefixes, `hangzhou/xihu`) and for its organisations (account ids).

@@ -11,11 +11,114 @@ use ledger_core::log::EventLog;
 use ledger_store::EmbeddedLog;
 
 use super::{ledger_config, seed, DemoConfig, DemoError, Sample, DEMO_CALENDAR_OFFSET_SECS};
-use crate::{open_log, run_on, RunConfig, ServeError};
+use crate::auth::{hash_key, Access, CallerEntry, LoadAccessError};
+use crate::auth::{Caller, Role};
+use crate::{open_log, run_on, RunConfig, ServeError, ServeOptions};
 
 /// Written next to the log's segments after seeding (the log ignores other files), so later starts can print calls with real
 /// account ids without generating the city again.
 const SAMPLE_FILE: &str = "demo-accounts.txt";
+
+/// The demo's access file, written into the data directory on first start (kept if it
+/// exists, so an edited one is served as it is).
+pub const ACCESS_FILE: &str = "access.toml";
+
+/// The demo's callers and their keys. **Demo only**: these keys are published in this
+/// source file, the banner and `docs/quickstart.md`; anyone can use them. A real
+/// deployment makes its own with `ledger-server keygen` (they are random, these are
+/// not, so that the quickstart's commands can be pasted as they are).
+pub const DEMO_KEYS: [(&str, &str); 5] = [
+    (
+        "demo-admin",
+        "tbk_DEMO-ONLY-admin-key-published-in-the-docs",
+    ),
+    (
+        "demo-platform",
+        "tbk_DEMO-ONLY-platform-key-published-in-the-docs",
+    ),
+    (
+        "demo-auditor",
+        "tbk_DEMO-ONLY-auditor-key-published-in-the-docs",
+    ),
+    ("demo-bank", "tbk_DEMO-ONLY-bank-key-published-in-the-docs"),
+    (
+        "demo-merchant",
+        "tbk_DEMO-ONLY-merchant-key-published-in-the-docs",
+    ),
+];
+
+/// The bank account id of the demo's bank caller.
+pub const DEMO_BANK: &str = "bank-demo";
+/// The merchant account of the demo's merchant caller: the city's first merchant
+/// (`city::City::generate` names them `merchant-001` …, and every city has one).
+pub const DEMO_MERCHANT: &str = "merchant-001";
+
+/// The key of the demo caller `name` (one of [`DEMO_KEYS`]).
+pub fn demo_key(name: &str) -> &'static str {
+    DEMO_KEYS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or("", |(_, k)| k)
+}
+
+/// The demo access file's text: an admin, a platform over the whole city (region
+/// prefix `hangzhou`), an auditor, the bank `bank-demo` and the first merchant.
+pub fn demo_access_toml() -> String {
+    let roles = [
+        Role::Admin,
+        Role::Platform {
+            regions: vec![super::city::CITY.to_owned()],
+            organisations: Vec::new(),
+        },
+        Role::Auditor,
+        Role::Bank {
+            bank: DEMO_BANK.to_owned(),
+        },
+        Role::Merchant {
+            merchant: DEMO_MERCHANT.to_owned(),
+        },
+    ];
+    let mut out = String::from(
+        "# The demo city's access file, written by `ledger-server demo`.\n\
+         # DEMO ONLY: the keys of these callers are published (banner, docs/quickstart.md);\n\
+         # never serve real data with this file. Make real keys with `ledger-server keygen`.\n\n",
+    );
+    for ((name, key), role) in DEMO_KEYS.iter().zip(roles) {
+        let entry = CallerEntry {
+            caller: Caller {
+                name: (*name).to_owned(),
+                role,
+            },
+            key: Some(hash_key(key)),
+            certificate_name: None,
+        };
+        out.push_str(&format!("# key: {key}\n{}\n", entry.to_toml()));
+    }
+    out.push_str(
+        "[limits]\n\
+         # Demo: far above the default (2,000/s) so that `ledger-server load` measures the\n\
+         # server, not the limit.\n\
+         requests_per_second_max = 1000000\n\
+         burst_max = 1000000\n",
+    );
+    out
+}
+
+/// Write the demo access file into `data_dir` unless one is there, then load it.
+fn demo_access(data_dir: &Path) -> Result<Access, DemoRunError> {
+    let path = data_dir.join(ACCESS_FILE);
+    if !path.exists() {
+        std::fs::write(&path, demo_access_toml()).map_err(|source| DemoRunError::WriteAccess {
+            path: path.clone(),
+            source,
+        })?;
+        eprintln!(
+            "wrote {} with DEMO-ONLY keys (published in the docs)",
+            path.display()
+        );
+    }
+    Ok(Access::load(&path)?)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoRunError {
@@ -27,6 +130,13 @@ pub enum DemoRunError {
     Rejected(u64),
     #[error("a blocking task failed: {0}")]
     Blocking(String),
+    #[error("cannot write the demo access file {path}: {source}")]
+    WriteAccess {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}; delete it to get the demo's own again")]
+    Access(#[from] LoadAccessError),
 }
 
 async fn open(dir: PathBuf) -> Result<EmbeddedLog, DemoRunError> {
@@ -101,6 +211,14 @@ pub async fn seed_and_serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DemoRunError> {
     let log = open(data_dir.clone()).await?;
+    let access = match demo_access(&data_dir) {
+        Ok(a) => a,
+        Err(e) => {
+            let closing = log.clone();
+            let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+            return Err(e);
+        }
+    };
     let sample = if log.event_count() == 0 {
         match seed_into(&data_dir, &log, &config).await {
             Ok(s) => Some(s),
@@ -127,6 +245,7 @@ pub async fn seed_and_serve(
         listen,
         ledger: ledger_config(),
         store: None,
+        serve: ServeOptions::with_access(access),
     };
     Ok(run_on(ledger_store::Store::Embedded(log), run, shutdown).await?)
 }
@@ -138,9 +257,18 @@ pub fn banner(listen: SocketAddr, data_dir: &Path, events: u64, sample: Option<&
         "\ntimebank demo ledger: {events} events in {}, gRPC on {a} (plaintext, reflection on)\n\n\
          Try (grpcurl):\n\n\
          grpcurl -plaintext {a} list\n\
-         grpcurl -plaintext -d '{{\"service\":\"timebank.v1.LedgerCommands\"}}' {a} grpc.health.v1.Health/Check\n",
-        data_dir.display()
+         grpcurl -plaintext -d '{{\"service\":\"timebank.v1.LedgerCommands\"}}' {a} grpc.health.v1.Health/Check\n\n\
+         Every timebank.v1 call needs a key (health and reflection above do not). The demo's\n\
+         callers, from {access} (DEMO-ONLY keys, published in the docs):\n\n",
+        data_dir.display(),
+        access = data_dir.join(ACCESS_FILE).display(),
     );
+    for (name, key) in DEMO_KEYS {
+        out.push_str(&format!("  {name:<14} -H 'authorization: Bearer {key}'\n"));
+    }
+    out.push('\n');
+    let platform = format!("-H 'authorization: Bearer {}'", demo_key("demo-platform"));
+    let auditor = format!("-H 'authorization: Bearer {}'", demo_key("demo-auditor"));
     if let Some(s) = sample {
         let offset = FixedOffset::east_opt(DEMO_CALENDAR_OFFSET_SECS).expect("UTC+8");
         // Yesterday in the ledger's calendar: the whole interval is in the past.
@@ -149,10 +277,11 @@ pub fn banner(listen: SocketAddr, data_dir: &Path, events: u64, sample: Option<&
         let (start, end) = (format!("{day}T01:00:00Z"), format!("{day}T04:00:00Z"));
         let stamp = Utc::now().format("%Y%m%d%H%M%S");
         out.push_str(&format!(
-            "grpcurl -plaintext -d '{{\"request_id\":\"try-dep-{stamp}\",\"volunteer_id\":\"{v}\",\"organisation_id\":\"{o}\",\"activity_id\":\"try-river-patrol-{day}\",\"service_date\":\"{day}\",\"started_at\":\"{start}\",\"ended_at\":\"{end}\",\"category\":\"river-patrol\",\"hours\":\"3\",\"kind\":\"HOUR_KIND_CREDIT\",\"verifier_id\":\"staff-017\"}}' {a} timebank.v1.LedgerCommands/DepositHours\n\
-             grpcurl -plaintext -d '{{\"request_id\":\"try-spend-{stamp}\",\"volunteer_id\":\"{v}\",\"purpose\":\"SPEND_PURPOSE_RECEIVED_SERVICE\",\"counterparty_id\":\"{o}\",\"hours\":\"1.5\",\"memo\":\"home visit\"}}' {a} timebank.v1.LedgerCommands/SpendHours\n\
-             grpcurl -plaintext -d '{{\"request_id\":\"try-exchange-{stamp}\",\"volunteer_id\":\"{v}\",\"hours\":\"0.5\"}}' {a} timebank.v1.LedgerCommands/ExchangeHours\n\
-             grpcurl -plaintext -d '{{\"request_id\":\"try-donate-{stamp}\",\"volunteer_id\":\"{v}\",\"project_id\":\"{p}\",\"hours\":\"0.5\"}}' {a} timebank.v1.LedgerCommands/DonateHours\n",
+            "grpcurl -plaintext {platform} -d '{{\"request_id\":\"try-dep-{stamp}\",\"volunteer_id\":\"{v}\",\"organisation_id\":\"{o}\",\"activity_id\":\"try-river-patrol-{day}\",\"service_date\":\"{day}\",\"started_at\":\"{start}\",\"ended_at\":\"{end}\",\"category\":\"river-patrol\",\"hours\":\"3\",\"kind\":\"HOUR_KIND_CREDIT\",\"verifier_id\":\"staff-017\"}}' {a} timebank.v1.LedgerCommands/DepositHours\n\
+             grpcurl -plaintext {platform} -d '{{\"request_id\":\"try-spend-{stamp}\",\"volunteer_id\":\"{v}\",\"purpose\":\"SPEND_PURPOSE_RECEIVED_SERVICE\",\"counterparty_id\":\"{o}\",\"hours\":\"1.5\",\"memo\":\"home visit\"}}' {a} timebank.v1.LedgerCommands/SpendHours\n\
+             grpcurl -plaintext {platform} -d '{{\"request_id\":\"try-exchange-{stamp}\",\"volunteer_id\":\"{v}\",\"hours\":\"0.5\"}}' {a} timebank.v1.LedgerCommands/ExchangeHours\n\
+             grpcurl -plaintext {platform} -d '{{\"request_id\":\"try-donate-{stamp}\",\"volunteer_id\":\"{v}\",\"project_id\":\"{p}\",\"hours\":\"0.5\"}}' {a} timebank.v1.LedgerCommands/DonateHours\n\
+             grpcurl -plaintext {auditor} -d '{{\"account_id\":\"{v}\"}}' {a} timebank.v1.LedgerQueries/GetAccount\n",
             v = s.volunteer,
             o = s.organisation,
             p = s.project,

@@ -1,0 +1,1320 @@
+//! End-to-end through gRPC with an access file: banks, merchants and auditors each do
+//! their job and nothing more.
+//!
+//! - consents: none, expired, withdrawn, other bank, other purpose; inquiries on the
+//!   log, listed for the platform and fetched back by the bank;
+//! - redemption tokens: expired, reused, forged, over the maximum; holds: capture,
+//!   partial capture, void, expiry (recorded by the sweeper), double capture;
+//!   settlement;
+//! - the audit service: the raw log with its hash chain, verification, replay to a
+//!   point in time;
+//! - the authorisation matrix: every role against every RPC.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use ledger_core::app::{FixedClock, Handler, LedgerConfig};
+use ledger_core::log::memory::MemoryLog;
+use ledger_core::log::EventLog;
+use ledger_server::auth::{hash_key, Access};
+use ledger_server::pb;
+use ledger_server::pb::audit_client::AuditClient;
+use ledger_server::pb::banks_client::BanksClient;
+use ledger_server::pb::consents_client::ConsentsClient;
+use ledger_server::pb::ledger_commands_client::LedgerCommandsClient;
+use ledger_server::pb::ledger_queries_client::LedgerQueriesClient;
+use ledger_server::pb::redemptions_client::RedemptionsClient;
+use ledger_server::{QueryConfig, ServeOptions};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+const NOW: &str = "2026-11-20T12:00:00Z";
+
+const ADMIN: &str = "tbk_admin";
+const PLATFORM: &str = "tbk_platform";
+const OTHER_PLATFORM: &str = "tbk_other_platform";
+const BANK_A: &str = "tbk_bank_a";
+const BANK_B: &str = "tbk_bank_b";
+const MERCHANT: &str = "tbk_merchant_1";
+const OTHER_MERCHANT: &str = "tbk_merchant_2";
+const AUDITOR: &str = "tbk_auditor";
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    }
+}
+
+fn access() -> Access {
+    let entry = |name: &str, role: &str, scope: &str, key: &str| {
+        format!(
+            "[[caller]]\nname = \"{name}\"\nrole = \"{role}\"\n{scope}\nkey_sha256 = \"{}\"\n\n",
+            hash_key(key).to_hex()
+        )
+    };
+    let text = [
+        entry("admin", "admin", "", ADMIN),
+        entry(
+            "xihu-platform",
+            "platform",
+            "regions = [\"hangzhou/xihu\"]\norganisations = [\"org-1\"]",
+            PLATFORM,
+        ),
+        entry(
+            "ningbo-platform",
+            "platform",
+            "regions = [\"ningbo\"]",
+            OTHER_PLATFORM,
+        ),
+        entry("bank-a", "bank", "bank = \"bank-a\"", BANK_A),
+        entry("bank-b", "bank", "bank = \"bank-b\"", BANK_B),
+        entry("shop-1", "merchant", "merchant = \"m-1\"", MERCHANT),
+        entry("shop-2", "merchant", "merchant = \"m-2\"", OTHER_MERCHANT),
+        entry("auditor", "auditor", "", AUDITOR),
+    ]
+    .concat();
+    Access::from_toml(&text).unwrap()
+}
+
+/// `message` with `key` as its bearer credential.
+fn with<T>(key: &str, message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    r
+}
+
+fn reason(s: &Status) -> String {
+    s.get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default()
+}
+
+struct Server {
+    channel: Channel,
+    clock: Arc<FixedClock>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ledger_server::ServeError>>,
+}
+
+impl Server {
+    async fn start() -> Self {
+        let log: Arc<dyn EventLog> = Arc::new(MemoryLog::new());
+        let clock = Arc::new(FixedClock::new(at(NOW)));
+        let handler = Handler::new(log, clock.clone(), LedgerConfig::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(ledger_server::serve_with_options(
+            handler,
+            QueryConfig::default(),
+            ServeOptions::with_access(access()),
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut s = Self {
+            channel,
+            clock,
+            stop: Some(stop),
+            task,
+        };
+        s.seed().await;
+        s
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+
+    fn commands(&self) -> LedgerCommandsClient<Channel> {
+        LedgerCommandsClient::new(self.channel.clone())
+    }
+    fn queries(&self) -> LedgerQueriesClient<Channel> {
+        LedgerQueriesClient::new(self.channel.clone())
+    }
+    fn consents(&self) -> ConsentsClient<Channel> {
+        ConsentsClient::new(self.channel.clone())
+    }
+    fn banks(&self) -> BanksClient<Channel> {
+        BanksClient::new(self.channel.clone())
+    }
+    fn redemptions(&self) -> RedemptionsClient<Channel> {
+        RedemptionsClient::new(self.channel.clone())
+    }
+    fn audit(&self) -> AuditClient<Channel> {
+        AuditClient::new(self.channel.clone())
+    }
+
+    async fn register(&self, id: &str, kind: pb::AccountKind, region: &str) -> pb::CommandResult {
+        let join = if kind == pb::AccountKind::Volunteer {
+            "2024-11-20"
+        } else {
+            ""
+        };
+        self.commands()
+            .register_account(with(
+                ADMIN,
+                pb::RegisterAccountRequest {
+                    request_id: format!("reg-{id}"),
+                    account_id: id.into(),
+                    kind: kind as i32,
+                    region_code: region.into(),
+                    join_date: join.into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Organisation org-1 and volunteers v1, v2 in the platform's region, v-far outside
+    /// it, banks bank-a and bank-b, merchants m-1 and m-2; v1 holds 50 points and 3
+    /// spendable hours.
+    async fn seed(&mut self) {
+        use pb::AccountKind as K;
+        self.register("org-1", K::Organisation, "hangzhou/xihu")
+            .await;
+        self.register("v1", K::Volunteer, "hangzhou/xihu/lingyin/c3")
+            .await;
+        self.register("v2", K::Volunteer, "hangzhou/xihu/lingyin/c3")
+            .await;
+        self.register("v-far", K::Volunteer, "ningbo/haishu").await;
+        for (id, kind) in [
+            ("bank-a", K::Bank),
+            ("bank-b", K::Bank),
+            ("m-1", K::Merchant),
+            ("m-2", K::Merchant),
+        ] {
+            self.register(id, kind, "").await;
+        }
+        self.commands()
+            .deposit_hours(with(
+                PLATFORM,
+                pb::DepositHoursRequest {
+                    request_id: "dep-1".into(),
+                    volunteer_id: "v1".into(),
+                    organisation_id: "org-1".into(),
+                    activity_id: "act-1".into(),
+                    service_date: "2026-11-19".into(),
+                    started_at: Some(ts(at("2026-11-19T01:00:00Z"))),
+                    ended_at: Some(ts(at("2026-11-19T09:00:00Z"))),
+                    category: "elderly-care".into(),
+                    hours: "8".into(),
+                    kind: pb::HourKind::Credit as i32,
+                    verifier_id: "staff-1".into(),
+                },
+            ))
+            .await
+            .unwrap();
+        self.commands()
+            .exchange_hours(with(
+                PLATFORM,
+                pb::ExchangeHoursRequest {
+                    request_id: "ex-1".into(),
+                    volunteer_id: "v1".into(),
+                    hours: "5".into(),
+                    expected_rate_version: 0,
+                },
+            ))
+            .await
+            .unwrap();
+    }
+
+    async fn grant(
+        &self,
+        req: &str,
+        volunteer: &str,
+        bank: &str,
+        expires: &str,
+    ) -> Result<pb::CommandResult, Status> {
+        self.consents()
+            .grant_consent(with(
+                PLATFORM,
+                pb::GrantConsentRequest {
+                    request_id: req.into(),
+                    volunteer_id: volunteer.into(),
+                    bank_id: bank.into(),
+                    purpose: "volunteer-loan".into(),
+                    expires_at: Some(ts(at(expires))),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn report(
+        &self,
+        key: &str,
+        req: &str,
+        volunteer: &str,
+        purpose: &str,
+    ) -> Result<pb::ServedCreditReport, Status> {
+        self.banks()
+            .get_credit_report(with(
+                key,
+                pb::BankCreditReportRequest {
+                    request_id: req.into(),
+                    volunteer_id: volunteer.into(),
+                    purpose: purpose.into(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn token(&self, volunteer: &str, max: &str) -> pb::RedemptionToken {
+        self.redemptions()
+            .issue_redemption_token(with(
+                PLATFORM,
+                pb::IssueRedemptionTokenRequest {
+                    volunteer_id: volunteer.into(),
+                    points_max: max.into(),
+                    ttl_seconds: 0,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn authorize(
+        &self,
+        key: &str,
+        req: &str,
+        merchant: &str,
+        token: &str,
+        points: &str,
+    ) -> Result<pb::RedemptionHold, Status> {
+        self.redemptions()
+            .authorize_redemption(with(
+                key,
+                pb::AuthorizeRedemptionRequest {
+                    request_id: req.into(),
+                    merchant_id: merchant.into(),
+                    token: token.into(),
+                    points: points.into(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn capture(
+        &self,
+        key: &str,
+        req: &str,
+        merchant: &str,
+        hold: &str,
+        points: &str,
+    ) -> Result<pb::CommandResult, Status> {
+        self.redemptions()
+            .capture_redemption(with(
+                key,
+                pb::CaptureRedemptionRequest {
+                    request_id: req.into(),
+                    merchant_id: merchant.into(),
+                    volunteer_id: "v1".into(),
+                    hold_id: hold.into(),
+                    points: points.into(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn void(&self, req: &str, hold: &str) -> Result<pb::CommandResult, Status> {
+        self.redemptions()
+            .void_redemption(with(
+                MERCHANT,
+                pb::VoidRedemptionRequest {
+                    request_id: req.into(),
+                    merchant_id: "m-1".into(),
+                    volunteer_id: "v1".into(),
+                    hold_id: hold.into(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn account(&self, id: &str, min: Option<pb::LogPosition>) -> pb::AccountView {
+        self.queries()
+            .get_account(with(
+                ADMIN,
+                pb::GetAccountRequest {
+                    min_position: min,
+                    account_id: id.into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+fn assert_refused<T: std::fmt::Debug>(r: Result<T, Status>, code: Code, why: &str) -> Status {
+    let s = r.expect_err(why);
+    assert_eq!((s.code(), reason(&s).as_str()), (code, why), "{s:?}");
+    s
+}
+
+#[tokio::test]
+async fn consents_gate_credit_reports_and_every_report_served_is_an_inquiry() {
+    let s = Server::start().await;
+    // None.
+    let none = assert_refused(
+        s.report(BANK_A, "q-0", "v1", "volunteer-loan").await,
+        Code::PermissionDenied,
+        "CONSENT_REQUIRED",
+    );
+    // An unknown volunteer reads exactly the same.
+    let ghost = assert_refused(
+        s.report(BANK_A, "q-0", "ghost", "volunteer-loan").await,
+        Code::PermissionDenied,
+        "CONSENT_REQUIRED",
+    );
+    assert_eq!(none.message(), ghost.message());
+
+    s.grant("c-1", "v1", "bank-a", "2026-12-20T00:00:00Z")
+        .await
+        .unwrap();
+    let served = s
+        .report(BANK_A, "q-1", "v1", "volunteer-loan")
+        .await
+        .unwrap();
+    let report = served.report.clone().unwrap();
+    assert_eq!(report.volunteer_id, "v1");
+    assert!(!served.replayed);
+    assert_eq!(
+        served.report_digest,
+        blake3::hash(served.report_json.as_bytes())
+            .to_hex()
+            .to_string()
+    );
+    // A retry returns the original inquiry, not a second one.
+    let again = s
+        .report(BANK_A, "q-1", "v1", "volunteer-loan")
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(
+        (again.inquiry_id.as_str(), again.report_json.as_str()),
+        (served.inquiry_id.as_str(), served.report_json.as_str())
+    );
+
+    // Other bank, other purpose.
+    assert_refused(
+        s.report(BANK_B, "q-2", "v1", "volunteer-loan").await,
+        Code::PermissionDenied,
+        "CONSENT_REQUIRED",
+    );
+    assert_refused(
+        s.report(BANK_A, "q-3", "v1", "mortgage").await,
+        Code::PermissionDenied,
+        "CONSENT_REQUIRED",
+    );
+
+    // The bank fetches the exact report later, by inquiry id or digest; another bank
+    // cannot.
+    for key in [
+        pb::get_served_report_request::Key::InquiryId(served.inquiry_id.clone()),
+        pb::get_served_report_request::Key::ReportDigest(served.report_digest.clone()),
+    ] {
+        let req = pb::GetServedReportRequest {
+            volunteer_id: "v1".into(),
+            key: Some(key),
+        };
+        let fetched = s
+            .banks()
+            .get_served_report(with(BANK_A, req.clone()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(fetched.report_json, served.report_json);
+        assert_eq!(fetched.report, served.report);
+        assert_refused(
+            s.banks().get_served_report(with(BANK_B, req)).await,
+            Code::NotFound,
+            "UNKNOWN_INQUIRY",
+        );
+    }
+
+    // The platform lists who looked.
+    let inquiries = s
+        .consents()
+        .list_inquiries(with(
+            PLATFORM,
+            pb::ListInquiriesRequest {
+                volunteer_id: "v1".into(),
+                page_size: 0,
+                page_token: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .inquiries;
+    assert_eq!(inquiries.len(), 1);
+    let i = &inquiries[0];
+    assert_eq!(
+        (i.bank_id.as_str(), i.purpose.as_str(), i.caller.as_str()),
+        ("bank-a", "volunteer-loan", "bank-a")
+    );
+    assert_eq!(i.report_digest, served.report_digest);
+
+    // Withdrawn.
+    s.consents()
+        .withdraw_consent(with(
+            PLATFORM,
+            pb::WithdrawConsentRequest {
+                request_id: "w-1".into(),
+                volunteer_id: "v1".into(),
+                bank_id: "bank-a".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    assert_refused(
+        s.report(BANK_A, "q-4", "v1", "volunteer-loan").await,
+        Code::PermissionDenied,
+        "CONSENT_REQUIRED",
+    );
+
+    // Expired.
+    s.grant("c-2", "v1", "bank-a", "2026-11-21T00:00:00Z")
+        .await
+        .unwrap();
+    s.report(BANK_A, "q-5", "v1", "volunteer-loan")
+        .await
+        .unwrap();
+    s.clock.set(at("2026-11-21T00:00:00Z"));
+    assert_refused(
+        s.report(BANK_A, "q-6", "v1", "volunteer-loan").await,
+        Code::PermissionDenied,
+        "CONSENT_REQUIRED",
+    );
+
+    // A consent for a bank that is not one.
+    assert_refused(
+        s.grant("c-3", "v1", "m-1", "2026-12-01T00:00:00Z").await,
+        Code::FailedPrecondition,
+        "WRONG_ACCOUNT_KIND",
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn redemption_tokens_and_holds_follow_their_rules() {
+    let s = Server::start().await;
+    let t = s.token("v1", "30").await;
+
+    // The merchant sees the presenter's star level and nothing else.
+    let star = s
+        .redemptions()
+        .get_presenter_star_level(with(
+            MERCHANT,
+            pb::GetPresenterStarLevelRequest {
+                token: t.token.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(star.stars, 0);
+
+    // Over the maximum, forged.
+    assert_refused(
+        s.authorize(MERCHANT, "a-0", "m-1", &t.token, "30.01").await,
+        Code::FailedPrecondition,
+        "TOKEN_MAXIMUM_EXCEEDED",
+    );
+    let forged = format!("{}x", &t.token[..t.token.len() - 1]);
+    assert_refused(
+        s.authorize(MERCHANT, "a-f", "m-1", &forged, "1").await,
+        Code::InvalidArgument,
+        "TOKEN_INVALID",
+    );
+
+    // A hold keeps the points; the token is spent.
+    let hold = s
+        .authorize(MERCHANT, "a-1", "m-1", &t.token, "20")
+        .await
+        .unwrap();
+    assert_eq!(hold.volunteer_id, "v1");
+    let view = s.account("v1", hold.position).await;
+    assert_eq!(
+        (view.points_available.as_str(), view.points_held.as_str()),
+        ("30.00", "20.00")
+    );
+    assert_refused(
+        s.authorize(MERCHANT, "a-2", "m-1", &t.token, "1").await,
+        Code::FailedPrecondition,
+        "TOKEN_ALREADY_USED",
+    );
+    // The retry of the same request is the same hold.
+    let again = s
+        .authorize(MERCHANT, "a-1", "m-1", &t.token, "20")
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.hold_id, hold.hold_id);
+
+    // Another merchant cannot touch it, not even by naming itself.
+    assert_refused(
+        s.capture(OTHER_MERCHANT, "k-x", "m-1", &hold.hold_id, "1")
+            .await,
+        Code::PermissionDenied,
+        "NOT_IN_SCOPE",
+    );
+    assert_refused(
+        s.capture(OTHER_MERCHANT, "k-y", "m-2", &hold.hold_id, "1")
+            .await,
+        Code::NotFound,
+        "UNKNOWN_HOLD",
+    );
+
+    // Partial capture, then double capture and void after capture.
+    assert_refused(
+        s.capture(MERCHANT, "k-0", "m-1", &hold.hold_id, "20.01")
+            .await,
+        Code::FailedPrecondition,
+        "CAPTURE_EXCEEDS_HOLD",
+    );
+    let captured = s
+        .capture(MERCHANT, "k-1", "m-1", &hold.hold_id, "12.5")
+        .await
+        .unwrap();
+    let view = s.account("v1", captured.position).await;
+    assert_eq!(
+        (view.points_available.as_str(), view.points_held.as_str()),
+        ("37.50", "0.00")
+    );
+    assert_refused(
+        s.capture(MERCHANT, "k-2", "m-1", &hold.hold_id, "1").await,
+        Code::FailedPrecondition,
+        "HOLD_ALREADY_CAPTURED",
+    );
+    assert_refused(
+        s.void("v-0", &hold.hold_id).await,
+        Code::FailedPrecondition,
+        "HOLD_ALREADY_CAPTURED",
+    );
+
+    // Void, then capture after void.
+    let t2 = s.token("v1", "10").await;
+    let h2 = s
+        .authorize(MERCHANT, "a-3", "m-1", &t2.token, "10")
+        .await
+        .unwrap();
+    s.void("v-1", &h2.hold_id).await.unwrap();
+    assert_refused(
+        s.capture(MERCHANT, "k-3", "m-1", &h2.hold_id, "1").await,
+        Code::FailedPrecondition,
+        "HOLD_VOIDED",
+    );
+
+    // Expiry: the points return at the expiry instant, the sweeper records it.
+    let t3 = s.token("v1", "5").await;
+    let h3 = s
+        .authorize(MERCHANT, "a-4", "m-1", &t3.token, "5")
+        .await
+        .unwrap();
+    s.clock.set(at("2026-11-20T12:15:00Z"));
+    assert_refused(
+        s.capture(MERCHANT, "k-4", "m-1", &h3.hold_id, "5").await,
+        Code::FailedPrecondition,
+        "HOLD_EXPIRED",
+    );
+    // An expired token.
+    let old = s.token("v1", "1").await;
+    s.clock.set(at("2026-11-20T12:25:00Z"));
+    assert_refused(
+        s.authorize(MERCHANT, "a-6", "m-1", &old.token, "1").await,
+        Code::FailedPrecondition,
+        "TOKEN_EXPIRED",
+    );
+    let mut expired = false;
+    for _ in 0..40 {
+        let list = s
+            .redemptions()
+            .list_redemptions(with(
+                MERCHANT,
+                pb::ListRedemptionsRequest {
+                    min_position: None,
+                    merchant_id: "m-1".into(),
+                    page_size: 0,
+                    page_token: String::new(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let statuses: Vec<&str> = list.redemptions.iter().map(|r| r.status.as_str()).collect();
+        if statuses.contains(&"expired") {
+            assert_eq!(statuses, ["captured", "voided", "expired"]);
+            expired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(expired, "the sweeper recorded the expired hold");
+
+    // Settlement: the captures of the period.
+    let st = s
+        .redemptions()
+        .get_settlement_statement(with(
+            MERCHANT,
+            pb::GetSettlementStatementRequest {
+                min_position: None,
+                merchant_id: "m-1".into(),
+                from: Some(ts(at("2026-11-20T00:00:00Z"))),
+                to: Some(ts(at("2026-11-21T00:00:00Z"))),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((st.captures, st.total_points.as_str()), (1, "12.50"));
+    assert_eq!(st.lines.len(), 1);
+    let other = s
+        .redemptions()
+        .get_settlement_statement(with(
+            OTHER_MERCHANT,
+            pb::GetSettlementStatementRequest {
+                min_position: None,
+                merchant_id: "m-2".into(),
+                from: Some(ts(at("2026-11-20T00:00:00Z"))),
+                to: Some(ts(at("2026-11-21T00:00:00Z"))),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((other.captures, other.total_points.as_str()), (0, "0.00"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn auditors_stream_verify_and_replay_the_log() {
+    let s = Server::start().await;
+    let mut records = Vec::new();
+    let mut stream = s
+        .audit()
+        .stream_log(with(AUDITOR, pb::StreamLogRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(r) = stream.next().await {
+        records.push(r.unwrap());
+    }
+    // 8 registrations, a deposit and an exchange.
+    assert_eq!(records.len(), 10);
+    let mut last: std::collections::HashMap<String, String> = Default::default();
+    for r in &records {
+        let expected = last
+            .get(&r.stream)
+            .cloned()
+            .unwrap_or_else(|| "0".repeat(64));
+        assert_eq!(r.prev_hash, expected, "{} v{}", r.stream, r.version);
+        last.insert(r.stream.clone(), r.hash.clone());
+        serde_json::from_str::<serde_json::Value>(&r.data).unwrap();
+    }
+    let verified = s
+        .audit()
+        .verify_log(with(AUDITOR, pb::VerifyLogRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verified.ok, "{verified:?}");
+    assert_eq!(verified.records_verified, 10);
+    assert_eq!(verified.head_hash, records[9].hash);
+    assert_eq!(verified.head_position, records[9].position);
+    // A range that starts mid-stream links to the predecessor read from the log.
+    let tail = s
+        .audit()
+        .verify_log(with(
+            AUDITOR,
+            pb::VerifyLogRequest {
+                after: records[8].position,
+                up_to: None,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(tail.ok && tail.records_verified == 1, "{tail:?}");
+
+    // Replay: before the exchange, and now.
+    let replay = |p: Option<pb::replay_account_request::Point>| {
+        let mut a = s.audit();
+        async move {
+            a.replay_account(with(
+                AUDITOR,
+                pb::ReplayAccountRequest {
+                    account_id: "v1".into(),
+                    point: p,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let now = replay(None).await;
+    assert_eq!(
+        (
+            now.spendable_hours.as_str(),
+            now.points_balance.as_str(),
+            now.lifetime_credit_hours.as_str()
+        ),
+        ("3.00", "50.00", "8.00")
+    );
+    let deposit = records
+        .iter()
+        .find(|r| r.r#type == "HoursDeposited.v1")
+        .unwrap();
+    let then = replay(Some(pb::replay_account_request::Point::AtPosition(
+        deposit.position.unwrap(),
+    )))
+    .await;
+    assert_eq!(
+        (
+            then.spendable_hours.as_str(),
+            then.points_balance.as_str(),
+            then.events_applied
+        ),
+        ("8.00", "0.00", 2)
+    );
+    assert_eq!(then.last_hash, deposit.hash);
+    let before = s
+        .audit()
+        .replay_account(with(
+            AUDITOR,
+            pb::ReplayAccountRequest {
+                account_id: "v1".into(),
+                point: Some(pb::replay_account_request::Point::AsOf(ts(at(
+                    "2026-01-01T00:00:00Z",
+                )))),
+            },
+        ))
+        .await;
+    assert_refused(before, Code::NotFound, "UNKNOWN_ACCOUNT");
+    s.stop().await;
+}
+
+/// The roles of the matrix, by key.
+const ROLES: [(&str, &str); 7] = [
+    ("admin", ADMIN),
+    ("platform", PLATFORM),
+    ("other-platform", OTHER_PLATFORM),
+    ("bank", BANK_A),
+    ("merchant", MERCHANT),
+    ("other-merchant", OTHER_MERCHANT),
+    ("auditor", AUDITOR),
+];
+
+/// Every RPC and the roles allowed to make it, on accounts of the platform's region
+/// (v1, org-1), merchant m-1 and bank-a.
+const MATRIX: &[(&str, &[&str])] = &[
+    ("RegisterAccount", &["admin", "platform"]),
+    ("CloseAccount", &["admin", "platform"]),
+    ("DepositHours", &["admin", "platform"]),
+    ("SpendHours", &["admin", "platform"]),
+    ("ExchangeHours", &["admin", "platform"]),
+    ("TransferHours", &["admin", "platform"]),
+    ("DonateHours", &["admin", "platform"]),
+    ("ReverseTransaction", &["admin", "platform"]),
+    ("RecordNoShow", &["admin", "platform"]),
+    ("RateService", &["admin", "platform"]),
+    ("SubmitBatch", &["admin", "platform"]),
+    ("GetAccount", &["admin", "platform", "auditor"]),
+    ("ListTransactions", &["admin", "platform", "auditor"]),
+    ("GetStarLevel", &["admin", "platform", "auditor"]),
+    ("GetCreditReport", &["admin", "platform", "auditor"]),
+    ("TopVolunteers", &["admin", "platform", "auditor"]),
+    (
+        "TopProjects",
+        &["admin", "platform", "other-platform", "auditor"],
+    ),
+    ("TopRegions", &["admin", "platform", "auditor"]),
+    ("GetServiceIndex", &["admin", "platform", "auditor"]),
+    ("ListBelowAnnualMinimum", &["admin", "platform", "auditor"]),
+    ("GrantConsent", &["admin", "platform"]),
+    ("WithdrawConsent", &["admin", "platform"]),
+    ("ListInquiries", &["admin", "platform", "auditor"]),
+    ("BankGetCreditReport", &["bank"]),
+    ("GetServedReport", &["bank"]),
+    ("IssueRedemptionToken", &["admin", "platform"]),
+    (
+        "GetPresenterStarLevel",
+        &["admin", "merchant", "other-merchant"],
+    ),
+    ("AuthorizeRedemption", &["admin", "merchant"]),
+    ("CaptureRedemption", &["admin", "merchant"]),
+    ("VoidRedemption", &["admin", "merchant"]),
+    ("ListRedemptions", &["admin", "merchant", "auditor"]),
+    ("GetSettlementStatement", &["admin", "merchant", "auditor"]),
+    ("StreamLog", &["admin", "auditor"]),
+    ("VerifyLog", &["admin", "auditor"]),
+    ("ReplayAccount", &["admin", "auditor"]),
+];
+
+/// Make `rpc` as the holder of `key` (None: no credential). Only whether the call was
+/// let through matters here, so each request is valid in shape.
+async fn call(s: &Server, rpc: &str, key: Option<&str>, token: &str) -> Result<(), Status> {
+    fn req<T>(key: Option<&str>, m: T) -> tonic::Request<T> {
+        match key {
+            Some(k) => with(k, m),
+            None => tonic::Request::new(m),
+        }
+    }
+    fn ok<T>(r: Result<tonic::Response<T>, Status>) -> Result<(), Status> {
+        r.map(|_| ())
+    }
+    let deposit = pb::DepositHoursRequest {
+        request_id: "mx-dep".into(),
+        volunteer_id: "v1".into(),
+        organisation_id: "org-1".into(),
+        activity_id: "act-9".into(),
+        service_date: "2026-11-18".into(),
+        started_at: Some(ts(at("2026-11-18T01:00:00Z"))),
+        ended_at: Some(ts(at("2026-11-18T02:00:00Z"))),
+        category: "elderly-care".into(),
+        hours: "1".into(),
+        kind: pb::HourKind::Credit as i32,
+        verifier_id: "staff-1".into(),
+    };
+    let tx = uuid::Uuid::nil().to_string();
+    let (mut c, mut q) = (s.commands(), s.queries());
+    let (mut con, mut b, mut r, mut a) = (s.consents(), s.banks(), s.redemptions(), s.audit());
+    let region = "hangzhou/xihu".to_owned();
+    match rpc {
+        "RegisterAccount" => ok(c
+            .register_account(req(
+                key,
+                pb::RegisterAccountRequest {
+                    request_id: "mx-reg".into(),
+                    account_id: "v-new".into(),
+                    kind: pb::AccountKind::Volunteer as i32,
+                    region_code: "hangzhou/xihu/lingyin".into(),
+                    join_date: "2026-01-01".into(),
+                },
+            ))
+            .await),
+        "CloseAccount" => ok(c
+            .close_account(req(
+                key,
+                pb::CloseAccountRequest {
+                    request_id: "mx-close".into(),
+                    account_id: "v2".into(),
+                    reason: "moved away".into(),
+                },
+            ))
+            .await),
+        "DepositHours" => ok(c.deposit_hours(req(key, deposit)).await),
+        "SpendHours" => ok(c
+            .spend_hours(req(
+                key,
+                pb::SpendHoursRequest {
+                    request_id: "mx-spend".into(),
+                    volunteer_id: "v1".into(),
+                    purpose: pb::SpendPurpose::ReceivedService as i32,
+                    counterparty_id: "org-1".into(),
+                    hours: "0.5".into(),
+                    memo: String::new(),
+                },
+            ))
+            .await),
+        "ExchangeHours" => ok(c
+            .exchange_hours(req(
+                key,
+                pb::ExchangeHoursRequest {
+                    request_id: "mx-ex".into(),
+                    volunteer_id: "v1".into(),
+                    hours: "0.5".into(),
+                    expected_rate_version: 0,
+                },
+            ))
+            .await),
+        "TransferHours" => ok(c
+            .transfer_hours(req(
+                key,
+                pb::TransferHoursRequest {
+                    request_id: "mx-tr".into(),
+                    from_volunteer_id: "v1".into(),
+                    to_volunteer_id: "v2".into(),
+                    relation: pb::FamilyRelation::Spouse as i32,
+                    hours: "0.5".into(),
+                },
+            ))
+            .await),
+        "DonateHours" => ok(c
+            .donate_hours(req(
+                key,
+                pb::DonateHoursRequest {
+                    request_id: "mx-don".into(),
+                    volunteer_id: "v1".into(),
+                    project_id: "p-1".into(),
+                    hours: "0.5".into(),
+                },
+            ))
+            .await),
+        "ReverseTransaction" => ok(c
+            .reverse_transaction(req(
+                key,
+                pb::ReverseTransactionRequest {
+                    request_id: "mx-rev".into(),
+                    account_id: "v1".into(),
+                    transaction_id: tx,
+                    reason: "error".into(),
+                },
+            ))
+            .await),
+        "RecordNoShow" => ok(c
+            .record_no_show(req(
+                key,
+                pb::RecordNoShowRequest {
+                    request_id: "mx-ns".into(),
+                    volunteer_id: "v1".into(),
+                    organisation_id: "org-1".into(),
+                    activity_id: "act-3".into(),
+                    date: "2026-11-18".into(),
+                },
+            ))
+            .await),
+        "RateService" => ok(c
+            .rate_service(req(
+                key,
+                pb::RateServiceRequest {
+                    request_id: "mx-rate".into(),
+                    volunteer_id: "v1".into(),
+                    deposit_transaction_id: tx,
+                    rating: 5,
+                    rater_id: "resident-1".into(),
+                },
+            ))
+            .await),
+        "SubmitBatch" => {
+            let out = c
+                .submit_batch(req(
+                    key,
+                    pb::SubmitBatchRequest {
+                        commands: vec![pb::Command {
+                            command: Some(pb::command::Command::DepositHours(deposit)),
+                        }],
+                    },
+                ))
+                .await?
+                .into_inner();
+            // A line outside the caller's scope is refused in its slot.
+            match &out.results[0].result {
+                Some(pb::batch_result::Result::Error(e)) if e.reason == "NOT_IN_SCOPE" => {
+                    Err(Status::with_error_details(
+                        Code::PermissionDenied,
+                        e.message.clone(),
+                        tonic_types::ErrorDetails::with_error_info(
+                            e.reason.clone(),
+                            "timebank.v1",
+                            std::collections::HashMap::<String, String>::new(),
+                        ),
+                    ))
+                }
+                _ => Ok(()),
+            }
+        }
+        "GetAccount" => ok(q
+            .get_account(req(
+                key,
+                pb::GetAccountRequest {
+                    min_position: None,
+                    account_id: "v1".into(),
+                },
+            ))
+            .await),
+        "ListTransactions" => ok(q
+            .list_transactions(req(
+                key,
+                pb::ListTransactionsRequest {
+                    min_position: None,
+                    account_id: "v1".into(),
+                    page_size: 0,
+                    page_token: String::new(),
+                },
+            ))
+            .await),
+        "GetStarLevel" => ok(q
+            .get_star_level(req(
+                key,
+                pb::GetStarLevelRequest {
+                    min_position: None,
+                    volunteer_id: "v1".into(),
+                    policy_version: String::new(),
+                },
+            ))
+            .await),
+        "GetCreditReport" => ok(q
+            .get_credit_report(req(
+                key,
+                pb::GetCreditReportRequest {
+                    min_position: None,
+                    volunteer_id: "v1".into(),
+                    as_of: None,
+                    model_version: String::new(),
+                },
+            ))
+            .await),
+        "TopVolunteers" => ok(q
+            .top_volunteers(req(
+                key,
+                pb::TopVolunteersRequest {
+                    min_position: None,
+                    region_code: region,
+                    period: "all".into(),
+                    limit: 0,
+                },
+            ))
+            .await),
+        "TopProjects" => ok(q
+            .top_projects(req(
+                key,
+                pb::TopProjectsRequest {
+                    min_position: None,
+                    limit: 0,
+                },
+            ))
+            .await),
+        "TopRegions" => ok(q
+            .top_regions(req(
+                key,
+                pb::TopRegionsRequest {
+                    min_position: None,
+                    parent_region_code: region,
+                    period: "all".into(),
+                    limit: 0,
+                },
+            ))
+            .await),
+        "GetServiceIndex" => ok(q
+            .get_service_index(req(
+                key,
+                pb::GetServiceIndexRequest {
+                    min_position: None,
+                    region_code: region,
+                    period: "all".into(),
+                },
+            ))
+            .await),
+        "ListBelowAnnualMinimum" => ok(q
+            .list_below_annual_minimum(req(
+                key,
+                pb::ListBelowAnnualMinimumRequest {
+                    min_position: None,
+                    scope: Some(pb::list_below_annual_minimum_request::Scope::RegionCode(
+                        region,
+                    )),
+                    year: 2026,
+                    minimum_hours: String::new(),
+                    limit: 0,
+                },
+            ))
+            .await),
+        "GrantConsent" => ok(con
+            .grant_consent(req(
+                key,
+                pb::GrantConsentRequest {
+                    request_id: "mx-grant".into(),
+                    volunteer_id: "v1".into(),
+                    bank_id: "bank-a".into(),
+                    purpose: "volunteer-loan".into(),
+                    expires_at: Some(ts(at("2026-12-20T00:00:00Z"))),
+                },
+            ))
+            .await),
+        "WithdrawConsent" => ok(con
+            .withdraw_consent(req(
+                key,
+                pb::WithdrawConsentRequest {
+                    request_id: "mx-withdraw".into(),
+                    volunteer_id: "v1".into(),
+                    bank_id: "bank-a".into(),
+                },
+            ))
+            .await),
+        "ListInquiries" => ok(con
+            .list_inquiries(req(
+                key,
+                pb::ListInquiriesRequest {
+                    volunteer_id: "v1".into(),
+                    page_size: 0,
+                    page_token: String::new(),
+                },
+            ))
+            .await),
+        "BankGetCreditReport" => ok(b
+            .get_credit_report(req(
+                key,
+                pb::BankCreditReportRequest {
+                    request_id: "mx-q".into(),
+                    volunteer_id: "v1".into(),
+                    purpose: "volunteer-loan".into(),
+                },
+            ))
+            .await),
+        "GetServedReport" => ok(b
+            .get_served_report(req(
+                key,
+                pb::GetServedReportRequest {
+                    volunteer_id: "v1".into(),
+                    key: Some(pb::get_served_report_request::Key::InquiryId(tx)),
+                },
+            ))
+            .await),
+        "IssueRedemptionToken" => ok(r
+            .issue_redemption_token(req(
+                key,
+                pb::IssueRedemptionTokenRequest {
+                    volunteer_id: "v1".into(),
+                    points_max: "1".into(),
+                    ttl_seconds: 0,
+                },
+            ))
+            .await),
+        "GetPresenterStarLevel" => ok(r
+            .get_presenter_star_level(req(
+                key,
+                pb::GetPresenterStarLevelRequest {
+                    token: token.into(),
+                },
+            ))
+            .await),
+        "AuthorizeRedemption" => ok(r
+            .authorize_redemption(req(
+                key,
+                pb::AuthorizeRedemptionRequest {
+                    request_id: "mx-auth".into(),
+                    merchant_id: "m-1".into(),
+                    token: token.into(),
+                    points: "1".into(),
+                },
+            ))
+            .await),
+        "CaptureRedemption" => ok(r
+            .capture_redemption(req(
+                key,
+                pb::CaptureRedemptionRequest {
+                    request_id: "mx-cap".into(),
+                    merchant_id: "m-1".into(),
+                    volunteer_id: "v1".into(),
+                    hold_id: tx,
+                    points: "1".into(),
+                },
+            ))
+            .await),
+        "VoidRedemption" => ok(r
+            .void_redemption(req(
+                key,
+                pb::VoidRedemptionRequest {
+                    request_id: "mx-void".into(),
+                    merchant_id: "m-1".into(),
+                    volunteer_id: "v1".into(),
+                    hold_id: tx,
+                },
+            ))
+            .await),
+        "ListRedemptions" => ok(r
+            .list_redemptions(req(
+                key,
+                pb::ListRedemptionsRequest {
+                    min_position: None,
+                    merchant_id: "m-1".into(),
+                    page_size: 0,
+                    page_token: String::new(),
+                },
+            ))
+            .await),
+        "GetSettlementStatement" => ok(r
+            .get_settlement_statement(req(
+                key,
+                pb::GetSettlementStatementRequest {
+                    min_position: None,
+                    merchant_id: "m-1".into(),
+                    from: Some(ts(at("2026-11-01T00:00:00Z"))),
+                    to: Some(ts(at("2026-12-01T00:00:00Z"))),
+                },
+            ))
+            .await),
+        "StreamLog" => ok(a
+            .stream_log(req(
+                key,
+                pb::StreamLogRequest {
+                    after: None,
+                    max_records: 1,
+                    follow: false,
+                },
+            ))
+            .await),
+        "VerifyLog" => ok(a
+            .verify_log(req(key, pb::VerifyLogRequest::default()))
+            .await),
+        "ReplayAccount" => ok(a
+            .replay_account(req(
+                key,
+                pb::ReplayAccountRequest {
+                    account_id: "v1".into(),
+                    point: None,
+                },
+            ))
+            .await),
+        other => panic!("no call for {other}"),
+    }
+}
+
+#[tokio::test]
+async fn authorisation_matrix_every_role_against_every_rpc() {
+    let s = Server::start().await;
+    let token = s.token("v1", "5").await.token;
+    let mut wrong = Vec::new();
+    for (rpc, allowed) in MATRIX {
+        for key in [None, Some("tbk_not_a_key")] {
+            let r = call(&s, rpc, key, &token).await;
+            if !matches!(&r, Err(st) if st.code() == Code::Unauthenticated) {
+                wrong.push(format!("{rpc} with {key:?}: {r:?}, not UNAUTHENTICATED"));
+            }
+        }
+        for (role, key) in ROLES {
+            let r = call(&s, rpc, Some(key), &token).await;
+            let denied = matches!(&r, Err(st) if st.code() == Code::PermissionDenied && reason(st) == "NOT_IN_SCOPE");
+            let unauthenticated = matches!(&r, Err(st) if st.code() == Code::Unauthenticated);
+            let expected_allowed = allowed.contains(&role);
+            if unauthenticated || denied == expected_allowed {
+                wrong.push(format!(
+                    "{rpc} as {role}: expected {}, got {r:?}",
+                    if expected_allowed {
+                        "allowed"
+                    } else {
+                        "NOT_IN_SCOPE"
+                    }
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    s.stop().await;
+}
