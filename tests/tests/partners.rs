@@ -10,6 +10,9 @@
 //!   point in time;
 //! - the authorisation matrix: every role against every RPC.
 
+// Every helper here returns tonic's `Status`, the error of every RPC.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
