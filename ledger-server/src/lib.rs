@@ -7,6 +7,8 @@
 //!   become proto results;
 //! - [`status`]: the one place command failures become `tonic::Status`;
 //! - `service`: the service implementation, the batch RPC and the in-flight bound;
+//! - [`export`]: `ledger-server export`, the log as JSON lines for auditors
+//!   (`docs/events.md`);
 //! - [`queries`]: `timebank.v1.LedgerQueries` over the read models of the `projections`
 //!   crate (the worker runs in this process; snapshots under `DATA_DIR/projections/`);
 //! - [`auth`]: the access file, authentication (API keys, client certificates), the
@@ -33,6 +35,7 @@ pub mod auth;
 pub mod authz;
 pub mod convert;
 pub mod demo;
+pub mod export;
 pub mod load;
 pub mod metrics;
 pub mod partners;

@@ -4,6 +4,7 @@
 //! `ledger-server seed --volunteers N --seed S` (seed only)
 //! `ledger-server rebuild --data-dir DIR` (read models from zero, fresh snapshot)
 //! `ledger-server load --target URL --mix deposit=80,spend=10,exchange=10`
+//! `ledger-server export --data-dir DIR --out FILE` (the log as JSON lines, docs/events.md)
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use ledger_server::auth::{Access, TlsFiles};
 use ledger_server::demo::DemoConfig;
 use ledger_server::{run, RunConfig, ServeOptions};
 use rust_decimal::Decimal;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 #[derive(Parser)]
 #[command(
@@ -166,6 +168,10 @@ enum Cmd {
     },
     /// Drive a running server over gRPC and print throughput and latency percentiles.
     Load(ledger_server::load::LoadArgs),
+    /// Write the whole event log as JSON lines for auditors (docs/events.md), in log
+    /// order, and print the event count and head on stderr. Stop the server first: the
+    /// embedded log is opened exclusively.
+    Export(ledger_server::export::ExportArgs),
 }
 
 async fn shutdown_signal() {
@@ -198,15 +204,26 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `export --out -` writes the export on stdout, so its log lines go to stderr;
+    // the other commands keep logging to stdout as they always have.
+    let writer = if matches!(cli.command, Cmd::Export(_)) {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        BoxMakeWriter::new(std::io::stdout)
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     match cli.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_env_filter(filter)
+            .init(),
         // Spans as fields, so every line of a command's handling carries its request id.
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
             .with_current_span(true)
             .with_span_list(false)
+            .with_writer(writer)
             .with_env_filter(filter)
             .init(),
     }
@@ -312,6 +329,10 @@ async fn main() -> ExitCode {
                 .map_err(|e| e.to_string())
         }
         Cmd::Rebuild { data_dir } => return rebuild(&data_dir).await,
+        Cmd::Export(args) => ledger_server::export::run(&args)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         Cmd::Keygen {
             name,
             role,
@@ -470,6 +491,14 @@ mod tests {
             ],
             &["ledger-server", "seed", "--seed", "7"],
             &["ledger-server", "rebuild"],
+            &[
+                "ledger-server",
+                "export",
+                "--out",
+                "audit.jsonl",
+                "--from-position",
+                "10:10",
+            ],
             &[
                 "ledger-server",
                 "load",
