@@ -390,7 +390,7 @@ async fn balances_recomputed_from_the_export_alone_match_the_server() {
     let kinds = |k: &str| audited.values().filter(|a| a.kind == k).count();
     assert_eq!(kinds("volunteer"), VOLUNTEERS as usize);
     assert!(kinds("organisation") > 0 && kinds("project") > 0 && kinds("merchant") > 0);
-    assert_eq!(kinds("bank"), 1);
+    assert!(kinds("bank") >= 1);
     assert!(
         audited.values().any(|a| a.points > Decimal::ZERO)
             && audited.values().any(|a| a.honour_hours > Decimal::ZERO)
