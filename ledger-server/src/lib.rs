@@ -89,6 +89,9 @@ pub struct RunConfig {
     /// `data_dir/log`, or a KurrentDB connection string (`kurrentdb://…`,
     /// `kurrentdb+discover://…`, `esdb://…`); see `ledger_store::open_store`.
     pub store: Option<String>,
+    /// Star-level policies the queries grade by (`serve --star-policy`); the default
+    /// holds `national-2024` only.
+    pub star_policies: projections::StarPolicies,
 }
 
 /// Sub-directory of a data directory that holds the embedded log's segments.
@@ -158,7 +161,7 @@ pub async fn run_on(
             Store::Embedded(_) => projections::LagCounting::Sequence,
             _ => projections::LagCounting::ReadAhead,
         },
-        ..QueryConfig::default()
+        star_policies: config.star_policies,
     };
     let served = serve_with(handler, queries, listener, shutdown).await;
     // Every acknowledged append is durable already; closing stops the writer in order.

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use ledger_core::app::LedgerConfig;
 use ledger_core::domain::units::ExchangeRate;
 use ledger_server::demo::DemoConfig;
+use ledger_server::queries::StarPolicyArgs;
 use ledger_server::{run, RunConfig};
 use rust_decimal::Decimal;
 
@@ -79,6 +80,8 @@ enum Cmd {
         /// Prometheus metrics listener (`/metrics`), or `off`.
         #[arg(long, default_value = "127.0.0.1:9090", value_parser = metrics_listen)]
         metrics_listen: MetricsListen,
+        #[command(flatten)]
+        star: StarPolicyArgs,
     },
     /// Seed the demo city into an empty data directory on first start, then serve it
     /// (UTC+8 calendar), printing ready-to-paste grpcurl calls.
@@ -96,6 +99,8 @@ enum Cmd {
         /// Prometheus metrics listener (`/metrics`), or `off`.
         #[arg(long, default_value = "127.0.0.1:9090", value_parser = metrics_listen)]
         metrics_listen: MetricsListen,
+        #[command(flatten)]
+        star: StarPolicyArgs,
     },
     /// Seed the demo city into an empty data directory and stop.
     Seed {
@@ -168,11 +173,19 @@ async fn main() -> ExitCode {
             points_per_hour,
             calendar_offset,
             metrics_listen,
+            star,
         } => {
             if points_per_hour <= Decimal::ZERO {
                 tracing::error!("--points-per-hour must be greater than zero");
                 return ExitCode::FAILURE;
             }
+            let star_policies = match star.policies() {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let config = RunConfig {
                 data_dir,
                 listen,
@@ -184,6 +197,7 @@ async fn main() -> ExitCode {
                     calendar_offset,
                 },
                 store: Some(store),
+                star_policies,
             };
             match ledger_server::metrics::install(metrics_listen.0) {
                 Ok(()) => run(config, shutdown_signal())
@@ -198,18 +212,30 @@ async fn main() -> ExitCode {
             volunteers,
             seed,
             metrics_listen,
+            star,
         } => {
+            let star_policies = match star.policies() {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let config = DemoConfig {
                 seed,
                 volunteers,
                 ..DemoConfig::default()
             };
             match ledger_server::metrics::install(metrics_listen.0) {
-                Ok(()) => {
-                    ledger_server::demo::seed_and_serve(data_dir, listen, config, shutdown_signal())
-                        .await
-                        .map_err(|e| e.to_string())
-                }
+                Ok(()) => ledger_server::demo::seed_and_serve(
+                    data_dir,
+                    listen,
+                    config,
+                    star_policies,
+                    shutdown_signal(),
+                )
+                .await
+                .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             }
         }
@@ -293,6 +319,17 @@ mod tests {
                 "--volunteers",
                 "500",
             ],
+            &[
+                "ledger-server",
+                "serve",
+                "--star-policy",
+                "county-2026=50,150,300,600,1000",
+                "--star-policy",
+                "city-2027=80,250.5,500,900,1400",
+                "--default-star-policy",
+                "county-2026",
+            ],
+            &["ledger-server", "demo", "--star-policy", "c=1,2,3,4,5"],
             &["ledger-server", "seed", "--seed", "7"],
             &["ledger-server", "rebuild"],
             &[
@@ -307,5 +344,10 @@ mod tests {
             Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }
         assert!(Cli::try_parse_from(["ledger-server", "serve", "--metrics-listen", "x"]).is_err());
+        // A malformed policy is refused by the parser, with the policy's own message.
+        let e = Cli::try_parse_from(["ledger-server", "serve", "--star-policy", "c=1,2,3"])
+            .err()
+            .expect("four thresholds are refused");
+        assert!(e.to_string().contains("exactly 5 are needed"), "{e}");
     }
 }

@@ -819,6 +819,7 @@ async fn the_binary_entry_point_serves_the_embedded_log_and_survives_a_restart()
             listen: addr,
             ledger: LedgerConfig::default(),
             store: None,
+            star_policies: Default::default(),
         };
         let task = tokio::spawn(ledger_server::run(config, async move {
             let _ = stopped.await;
