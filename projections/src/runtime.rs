@@ -10,15 +10,16 @@
 //! and renames it while the worker goes on applying. At most one snapshot is in flight:
 //! a due snapshot waits for the previous one, so files are renamed in checkpoint order
 //! and never share the temporary file. The worker is held only for the clone
-//! (`docs/benchmarks.md` has both pauses measured: the clone is several times shorter
-//! than the write it replaces, which at a city's scale was ~40 s).
+//! (`docs/benchmarks.md`: 0.64 s instead of 3.2 s at 3 M events, 15.8 s instead of
+//! 40.8 s at a city's 30 M, on a busy 2-vCPU VM).
 //!
-//! Options not taken: encoding to bytes under the lock (half the transient memory of a
-//! clone, but slower than the clone, so a longer pause; measured in the same bench);
-//! persistent (structurally shared) maps, which would make the copy free but slow
-//! every fold and grow every entry; a second read model folded by a snapshot thread,
-//! which would double the CPU of every event for a once-in-a-million-events need. The
-//! price of the clone is memory: while a snapshot is written the state exists twice.
+//! Options not taken: encoding to bytes under the lock (a quarter to half the
+//! transient memory of a clone, but 15–60 % slower, so a longer pause; measured in the
+//! same bench); persistent (structurally shared) maps, which would make the copy free
+//! but slow every fold and grow every entry; a second read model folded by a snapshot
+//! thread, which would double the CPU of every event for a once-in-a-million-events
+//! need. The price of the clone is memory: while a snapshot is written the state
+//! exists twice.
 //!
 //! Failure policy: a read error of the subscription is retried (the log may be briefly
 //! unavailable) from the checkpoint, after [`RESUBSCRIBE_DELAY`]; an event that does not
