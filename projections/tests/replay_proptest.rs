@@ -327,7 +327,9 @@ async fn a_rebuild_writes_a_snapshot_equal_to_the_fold() {
 /// A periodic snapshot is written off the worker: while its write is held up (a slow
 /// disk, played by the hook) the worker goes on applying events, and the snapshot that
 /// lands holds the consistent cut it was copied at. The final one, after it, holds all.
-#[tokio::test]
+/// Multi-thread, as the server runs it (the clone goes through `block_in_place`; the
+/// current-thread path is taken by the other snapshot tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_applies_events_while_a_snapshot_is_being_written() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = City::new();
