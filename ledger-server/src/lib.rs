@@ -103,6 +103,9 @@ pub struct RunConfig {
     pub store: Option<String>,
     /// Access file, limits and TLS; the default is open mode (see [`ServeOptions`]).
     pub serve: ServeOptions,
+    /// Star-level policies the queries grade by (`serve --star-policy`); the default
+    /// holds `national-2024` only.
+    pub star_policies: projections::StarPolicies,
 }
 
 /// Sub-directory of a data directory that holds the embedded log's segments.
@@ -180,7 +183,7 @@ pub async fn run_on(
             Store::Embedded(_) => projections::LagCounting::Sequence,
             _ => projections::LagCounting::ReadAhead,
         },
-        ..QueryConfig::default()
+        star_policies: config.star_policies,
     };
     let served = serve_with_options(handler, queries, config.serve, listener, shutdown).await;
     // Every acknowledged append is durable already; closing stops the writer in order.

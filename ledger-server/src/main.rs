@@ -17,6 +17,7 @@ use ledger_core::app::LedgerConfig;
 use ledger_core::domain::units::ExchangeRate;
 use ledger_server::auth::{Access, TlsFiles};
 use ledger_server::demo::DemoConfig;
+use ledger_server::queries::StarPolicyArgs;
 use ledger_server::{run, RunConfig, ServeOptions};
 use rust_decimal::Decimal;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
@@ -107,6 +108,8 @@ enum Cmd {
         /// still send a bearer key.
         #[arg(long, value_name = "PEM", requires = "tls_cert")]
         tls_client_ca: Option<PathBuf>,
+        #[command(flatten)]
+        star: StarPolicyArgs,
     },
     /// Make a new API key: prints the key (once, on stderr) and the access file's
     /// `[[caller]]` entry with its SHA-256 (on stdout, so `>> access.toml` appends it).
@@ -149,6 +152,8 @@ enum Cmd {
         /// Prometheus metrics listener (`/metrics`), or `off`.
         #[arg(long, default_value = "127.0.0.1:9090", value_parser = metrics_listen)]
         metrics_listen: MetricsListen,
+        #[command(flatten)]
+        star: StarPolicyArgs,
     },
     /// Seed the demo city into an empty data directory and stop.
     Seed {
@@ -242,11 +247,19 @@ async fn main() -> ExitCode {
             tls_cert,
             tls_key,
             tls_client_ca,
+            star,
         } => {
             if points_per_hour <= Decimal::ZERO {
                 tracing::error!("--points-per-hour must be greater than zero");
                 return ExitCode::FAILURE;
             }
+            let star_policies = match star.policies() {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles {
                     cert,
@@ -285,6 +298,7 @@ async fn main() -> ExitCode {
                 },
                 store: Some(store),
                 serve,
+                star_policies,
             };
             match ledger_server::metrics::install(metrics_listen.0) {
                 Ok(()) => run(config, shutdown_signal())
@@ -299,18 +313,30 @@ async fn main() -> ExitCode {
             volunteers,
             seed,
             metrics_listen,
+            star,
         } => {
+            let star_policies = match star.policies() {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let config = DemoConfig {
                 seed,
                 volunteers,
                 ..DemoConfig::default()
             };
             match ledger_server::metrics::install(metrics_listen.0) {
-                Ok(()) => {
-                    ledger_server::demo::seed_and_serve(data_dir, listen, config, shutdown_signal())
-                        .await
-                        .map_err(|e| e.to_string())
-                }
+                Ok(()) => ledger_server::demo::seed_and_serve(
+                    data_dir,
+                    listen,
+                    config,
+                    star_policies,
+                    shutdown_signal(),
+                )
+                .await
+                .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             }
         }
@@ -489,6 +515,17 @@ mod tests {
                 "--volunteers",
                 "500",
             ],
+            &[
+                "ledger-server",
+                "serve",
+                "--star-policy",
+                "county-2026=50,150,300,600,1000",
+                "--star-policy",
+                "city-2027=80,250.5,500,900,1400",
+                "--default-star-policy",
+                "county-2026",
+            ],
+            &["ledger-server", "demo", "--star-policy", "c=1,2,3,4,5"],
             &["ledger-server", "seed", "--seed", "7"],
             &["ledger-server", "rebuild"],
             &[
@@ -511,6 +548,11 @@ mod tests {
             Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }
         assert!(Cli::try_parse_from(["ledger-server", "serve", "--metrics-listen", "x"]).is_err());
+        // A malformed policy is refused by the parser, with the policy's own message.
+        let e = Cli::try_parse_from(["ledger-server", "serve", "--star-policy", "c=1,2,3"])
+            .err()
+            .expect("four thresholds are refused");
+        assert!(e.to_string().contains("exactly 5 are needed"), "{e}");
         // Both, or a key without its certificate, make no sense.
         assert!(Cli::try_parse_from([
             "ledger-server",

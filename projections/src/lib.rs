@@ -46,9 +46,15 @@
 //! - the service index: ~40 bytes per (region node, period) cell and per
 //!   (node, period, activity), tens of MiB for a city.
 //!
-//! Measured (`benches/replay.rs`, docs/benchmarks.md): ~140 bytes of resident memory
-//! per event at 3 M events, i.e. ~4 GiB for the city's 30 M, most of it the deposit
-//! index and hash-map slack. The credit report keeps nothing in memory (it reads the
+//! Measured (`benches/replay.rs`, docs/benchmarks.md) at the city's size, 30 M events
+//! streamed through the read models (`TIMEBANK_BENCH_STREAM=1
+//! TIMEBANK_BENCH_EVENTS=30000000`): **6.4 GiB** of resident memory for 2.73 M accounts
+//! and 20.5 M standing deposits (~230 bytes per event). The earlier extrapolation from
+//! 3 M events (~140 bytes per event, ~4 GiB) was low: the hash maps (deposit index,
+//! service-index cells) double their tables as they grow, and between 20 M and 25 M
+//! events the deposit index's doubling alone added ~2.5 GiB (3.9 GiB at 20 M). While a
+//! periodic snapshot is written the state is cloned (see [`runtime`]): ~6 GiB more for
+//! the length of the write. The credit report keeps nothing in memory (it reads the
 //! volunteer's stream on demand).
 
 pub mod account;

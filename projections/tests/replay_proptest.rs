@@ -11,6 +11,7 @@ use ledger_core::domain::commands::Command;
 use ledger_core::domain::events::HourKind;
 use ledger_core::domain::ids::TransactionId;
 use ledger_core::log::{EventLog, ReadFrom};
+use projections::runtime::SnapshotHook;
 use projections::{runtime, snapshot, ProjectionConfig, ReadModels};
 use proptest::prelude::*;
 
@@ -321,4 +322,60 @@ async fn a_rebuild_writes_a_snapshot_equal_to_the_fold() {
         m.digest()
     );
     assert_eq!(m.events, 3);
+}
+
+/// A periodic snapshot is written off the worker: while its write is held up (a slow
+/// disk, played by the hook) the worker goes on applying events, and the snapshot that
+/// lands holds the consistent cut it was copied at. The final one, after it, holds all.
+/// Multi-thread, as the server runs it (the clone goes through `block_in_place`; the
+/// current-thread path is taken by the other snapshot tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_applies_events_while_a_snapshot_is_being_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = City::new();
+    c.organisation("org0", "hz/xihu").await;
+    c.volunteer("v0", "hz/xihu/a", "2025-01-01").await;
+    // The writing thread says it has started, then waits until released.
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = std::sync::Mutex::new(release_rx);
+    let hook = SnapshotHook(Arc::new(move || {
+        let _ = started_tx.send(());
+        let _ = release_rx.lock().unwrap().recv();
+    }));
+    let cfg = ProjectionConfig {
+        // Due at the third event (the deposit below); never by time in the test.
+        snapshot_every_events: 3,
+        snapshot_every: Duration::from_secs(3600),
+        before_snapshot_write: Some(hook),
+        ..ProjectionConfig::in_dir(dir.path())
+    };
+    let (p, w) = runtime::start(Arc::new(c.log.clone()), cfg).await;
+    let o1 = c.deposit("v0", "org0", "2026-11-01", "3").await;
+    let wait = Duration::from_secs(5);
+    tokio::task::spawn_blocking(move || started_rx.recv_timeout(wait))
+        .await
+        .unwrap()
+        .expect("a snapshot starts after the third event");
+    // The write is held: events still get applied.
+    c.deposit("v0", "org0", "2026-11-02", "2").await;
+    let o3 = c.deposit("v0", "org0", "2026-11-03", "1").await;
+    p.freshness().wait_for(o3.position, wait).await.unwrap();
+    assert!(snapshot::read(dir.path()).unwrap().is_none());
+    release_tx.send(()).unwrap();
+    drop(release_tx);
+    let deadline = std::time::Instant::now() + wait;
+    let snap = loop {
+        if let Some(s) = snapshot::read(dir.path()).unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "no snapshot written");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!((snap.checkpoint, snap.events), (Some(o1.position), 3));
+    // The stop waits for nothing in flight and writes everything.
+    w.stop().await.unwrap();
+    let last = snapshot::read(dir.path()).unwrap().unwrap();
+    assert_eq!(last.checkpoint, Some(o3.position));
+    assert_eq!(last.digest(), c.models().await.digest());
 }

@@ -561,3 +561,98 @@ async fn rebuild_of_a_data_dir_matches_the_state_the_server_snapshotted() {
     assert_eq!(report.digest, live.digest());
     assert!(report.snapshot.exists());
 }
+
+/// `serve --star-policy tiny-2026=1,2,3,4,5 --default-star-policy tiny-2026` as the
+/// binary runs it (`ledger_server::run` on a data directory): `GetStarLevel` grades by
+/// the named policy, by the configured default without one, and `national-2024` still
+/// answers as it always did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn star_policies_from_the_command_line_grade_get_star_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let star = ledger_server::queries::StarPolicyArgs {
+        star_policy: vec!["tiny-2026=1,2,3,4,5".parse().unwrap()],
+        default_star_policy: Some("tiny-2026".into()),
+    };
+    let addr = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = ledger_server::RunConfig {
+        data_dir: dir.path().to_owned(),
+        listen: addr,
+        ledger: ledger_core::app::LedgerConfig::default(),
+        store: None,
+        star_policies: star.policies().unwrap(),
+        serve: Default::default(),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let mut task = tokio::spawn(ledger_server::run(config, async move {
+        let _ = stopped.await;
+    }));
+    let mut channel = None;
+    for _ in 0..250 {
+        assert!(
+            !task.is_finished(),
+            "server stopped: {:?}",
+            (&mut task).await
+        );
+        if let Ok(c) = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            channel = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let channel = channel.expect("the server comes up");
+    let mut s = Server {
+        commands: LedgerCommandsClient::new(channel.clone()),
+        queries: LedgerQueriesClient::new(channel),
+        stop: Some(stop),
+        task,
+    };
+    city(&mut s).await;
+    // The binary runs on the wall clock: serve yesterday.
+    let day = (Utc::now() - chrono::Days::new(1)).date_naive().to_string();
+    let d = s.deposit("d-star", "li", &day, "3.5").await;
+    let level = |policy: &str| pb::GetStarLevelRequest {
+        volunteer_id: "li".into(),
+        policy_version: policy.into(),
+        min_position: d.position,
+    };
+    let tiny = s
+        .queries
+        .get_star_level(level("tiny-2026"))
+        .await
+        .unwrap()
+        .into_inner();
+    let default = s
+        .queries
+        .get_star_level(level(""))
+        .await
+        .unwrap()
+        .into_inner();
+    let national = s
+        .queries
+        .get_star_level(level("national-2024"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            tiny.stars,
+            tiny.policy_version.as_str(),
+            tiny.next_threshold.as_str()
+        ),
+        (3, "tiny-2026", "4")
+    );
+    assert_eq!(default, tiny);
+    assert_eq!(
+        (national.stars, national.policy_version.as_str()),
+        (0, "national-2024")
+    );
+    s.stop().await;
+}

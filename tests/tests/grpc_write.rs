@@ -820,6 +820,7 @@ async fn the_binary_entry_point_serves_the_embedded_log_and_survives_a_restart()
             ledger: LedgerConfig::default(),
             store: None,
             serve: Default::default(),
+            star_policies: Default::default(),
         };
         let task = tokio::spawn(ledger_server::run(config, async move {
             let _ = stopped.await;

@@ -211,10 +211,12 @@ pub async fn seed_only(data_dir: PathBuf, config: DemoConfig) -> Result<(), Demo
 
 /// `ledger-server demo`: seed on first start (empty log), then serve with the demo's
 /// ledger configuration (UTC+8 calendar), printing ready-to-paste grpcurl calls.
+/// `star_policies` are what the queries grade star levels by (`--star-policy`).
 pub async fn seed_and_serve(
     data_dir: PathBuf,
     listen: SocketAddr,
     config: DemoConfig,
+    star_policies: projections::StarPolicies,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DemoRunError> {
     let log = open(data_dir.clone()).await?;
@@ -256,6 +258,7 @@ pub async fn seed_and_serve(
         ledger: ledger_config(),
         store: None,
         serve: ServeOptions::with_access(access),
+        star_policies,
     };
     Ok(run_on(ledger_store::Store::Embedded(log), run, shutdown).await?)
 }

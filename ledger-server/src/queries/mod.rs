@@ -60,6 +60,34 @@ pub struct QueryConfig {
     pub partners: crate::partners::PartnerConfig,
 }
 
+/// The star-policy flags of `serve` and `demo`, flattened into both. Parsed here, not
+/// in `main.rs`, so the binary's body stays a list of subcommands.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct StarPolicyArgs {
+    /// A star-level policy: a version name and the lifetime hours for 1 to 5 stars,
+    /// strictly increasing, at most two decimal places, e.g.
+    /// `county-2026=50,150,300,600,1000`. Repeatable. `national-2024`
+    /// (100,300,600,1000,1500) is always configured; a version given twice must have
+    /// the same thresholds.
+    #[arg(long = "star-policy", value_name = "NAME=T1,T2,T3,T4,T5")]
+    pub star_policy: Vec<projections::StarPolicy>,
+    /// The policy used when a request names none (`GetAccount`, `GetCreditReport`,
+    /// `GetStarLevel` without `policy_version`). Default: `national-2024`.
+    #[arg(long, value_name = "NAME")]
+    pub default_star_policy: Option<String>,
+}
+
+impl StarPolicyArgs {
+    /// The configured policies, or why they are not a valid set (a version defined
+    /// twice differently, an unknown default).
+    pub fn policies(&self) -> Result<StarPolicies, projections::star::PolicyError> {
+        StarPolicies::configured(
+            self.star_policy.iter().cloned(),
+            self.default_star_policy.as_deref(),
+        )
+    }
+}
+
 /// What `ledger-server rebuild` did.
 #[derive(Clone, Debug)]
 pub struct RebuildReport {
