@@ -276,6 +276,28 @@ pub fn rate_service(r: pb::RateServiceRequest) -> Field<Command> {
 
 // ---- Partner commands (partners.proto) ----
 
+/// A partner's request id, scoped to the partner's account (`merchant-7:1042`).
+///
+/// Request ids are unique ledger-wide (the event id derives from them), and tills and
+/// bank systems number their requests independently: two merchants both sending
+/// request `1` must not collide, nor learn of each other through `REQUEST_ID_REUSED`.
+/// Too long to prefix within `REQUEST_ID_BYTES_MAX`, the client's id is replaced by a
+/// hash of it (still the same id for a retry). Option not taken: scoping every
+/// caller's ids, which would change the ids platforms' existing retries rely on.
+pub(crate) fn scoped_request_id(owner: &AccountId, text: String) -> Field<RequestId> {
+    let id = request_id(text)?;
+    let scoped = format!("{owner}:{id}");
+    let scoped = if scoped.len() <= ledger_core::domain::ids::REQUEST_ID_BYTES_MAX {
+        scoped
+    } else {
+        format!(
+            "{owner}:h{}",
+            &blake3::hash(id.as_str().as_bytes()).to_hex()[..40]
+        )
+    };
+    RequestId::new(scoped).map_err(|e| Rejection::input("request_id", e))
+}
+
 pub(crate) fn points(field: &str, text: &str) -> Field<Points> {
     if text.is_empty() {
         return Err(Rejection::missing(field));
@@ -319,18 +341,20 @@ pub fn withdraw_consent(r: pb::WithdrawConsentRequest) -> Field<Command> {
 }
 
 pub fn authorize_redemption(r: pb::AuthorizeRedemptionRequest, key: &TokenKey) -> Field<Command> {
+    let merchant = account("merchant_id", r.merchant_id)?;
     Ok(Command::AuthorizeRedemption(AuthorizeRedemption {
-        request_id: request_id(r.request_id)?,
-        merchant: account("merchant_id", r.merchant_id)?,
+        request_id: scoped_request_id(&merchant, r.request_id)?,
+        merchant,
         token: redemption_token(&r.token, key)?,
         points: points("points", &r.points)?,
     }))
 }
 
 pub fn capture_redemption(r: pb::CaptureRedemptionRequest) -> Field<Command> {
+    let merchant = account("merchant_id", r.merchant_id)?;
     Ok(Command::CaptureRedemption(CaptureRedemption {
-        request_id: request_id(r.request_id)?,
-        merchant: account("merchant_id", r.merchant_id)?,
+        request_id: scoped_request_id(&merchant, r.request_id)?,
+        merchant,
         volunteer: account("volunteer_id", r.volunteer_id)?,
         hold: transaction_id("hold_id", &r.hold_id)?,
         points: points("points", &r.points)?,
@@ -338,9 +362,10 @@ pub fn capture_redemption(r: pb::CaptureRedemptionRequest) -> Field<Command> {
 }
 
 pub fn void_redemption(r: pb::VoidRedemptionRequest) -> Field<Command> {
+    let merchant = account("merchant_id", r.merchant_id)?;
     Ok(Command::VoidRedemption(VoidRedemption {
-        request_id: request_id(r.request_id)?,
-        merchant: account("merchant_id", r.merchant_id)?,
+        request_id: scoped_request_id(&merchant, r.request_id)?,
+        merchant,
         volunteer: account("volunteer_id", r.volunteer_id)?,
         hold: transaction_id("hold_id", &r.hold_id)?,
     }))

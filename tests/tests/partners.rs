@@ -579,6 +579,27 @@ async fn redemption_tokens_and_holds_follow_their_rules() {
     assert!(again.replayed);
     assert_eq!(again.hold_id, hold.hold_id);
 
+    // Request ids are the merchant's own: another till numbering its requests the same
+    // way gets its own hold, not REQUEST_ID_REUSED.
+    let t_other = s.token("v1", "1").await;
+    let other = s
+        .authorize(OTHER_MERCHANT, "a-1", "m-2", &t_other.token, "1")
+        .await
+        .unwrap();
+    assert!(!other.replayed && other.hold_id != hold.hold_id);
+    s.redemptions()
+        .void_redemption(with(
+            OTHER_MERCHANT,
+            pb::VoidRedemptionRequest {
+                request_id: "v-0".into(),
+                merchant_id: "m-2".into(),
+                volunteer_id: "v1".into(),
+                hold_id: other.hold_id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+
     // Another merchant cannot touch it, not even by naming itself.
     assert_refused(
         s.capture(OTHER_MERCHANT, "k-x", "m-1", &hold.hold_id, "1")

@@ -224,7 +224,8 @@ impl Partners {
         r: pb::BankCreditReportRequest,
     ) -> Result<pb::ServedCreditReport, Described> {
         let bank = authz::require_bank(caller, "request credit reports")?;
-        let request_id = convert::request_id(r.request_id).map_err(|e| describe_rejection(&e))?;
+        let request_id =
+            convert::scoped_request_id(&bank, r.request_id).map_err(|e| describe_rejection(&e))?;
         let volunteer =
             convert::account("volunteer_id", r.volunteer_id).map_err(|e| describe_rejection(&e))?;
         let purpose = convert::purpose(r.purpose).map_err(|e| describe_rejection(&e))?;

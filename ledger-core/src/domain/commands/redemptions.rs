@@ -201,7 +201,10 @@ impl ExpireRedemptionHold {
     }
 
     pub fn request_id_for(hold: TransactionId) -> RequestId {
-        RequestId::new(format!("expire-hold:{hold}")).expect("a uuid makes a valid request id")
+        // Under the reserved `system:` prefix, which no account id (and so no partner's
+        // scoped request id) can start with.
+        RequestId::new(format!("system:expire-hold:{hold}"))
+            .expect("a uuid makes a valid request id")
     }
 
     /// Rules: the hold is open (`HoldAlreadyCaptured`, `HoldVoided`, `HoldExpired`) and
