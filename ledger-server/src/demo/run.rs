@@ -246,7 +246,7 @@ pub async fn seed_and_serve(
         read_sample(&data_dir)
     };
     if let Some(s) = &sample {
-        renew_sample_consent(&log, s).await;
+        renew_sample_consent(Arc::new(log.clone()) as Arc<dyn EventLog>, s).await;
     }
     println!(
         "{}",
@@ -275,7 +275,7 @@ const SAMPLE_CONSENT_RENEWAL_DAYS: i64 = 365;
 /// Option not taken: a longer consent in the seeded log, which the ledger's own rule
 /// refuses. The renewal changes the log only after seeding, so the same seed still
 /// seeds the same log; a failure is only a warning (the demo serves regardless).
-async fn renew_sample_consent(log: &EmbeddedLog, sample: &Sample) {
+async fn renew_sample_consent(log: Arc<dyn EventLog>, sample: &Sample) -> bool {
     use ledger_core::app::{Clock, Handler, SystemClock};
     use ledger_core::domain::account::AccountId;
     use ledger_core::domain::commands::{Command, GrantConsent};
@@ -286,27 +286,23 @@ async fn renew_sample_consent(log: &EmbeddedLog, sample: &Sample) {
         AccountId::new(sample.bank.clone()),
         Purpose::new(super::scenario::CONSENT_PURPOSE),
     ) else {
-        return; // an older sample file without a consenting volunteer
+        return false; // an older sample file without a consenting volunteer
     };
-    let handler = Handler::new(
-        Arc::new(log.clone()) as Arc<dyn EventLog>,
-        Arc::new(SystemClock),
-        ledger_config(),
-    );
+    let handler = Handler::new(log, Arc::new(SystemClock), ledger_config());
     let now = SystemClock.now();
     match handler.load(&volunteer).await {
-        Ok(state) if state.current_consent(&bank, &purpose, now).is_some() => return,
+        Ok(state) if state.current_consent(&bank, &purpose, now).is_some() => return false,
         Ok(_) => {}
         Err(e) => {
             tracing::warn!("cannot read {volunteer} to renew the demo consent: {e}");
-            return;
+            return false;
         }
     }
     let Ok(request_id) = RequestId::new(format!(
         "demo-renew-consent:{volunteer}:{}",
         now.format("%Y-%m-%d")
     )) else {
-        return;
+        return false;
     };
     let command = Command::GrantConsent(GrantConsent {
         request_id,
@@ -316,10 +312,16 @@ async fn renew_sample_consent(log: &EmbeddedLog, sample: &Sample) {
         expires_at: now + chrono::Duration::days(SAMPLE_CONSENT_RENEWAL_DAYS),
     });
     match handler.execute(&command).await {
-        Ok(_) => eprintln!(
-            "renewed the demo consent of {volunteer} to {bank} (the seeded one had expired)"
-        ),
-        Err(e) => tracing::warn!("cannot renew the demo consent of {volunteer}: {e}"),
+        Ok(_) => {
+            eprintln!(
+                "renewed the demo consent of {volunteer} to {bank} (the seeded one had expired)"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::warn!("cannot renew the demo consent of {volunteer}: {e}");
+            false
+        }
     }
 }
 
@@ -385,4 +387,27 @@ pub fn banner(listen: SocketAddr, data_dir: &Path, events: u64, sample: Option<&
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledger_core::log::memory::MemoryLog;
+
+    /// A city of a year whose sample consent has expired by now (granted at the end of
+    /// 2024 for 366 days): the first start renews it, the next finds it current.
+    #[tokio::test]
+    async fn an_expired_sample_consent_is_renewed_once() {
+        let log = Arc::new(MemoryLog::new()) as Arc<dyn EventLog>;
+        let config = DemoConfig {
+            volunteers: 30,
+            year: 2024,
+            progress: false,
+            ..DemoConfig::default()
+        };
+        let report = seed(log.clone(), &config).await.unwrap();
+        assert_eq!(report.rejected(), 0, "{}", report.render());
+        assert!(renew_sample_consent(log.clone(), &report.sample).await);
+        assert!(!renew_sample_consent(log, &report.sample).await);
+    }
 }
