@@ -17,6 +17,7 @@
 //! probe for accounts. Missing credentials never get this far (`UNAUTHENTICATED`).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use ledger_core::domain::account::{AccountId, AccountKind};
 use ledger_core::domain::commands::Command;
@@ -122,26 +123,68 @@ impl AccountFacts {
     }
 }
 
-/// Read `account`'s registration (the first event of its stream). An account that does
-/// not exist has no kind; so has one whose stream cannot be read, which then reads as
-/// out of scope (the command itself will report the log error if it runs).
-pub async fn facts(log: &dyn EventLog, account: &AccountId) -> AccountFacts {
-    let kind = match log.read_stream(&account.stream(), 0, 1).await {
-        Ok(page) => page
-            .first()
-            .and_then(|e| match LedgerEvent::decode(&e.event_type, &e.data) {
-                Ok(LedgerEvent::AccountRegistered(r)) => Some(r.kind),
-                _ => None,
-            }),
-        Err(_) => None,
-    };
-    AccountFacts { kind }
+/// Most registrations [`Registrations`] keeps. A registration is ~100 bytes, so 65,536
+/// is a few MiB and covers the accounts a busy hour of a city touches; when full the
+/// cache is emptied and refills (option not taken: an LRU, whose bookkeeping costs
+/// every hit for a miss that is one short read).
+pub const REGISTRATIONS_CACHED_MAX: usize = 65_536;
+
+/// Accounts' registrations (kind and region), read from the first event of each
+/// stream and kept: they never change once written, so a cached one is never stale.
+/// Without it every platform call would read and decode a registration event before
+/// doing its work. Unregistered accounts are not cached (they may register any time).
+pub struct Registrations {
+    log: Arc<dyn EventLog>,
+    cache: Mutex<HashMap<AccountId, AccountKind>>,
+}
+
+impl Registrations {
+    pub fn new(log: Arc<dyn EventLog>) -> Self {
+        Self {
+            log,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AccountId, AccountKind>> {
+        // A panic while holding the lock cannot leave a half-written entry.
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `account`'s registration. An account that does not exist has no kind; so has
+    /// one whose stream cannot be read, which then reads as out of scope (the command
+    /// itself reports the log error if it runs).
+    pub async fn facts(&self, account: &AccountId) -> AccountFacts {
+        if let Some(kind) = self.lock().get(account) {
+            return AccountFacts {
+                kind: Some(kind.clone()),
+            };
+        }
+        let kind = match self.log.read_stream(&account.stream(), 0, 1).await {
+            Ok(page) => {
+                page.first()
+                    .and_then(|e| match LedgerEvent::decode(&e.event_type, &e.data) {
+                        Ok(LedgerEvent::AccountRegistered(r)) => Some(r.kind),
+                        _ => None,
+                    })
+            }
+            Err(_) => None,
+        };
+        if let Some(kind) = &kind {
+            let mut cache = self.lock();
+            if cache.len() >= REGISTRATIONS_CACHED_MAX {
+                cache.clear();
+            }
+            cache.insert(account.clone(), kind.clone());
+        }
+        AccountFacts { kind }
+    }
 }
 
 /// True if the platform scope covers `account`: its organisations by id, volunteers
 /// and organisations by region.
 pub async fn platform_covers_account(
-    log: &dyn EventLog,
+    registrations: &Registrations,
     regions: &[String],
     organisations: &[String],
     account: &AccountId,
@@ -149,7 +192,8 @@ pub async fn platform_covers_account(
     if organisations.iter().any(|o| o == account.as_str()) {
         return true;
     }
-    facts(log, account)
+    registrations
+        .facts(account)
         .await
         .region()
         .is_some_and(|r| platform_covers_region(regions, r))
@@ -158,7 +202,7 @@ pub async fn platform_covers_account(
 /// May `caller` see `account`'s own record (account queries, consents, tokens)?
 /// Admins and auditors: any; platforms: their scope; others: no.
 pub async fn require_account(
-    log: &dyn EventLog,
+    registrations: &Registrations,
     caller: &Caller,
     account: &AccountId,
     what: &str,
@@ -170,14 +214,16 @@ pub async fn require_account(
         Role::Platform {
             regions,
             organisations,
-        } if platform_covers_account(log, regions, organisations, account).await => Ok(()),
+        } if platform_covers_account(registrations, regions, organisations, account).await => {
+            Ok(())
+        }
         _ => Err(denied(caller, what)),
     }
 }
 
 /// May `caller` execute `command` through the write API?
 pub async fn require_command(
-    log: &dyn EventLog,
+    registrations: &Registrations,
     caller: &Caller,
     command: &Command,
 ) -> Result<(), Described> {
@@ -209,7 +255,9 @@ pub async fn require_command(
         | Command::VoidRedemption(_)
         | Command::ServeCreditReport(_)
         | Command::ExpireRedemptionHold(_) => false,
-        other => platform_covers_account(log, regions, organisations, other.target()).await,
+        other => {
+            platform_covers_account(registrations, regions, organisations, other.target()).await
+        }
     };
     if allowed {
         Ok(())

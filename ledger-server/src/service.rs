@@ -31,6 +31,8 @@ pub const INFLIGHT_COMMANDS_MAX: usize = 1024;
 #[derive(Clone)]
 pub struct LedgerService {
     handler: Handler,
+    /// Accounts' registrations, for platforms' scope checks (`crate::authz`).
+    registrations: Arc<authz::Registrations>,
     inflight: Arc<Semaphore>,
     batch_commands_max: usize,
 }
@@ -38,6 +40,7 @@ pub struct LedgerService {
 impl LedgerService {
     pub fn new(handler: Handler) -> Self {
         Self {
+            registrations: Arc::new(authz::Registrations::new(handler.log().clone())),
             handler,
             inflight: Arc::new(Semaphore::new(INFLIGHT_COMMANDS_MAX)),
             batch_commands_max: BATCH_COMMANDS_MAX,
@@ -76,8 +79,13 @@ impl LedgerService {
             tracing::info!(reason = r.reason(), "command refused at the edge: {r}");
             describe_rejection(&r)
         })?;
-        authz::require_command(self.handler.log().as_ref(), caller, &command).await?;
+        authz::require_command(&self.registrations, caller, &command).await?;
         self.execute_authorized(command).await
+    }
+
+    /// The registrations cache the scope checks share.
+    pub(crate) fn registrations(&self) -> &authz::Registrations {
+        &self.registrations
     }
 
     /// Execute a command the caller has been authorised for (partner services check

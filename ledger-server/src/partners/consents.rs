@@ -29,7 +29,7 @@ impl ConsentService {
             "record consents",
         )?;
         let command = command.map_err(|r| crate::status::describe_rejection(&r))?;
-        authz::require_command(self.0.log().as_ref(), caller, &command).await?;
+        authz::require_command(self.0.commands.registrations(), caller, &command).await?;
         let outcome = self.0.commands.execute_authorized(command).await?;
         Ok(convert::command_result(&outcome))
     }
@@ -46,7 +46,7 @@ impl ConsentService {
         )?;
         let volunteer = volunteer_field(r.volunteer_id)?;
         authz::require_account(
-            self.0.log().as_ref(),
+            self.0.commands.registrations(),
             caller,
             &volunteer,
             "list this volunteer's inquiries",

@@ -59,7 +59,7 @@ impl RedemptionService {
         )?;
         let volunteer = volunteer_field(r.volunteer_id)?;
         authz::require_account(
-            self.0.log().as_ref(),
+            self.0.commands.registrations(),
             caller,
             &volunteer,
             "issue tokens for this volunteer",

@@ -194,6 +194,8 @@ impl From<Rejection> for QueryError {
 #[derive(Clone)]
 pub struct QueryService {
     projections: Projections,
+    /// Accounts' registrations, for platforms' scope checks (`crate::authz`).
+    registrations: Arc<authz::Registrations>,
     log: Arc<dyn EventLog>,
     policies: Arc<StarPolicies>,
     clock: Arc<dyn Clock>,
@@ -216,6 +218,7 @@ impl QueryService {
     ) -> Self {
         Self {
             projections,
+            registrations: Arc::new(authz::Registrations::new(log.clone())),
             log,
             policies,
             clock,
@@ -225,7 +228,7 @@ impl QueryService {
     /// An account's own record: auditors and admins any; platforms their scope.
     async fn allow_account(&self, caller: &Caller, account: &AccountId) -> Result<(), QueryError> {
         authz::require_account(
-            self.log.as_ref(),
+            &self.registrations,
             caller,
             account,
             "read this account",
