@@ -314,7 +314,7 @@ impl Partners {
             };
             // Another bank's inquiry reads as "none": a bank learns nothing of others.
             if matches && e.bank == bank {
-                return served(&e, r.position, true);
+                return served(&e, r.position, false);
             }
         }
         Err(internal(
