@@ -840,6 +840,34 @@ async fn auditors_stream_verify_and_replay_the_log() {
         ))
         .await;
     assert_refused(before, Code::NotFound, "UNKNOWN_ACCOUNT");
+
+    // Following the log: a record appended after the stream opened arrives on it.
+    let mut live = s
+        .audit()
+        .stream_log(with(
+            AUDITOR,
+            pb::StreamLogRequest {
+                after: records[9].position,
+                max_records: 1,
+                follow: true,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    s.grant("c-live", "v1", "bank-a", "2026-12-20T00:00:00Z")
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), live.next())
+        .await
+        .expect("the appended record arrives")
+        .expect("one record")
+        .unwrap();
+    assert_eq!(
+        (next.r#type.as_str(), next.prev_hash.as_str()),
+        ("ConsentGranted.v1", records[9].hash.as_str())
+    );
+    assert!(live.next().await.is_none(), "max_records ends the stream");
     s.stop().await;
 }
 

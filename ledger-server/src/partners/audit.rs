@@ -299,7 +299,17 @@ impl pb::audit_server::Audit for AuditService {
         let log = self.0.log().clone();
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_LOG_BUFFER_RECORDS);
         tokio::spawn(async move {
+            // Send one item; false once the stream must end (client gone, an error
+            // sent, or `max_records` reached).
             let mut sent = 0u64;
+            let mut emit = async |item: Result<pb::LogRecord, Status>| {
+                let stop = item.is_err();
+                if tx.send(item).await.is_err() || stop {
+                    return false;
+                }
+                sent += 1;
+                max.is_none_or(|m| sent < m)
+            };
             if r.follow {
                 // Catch-up then live, as the projections read it.
                 let mut events = log.subscribe_all(from);
@@ -308,12 +318,7 @@ impl pb::audit_server::Audit for AuditService {
                         Ok(e) => send(&e),
                         Err(e) => Err(unavailable(e).into_status()),
                     };
-                    let stop = record.is_err();
-                    if tx.send(record).await.is_err() || stop {
-                        return;
-                    }
-                    sent += 1;
-                    if max.is_some_and(|m| sent >= m) {
+                    if !emit(record).await {
                         return;
                     }
                 }
@@ -324,18 +329,12 @@ impl pb::audit_server::Audit for AuditService {
                 let page = match log.read_all(from, READ_EVENTS_MAX).await {
                     Ok(p) => p,
                     Err(e) => {
-                        let _ = tx.send(Err(unavailable(e).into_status())).await;
+                        emit(Err(unavailable(e).into_status())).await;
                         return;
                     }
                 };
                 for e in &page {
-                    let record = send(e);
-                    let stop = record.is_err();
-                    if tx.send(record).await.is_err() || stop {
-                        return;
-                    }
-                    sent += 1;
-                    if max.is_some_and(|m| sent >= m) {
+                    if !emit(send(e)).await {
                         return;
                     }
                 }

@@ -179,31 +179,13 @@ pub fn entry(e: &HistoryEntry) -> pb::TransactionEntry {
     }
 }
 
+/// The report as the bank service keeps it (`partners::banks::ReportJson`): one
+/// conversion for both services, so a report read here and one served to a bank have
+/// the same fields.
 pub fn credit_report(r: &CreditReport, cp: Option<Position>) -> pb::CreditReport {
-    pb::CreditReport {
-        volunteer_id: r.volunteer.clone(),
-        model_version: r.model_version.to_owned(),
-        score: r.score,
-        factors: r
-            .contributions
-            .iter()
-            .map(|c| pb::FactorContribution {
-                factor: c.factor.name().to_owned(),
-                points: c.points,
-                max_points: c.max,
-                detail: c.detail.clone(),
-            })
-            .collect(),
-        reason_codes: r.reason_codes.iter().map(|s| (*s).to_owned()).collect(),
-        star: Some(star(&r.star, None)),
-        lifetime_hours: r.lifetime_hours.to_string(),
-        last_12_months_hours: r.last_12_months_hours.to_string(),
-        as_of: Some(to_timestamp(r.as_of)),
-        position: r.position.map(position),
-        events_included: r.events_included,
-        inputs_digest: r.inputs_digest.clone(),
-        checkpoint: checkpoint(cp),
-    }
+    let mut report = crate::partners::banks::ReportJson::of(r).to_proto();
+    report.checkpoint = checkpoint(cp);
+    report
 }
 
 pub fn ranking(v: Vec<Ranked>, cp: Option<Position>) -> pb::Ranking {
