@@ -291,6 +291,7 @@ impl pb::ledger_commands_server::LedgerCommands for LedgerService {
         // runs in each command's own task, see `execute_authorized`).
         let mut runs: Vec<Shared<BoxFuture<'_, pb::BatchResult>>> = Vec::with_capacity(lines.len());
         for (line, deps) in lines.into_iter().zip(deps) {
+            // A line depends only on earlier lines, whose futures are already in `runs`.
             let waits: Vec<_> = deps.iter().map(|&d| runs[d].clone()).collect();
             let run = async move {
                 for wait in waits {
