@@ -1,7 +1,8 @@
 //! Random command sequences through the handler over `MemoryLog`. After every step:
 //! postings over all transaction events sum to zero per unit, no volunteer's spendable
 //! balance (from the postings) is negative, and each account's folded state agrees with
-//! the postings (so receipts were delivered exactly once).
+//! the postings (so receipts were delivered exactly once), and the handler's cached
+//! state equals a fresh fold of the stream.
 
 mod common;
 
@@ -161,9 +162,17 @@ async fn run(ops: Vec<Op>) {
         for (unit, sum) in &per_unit {
             assert!(sum.is_zero(), "step {i}: {unit:?} postings sum to {sum}");
         }
+        // The handler folds what it appends from the events it decided; a handler
+        // with nothing cached folds the stored events: both must agree exactly.
+        let fresh = handler_over(std::sync::Arc::new(log.clone()));
         for who in PEOPLE.iter().chain(["p"].iter()) {
             let id = acc(who);
             let state = handler.load(&id).await.unwrap();
+            assert_eq!(
+                *state,
+                *fresh.load(&id).await.unwrap(),
+                "step {i}: {who}'s cached state vs a fold of its stream"
+            );
             for unit in [Unit::Hours, Unit::HonourHours, Unit::Points] {
                 let booked = per_account
                     .get(&(id.clone(), unit))

@@ -761,6 +761,181 @@ async fn a_batch_runs_every_line_and_one_bad_line_fails_alone() {
     server.stop().await;
 }
 
+/// Each line's outcome as "ok v<stream version>" or its refusal's reason.
+fn outcomes(results: &[pb::BatchResult]) -> Vec<String> {
+    results
+        .iter()
+        .map(
+            |r| match r.result.as_ref().expect("every line has a result") {
+                pb::batch_result::Result::Ok(ok) => format!("ok v{}", ok.stream_version),
+                pb::batch_result::Result::Error(e) => e.reason.clone(),
+            },
+        )
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_keeps_the_order_of_lines_that_depend_on_each_other() {
+    let server = Server::start().await;
+    let mut c = server.client.clone();
+    setup(&mut c).await;
+    use pb::command::Command as C;
+    let line = |c: C| pb::Command { command: Some(c) };
+    // Lines run concurrently where they touch no common account, so repeat the file
+    // with fresh accounts to give a wrong order a chance to show.
+    for round in 0..20 {
+        let (a, b) = (format!("r{round}a"), format!("r{round}b"));
+        let r = |name: &str| format!("r{round}-{name}");
+        let batch = pb::SubmitBatchRequest {
+            commands: vec![
+                line(C::RegisterAccount(register(
+                    &r("reg-a"),
+                    &a,
+                    pb::AccountKind::Volunteer,
+                ))),
+                line(C::RegisterAccount(register(
+                    &r("reg-b"),
+                    &b,
+                    pb::AccountKind::Volunteer,
+                ))),
+                // Needs a's registration.
+                line(C::DepositHours(deposit(
+                    &r("dep"),
+                    &a,
+                    "3",
+                    "2026-11-19T08:00:00Z",
+                    "2026-11-19T11:00:00Z",
+                ))),
+                // Needs the deposit; credits b by receipt.
+                line(C::TransferHours(pb::TransferHoursRequest {
+                    request_id: r("tr"),
+                    from_volunteer_id: a.clone(),
+                    to_volunteer_id: b.clone(),
+                    relation: pb::FamilyRelation::Sibling as i32,
+                    hours: "2".into(),
+                })),
+                // b spends exactly what it received, then a hundredth too much.
+                line(C::SpendHours(spend(&r("b-sp1"), &b, "2"))),
+                line(C::SpendHours(spend(&r("b-sp2"), &b, "0.01"))),
+                // Refused at the edge and by the rules in the middle: the rest still run.
+                pb::Command { command: None },
+                line(C::SpendHours(spend(&r("a-sp1"), &a, "1.01"))),
+                line(C::SpendHours(spend(&r("a-sp2"), &a, "1"))),
+                // The deposit's request id with other content (a deposit the rules would
+                // take), on another account: the earlier line keeps it.
+                line(C::DepositHours(deposit(
+                    &r("dep"),
+                    &b,
+                    "1",
+                    "2026-11-18T08:00:00Z",
+                    "2026-11-18T09:00:00Z",
+                ))),
+            ],
+        };
+        let results = c.submit_batch(batch).await.unwrap().into_inner().results;
+        assert_eq!(
+            outcomes(&results),
+            [
+                "ok v0",
+                "ok v0",
+                "ok v1",
+                "ok v2",
+                "ok v2",
+                "INSUFFICIENT_HOURS",
+                "FIELD_MISSING",
+                "INSUFFICIENT_HOURS",
+                "ok v3",
+                "REQUEST_ID_REUSED",
+            ],
+            "round {round}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_independent_lines_of_a_batch_all_land_in_their_slots() {
+    let server = Server::start().await;
+    let mut c = server.client.clone();
+    setup(&mut c).await;
+    use pb::command::Command as C;
+    let line = |c: C| pb::Command { command: Some(c) };
+    let volunteers = 200;
+    let mut commands = Vec::new();
+    for k in 0..volunteers {
+        let v = format!("many-{k}");
+        commands.push(line(C::RegisterAccount(register(
+            &format!("reg-{v}"),
+            &v,
+            pb::AccountKind::Volunteer,
+        ))));
+        // Two deposits per volunteer: the second waits for the first.
+        for (n, (start, end)) in [
+            ("2026-11-18T08:00:00Z", "2026-11-18T09:00:00Z"),
+            ("2026-11-19T08:00:00Z", "2026-11-19T09:30:00Z"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let hours = if n == 0 { "1" } else { "1.5" };
+            commands.push(line(C::DepositHours(deposit(
+                &format!("dep{n}-{v}"),
+                &v,
+                hours,
+                start,
+                end,
+            ))));
+        }
+        if k == volunteers / 2 {
+            // A line for an account nobody registered, in the middle.
+            commands.push(line(C::DepositHours(deposit(
+                "dep-nobody",
+                "nobody",
+                "1",
+                "2026-11-18T08:00:00Z",
+                "2026-11-18T09:00:00Z",
+            ))));
+        }
+    }
+    let results = c
+        .submit_batch(pb::SubmitBatchRequest { commands })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let got = outcomes(&results);
+    let mut want = Vec::new();
+    for k in 0..volunteers {
+        want.extend(["ok v0", "ok v1", "ok v2"]);
+        if k == volunteers / 2 {
+            want.push("UNKNOWN_ACCOUNT");
+        }
+    }
+    assert_eq!(got, want);
+    // Every volunteer holds both deposits: spending 2.5 works, a hundredth more not.
+    let spends = (0..volunteers)
+        .flat_map(|k| {
+            let v = format!("many-{k}");
+            [
+                line(C::SpendHours(spend(&format!("sp-{v}"), &v, "2.5"))),
+                line(C::SpendHours(spend(&format!("sp2-{v}"), &v, "0.01"))),
+            ]
+        })
+        .collect();
+    let results = c
+        .submit_batch(pb::SubmitBatchRequest { commands: spends })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let got = outcomes(&results);
+    let want: Vec<&str> = (0..volunteers)
+        .flat_map(|_| ["ok v3", "INSUFFICIENT_HOURS"])
+        .collect();
+    assert_eq!(got, want);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn health_and_reflection_are_on() {
     let server = Server::start().await;

@@ -10,16 +10,20 @@ use rust_decimal::Decimal;
 use super::clock::Clock;
 use super::receipts::{receipts_for, Receipt, ReceiptReport};
 use crate::domain::account::AccountId;
-use crate::domain::chain::{verify_chain, ChainError, EventMetadata, METADATA_SCHEMA};
+use crate::domain::chain::{
+    event_hash, verify_chain, ChainError, EventHash, EventMetadata, METADATA_SCHEMA,
+};
 use crate::domain::commands::{Command, Context};
 use crate::domain::events::{HoursReceived, LedgerEvent};
-use crate::domain::ids::{event_id_for_receipt, TransactionId};
+use crate::domain::ids::{event_id_for_receipt, RequestId, TransactionId};
 use crate::domain::postings::{balanced, net_for};
-use crate::domain::state::{AccountState, FoldError, Outcome, TxKind};
+use crate::domain::state::{AccountState, Envelope, FoldError, Outcome, TxKind};
 use crate::domain::units::{ExchangeRate, Unit};
 use crate::domain::Rejection;
 use crate::log::limits::READ_EVENTS_MAX;
-use crate::log::{AppendError, EventLog, ExpectedVersion, NewEvent, ReadError, ReadFrom};
+use crate::log::{
+    AppendError, AppendResult, EventLog, ExpectedVersion, NewEvent, ReadError, ReadFrom, StreamName,
+};
 
 /// How many times a command is re-decided after losing an optimistic-concurrency race
 /// on its account. Conflicts come from concurrent commands on the *same* account (a
@@ -139,8 +143,46 @@ impl StateCache {
         self.lock().get(id).cloned()
     }
 
+    /// Fold the event just appended to `state`'s stream into `state` (the state it was
+    /// decided on, so still a prefix of the stream) and cache the result, which is then
+    /// up to date without a read. `fold` runs on the state in place when nobody else
+    /// holds it: the cache's own reference is dropped first, and the handler's is the
+    /// only other one unless a concurrent command on the same account loaded it too; in
+    /// that case the state is cloned (outside the lock) as before. Option not taken:
+    /// taking a state out of the cache for the whole decision, which makes a
+    /// concurrent command on the same account (a hot project receiving receipts) miss
+    /// and re-fold its whole stream.
+    fn advance(&self, mut state: Arc<AccountState>, fold: impl FnOnce(&mut AccountState)) {
+        {
+            let mut states = self.lock();
+            let cached_is_ours = states
+                .get(&state.id)
+                .is_some_and(|cached| Arc::ptr_eq(cached, &state));
+            if cached_is_ours {
+                states.remove(&state.id);
+            }
+            if let Some(unique) = Arc::get_mut(&mut state) {
+                // In place and under the lock: a fold of one decided event is a few
+                // map inserts, and nobody can see the entry missing meanwhile.
+                fold(unique);
+                Self::insert_newer(&mut states, state);
+                return;
+            }
+            if cached_is_ours {
+                states.insert(state.id.clone(), state.clone());
+            }
+        }
+        let mut folded = (*state).clone();
+        fold(&mut folded);
+        self.put(Arc::new(folded));
+    }
+
     fn put(&self, state: Arc<AccountState>) {
-        let mut states = self.lock();
+        Self::insert_newer(&mut self.lock(), state);
+    }
+
+    /// Cache `state` unless the cache holds the same account at its version or later.
+    fn insert_newer(states: &mut HashMap<AccountId, Arc<AccountState>>, state: Arc<AccountState>) {
         if let Some(cached) = states.get(&state.id) {
             if cached.version >= state.version {
                 return;
@@ -313,6 +355,7 @@ impl Handler {
                 data: event.encode(),
                 metadata: metadata.encode(),
             };
+            let folded = Appended::of(&stream, target.version, &new);
             let expected = ExpectedVersion::from_current(target.version);
             match self.log.append(&stream, expected, vec![new]).await {
                 Ok(result) => {
@@ -322,6 +365,11 @@ impl Handler {
                         stream_version: result.stream_version,
                         replayed: false,
                     };
+                    // The referenced states are no longer needed; dropping them first
+                    // lets a receipt below fold into its receiver's state in place.
+                    drop(others);
+                    let request = Some((command.request_id().clone(), digest));
+                    folded.cache(&self.states, target, &result, request, &event);
                     for receipt in receipts_for(target_id, transaction, &event) {
                         if self.deliver(&receipt).await.is_err() {
                             // The transaction stands; the receipt is healed by a catch-up.
@@ -381,9 +429,13 @@ impl Handler {
                 data: event.encode(),
                 metadata: metadata.encode(),
             };
+            let folded = Appended::of(&stream, state.version, &new);
             let expected = ExpectedVersion::from_current(state.version);
             match self.log.append(&stream, expected, vec![new]).await {
-                Ok(_) => return Ok(true),
+                Ok(result) => {
+                    folded.cache(&self.states, state, &result, None, &event);
+                    return Ok(true);
+                }
                 Err(AppendError::WrongExpectedVersion { .. }) => continue,
                 // Delivered concurrently, on top of a different predecessor.
                 Err(AppendError::EventIdReused { .. }) => return Ok(false),
@@ -436,6 +488,61 @@ impl Handler {
                 _ => return Ok(report),
             }
         }
+    }
+}
+
+/// The event a command is appending, as its stream's fold will see it: enough to fold
+/// it into the state it was decided on once the append succeeds.
+struct Appended {
+    version: u64,
+    transaction: TransactionId,
+    /// Its chain hash, computed before the append from the bytes handed to the log
+    /// (which takes them by value). Option not taken: cloning the payload and metadata
+    /// to hash them afterwards, which costs two allocations per command instead of a
+    /// hash wasted on the rare lost race.
+    hash: EventHash,
+}
+
+impl Appended {
+    fn of(stream: &StreamName, current: Option<u64>, new: &NewEvent) -> Self {
+        let version = current.map_or(0, |v| v + 1);
+        Self {
+            version,
+            transaction: TransactionId::from(new.id),
+            hash: event_hash(
+                stream,
+                version,
+                &new.id,
+                &new.event_type,
+                &new.data,
+                &new.metadata,
+            ),
+        }
+    }
+
+    /// Fold the appended `event` into `state` (the state it was decided on) and cache
+    /// it. Skipped when the log reports the event elsewhere than right after `state`
+    /// (an idempotent retry of an earlier append returns that append's result): the
+    /// next load then reads the stream as before.
+    fn cache(
+        self,
+        states: &StateCache,
+        state: Arc<AccountState>,
+        result: &AppendResult,
+        request: Option<(RequestId, String)>,
+        event: &LedgerEvent,
+    ) {
+        if result.stream_version != self.version || result.positions.len() != 1 {
+            return;
+        }
+        let envelope = Envelope {
+            version: self.version,
+            position: result.last_position(),
+            hash: self.hash,
+            transaction: self.transaction,
+            request,
+        };
+        states.advance(state, |s| s.fold_decoded(envelope, event));
     }
 }
 

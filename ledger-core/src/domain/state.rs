@@ -148,8 +148,9 @@ impl HoldRecord {
     }
 }
 
-/// An account's state folded from its own stream.
-#[derive(Clone, Debug)]
+/// An account's state folded from its own stream. `PartialEq` lets tests check that a
+/// state the handler folded from decided events equals a fold of the stored ones.
+#[derive(Clone, Debug, PartialEq)]
 pub struct AccountState {
     pub id: AccountId,
     /// Version of the last event, None while the stream does not exist.
@@ -175,6 +176,20 @@ pub struct AccountState {
     pub holds: HashMap<TransactionId, HoldRecord>,
     /// Redemption token ids already spent on a hold: each token is used at most once.
     pub tokens_used: HashSet<uuid::Uuid>,
+}
+
+/// What [`AccountState::fold`] reads from a stored event besides its payload.
+#[derive(Clone, Debug)]
+pub struct Envelope {
+    pub version: u64,
+    pub position: Position,
+    /// The event's chain hash ([`recorded_hash`]).
+    pub hash: EventHash,
+    /// The event's id as a transaction id.
+    pub transaction: TransactionId,
+    /// The request id and digest of its metadata, for idempotent retries (none for
+    /// receipts).
+    pub request: Option<(RequestId, String)>,
 }
 
 /// A stored event this build cannot fold.
@@ -248,11 +263,6 @@ impl AccountState {
 
     /// Fold one recorded event of this account's stream.
     pub fn fold(&mut self, recorded: &RecordedEvent) -> Result<(), FoldError> {
-        assert_eq!(
-            Some(recorded.version),
-            self.version.map_or(Some(0), |v| v.checked_add(1)),
-            "events must be folded in stream order"
-        );
         let event = LedgerEvent::decode(&recorded.event_type, &recorded.data)?;
         let meta =
             EventMetadata::decode(&recorded.metadata).map_err(|source| FoldError::Metadata {
@@ -260,25 +270,50 @@ impl AccountState {
                 version: recorded.version,
                 source,
             })?;
-        let transaction = TransactionId::from(recorded.id);
-        if let (Some(request_id), Some(digest)) = (meta.request_id, meta.request_digest) {
+        let request = match (meta.request_id, meta.request_digest) {
+            (Some(request_id), Some(digest)) => Some((request_id, digest)),
+            _ => None,
+        };
+        let envelope = Envelope {
+            version: recorded.version,
+            position: recorded.position,
+            hash: recorded_hash(recorded),
+            transaction: TransactionId::from(recorded.id),
+            request,
+        };
+        self.fold_decoded(envelope, &event);
+        Ok(())
+    }
+
+    /// Fold an event whose decoded form and envelope are already known: what
+    /// [`AccountState::fold`] does after decoding. The handler folds the event it has
+    /// just appended this way, from the event it decided, so that the next command on
+    /// the account neither reads it back nor decodes its JSON. `envelope` must be the
+    /// stored event's (its hash [`recorded_hash`] of the stored bytes), or the state
+    /// would differ from a fold of the stream.
+    pub fn fold_decoded(&mut self, envelope: Envelope, event: &LedgerEvent) {
+        assert_eq!(
+            Some(envelope.version),
+            self.version.map_or(Some(0), |v| v.checked_add(1)),
+            "events must be folded in stream order"
+        );
+        if let Some((request_id, digest)) = envelope.request {
             self.requests.insert(
                 request_id,
                 SeenRequest {
                     digest,
                     outcome: Outcome {
-                        transaction,
-                        position: recorded.position,
-                        stream_version: recorded.version,
+                        transaction: envelope.transaction,
+                        position: envelope.position,
+                        stream_version: envelope.version,
                         replayed: true,
                     },
                 },
             );
         }
-        self.apply(transaction, &event);
-        self.version = Some(recorded.version);
-        self.last_hash = recorded_hash(recorded);
-        Ok(())
+        self.apply(envelope.transaction, event);
+        self.version = Some(envelope.version);
+        self.last_hash = envelope.hash;
     }
 
     /// Apply a decoded event whose transaction id is `transaction`.
