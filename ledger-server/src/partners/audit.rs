@@ -8,7 +8,6 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use ledger_core::domain::account::AccountId;
 use ledger_core::domain::chain::{recorded_hash, EventMetadata, GENESIS_HASH};
 use ledger_core::domain::events::{HourKind, LedgerEvent};
 use ledger_core::domain::state::AccountState;
@@ -363,9 +362,4 @@ impl pb::audit_server::Audit for AuditService {
             .map_err(Described::into_status)?;
         respond(self.replay(r.into_inner()).await)
     }
-}
-
-/// Parse an account id (tests and tools).
-pub fn account(text: &str) -> Option<AccountId> {
-    AccountId::new(text).ok()
 }
