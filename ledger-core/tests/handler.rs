@@ -320,3 +320,85 @@ async fn a_cached_state_sees_writes_made_by_another_handler() {
         dec("0")
     );
 }
+
+/// A log that counts the events it returns from one stream's reads.
+struct CountsReads {
+    log: ledger_core::log::memory::MemoryLog,
+    stream: StreamName,
+    events: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl EventLog for CountsReads {
+    async fn append(
+        &self,
+        s: &StreamName,
+        e: ExpectedVersion,
+        ev: Vec<NewEvent>,
+    ) -> Result<AppendResult, AppendError> {
+        self.log.append(s, e, ev).await
+    }
+    async fn read_stream(
+        &self,
+        s: &StreamName,
+        f: u64,
+        m: usize,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let page = self.log.read_stream(s, f, m).await?;
+        if s == &self.stream {
+            self.events
+                .fetch_add(page.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(page)
+    }
+    async fn read_all(&self, f: ReadFrom, m: usize) -> Result<Vec<RecordedEvent>, ReadError> {
+        self.log.read_all(f, m).await
+    }
+    async fn head(&self) -> Result<Option<Position>, ReadError> {
+        self.log.head().await
+    }
+    fn subscribe_all(&self, f: ReadFrom) -> EventStream {
+        self.log.subscribe_all(f)
+    }
+}
+
+#[tokio::test]
+async fn a_project_credited_by_every_donation_stays_folded_among_many_one_off_volunteers() {
+    // Given a cache far smaller than the volunteers passing through, and a project
+    // that every one of them donates to.
+    let donors = 2_000;
+    let log = Arc::new(CountsReads {
+        log: ledger_core::log::memory::MemoryLog::new(),
+        stream: acc("p").stream(),
+        events: Default::default(),
+    });
+    let handler = handler_over(log.clone()).with_state_cache_accounts_max(64);
+    setup(&handler).await;
+    for i in 0..donors {
+        let v = format!("donor{i}");
+        handler
+            .execute(&register(&format!("r{i}"), &v, volunteer_kind()))
+            .await
+            .unwrap();
+        handler
+            .execute(&deposit(&format!("d{i}"), &v, "2", 0, 9))
+            .await
+            .unwrap();
+        // When each donates: the receipt is appended to the project's stream.
+        handler
+            .execute(&donate(&format!("g{i}"), &v, "p", "1"))
+            .await
+            .unwrap();
+    }
+    // Then the project's stream was folded about once, not once per donation: a
+    // re-fold per donation would read ~donors²/2 = 2 M events.
+    let read = log.events.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        read < 10 * donors,
+        "the project's stream was read {read} events deep for {donors} donations"
+    );
+    assert_eq!(
+        handler.load(&acc("p")).await.unwrap().balance(Unit::Hours),
+        dec(&donors.to_string())
+    );
+}

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ledger_core::app::{CommandError, Handler, LedgerConfig, SystemClock};
-use ledger_core::log::ReadFrom;
 use ledger_store::{EmbeddedConfig, EmbeddedLog, OpenError, Store, StoreError};
 use projections::runtime::PROJECTIONS_DIR;
 use projections::ProjectionConfig;
@@ -40,6 +39,7 @@ pub mod load;
 pub mod metrics;
 pub mod partners;
 pub mod queries;
+pub mod receipts;
 mod service;
 pub mod status;
 
@@ -185,7 +185,11 @@ pub async fn run_on(
         },
         star_policies: config.star_policies,
     };
-    let served = serve_with_options(handler, queries, config.serve, listener, shutdown).await;
+    let serve = ServeOptions {
+        receipts_checkpoint: receipts::ReceiptCheckpoint::in_dir(&config.data_dir),
+        ..config.serve
+    };
+    let served = serve_with_options(handler, queries, serve, listener, shutdown).await;
     // Every acknowledged append is durable already; closing stops the writer in order.
     if let Err(e) = tokio::task::spawn_blocking(move || store.close()).await {
         tracing::error!("closing the event log failed: {e}");
@@ -250,8 +254,8 @@ pub async fn serve_with_options(
             ServeError::Tls(text)
         })?;
     }
-    let report = handler
-        .deliver_receipts(ReadFrom::Start)
+    let checkpoint = options.receipts_checkpoint.clone();
+    let report = receipts::catch_up(&handler, &checkpoint)
         .await
         .map_err(ServeError::ReceiptCatchUp)?;
     tracing::info!(
@@ -292,13 +296,24 @@ pub async fn serve_with_options(
         let handler = handler.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(RECEIPT_HEAL_INTERVAL);
+            let mut checkpointed = tokio::time::Instant::now();
             loop {
                 tick.tick().await;
-                if handler.take_receipts_pending() {
-                    match handler.deliver_receipts(ReadFrom::Start).await {
-                        Ok(r) => tracing::info!(delivered = r.delivered, "receipts healed"),
-                        Err(e) => {
-                            tracing::warn!("receipt catch-up failed, will retry: {e}");
+                let due = checkpointed.elapsed() >= receipts::RECEIPTS_CHECKPOINT_INTERVAL;
+                let pending = handler.take_receipts_pending();
+                if !(pending || due) {
+                    continue;
+                }
+                match receipts::catch_up(&handler, &checkpoint).await {
+                    Ok(r) => {
+                        checkpointed = tokio::time::Instant::now();
+                        if r.delivered > 0 {
+                            tracing::info!(delivered = r.delivered, "receipts healed");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("receipt catch-up failed, will retry: {e}");
+                        if pending {
                             // Keep the flag set so the next tick tries again.
                             handler.mark_receipts_pending();
                         }

@@ -439,7 +439,11 @@ fn serve_options(
         Some(files) => Some(files.load().map_err(|e| e.to_string())?),
         None => None,
     };
-    Ok(ServeOptions { access, tls })
+    Ok(ServeOptions {
+        access,
+        tls,
+        ..ServeOptions::default()
+    })
 }
 
 async fn rebuild(data_dir: &std::path::Path) -> ExitCode {

@@ -171,6 +171,21 @@ async fn the_seeded_city_keeps_every_ledger_rule() {
     }
     assert!(accounts.len() as u32 > VOLUNTEERS);
 
+    // Every receipt is delivered, and the receipts mark the seeder leaves for the
+    // server's checkpoint names an event of this log with nothing owed before it: a
+    // catch-up from the start delivers nothing, and one after the mark reads only the
+    // last command's receipts.
+    let from_start = handler.deliver_receipts(ReadFrom::Start).await.unwrap();
+    assert_eq!(from_start.delivered, 0);
+    let mark = report.receipts_mark.clone().expect("a receipts mark");
+    assert!(handler.recognises(&mark).await.unwrap());
+    let tail = handler
+        .deliver_receipts(ReadFrom::After(mark.position))
+        .await
+        .unwrap();
+    assert!(tail.scanned <= 2, "{tail:?}");
+    assert_eq!(tail.delivered, 0);
+
     // The sample consenting volunteer's consent to the demo bank is current at the end
     // of the year and most of the next (the documented bank calls rely on it), and
     // every hold has ended: nothing is left for the server's sweeper.

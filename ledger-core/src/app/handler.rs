@@ -1,14 +1,14 @@
 //! [`Handler`]: load, decide, append, retry. See the module documentation of `app`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::FixedOffset;
 use rust_decimal::Decimal;
 
 use super::clock::Clock;
-use super::receipts::{receipts_for, Receipt, ReceiptReport};
+use super::receipts::{receipts_for, Receipt, ReceiptMark, ReceiptReport};
 use crate::domain::account::AccountId;
 use crate::domain::chain::{
     event_hash, verify_chain, ChainError, EventHash, EventMetadata, METADATA_SCHEMA,
@@ -123,82 +123,113 @@ pub struct Handler {
     states: Arc<StateCache>,
 }
 
-/// Most account states the handler keeps folded between commands. Without the cache
-/// every command re-reads and re-folds its account's whole stream, and a project that
-/// receives thousands of donations (each reading the project's state) would cost more
-/// per donation as it grows. 4,096 covers the accounts active in a busy hour of a
-/// city; beyond it an arbitrary entry is dropped and re-folded on next use.
-pub const STATE_CACHE_ACCOUNTS_MAX: usize = 4096;
+/// Default for the most account states the handler keeps folded between commands
+/// ([`Handler::with_state_cache_accounts_max`]). Without the cache every command
+/// re-reads and re-folds its account's whole stream, and a project that receives
+/// thousands of donations (each reading the project's state) would cost more per
+/// donation as it grows. 65,536 covers the accounts active in a busy hour of a city
+/// (~15 k commands/s spread over many volunteers) at a few KiB per typical volunteer,
+/// ~200–300 MiB; the demo seeder, which walks a whole city's year, asks for more.
+pub const STATE_CACHE_ACCOUNTS_MAX: usize = 65_536;
 
 /// Folded account states by account. Only ever a *prefix* of the truth: a cached state
 /// is brought up to date by reading the stream after its version before every use, so
 /// writers in other processes (or handlers) are always seen.
-#[derive(Default)]
+///
+/// Eviction is `quick_cache`'s S3-FIFO: an account enters a small probation queue and
+/// stays only if it is used again, so hot accounts (a project that every donation
+/// credits, a busy volunteer) survive a stream of one-off accounts. Option not taken:
+/// the earlier `Mutex<HashMap>` that dropped "the first key" when full. A hash map's
+/// first key is the one in its lowest bucket, so whatever hashed low was evicted again
+/// and again while whatever hashed high stayed forever: at city scale a project that
+/// hashed low was re-folded (tens of thousands of events) on every donation, and
+/// seeding a 2.68 M-volunteer city slowed to under 100 commands/s
+/// (docs/benchmarks.md).
 struct StateCache {
-    states: Mutex<HashMap<AccountId, Arc<AccountState>>>,
+    states: quick_cache::sync::Cache<AccountId, Arc<AccountState>>,
 }
 
+/// How long [`StateCache`] waits for another thread that holds an account's slot
+/// mid-update: not at all. The slot is only ever held for one in-memory fold; a
+/// caller that finds it busy folds its own copy instead, which costs one clone.
+const STATE_SLOT_WAIT: Option<std::time::Duration> = Some(std::time::Duration::ZERO);
+
 impl StateCache {
+    fn new(accounts_max: usize) -> Self {
+        assert!(
+            accounts_max > 0,
+            "the state cache needs room for an account"
+        );
+        Self {
+            states: quick_cache::sync::Cache::new(accounts_max),
+        }
+    }
+
     fn get(&self, id: &AccountId) -> Option<Arc<AccountState>> {
-        self.lock().get(id).cloned()
+        self.states.get(id)
     }
 
     /// Fold the event just appended to `state`'s stream into `state` (the state it was
     /// decided on, so still a prefix of the stream) and cache the result, which is then
-    /// up to date without a read. `fold` runs on the state in place when nobody else
-    /// holds it: the cache's own reference is dropped first, and the handler's is the
-    /// only other one unless a concurrent command on the same account loaded it too; in
-    /// that case the state is cloned (outside the lock) as before. Option not taken:
-    /// taking a state out of the cache for the whole decision, which makes a
-    /// concurrent command on the same account (a hot project receiving receipts) miss
-    /// and re-fold its whole stream.
-    fn advance(&self, mut state: Arc<AccountState>, fold: impl FnOnce(&mut AccountState)) {
-        {
-            let mut states = self.lock();
-            let cached_is_ours = states
-                .get(&state.id)
-                .is_some_and(|cached| Arc::ptr_eq(cached, &state));
-            if cached_is_ours {
-                states.remove(&state.id);
+    /// up to date without a read. When the cache still holds `state` itself and nobody
+    /// else does, `fold` runs in place, under the account's shard lock, so a concurrent
+    /// command on the same account never finds the entry missing (which would make a
+    /// hot project re-fold its whole stream). Otherwise a copy is folded outside the
+    /// lock and cached unless something newer is. Option not taken: taking a state out
+    /// of the cache for the whole decision, which makes a concurrent command on the
+    /// same account miss and re-fold its whole stream.
+    fn advance(&self, state: Arc<AccountState>, fold: impl FnOnce(&mut AccountState)) {
+        use quick_cache::sync::{EntryAction, EntryResult};
+        let id = state.id.clone();
+        let mut mine = Some(state);
+        let mut fold = Some(fold);
+        let result = self.states.entry(&id, STATE_SLOT_WAIT, |_, cached| {
+            let Some(ours) = mine.take_if(|ours| Arc::ptr_eq(cached, ours)) else {
+                return EntryAction::Retain(());
+            };
+            drop(ours);
+            if let Some(unique) = Arc::get_mut(cached) {
+                if let Some(fold) = fold.take() {
+                    fold(unique);
+                }
+            } else {
+                // Another command holds the same state: fold a copy below.
+                mine = Some(cached.clone());
             }
-            if let Some(unique) = Arc::get_mut(&mut state) {
-                // In place and under the lock: a fold of one decided event is a few
-                // map inserts, and nobody can see the entry missing meanwhile.
-                fold(unique);
-                Self::insert_newer(&mut states, state);
-                return;
+            EntryAction::Retain(())
+        });
+        if let EntryResult::Vacant(guard) = result {
+            // Evicted meanwhile; the slot is ours to fill.
+            if let (Some(mut state), Some(fold)) = (mine.take(), fold.take()) {
+                fold(Arc::make_mut(&mut state));
+                let _ = guard.insert(state);
             }
-            if cached_is_ours {
-                states.insert(state.id.clone(), state.clone());
-            }
+            return;
         }
-        let mut folded = (*state).clone();
-        fold(&mut folded);
-        self.put(Arc::new(folded));
-    }
-
-    fn put(&self, state: Arc<AccountState>) {
-        Self::insert_newer(&mut self.lock(), state);
+        if let (Some(state), Some(fold)) = (mine, fold) {
+            let mut folded = (*state).clone();
+            drop(state);
+            fold(&mut folded);
+            self.put(Arc::new(folded));
+        }
     }
 
     /// Cache `state` unless the cache holds the same account at its version or later.
-    fn insert_newer(states: &mut HashMap<AccountId, Arc<AccountState>>, state: Arc<AccountState>) {
-        if let Some(cached) = states.get(&state.id) {
-            if cached.version >= state.version {
-                return;
+    fn put(&self, state: Arc<AccountState>) {
+        use quick_cache::sync::{EntryAction, EntryResult};
+        let id = state.id.clone();
+        let mut newer = Some(state);
+        let result = self.states.entry(&id, STATE_SLOT_WAIT, |_, cached| {
+            if let Some(state) = newer.take_if(|s| s.version > cached.version) {
+                *cached = state;
             }
+            EntryAction::Retain(())
+        });
+        if let (EntryResult::Vacant(guard), Some(state)) = (result, newer) {
+            let _ = guard.insert(state);
         }
-        if states.len() >= STATE_CACHE_ACCOUNTS_MAX && !states.contains_key(&state.id) {
-            if let Some(victim) = states.keys().next().cloned() {
-                states.remove(&victim);
-            }
-        }
-        states.insert(state.id.clone(), state);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AccountId, Arc<AccountState>>> {
-        // A panic while holding the lock cannot leave a half-written entry.
-        self.states.lock().unwrap_or_else(|p| p.into_inner())
+        // Timeout: another thread is filling the slot with its own, equally valid,
+        // prefix; this one is dropped.
     }
 }
 
@@ -209,8 +240,17 @@ impl Handler {
             clock,
             config,
             receipts_pending: Arc::new(AtomicBool::new(false)),
-            states: Arc::default(),
+            states: Arc::new(StateCache::new(STATE_CACHE_ACCOUNTS_MAX)),
         }
+    }
+
+    /// The same handler keeping up to `accounts_max` folded account states (default
+    /// [`STATE_CACHE_ACCOUNTS_MAX`]). A process that touches more accounts again and
+    /// again than the cache holds re-folds their streams from the log; the demo seeder,
+    /// which walks a whole city's year, asks for a larger cache.
+    pub fn with_state_cache_accounts_max(mut self, accounts_max: usize) -> Self {
+        self.states = Arc::new(StateCache::new(accounts_max));
+        self
     }
 
     pub fn log(&self) -> &Arc<dyn EventLog> {
@@ -451,6 +491,13 @@ impl Handler {
         })
     }
 
+    /// True if this log holds, at `mark`'s stream and version, the very event `mark`
+    /// names (same id and position): a stored [`ReceiptMark`] is trusted only then.
+    pub async fn recognises(&self, mark: &ReceiptMark) -> Result<bool, ReadError> {
+        let page = self.log.read_stream(&mark.stream, mark.version, 1).await?;
+        Ok(page.first().is_some_and(|e| mark.names(e)))
+    }
+
     /// Read the log after `from` and deliver every receipt that is missing: the
     /// catch-up that heals a crash between a transaction and its receipt. Idempotent.
     pub async fn deliver_receipts(&self, from: ReadFrom) -> Result<ReceiptReport, CommandError> {
@@ -460,7 +507,6 @@ impl Handler {
             let page = self.log.read_all(from, READ_EVENTS_MAX).await?;
             for e in &page {
                 report.scanned += 1;
-                report.last = Some(e.position);
                 // Only these types owe receipts; skip decoding everything else.
                 if !RECEIPT_SOURCE_TYPES.contains(&e.event_type.as_str()) {
                     if !LedgerEvent::TYPE_NAMES.contains(&e.event_type.as_str()) {
@@ -480,6 +526,9 @@ impl Handler {
                         report.delivered += 1;
                     }
                 }
+            }
+            if let Some(last) = page.last() {
+                report.last = Some(ReceiptMark::of(last));
             }
             match page.last() {
                 Some(last) if page.len() == READ_EVENTS_MAX => {

@@ -35,4 +35,4 @@ pub use clock::{Clock, FixedClock, SystemClock};
 pub use handler::{
     CommandError, Handler, LedgerConfig, VerifyError, COMMAND_RETRIES_MAX, STATE_CACHE_ACCOUNTS_MAX,
 };
-pub use receipts::{receipts_for, Receipt, ReceiptReport};
+pub use receipts::{receipts_for, Receipt, ReceiptMark, ReceiptReport};

@@ -40,6 +40,10 @@ pub struct ServeOptions {
     pub access: Option<Arc<Access>>,
     /// TLS on the listener, with client certificates if it has a client CA.
     pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Where the receipts catch-up keeps its checkpoint (`DATA_DIR/receipts.checkpoint`
+    /// for `serve` and `demo`; see [`crate::receipts`]). None: each start reads the
+    /// whole log for missing receipts.
+    pub receipts_checkpoint: crate::receipts::ReceiptCheckpoint,
 }
 
 impl ServeOptions {
@@ -47,7 +51,7 @@ impl ServeOptions {
     pub fn with_access(access: Access) -> Self {
         Self {
             access: Some(Arc::new(access)),
-            tls: None,
+            ..Self::default()
         }
     }
 

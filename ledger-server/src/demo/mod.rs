@@ -47,9 +47,9 @@ use std::time::{Duration, Instant};
 
 use chrono::FixedOffset;
 use indicatif::{ProgressBar, ProgressStyle};
-use ledger_core::app::{CommandError, FixedClock, Handler, LedgerConfig};
+use ledger_core::app::{CommandError, FixedClock, Handler, LedgerConfig, ReceiptMark};
 use ledger_core::domain::commands::Command;
-use ledger_core::log::{EventLog, ReadError, ReadFrom};
+use ledger_core::log::{EventId, EventLog, ReadError, ReadFrom};
 use projections::StarPolicies;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -76,6 +76,14 @@ pub const VOLUNTEERS_MAX: u32 = 2_680_000;
 pub const DEFAULT_SEED: u64 = 2018;
 /// The demo ledger's calendar: China Standard Time, UTC+8.
 pub const DEMO_CALENDAR_OFFSET_SECS: i32 = 8 * 3600;
+
+/// Folded account states the seeder's handler keeps. The seeder walks a whole city's
+/// year in time order, so a volunteer comes back days after their last step, hundreds
+/// of thousands of commands later; a miss re-reads and re-folds the volunteer's whole
+/// stream. 262,144 states (~1 GiB for a city's typical volunteers) hold the busy
+/// volunteers and every project between their steps; the default server cache
+/// (`STATE_CACHE_ACCOUNTS_MAX`) is sized for an hour of live traffic instead.
+pub const SEED_STATE_CACHE_ACCOUNTS_MAX: usize = 262_144;
 
 /// Random stream of the city (regions, organisations).
 const STREAM_CITY: u64 = 1;
@@ -175,6 +183,11 @@ pub struct SeedReport {
     pub events: u64,
     pub elapsed: Duration,
     pub sample: Sample,
+    /// Where every receipt is known delivered when seeding ends: the last command's
+    /// event (each receipt is delivered right after its transaction, one command at a
+    /// time), or the end of a catch-up. Saved as the receipts checkpoint, so the first
+    /// `serve` does not read the whole city for missing receipts.
+    pub receipts_mark: Option<ReceiptMark>,
 }
 
 impl SeedReport {
@@ -280,7 +293,8 @@ pub async fn seed(log: Arc<dyn EventLog>, config: &DemoConfig) -> Result<SeedRep
         staging.clone() as Arc<dyn EventLog>,
         clock.clone(),
         ledger_config(),
-    );
+    )
+    .with_state_cache_accounts_max(SEED_STATE_CACHE_ACCOUNTS_MAX);
 
     let policies = StarPolicies::default();
     let bar = if config.progress {
@@ -316,7 +330,15 @@ pub async fn seed(log: Arc<dyn EventLog>, config: &DemoConfig) -> Result<SeedRep
             .await?;
         }
         match handler.execute(&command).await {
-            Ok(_) => *report.executed.entry(step.action.name()).or_default() += 1,
+            Ok(outcome) => {
+                *report.executed.entry(step.action.name()).or_default() += 1;
+                report.receipts_mark = Some(ReceiptMark {
+                    position: outcome.position,
+                    id: EventId(outcome.transaction.0),
+                    stream: command.target().stream(),
+                    version: outcome.stream_version,
+                });
+            }
             Err(CommandError::Rejected(r)) => {
                 *report.rejections.entry(r.reason()).or_default() += 1;
                 report
@@ -329,7 +351,8 @@ pub async fn seed(log: Arc<dyn EventLog>, config: &DemoConfig) -> Result<SeedRep
     }
     bar.finish_and_clear();
     if handler.take_receipts_pending() {
-        handler.deliver_receipts(ReadFrom::Start).await?;
+        let caught_up = handler.deliver_receipts(ReadFrom::Start).await?;
+        report.receipts_mark = caught_up.last;
     }
     staging
         .finish()

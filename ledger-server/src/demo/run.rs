@@ -170,6 +170,9 @@ async fn seed_into(
     if report.rejected() > 0 {
         return Err(DemoRunError::Rejected(report.rejected()));
     }
+    if let Some(mark) = &report.receipts_mark {
+        crate::receipts::ReceiptCheckpoint::in_dir(data_dir).save(mark);
+    }
     let s = &report.sample;
     let text = format!(
         "volunteer {}\norganisation {}\nproject {}\nmerchant {}\nconsenting_volunteer {}\nbank {}\n",
