@@ -206,6 +206,15 @@ async fn shutdown_signal() {
     }
 }
 
+/// The process allocator. The command path allocates and frees many small buffers
+/// (event JSON, gRPC messages, map entries) on several worker threads; in a profile of
+/// `SubmitBatch` deposits glibc's malloc and free took ~22 % of the server's CPU
+/// (docs/benchmarks.md, "End to end"). Option not taken: jemalloc, similar speed with
+/// a larger C build. Only the binary sets it: the library leaves the choice to
+/// embedders.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
