@@ -22,8 +22,11 @@ mod register_account;
 mod reverse_transaction;
 mod serve_credit_report;
 mod spend_hours;
-#[cfg(test)]
-pub(crate) mod testkit;
+/// Given/when/then helpers for tests: this crate's unit tests and, with the `testkit`
+/// feature, its integration tests (`tests/common`). Not part of the ledger's API.
+#[cfg(any(test, feature = "testkit"))]
+#[doc(hidden)]
+pub mod testkit;
 mod transfer_hours;
 
 use std::borrow::Cow;
@@ -160,6 +163,30 @@ impl Command {
             Self::CaptureRedemption(c) => &c.request_id,
             Self::VoidRedemption(c) => &c.request_id,
             Self::ExpireRedemptionHold(c) => &c.request_id,
+        }
+    }
+
+    /// For the test kit: the same command under another request id.
+    #[cfg(any(test, feature = "testkit"))]
+    pub(crate) fn request_id_mut(&mut self) -> &mut RequestId {
+        match self {
+            Self::RegisterAccount(c) => &mut c.request_id,
+            Self::CloseAccount(c) => &mut c.request_id,
+            Self::DepositHours(c) => &mut c.request_id,
+            Self::SpendHours(c) => &mut c.request_id,
+            Self::ExchangeHours(c) => &mut c.request_id,
+            Self::TransferHours(c) => &mut c.request_id,
+            Self::DonateHours(c) => &mut c.request_id,
+            Self::ReverseTransaction(c) => &mut c.request_id,
+            Self::RecordNoShow(c) => &mut c.request_id,
+            Self::RateService(c) => &mut c.request_id,
+            Self::GrantConsent(c) => &mut c.request_id,
+            Self::WithdrawConsent(c) => &mut c.request_id,
+            Self::ServeCreditReport(c) => &mut c.request_id,
+            Self::AuthorizeRedemption(c) => &mut c.request_id,
+            Self::CaptureRedemption(c) => &mut c.request_id,
+            Self::VoidRedemption(c) => &mut c.request_id,
+            Self::ExpireRedemptionHold(c) => &mut c.request_id,
         }
     }
 

@@ -50,6 +50,12 @@ pub struct World {
     pub hold_timeout: chrono::Duration,
 }
 
+impl Default for World {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl World {
     /// An empty world at 2026-11-20T12:00Z with the default rate.
     pub fn new() -> Self {
@@ -294,6 +300,13 @@ pub fn grant(who: &str, bank: &str, expires_at: &str) -> Command {
         purpose: purpose(),
         expires_at: ts(expires_at),
     })
+}
+
+/// `cmd` under the request id `req`: for tests of retries and idempotency, where the
+/// id must be chosen.
+pub fn named(req: &str, mut cmd: Command) -> Command {
+    *cmd.request_id_mut() = RequestId::new(req).unwrap();
+    cmd
 }
 
 /// The reason of a rejection, for terse assertions.
