@@ -32,8 +32,10 @@ pub struct Cell {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceIndex {
+    #[serde(with = "crate::snapshot::pairs")]
     pub cells: FxHashMap<(u32, Period), Cell>,
     /// Standing deposits per (node, period, activity), for distinct activity counts.
+    #[serde(with = "crate::snapshot::pairs")]
     pub activity_refs: FxHashMap<(u32, Period, u32), u32>,
 }
 

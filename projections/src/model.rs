@@ -283,9 +283,11 @@ pub struct ReadModels {
     /// Activities, interned as `organisation-index/activity-id`.
     pub activities: Interner,
     /// Standing deposits by transaction id (removed when reversed).
+    #[serde(with = "crate::snapshot::pairs")]
     pub deposits: FxHashMap<u128, DepositRef>,
     /// Spends whose counterparty is a project ("hours served" by the project), for
     /// their reversals: transaction → (project, hundredths).
+    #[serde(with = "crate::snapshot::pairs")]
     pub project_spends: FxHashMap<u128, (u32, Centi)>,
     /// Account indices of projects, in registration order.
     pub projects: Vec<u32>,
