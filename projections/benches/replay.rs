@@ -477,10 +477,11 @@ fn replay_stream(n: u64) {
         count as f64 / apply.as_secs_f64()
     );
     println!(
-        "read-model memory: {:.0} MiB RSS growth for {} accounts, {} standing deposits ({:.0} B per event)",
+        "read-model memory: {:.0} MiB RSS growth for {} accounts, {} standing deposits, {} service-index activity counts ({:.0} B per event)",
         rss_after.saturating_sub(rss_before) as f64 / (1 << 20) as f64,
         m.rows.len(),
         m.deposits.len(),
+        m.index.activity_ref_count(),
         rss_after.saturating_sub(rss_before) as f64 / count as f64
     );
     snapshot_steps(m);
@@ -557,10 +558,11 @@ fn replay_bench() {
         rate(fold)
     );
     println!(
-        "read-model memory: ~{:.0} MiB RSS growth for {} accounts, {} standing deposits ({:.0} B per event)",
+        "read-model memory: ~{:.0} MiB RSS growth for {} accounts, {} standing deposits, {} service-index activity counts ({:.0} B per event)",
         rss_after.saturating_sub(rss_before) as f64 / (1 << 20) as f64,
         m.rows.len(),
         m.deposits.len(),
+        m.index.activity_ref_count(),
         rss_after.saturating_sub(rss_before) as f64 / events.len() as f64
     );
     let target = 1_000_000.0;
