@@ -118,11 +118,12 @@ impl AccountRow {
     pub(crate) fn deposit_effect(
         &mut self,
         dep: &DepositRef,
+        organisation: u32,
         day: NaiveDate,
         c: Centi,
         sign: i64,
     ) -> Transitions {
-        self.lifetime[usize::from(dep.honour)] += c;
+        self.lifetime[usize::from(dep.honour())] += c;
         let all_before = self.activities;
         self.activities = if sign > 0 {
             self.activities + 1
@@ -130,7 +131,7 @@ impl AccountRow {
             self.activities - 1
         };
         bump(&mut self.days, dep.day, sign);
-        bump(&mut self.orgs, dep.organisation, sign);
+        bump(&mut self.orgs, organisation, sign);
         let year_before = self.year_count(day.year());
         let m = month_key(day);
         let month_before = match self.months.binary_search_by(|e| e.month.cmp(&m)) {

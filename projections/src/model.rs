@@ -238,17 +238,51 @@ impl Regions {
     }
 }
 
-/// What the deposit index keeps of a standing deposit.
+/// What the deposit index keeps of a standing deposit: what undoing its effects needs
+/// (the volunteer's row, the service index), in 16 bytes; with its 16-byte key an
+/// entry is 32 bytes, 20 M of them in a city at 30 M events. The organisation is not
+/// kept: the activity is interned as `organisation/activity`, so
+/// [`ReadModels::activity_orgs`] has it. The category was kept before and nothing read
+/// it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DepositRef {
     pub account: u32,
-    pub organisation: u32,
     pub activity: u32,
-    pub category: u32,
     pub day: i32,
-    /// Hundredths of an hour; at most 1,000,000 (10,000 hours per entry).
-    pub centi: u32,
-    pub honour: bool,
+    /// Hundredths of an hour in the low 31 bits, [`DepositRef::HONOUR`] for honour hours.
+    hours: u32,
+}
+
+/// Most hundredths one deposit holds: the domain's 10,000 hours per entry
+/// (`ledger_core::domain::units::HOURS_PER_ENTRY_MAX`).
+pub const DEPOSIT_CENTI_MAX: Centi = 1_000_000;
+const _: () = assert!(DEPOSIT_CENTI_MAX < DepositRef::HONOUR as Centi);
+
+impl DepositRef {
+    /// The flag bit of honour hours; hundredths stay below it.
+    pub const HONOUR: u32 = 1 << 31;
+
+    pub fn new(account: u32, activity: u32, day: i32, centi: Centi, honour: bool) -> Self {
+        assert!(
+            (0..=DEPOSIT_CENTI_MAX).contains(&centi),
+            "an entry is at most 10,000 hours"
+        );
+        let c = u32::try_from(centi).expect("checked against DEPOSIT_CENTI_MAX");
+        Self {
+            account,
+            activity,
+            day,
+            hours: if honour { c | Self::HONOUR } else { c },
+        }
+    }
+
+    pub fn centi(&self) -> Centi {
+        Centi::from(self.hours & !Self::HONOUR)
+    }
+
+    pub fn honour(&self) -> bool {
+        self.hours & Self::HONOUR != 0
+    }
 }
 
 /// A stored event the projections cannot fold. The worker stops on it rather than
@@ -282,10 +316,14 @@ pub struct ReadModels {
     pub categories: Interner,
     /// Activities, interned as `organisation-index/activity-id`.
     pub activities: Interner,
+    /// Activity index → its organisation's account index.
+    pub activity_orgs: Vec<u32>,
     /// Standing deposits by transaction id (removed when reversed).
+    #[serde(with = "crate::snapshot::pairs")]
     pub deposits: FxHashMap<u128, DepositRef>,
     /// Spends whose counterparty is a project ("hours served" by the project), for
     /// their reversals: transaction → (project, hundredths).
+    #[serde(with = "crate::snapshot::pairs")]
     pub project_spends: FxHashMap<u128, (u32, Centi)>,
     /// Account indices of projects, in registration order.
     pub projects: Vec<u32>,
@@ -398,7 +436,8 @@ impl ReadModels {
             LedgerEvent::HoursDeposited(e) => {
                 let account = self.account(e.volunteer.as_str());
                 let organisation = self.account(e.organisation.as_str());
-                let category = self.categories.intern(e.category.as_str());
+                // Interned for the state's list of categories; deposits do not keep it.
+                self.categories.intern(e.category.as_str());
                 // A reused buffer: no allocation unless the activity is new.
                 let mut key = std::mem::take(&mut self.scratch);
                 key.clear();
@@ -409,16 +448,20 @@ impl ReadModels {
                 let activity = self.activities.intern(&key);
                 key.clear(); // empty between uses, so it never differs between states
                 self.scratch = key;
-                let dep = DepositRef {
+                if activity as usize == self.activity_orgs.len() {
+                    self.activity_orgs.push(organisation);
+                }
+                assert_eq!(
+                    self.activity_orgs[activity as usize], organisation,
+                    "an activity's key names its organisation"
+                );
+                let dep = DepositRef::new(
                     account,
-                    organisation,
                     activity,
-                    category,
-                    day: day_number(e.service_date),
-                    centi: u32::try_from(centi(e.hours.value()))
-                        .expect("an entry is at most 10,000 hours"),
-                    honour: e.kind == HourKind::Honour,
-                };
+                    day_number(e.service_date),
+                    centi(e.hours.value()),
+                    e.kind == HourKind::Honour,
+                );
                 match self.deposits.entry(id) {
                     Entry::Occupied(_) => {
                         panic!("the log holds each event id once; deposit {id:x} seen twice")
@@ -506,9 +549,11 @@ impl ReadModels {
     /// Add (`sign` = 1) or remove (-1) a standing deposit's effect on the volunteer's
     /// row and on the service index.
     fn deposit_effect(&mut self, dep: &DepositRef, sign: i64) {
-        let c = i64::from(dep.centi) * sign;
+        let c = dep.centi() * sign;
         let day = day_from_number(dep.day);
-        let transitions = self.rows[dep.account as usize].deposit_effect(dep, day, c, sign);
+        let organisation = self.activity_orgs[dep.activity as usize];
+        let transitions =
+            self.rows[dep.account as usize].deposit_effect(dep, organisation, day, c, sign);
         let region = self.rows[dep.account as usize].region;
         let (lineage, n) = self.regions.lineage_array(region);
         self.index
@@ -528,6 +573,7 @@ impl ReadModels {
         put(&self.regions);
         put(&self.categories);
         put(&self.activities);
+        put(&self.activity_orgs);
         put(&sorted(&self.deposits));
         put(&sorted(&self.project_spends));
         put(&self.projects);

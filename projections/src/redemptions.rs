@@ -58,10 +58,13 @@ pub struct Redemptions {
     /// Every redemption, in authorisation (log) order.
     pub all: Vec<Redemption>,
     /// Hold id → index in `all`.
+    #[serde(with = "crate::snapshot::pairs")]
     pub by_hold: FxHashMap<u128, u32>,
     /// Merchant account index → indices in `all`, in log order.
+    #[serde(with = "crate::snapshot::pairs")]
     pub by_merchant: FxHashMap<u32, Vec<u32>>,
     /// Volunteer account index → points on open holds (hundredths).
+    #[serde(with = "crate::snapshot::pairs")]
     pub held: FxHashMap<u32, Centi>,
     /// Open holds by (expiry, hold): what the sweeper walks.
     pub open: BTreeSet<(i64, u128)>,
