@@ -181,7 +181,7 @@ impl ServiceIndex {
             .iter()
             .map(|(&k, &s)| (k, self.cells[s as usize]))
             .collect();
-        cells.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        cells.sort_unstable_by_key(|e| e.0);
         let mut refs: Vec<((u32, Period, u32), u32)> =
             Vec::with_capacity(self.activity_ref_count());
         for (&(n, p), &s) in &self.slots {
@@ -192,7 +192,7 @@ impl ServiceIndex {
                     .map(|(&a, &count)| ((n, p, a), count)),
             );
         }
-        refs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        refs.sort_unstable_by_key(|e| e.0);
         (cells, refs)
     }
 }
