@@ -40,22 +40,22 @@
 //!   (8 bytes per distinct day), months (16 bytes per active month) and organisations
 //!   (8 bytes each), plus ~40 bytes of interned id → about 300 bytes for a volunteer
 //!   with 10 service days in 6 months at 2 organisations: ~0.8 GiB for 2.68 M;
-//! - per standing deposit: 48 bytes in the deposit index (a reversal names only the
-//!   original transaction, so its service day, volunteer and activity must be kept):
-//!   ~1.2 GiB for 25 M deposits;
-//! - the service index: ~40 bytes per (region node, period) cell and per
-//!   (node, period, activity), tens of MiB for a city.
+//! - per standing deposit: 32 bytes in the deposit index (a reversal names only the
+//!   original transaction, so its volunteer, activity, day and hours must be kept; the
+//!   organisation follows from the activity), plus the hash table's slack;
+//! - the service index: a slot per (region node, period) cell, and per cell one
+//!   8-byte count per activity served in it. This is not small: 14 M counts at 3 M
+//!   events, 34 M at 10 M (more entries than the deposit index).
 //!
-//! Measured (`benches/replay.rs`, docs/benchmarks.md) at the city's size, 30 M events
-//! streamed through the read models (`TIMEBANK_BENCH_STREAM=1
-//! TIMEBANK_BENCH_EVENTS=30000000`): **6.4 GiB** of resident memory for 2.73 M accounts
-//! and 20.5 M standing deposits (~230 bytes per event). The earlier extrapolation from
-//! 3 M events (~140 bytes per event, ~4 GiB) was low: the hash maps (deposit index,
-//! service-index cells) double their tables as they grow, and between 20 M and 25 M
-//! events the deposit index's doubling alone added ~2.5 GiB (3.9 GiB at 20 M). While a
-//! periodic snapshot is written the state is cloned (see [`runtime`]): ~6 GiB more for
-//! the length of the write. The credit report keeps nothing in memory (it reads the
-//! volunteer's stream on demand).
+//! Measured (`benches/replay.rs`, live heap counted by the allocator, docs/benchmarks.md
+//! "Snapshot load and read-model memory"): 540 MiB at 3 M events (189 B per event;
+//! 804 MiB before the deposit index and the service index were compacted) and
+//! 1,257 MiB at 10 M events streamed (132 B per event; 2,498 MiB before). Before the
+//! compaction, 30 M events streamed through the read models took **6.4 GiB** of
+//! resident memory (2.73 M accounts, 20.5 M standing deposits; not measured again
+//! since). While a periodic snapshot is written the state
+//! is cloned (see [`runtime`]): as much again for the length of the write. The credit
+//! report keeps nothing in memory (it reads the volunteer's stream on demand).
 
 pub mod account;
 pub mod annual;

@@ -26,8 +26,9 @@
 //! grows the table from there; fed a table's entries in the table's iteration order
 //! with the same unseeded hasher (FxHash), every table smaller than the one written
 //! maps the incoming entries onto its front in runs and probing goes quadratic. That
-//! made loading a 10 M-event snapshot take 48 s in one map of 34 M entries, and a
-//! 30 M-event one 479 s (`docs/benchmarks.md`). With the capacity reserved the entries
+//! made loading a 10 M-event snapshot take 48 s in one map of 34 M entries (the
+//! service index's activity counts as they were then), and a 30 M-event one 479 s
+//! (`docs/benchmarks.md`). With the capacity reserved the entries
 //! land in the order the table will hold them, front to back: 2.8 s for that map.
 
 use std::fs::{self, File};
@@ -106,7 +107,7 @@ pub mod pairs {
 }
 
 /// Bump on any change to [`ReadModels`]' shape: an older snapshot is then rebuilt.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 5;
 const MAGIC: &[u8; 8] = b"TBPROJ\0\0";
 const HEADER_BYTES: usize = 8 + 4 + 8 + 32;
 pub const SNAPSHOT_FILE: &str = "read-models.snap";
