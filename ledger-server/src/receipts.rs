@@ -56,8 +56,8 @@ struct Stored {
     mark: ReceiptMark,
 }
 
-/// The receipts catch-up's checkpoint file, or none (tests and embedders without a
-/// data directory: every catch-up reads the whole log).
+/// The receipts catch-up's checkpoint file, or none (`Default`: tests and embedders
+/// without a data directory, where every catch-up reads the whole log).
 #[derive(Clone, Debug, Default)]
 pub struct ReceiptCheckpoint {
     path: Option<PathBuf>,
@@ -69,11 +69,6 @@ impl ReceiptCheckpoint {
         Self {
             path: Some(data_dir.join(RECEIPTS_CHECKPOINT_FILE)),
         }
-    }
-
-    /// No checkpoint.
-    pub fn none() -> Self {
-        Self::default()
     }
 
     /// The stored mark, if there is a readable one of this format. Whether it belongs

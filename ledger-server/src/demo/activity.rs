@@ -603,21 +603,9 @@ impl<'a> Year<'a> {
             );
             let ended = at + r.random_range(30..REDEMPTION_TILL_SECS_MAX);
             match weighted(r, &REDEMPTION_OUTCOMES) {
-                Outcome::Captured => {
-                    budget -= points;
-                    push(
-                        steps,
-                        ended,
-                        Action::Capture {
-                            hold,
-                            merchant,
-                            points,
-                        },
-                    );
-                }
-                Outcome::PartlyCaptured => {
-                    // At least a point less, at least a point taken.
-                    let taken = if points >= 200 {
+                outcome @ (Outcome::Captured | Outcome::PartlyCaptured) => {
+                    // A partial capture takes at least a point less, at least a point.
+                    let taken = if outcome == Outcome::PartlyCaptured && points >= 200 {
                         100 * r.random_range(1..points / 100)
                     } else {
                         points

@@ -314,6 +314,8 @@ pub async fn seed(log: Arc<dyn EventLog>, config: &DemoConfig) -> Result<SeedRep
         sample,
         ..SeedReport::default()
     };
+    // The last command that appended, for the receipts mark (built once, at the end).
+    let mut last_executed = None;
     for step in &steps {
         clock.set(Calendar::instant(step.at));
         let mut command = step.command(&city, &calendar)?;
@@ -332,12 +334,7 @@ pub async fn seed(log: Arc<dyn EventLog>, config: &DemoConfig) -> Result<SeedRep
         match handler.execute(&command).await {
             Ok(outcome) => {
                 *report.executed.entry(step.action.name()).or_default() += 1;
-                report.receipts_mark = Some(ReceiptMark {
-                    position: outcome.position,
-                    id: EventId(outcome.transaction.0),
-                    stream: command.target().stream(),
-                    version: outcome.stream_version,
-                });
+                last_executed = Some((step, outcome));
             }
             Err(CommandError::Rejected(r)) => {
                 *report.rejections.entry(r.reason()).or_default() += 1;
@@ -350,6 +347,14 @@ pub async fn seed(log: Arc<dyn EventLog>, config: &DemoConfig) -> Result<SeedRep
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if let Some((step, outcome)) = last_executed {
+        report.receipts_mark = Some(ReceiptMark {
+            position: outcome.position,
+            id: EventId(outcome.transaction.0),
+            stream: step.command(&city, &calendar)?.target().stream(),
+            version: outcome.stream_version,
+        });
+    }
     if handler.take_receipts_pending() {
         let caught_up = handler.deliver_receipts(ReadFrom::Start).await?;
         report.receipts_mark = caught_up.last;
