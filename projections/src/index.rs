@@ -90,7 +90,7 @@ impl ServiceIndex {
         let next = self.cells.len();
         let slot = *self.slots.entry((node, period)).or_insert_with(|| {
             assert!(next < INDEX_CELLS_MAX, "fewer than 2^32 index cells");
-            u32::try_from(next).expect("INDEX_CELLS_MAX fits in u32")
+            next as u32
         }) as usize;
         if slot == next {
             self.cells.push(Cell::default());

@@ -9,7 +9,7 @@
 //!
 //! # Layout
 //! - [`model`]: [`ReadModels`], the one state every read model lives in, its interning
-//!   tables (account ids, regions, categories, activities → `u32`), the deposit index
+//!   tables (account ids, regions, activities → `u32`), the deposit index
 //!   reversals need, and the event dispatch (`apply`);
 //! - [`account`]: per-account rows (balances, lifetime hours, service days and months)
 //!   and the account view; transaction history entries read from a stream;

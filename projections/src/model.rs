@@ -313,7 +313,6 @@ pub struct ReadModels {
     pub accounts: Interner,
     pub rows: Vec<AccountRow>,
     pub regions: Regions,
-    pub categories: Interner,
     /// Activities, interned as `organisation-index/activity-id`.
     pub activities: Interner,
     /// Activity index → its organisation's account index.
@@ -436,8 +435,6 @@ impl ReadModels {
             LedgerEvent::HoursDeposited(e) => {
                 let account = self.account(e.volunteer.as_str());
                 let organisation = self.account(e.organisation.as_str());
-                // Interned for the state's list of categories; deposits do not keep it.
-                self.categories.intern(e.category.as_str());
                 // A reused buffer: no allocation unless the activity is new.
                 let mut key = std::mem::take(&mut self.scratch);
                 key.clear();
@@ -571,7 +568,6 @@ impl ReadModels {
         put(&self.accounts);
         put(&self.rows);
         put(&self.regions);
-        put(&self.categories);
         put(&self.activities);
         put(&self.activity_orgs);
         put(&sorted(&self.deposits));
@@ -601,5 +597,18 @@ mod erased {
             h.update(&(bytes.len() as u64).to_le_bytes());
             h.update(&bytes);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deposit_ref_holds_the_domains_largest_entry() {
+        assert_eq!(
+            centi(ledger_core::domain::units::HOURS_PER_ENTRY_MAX),
+            DEPOSIT_CENTI_MAX
+        );
     }
 }
