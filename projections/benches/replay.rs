@@ -16,7 +16,7 @@
 //! - `TIMEBANK_BENCH_STREAM=1`: generate and apply one event at a time (no event list
 //!   in memory), for city-sized replays (`TIMEBANK_BENCH_EVENTS=30000000`).
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,6 +29,7 @@ use ledger_core::domain::ids::{ActivityId, Category, Note, TransactionId, Verifi
 use ledger_core::domain::postings::movement;
 use ledger_core::domain::units::{ExchangeRate, Hours, Unit};
 use ledger_core::log::{EventId, EventLog, ExpectedVersion, NewEvent, Position, RecordedEvent};
+use mimalloc::MiMalloc;
 use projections::credit::{credit_report, read_account_stream};
 use projections::{snapshot, ReadModels, StarPolicy};
 use rust_decimal::Decimal;
@@ -68,31 +69,34 @@ fn uuid(rng: &mut Rng) -> uuid::Uuid {
 /// mode, small per-cell maps come out of the freed event list and show as ~0 MiB).
 static LIVE_HEAP: AtomicUsize = AtomicUsize::new(0);
 
-/// The system allocator, counting what is live: one relaxed atomic add per call.
+/// The allocator the server runs on (mimalloc, `ledger-server/src/main.rs`), counting
+/// what is live: one relaxed atomic add per call. Replay in production is the server's
+/// projection worker, so the bench allocates as it does (glibc malloc was ~8 % of a
+/// replay's samples).
 struct Counting;
 
-// SAFETY: every call is forwarded to `System` unchanged; only a counter is kept beside.
+// SAFETY: every call is forwarded to `MiMalloc` unchanged; only a counter is kept beside.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
+        let p = unsafe { MiMalloc.alloc(layout) };
         if !p.is_null() {
             LIVE_HEAP.fetch_add(layout.size(), Ordering::Relaxed);
         }
         p
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
+        let p = unsafe { MiMalloc.alloc_zeroed(layout) };
         if !p.is_null() {
             LIVE_HEAP.fetch_add(layout.size(), Ordering::Relaxed);
         }
         p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
+        unsafe { MiMalloc.dealloc(ptr, layout) };
         LIVE_HEAP.fetch_sub(layout.size(), Ordering::Relaxed);
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        let p = unsafe { MiMalloc.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             LIVE_HEAP.fetch_sub(layout.size(), Ordering::Relaxed);
             LIVE_HEAP.fetch_add(new_size, Ordering::Relaxed);

@@ -37,33 +37,107 @@ pub struct Cell {
 /// index's addressing, asserted, as for interned names.
 pub const INDEX_CELLS_MAX: usize = u32::MAX as usize;
 
-/// Per activity in one cell, what keeps it counted in the cell's distinct activities:
-/// in a month's cell its standing deposits; in a year's cell the months of the year
-/// in which it has one; in the all-time cell the years. An activity counts in a cell
-/// while its entry is there (non-zero), and a level is touched only when the level
-/// below crosses zero, so a deposit into a month the activity already had costs one
-/// lookup per node instead of three.
+/// "No cell yet" in a node's row of slots.
+const NO_SLOT: u32 = u32::MAX;
+
+/// Per activity, what keeps it counted in each cell's distinct activities, keyed by
+/// the cell's slot: in a month's cell its standing deposits; in a year's cell the
+/// months of the year in which it has one; in the all-time cell the years. An activity
+/// counts in a cell while its entry is there (non-zero), and a level is touched only
+/// when the level below crosses zero, so a deposit into a month the activity already
+/// had costs one lookup per node instead of three.
+///
+/// Kept per activity, not per cell: the 4 to 12 lookups of one deposit then all land
+/// in one small map (an activity is served in a few communities' months), one or two
+/// cache misses, where per-cell maps (the option this replaced) cost one miss per
+/// node, in maps that for a city's month hold every activity of the month.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActivityRefs(#[serde(with = "crate::snapshot::pairs")] pub FxHashMap<u32, u32>);
 
-/// Cells in slots: a small map from (node, period) to a slot, a vector of cells and
-/// one activity map per slot. Per deposit the fold does 12 lookups in the slot map
-/// (~80 k entries at a city, hot in cache) and 4 to 12 in the slots' own activity maps
-/// (cache misses; see [`ActivityRefs`]).
-///
-/// Before, the activity refs were one map keyed by (node, period, activity): 24 bytes
-/// per entry, 34 M entries at 10 M events, the largest thing in memory (larger than
-/// the deposit index). Now an entry is 8 bytes (activity, count) in its cell's map,
-/// and the cell's key is stored once. Option not taken: cells in arrays indexed by
-/// month per node, with no slot map: the ledger accepts any past service date, so the
-/// span of months, and such arrays, have no bound.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Cells in slots, addressed without hashing on the hot path: periods get dense ids in
+/// the order the log names them (a city's service spans ~55), each region node has a
+/// row of slots indexed by period id, and a slot indexes `cells`. Per deposit the fold
+/// looks up its three periods in a map of a few dozen entries (hot in cache) and then
+/// indexes 12 slots; the option this replaced looked up 12 `(node, period)` keys in a
+/// map of every cell. Option not taken: cells in arrays indexed by month number per
+/// node: the ledger accepts any past service date, so the span of months, and such
+/// arrays, have no bound; period ids grow only with the periods actually named.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(from = "StoredIndex")]
 pub struct ServiceIndex {
-    /// (node, period) → slot in `cells` and `activity_refs`, assigned in log order.
-    #[serde(with = "crate::snapshot::pairs")]
-    slots: FxHashMap<(u32, Period), u32>,
+    /// Period id → period, in first-seen (log) order.
+    periods: Vec<Period>,
+    /// Slot → (node, period id), in first-touch (log) order.
+    keys: Vec<(u32, u32)>,
+    cells: Vec<Cell>,
+    /// Activity id (`ReadModels::activities`) → its counts per cell slot.
+    activity_refs: Vec<ActivityRefs>,
+    /// Period → period id; derived from `periods` (rebuilt on load, not stored).
+    #[serde(skip_serializing)]
+    period_ids: FxHashMap<Period, u32>,
+    /// Node → period id → slot (`NO_SLOT` if untouched); derived from `keys`.
+    #[serde(skip_serializing)]
+    node_slots: Vec<Vec<u32>>,
+}
+
+/// Equal when the stored fields are: the two addressing tables are derived from them
+/// (a row of slots may be longer after a load than after the same events applied).
+impl PartialEq for ServiceIndex {
+    fn eq(&self, other: &Self) -> bool {
+        self.periods == other.periods
+            && self.keys == other.keys
+            && self.cells == other.cells
+            && self.activity_refs == other.activity_refs
+    }
+}
+
+impl Eq for ServiceIndex {}
+
+/// What a snapshot stores of the index: the same fields as [`ServiceIndex`] without the
+/// two derived addressing tables, which are rebuilt on load.
+#[derive(Deserialize)]
+struct StoredIndex {
+    periods: Vec<Period>,
+    keys: Vec<(u32, u32)>,
     cells: Vec<Cell>,
     activity_refs: Vec<ActivityRefs>,
+}
+
+impl From<StoredIndex> for ServiceIndex {
+    fn from(s: StoredIndex) -> Self {
+        let period_ids = s
+            .periods
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| (p, i as u32))
+            .collect();
+        let mut node_slots: Vec<Vec<u32>> = Vec::new();
+        for (slot, &(node, pid)) in s.keys.iter().enumerate() {
+            let row = row_of(&mut node_slots, node, s.periods.len());
+            row[pid as usize] = slot as u32;
+        }
+        Self {
+            periods: s.periods,
+            keys: s.keys,
+            cells: s.cells,
+            activity_refs: s.activity_refs,
+            period_ids,
+            node_slots,
+        }
+    }
+}
+
+/// `node`'s row of slots, grown to hold `periods` period ids.
+fn row_of(node_slots: &mut Vec<Vec<u32>>, node: u32, periods: usize) -> &mut Vec<u32> {
+    let n = node as usize;
+    if node_slots.len() <= n {
+        node_slots.resize_with(n + 1, Vec::new);
+    }
+    let row = &mut node_slots[n];
+    if row.len() < periods {
+        row.resize(periods, NO_SLOT);
+    }
+    row
 }
 
 /// The canonical (sorted) form, for digests.
@@ -72,37 +146,53 @@ pub type CanonicalIndex = (Vec<((u32, Period), Cell)>, Vec<((u32, Period, u32), 
 impl ServiceIndex {
     /// The cell of `node` in `period`, if anything ever touched it.
     pub fn cell(&self, node: u32, period: Period) -> Option<&Cell> {
-        self.slots
-            .get(&(node, period))
-            .map(|&s| &self.cells[s as usize])
+        let pid = *self.period_ids.get(&period)? as usize;
+        let slot = *self.node_slots.get(node as usize)?.get(pid)?;
+        (slot != NO_SLOT).then(|| &self.cells[slot as usize])
     }
 
     /// Every cell of `node`, in no particular order.
     pub fn cells_of(&self, node: u32) -> impl Iterator<Item = (Period, &Cell)> + '_ {
-        self.slots
-            .iter()
-            .filter(move |((n, _), _)| *n == node)
-            .map(|(&(_, p), &s)| (p, &self.cells[s as usize]))
+        let row = self.node_slots.get(node as usize).map_or(&[][..], |r| r);
+        row.iter()
+            .enumerate()
+            .filter(|(_, &s)| s != NO_SLOT)
+            .map(|(pid, &s)| (self.periods[pid], &self.cells[s as usize]))
     }
 
-    /// The slot of (node, period), made if missing.
-    fn slot(&mut self, node: u32, period: Period) -> usize {
-        let next = self.cells.len();
-        let slot = *self.slots.entry((node, period)).or_insert_with(|| {
-            assert!(next < INDEX_CELLS_MAX, "fewer than 2^32 index cells");
+    /// The id of `period`, made if new.
+    fn period_id(&mut self, period: Period) -> u32 {
+        let next = self.periods.len();
+        let id = *self.period_ids.entry(period).or_insert_with(|| {
+            assert!(next < u32::MAX as usize, "fewer than 2^32 periods");
             next as u32
-        }) as usize;
-        if slot == next {
-            self.cells.push(Cell::default());
-            self.activity_refs.push(ActivityRefs::default());
+        });
+        if id as usize == next {
+            self.periods.push(period);
         }
-        debug_assert_eq!(self.cells.len(), self.activity_refs.len());
-        slot
+        id
+    }
+
+    /// The slot of (node, period id), made if missing.
+    fn slot(&mut self, node: u32, pid: u32) -> usize {
+        let periods = self.periods.len();
+        let row = row_of(&mut self.node_slots, node, periods);
+        let slot = row[pid as usize];
+        if slot != NO_SLOT {
+            return slot as usize;
+        }
+        let next = self.cells.len();
+        assert!(next < INDEX_CELLS_MAX, "fewer than 2^32 index cells");
+        row[pid as usize] = next as u32;
+        self.cells.push(Cell::default());
+        self.keys.push((node, pid));
+        next
     }
 
     pub(crate) fn on_registered(&mut self, lineage: &[u32], joined: NaiveDate) {
+        let pids = Period::of_day(joined).map(|p| self.period_id(p));
         for &n in lineage {
-            for p in Period::of_day(joined) {
+            for &p in &pids {
                 let s = self.slot(n, p);
                 self.cells[s].registered += 1;
             }
@@ -118,9 +208,13 @@ impl ServiceIndex {
         sign: i64,
         transitions: Transitions,
     ) {
-        let periods = Period::of_day(day);
+        let pids = Period::of_day(day).map(|p| self.period_id(p));
+        let a = activity as usize;
+        if self.activity_refs.len() <= a {
+            self.activity_refs.resize_with(a + 1, ActivityRefs::default);
+        }
         for &n in lineage {
-            let slots = periods.map(|p| self.slot(n, p));
+            let slots = pids.map(|p| self.slot(n, p));
             for (k, &s) in slots.iter().enumerate() {
                 let cell = &mut self.cells[s];
                 cell.centi += c;
@@ -134,39 +228,13 @@ impl ServiceIndex {
                     .expect("active volunteers never go below zero");
             }
             // Month, then year, then all time, each only if the one below crossed zero.
+            let refs = &mut self.activity_refs[a].0;
             for &s in slots.iter().rev() {
-                if !self.count_activity(s, activity, sign) {
+                if !count_activity(refs, &mut self.cells[s], s as u32, sign) {
                     break;
                 }
             }
         }
-    }
-
-    /// Count `activity` up (`sign` > 0) or down by one in slot `s`; true if it came into
-    /// the cell or left it (which changes the cell's distinct count, and is a step for
-    /// the period above).
-    fn count_activity(&mut self, s: usize, activity: u32, sign: i64) -> bool {
-        let refs = &mut self.activity_refs[s].0;
-        let cell = &mut self.cells[s];
-        if sign > 0 {
-            let r = refs.entry(activity).or_default();
-            *r += 1;
-            if *r == 1 {
-                cell.activities += 1;
-                return true;
-            }
-        } else {
-            let r = refs
-                .get_mut(&activity)
-                .expect("a standing deposit's activity is counted in its cells");
-            *r -= 1;
-            if *r == 0 {
-                refs.remove(&activity);
-                cell.activities -= 1;
-                return true;
-            }
-        }
-        false
     }
 
     /// How many (node, period, activity) counts are held (for memory figures).
@@ -176,25 +244,50 @@ impl ServiceIndex {
 
     /// Sorted by key: the cells, and every cell's activity counts.
     pub fn canonical(&self) -> CanonicalIndex {
-        let mut cells: Vec<((u32, Period), Cell)> = self
-            .slots
-            .iter()
-            .map(|(&k, &s)| (k, self.cells[s as usize]))
+        let key = |s: u32| {
+            let (n, pid) = self.keys[s as usize];
+            (n, self.periods[pid as usize])
+        };
+        let mut cells: Vec<((u32, Period), Cell)> = (0..self.cells.len())
+            .map(|s| (key(s as u32), self.cells[s]))
             .collect();
         cells.sort_unstable_by_key(|e| e.0);
         let mut refs: Vec<((u32, Period, u32), u32)> =
             Vec::with_capacity(self.activity_ref_count());
-        for (&(n, p), &s) in &self.slots {
-            refs.extend(
-                self.activity_refs[s as usize]
-                    .0
-                    .iter()
-                    .map(|(&a, &count)| ((n, p, a), count)),
-            );
+        for (a, r) in self.activity_refs.iter().enumerate() {
+            refs.extend(r.0.iter().map(|(&s, &count)| {
+                let (n, p) = key(s);
+                ((n, p, a as u32), count)
+            }));
         }
         refs.sort_unstable_by_key(|e| e.0);
         (cells, refs)
     }
+}
+
+/// Count an activity up (`sign` > 0) or down by one in `cell` (slot `s`), given the
+/// activity's counts `refs`; true if it came into the cell or left it (which changes
+/// the cell's distinct count, and is a step for the period above).
+fn count_activity(refs: &mut FxHashMap<u32, u32>, cell: &mut Cell, s: u32, sign: i64) -> bool {
+    if sign > 0 {
+        let r = refs.entry(s).or_default();
+        *r += 1;
+        if *r == 1 {
+            cell.activities += 1;
+            return true;
+        }
+    } else {
+        let r = refs
+            .get_mut(&s)
+            .expect("a standing deposit's activity is counted in its cells");
+        *r -= 1;
+        if *r == 0 {
+            refs.remove(&s);
+            cell.activities -= 1;
+            return true;
+        }
+    }
+    false
 }
 
 /// The service index of one node and period (`GetServiceIndex`).

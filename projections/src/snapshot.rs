@@ -107,7 +107,7 @@ pub mod pairs {
 }
 
 /// Bump on any change to [`ReadModels`]' shape: an older snapshot is then rebuilt.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 6;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 7;
 const MAGIC: &[u8; 8] = b"TBPROJ\0\0";
 const HEADER_BYTES: usize = 8 + 4 + 8 + 32;
 pub const SNAPSHOT_FILE: &str = "read-models.snap";
