@@ -29,3 +29,71 @@ async fn embedded_log_conforms_with_tiny_segments() {
     })
     .await;
 }
+
+// The writer keeps no content digest per event: a retry is told from a reuse by reading
+// the stored record back (or, within one group, the event still in memory). These two
+// cases reach each source.
+
+fn one_event(data: &str) -> ledger_core::log::NewEvent {
+    ledger_core::log::conformance::event("E.v1", data)
+}
+
+#[test]
+fn a_retry_after_a_reopen_is_told_from_a_reuse_by_the_stored_record() {
+    use ledger_core::log::{AppendError, ExpectedVersion, StreamName};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = StreamName::new("acct-reopen").expect("stream name");
+    let batch = vec![one_event("a"), one_event("b")];
+    let first = {
+        let log = EmbeddedLog::open(dir.path(), EmbeddedConfig::default()).expect("open");
+        let first = log
+            .append_blocking(&s, ExpectedVersion::NoStream, batch.clone())
+            .expect("first append");
+        log.close();
+        first
+    };
+    let log = EmbeddedLog::open(dir.path(), EmbeddedConfig::default()).expect("reopen");
+    let again = log
+        .append_blocking(&s, ExpectedVersion::NoStream, batch.clone())
+        .expect("retry after reopen");
+    assert_eq!(first, again, "the retry returns the original result");
+    let mut changed = batch[1].clone();
+    changed.data = b"\"changed\"".to_vec();
+    let r = log.append_blocking(&s, ExpectedVersion::Any, vec![batch[0].clone(), changed]);
+    assert!(
+        matches!(r, Err(AppendError::EventIdReused { id }) if id == batch[1].id),
+        "same id, other content: {r:?}"
+    );
+    assert_eq!(
+        log.event_count(),
+        2,
+        "neither the retry nor the reuse wrote"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_retries_of_one_append_write_it_once() {
+    use ledger_core::log::{AppendError, EventLog, ExpectedVersion, StreamName};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = EmbeddedLog::open(dir.path(), EmbeddedConfig::default()).expect("open");
+    let s = StreamName::new("acct-group").expect("stream name");
+    let batch = vec![one_event("a"), one_event("b")];
+    let mut changed = batch[0].clone();
+    changed.data = b"\"changed\"".to_vec();
+    // Sent together, most land in the writer's first group or the next: a retry of an
+    // event that is decided but not yet durable is recognised from the group itself.
+    let retries = (0..32).map(|_| log.append(&s, ExpectedVersion::Any, batch.clone()));
+    let reuse = log.append(&s, ExpectedVersion::Any, vec![changed]);
+    let (results, reuse) = tokio::join!(futures::future::join_all(retries), reuse);
+    let first = results[0].as_ref().expect("append").clone();
+    for r in &results {
+        assert_eq!(r.as_ref().expect("retry"), &first);
+    }
+    // The changed event either came first (and then every retry would be a reuse, which
+    // the loop above refutes) or is refused.
+    assert!(
+        matches!(reuse, Err(AppendError::EventIdReused { .. })),
+        "{reuse:?}"
+    );
+    assert_eq!(log.read_stream(&s, 0, 10).await.expect("read").len(), 2);
+}

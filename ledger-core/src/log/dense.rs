@@ -24,11 +24,11 @@ pub fn start_sequence(from: ReadFrom, head: u64) -> Result<u64, ReadError> {
     }
 }
 
-/// The retry rule of the contract, for logs that keep an id index of
-/// `id -> (sequence, digest)`: `Ok(Some(original))` for an exact retry, `Ok(None)` when no
-/// id is known, an error when ids are reused.
+/// The retry rule of the contract, for logs that keep an id index of `id -> sequence`
+/// and the events by sequence: `Ok(Some(original))` for an exact retry, `Ok(None)` when
+/// no id is known, an error when ids are reused.
 pub fn retry_result(
-    ids: &HashMap<EventId, (u64, ContentDigest)>,
+    ids: &HashMap<EventId, u64>,
     events: &[RecordedEvent],
     stream: &StreamName,
     new: &[NewEvent],
@@ -36,22 +36,29 @@ pub fn retry_result(
     retry_result_with(
         |id| ids.get(id).copied(),
         |seq| events[seq as usize].version,
+        |seq| Ok(events[seq as usize].content_digest()),
         stream,
         new,
     )
 }
 
 /// [`retry_result`] over lookup functions, so a log can keep its indexes as it likes.
+///
+/// `digest_of(seq)` gives the content digest of the stored event at `seq`. It is only
+/// asked when an appended id is already taken (a retry, or a reuse to refuse), so a
+/// log need not keep a digest per event: the embedded log reads the stored record
+/// back instead, which saves a hash per append and 16 bytes per event in memory.
 pub fn retry_result_with(
-    lookup: impl Fn(&EventId) -> Option<(u64, ContentDigest)>,
+    lookup: impl Fn(&EventId) -> Option<u64>,
     version_of: impl Fn(u64) -> u64,
+    digest_of: impl Fn(u64) -> Result<ContentDigest, AppendError>,
     stream: &StreamName,
     new: &[NewEvent],
 ) -> Result<Option<AppendResult>, AppendError> {
     let Some(first) = new.first() else {
         return Ok(None);
     };
-    let Some((first_seq, _)) = lookup(&first.id) else {
+    let Some(first_seq) = lookup(&first.id) else {
         // Not a retry, unless a later event of the append reuses an id.
         if let Some(e) = new.iter().find(|e| lookup(&e.id).is_some()) {
             return Err(AppendError::EventIdReused { id: e.id });
@@ -61,8 +68,8 @@ pub fn retry_result_with(
     let mut positions = Vec::with_capacity(new.len());
     for (i, e) in new.iter().enumerate() {
         match lookup(&e.id) {
-            Some((seq, digest))
-                if seq == first_seq + i as u64 && digest == e.content_digest(stream) =>
+            Some(seq)
+                if seq == first_seq + i as u64 && digest_of(seq)? == e.content_digest(stream) =>
             {
                 positions.push(Position::from_sequence(seq));
             }

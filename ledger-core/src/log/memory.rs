@@ -12,16 +12,16 @@ use tokio::sync::watch;
 use super::dense::{follow, retry_result, start_sequence};
 
 use super::{
-    validate_append, validate_read, AppendError, AppendResult, ContentDigest, CurrentVersion,
-    EventId, EventLog, EventStream, ExpectedVersion, NewEvent, Position, ReadError, ReadFrom,
-    RecordedEvent, StreamName,
+    validate_append, validate_read, AppendError, AppendResult, CurrentVersion, EventId, EventLog,
+    EventStream, ExpectedVersion, NewEvent, Position, ReadError, ReadFrom, RecordedEvent,
+    StreamName,
 };
 
 #[derive(Default)]
 struct Inner {
     events: Vec<RecordedEvent>,
     streams: HashMap<StreamName, Vec<u64>>,
-    ids: HashMap<EventId, (u64, ContentDigest)>,
+    ids: HashMap<EventId, u64>,
 }
 
 /// An in-memory event log. Cheap to clone: clones share the same log.
@@ -75,8 +75,7 @@ impl MemoryLog {
         let mut positions = Vec::with_capacity(events.len());
         for e in events {
             let seq = inner.events.len() as u64;
-            let digest = e.content_digest(stream);
-            inner.ids.insert(e.id, (seq, digest));
+            inner.ids.insert(e.id, seq);
             inner.streams.entry(stream.clone()).or_default().push(seq);
             inner.events.push(RecordedEvent {
                 stream: stream.clone(),

@@ -183,13 +183,7 @@ impl EmbeddedLog {
                 ));
             }
             seqs.push(r.sequence);
-            let digest = ledger_core::log::content_digest(
-                &StreamName::new(r.stream).map_err(|e| e.to_string())?,
-                r.event_type,
-                r.data,
-                r.metadata,
-            );
-            if ids.insert(r.id, (r.sequence, digest)).is_some() {
+            if ids.insert(r.id, r.sequence).is_some() {
                 return Err(format!("event id {} appears twice in the log", r.id));
             }
             index.locations.push(index::Location::new(segment, offset));
@@ -323,13 +317,11 @@ impl EmbeddedLog {
             .iter()
             .map(|e| e.data.len() + e.metadata.len() + 128)
             .sum();
-        let digests = events.iter().map(|e| e.content_digest(stream)).collect();
         let (reply, rx) = oneshot::channel();
         let req = AppendRequest {
             stream: stream.clone(),
             expected,
             events,
-            digests,
             bytes,
             reply,
         };

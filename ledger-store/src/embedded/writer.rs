@@ -24,7 +24,7 @@ use ledger_core::log::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::format::{
-    encode_record, record_len, segment_file_name, Hash, RecordFields, SegmentHeader,
+    decode_record, encode_record, record_len, segment_file_name, Hash, RecordFields, SegmentHeader,
     SEGMENT_HEADER_LEN,
 };
 use super::index::{FastMap, IdIndex, Index, Location};
@@ -42,9 +42,6 @@ pub struct AppendRequest {
     pub stream: StreamName,
     pub expected: ExpectedVersion,
     pub events: Vec<NewEvent>,
-    /// `content_digest` of each event, computed on the caller's thread so the writer
-    /// (one thread for every caller) does not spend its time hashing payloads.
-    pub digests: Vec<ContentDigest>,
     pub bytes: usize,
     pub reply: oneshot::Sender<Result<AppendResult, AppendError>>,
 }
@@ -120,16 +117,30 @@ impl Writer {
         let mut segment_len = self.segment_len;
         {
             let index = self.shared.read_index();
-            for r in group.iter_mut() {
-                let events = std::mem::take(&mut r.events);
-                let digests = std::mem::take(&mut r.digests);
+            // (first sequence, request) of each append this group has decided so far:
+            // where a retry within the group finds the event it repeats.
+            let mut pending: Vec<(u64, usize)> = Vec::new();
+            for (gi, r) in group.iter().enumerate() {
+                let events = &r.events;
+                let durable_head = self.next_sequence;
+                let digest_of = |seq: u64| -> Result<ContentDigest, AppendError> {
+                    if seq < durable_head {
+                        return stored_digest(&self.shared, &index, seq);
+                    }
+                    let at = pending.partition_point(|&(first, _)| first <= seq);
+                    let (first, owner) =
+                        pending[at.checked_sub(1).expect("pending ids are in the group")];
+                    let owner = &group[owner];
+                    Ok(owner.events[(seq - first) as usize].content_digest(&owner.stream))
+                };
                 let outcome = decide(
                     &index,
                     &self.ids,
                     &overlay,
                     &r.stream,
                     r.expected,
-                    &events,
+                    events,
+                    digest_of,
                     self.segment_bytes_max,
                 )
                 .map(|decided| match decided {
@@ -157,6 +168,7 @@ impl Writer {
                             });
                         }
                         let part = parts.last_mut().expect("a part was just ensured");
+                        pending.push((sequence, gi));
                         let mut positions = Vec::with_capacity(events.len());
                         let seqs = overlay.streams.entry(r.stream.clone()).or_default();
                         for (i, e) in events.iter().enumerate() {
@@ -178,7 +190,7 @@ impl Writer {
                             );
                             segment_len += (part.bytes.len() - before) as u64;
                             overlay.locations.push(Location::new(segment, at));
-                            self.ids.insert(e.id, (sequence, digests[i]));
+                            self.ids.insert(e.id, sequence);
                             seqs.push(sequence);
                             positions.push(Position::from_sequence(sequence));
                             sequence += 1;
@@ -289,6 +301,36 @@ enum Decided {
     },
 }
 
+/// The content digest of the durable event at `seq`, read back from its segment: asked
+/// only when an append names an id that is already taken (see [`IdIndex`]).
+fn stored_digest(shared: &Shared, index: &Index, seq: u64) -> Result<ContentDigest, AppendError> {
+    let (segment, start, end) = index.span(seq);
+    let unavailable = |why: String| AppendError::Unavailable(why);
+    let file = shared
+        .file(segment)
+        .map_err(|e| unavailable(e.to_string()))?;
+    let mut buf = vec![0u8; (end - start) as usize];
+    file.read_exact_at(&mut buf, start)
+        .map_err(|e| unavailable(format!("read of segment {segment} at {start} failed: {e}")))?;
+    let r = decode_record(&buf, 0).map_err(|f| {
+        unavailable(format!(
+            "segment {segment} offset {start}: {f}; verify the log"
+        ))
+    })?;
+    let stream = StreamName::new(r.stream).map_err(|e| {
+        unavailable(format!(
+            "segment {segment} offset {start}: {e}; verify the log"
+        ))
+    })?;
+    Ok(ledger_core::log::content_digest(
+        &stream,
+        r.event_type,
+        r.data,
+        r.metadata,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
 fn decide(
     index: &Index,
     ids: &IdIndex,
@@ -296,6 +338,7 @@ fn decide(
     stream: &StreamName,
     expected: ExpectedVersion,
     events: &[NewEvent],
+    digest_of: impl Fn(u64) -> Result<ContentDigest, AppendError>,
     segment_bytes_max: u64,
 ) -> Result<Decided, AppendError> {
     let lookup = |id: &EventId| ids.get(id).copied();
@@ -312,7 +355,7 @@ fn decide(
             }
         }
     };
-    if let Some(result) = retry_result_with(lookup, version_of, stream, events)? {
+    if let Some(result) = retry_result_with(lookup, version_of, digest_of, stream, events)? {
         return Ok(Decided::Retry(result));
     }
     let count = (durable.len() + pending.len()) as u64;
