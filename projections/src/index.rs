@@ -11,7 +11,8 @@
 
 use chrono::{Datelike, NaiveDate};
 use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
+use serde::ser::{SerializeSeq, SerializeTuple};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::account::Transitions;
 use crate::model::{decimal, Centi, Period, ReadModels};
@@ -66,8 +67,20 @@ pub struct ServiceIndex {
     activity_refs: Vec<ActivityRefs>,
 }
 
-/// The canonical (sorted) form, for digests.
-pub type CanonicalIndex = (Vec<((u32, Period), Cell)>, Vec<((u32, Period, u32), u32)>);
+/// The index in its canonical (sorted) form, for the state digest, without building
+/// it: serialised, it is the pair (every cell sorted by (node, period), every
+/// (node, period, activity) count sorted by that key), in the bytes of
+/// `(Vec<((u32, Period), Cell)>, Vec<((u32, Period, u32), u32)>)`, the flat lists
+/// the digest used to hash. Only the slot keys (~80 k at a city) are sorted up front;
+/// each cell's activity counts are sorted when the cell is written, so the largest
+/// transient is one cell's counts instead of a list of all of them (34 M entries,
+/// ~1 GB, at 10 M events). Keys are unique per cell, so sorting the cells, then the
+/// counts within each, gives the flat list's order.
+pub struct Canonical<'a> {
+    index: &'a ServiceIndex,
+    /// Every (node, period) with its slot, sorted by (node, period).
+    order: Vec<((u32, Period), u32)>,
+}
 
 impl ServiceIndex {
     /// The cell of `node` in `period`, if anything ever touched it.
@@ -174,26 +187,82 @@ impl ServiceIndex {
         self.activity_refs.iter().map(|r| r.0.len()).sum()
     }
 
-    /// Sorted by key: the cells, and every cell's activity counts.
-    pub fn canonical(&self) -> CanonicalIndex {
-        let mut cells: Vec<((u32, Period), Cell)> = self
-            .slots
-            .iter()
-            .map(|(&k, &s)| (k, self.cells[s as usize]))
-            .collect();
-        cells.sort_unstable_by_key(|e| e.0);
-        let mut refs: Vec<((u32, Period, u32), u32)> =
-            Vec::with_capacity(self.activity_ref_count());
-        for (&(n, p), &s) in &self.slots {
-            refs.extend(
-                self.activity_refs[s as usize]
+    /// The canonical form, for the state digest ([`Canonical`]).
+    pub fn canonical(&self) -> Canonical<'_> {
+        let mut order: Vec<((u32, Period), u32)> =
+            self.slots.iter().map(|(&k, &s)| (k, s)).collect();
+        order.sort_unstable_by_key(|e| e.0);
+        Canonical { index: self, order }
+    }
+}
+
+/// The postcard size of `v`. The size flavor only counts, and nothing here fails to
+/// serialise.
+fn size_of(v: &impl Serialize) -> u64 {
+    postcard::serialize_with_flavor(v, postcard::ser_flavors::Size::default())
+        .expect("postcard sizes plain values") as u64
+}
+
+impl Canonical<'_> {
+    /// The length of the postcard encoding, computed without sorting or encoding the
+    /// counts: the digest frames every part with its length before its bytes.
+    pub fn encoded_len(&self) -> u64 {
+        let mut counts_len = size_of(&self.index.activity_ref_count());
+        for &(key, slot) in &self.order {
+            let counts = &self.index.activity_refs[slot as usize].0;
+            counts_len += size_of(&key) * counts.len() as u64;
+            counts_len += counts.iter().map(|e| size_of(&e)).sum::<u64>();
+        }
+        size_of(&Cells(self)) + counts_len
+    }
+}
+
+impl Serialize for Canonical<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut pair = s.serialize_tuple(2)?;
+        pair.serialize_element(&Cells(self))?;
+        pair.serialize_element(&Counts(self))?;
+        pair.end()
+    }
+}
+
+/// The cells in key order, as a sequence of `((node, period), cell)`.
+struct Cells<'a>(&'a Canonical<'a>);
+
+impl Serialize for Cells<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = self.0;
+        s.collect_seq(
+            c.order
+                .iter()
+                .map(|&(key, slot)| (key, c.index.cells[slot as usize])),
+        )
+    }
+}
+
+/// Every activity count in key order, as a sequence of `((node, period, activity),
+/// count)`: cell by cell, each cell's counts sorted in one reused buffer.
+struct Counts<'a>(&'a Canonical<'a>);
+
+impl Serialize for Counts<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = self.0;
+        let mut seq = s.serialize_seq(Some(c.index.activity_ref_count()))?;
+        let mut counts: Vec<(u32, u32)> = Vec::new();
+        for &((node, period), slot) in &c.order {
+            counts.clear();
+            counts.extend(
+                c.index.activity_refs[slot as usize]
                     .0
                     .iter()
-                    .map(|(&a, &count)| ((n, p, a), count)),
+                    .map(|(&a, &n)| (a, n)),
             );
+            counts.sort_unstable_by_key(|e| e.0);
+            for &(activity, n) in &counts {
+                seq.serialize_element(&((node, period, activity), n))?;
+            }
         }
-        refs.sort_unstable_by_key(|e| e.0);
-        (cells, refs)
+        seq.end()
     }
 }
 
@@ -253,4 +322,77 @@ impl ReadModels {
 /// The calendar year of a day (for callers that only hold a date).
 pub fn year_of(d: NaiveDate) -> i32 {
     d.year()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Flat = (Vec<((u32, Period), Cell)>, Vec<((u32, Period, u32), u32)>);
+
+    /// The flat sorted lists the digest hashed before [`Canonical`]: the reference.
+    fn flat(ix: &ServiceIndex) -> Flat {
+        let mut cells: Vec<((u32, Period), Cell)> = ix
+            .slots
+            .iter()
+            .map(|(&k, &s)| (k, ix.cells[s as usize]))
+            .collect();
+        cells.sort_unstable_by_key(|e| e.0);
+        let mut refs = Vec::new();
+        for (&(n, p), &s) in &ix.slots {
+            refs.extend(
+                ix.activity_refs[s as usize]
+                    .0
+                    .iter()
+                    .map(|(&a, &count)| ((n, p, a), count)),
+            );
+        }
+        refs.sort_unstable_by_key(|e: &((u32, Period, u32), u32)| e.0);
+        (cells, refs)
+    }
+
+    fn assert_streams_the_flat_bytes(ix: &ServiceIndex) {
+        let canonical = ix.canonical();
+        let bytes = postcard::to_stdvec(&canonical).unwrap();
+        assert_eq!(bytes, postcard::to_stdvec(&flat(ix)).unwrap());
+        assert_eq!(canonical.encoded_len(), bytes.len() as u64);
+    }
+
+    #[test]
+    fn the_canonical_form_is_the_bytes_of_the_flat_sorted_lists() {
+        assert_streams_the_flat_bytes(&ServiceIndex::default());
+        let mut ix = ServiceIndex::default();
+        // Values on both sides of every varint byte boundary.
+        let edges = [0, 1, 127, 128, 16_383, 16_384, 2_097_152, u32::MAX];
+        let mut x = 0x5eed_u64;
+        let mut next = || {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            x >> 33
+        };
+        // Cells made in a scrambled order, so slot order is not key order.
+        for _ in 0..2_000 {
+            let node = edges[next() as usize % edges.len()].min(next() as u32 % 300);
+            let year = 2020 + (next() % 5) as i32;
+            let period = match next() % 3 {
+                0 => Period::All,
+                1 => Period::Year(year),
+                _ => Period::Month(year, 1 + (next() % 12) as u32),
+            };
+            let s = ix.slot(node, period);
+            let cell = &mut ix.cells[s];
+            cell.registered += 1;
+            cell.participations += next();
+            cell.centi -= next() as Centi;
+            for _ in 0..next() % 20 {
+                let activity = match next() % 2 {
+                    0 => edges[next() as usize % edges.len()],
+                    _ => next() as u32,
+                };
+                let count = edges[next() as usize % edges.len()].max(1);
+                ix.activity_refs[s].0.insert(activity, count);
+            }
+        }
+        assert!(ix.activity_ref_count() > 10_000);
+        assert_streams_the_flat_bytes(&ix);
+    }
 }

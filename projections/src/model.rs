@@ -664,22 +664,27 @@ impl ReadModels {
 
     /// BLAKE3 over a canonical encoding of the whole state: equal digests mean equal
     /// state, whichever way (rebuild, incremental, resumed) it was reached. Maps are
-    /// hashed in key order.
+    /// hashed in key order. Each part is hashed as its postcard length (u64 LE), then
+    /// its postcard bytes.
     pub fn digest(&self) -> String {
         let mut h = blake3::Hasher::new();
-        let mut put = |v: &dyn erased::Encode| v.encode_into(&mut h);
-        put(&self.checkpoint);
-        put(&self.events);
-        put(&self.accounts);
-        put(&self.rows);
-        put(&self.regions);
-        put(&self.activities);
-        put(&self.activity_orgs);
-        put(&sorted(&self.deposits));
-        put(&sorted(&self.project_spends));
-        put(&self.projects);
-        put(&self.index.canonical());
-        put(&self.redemptions.canonical());
+        let h = &mut h;
+        put(h, &self.checkpoint);
+        put(h, &self.events);
+        put(h, &self.accounts);
+        put(h, &self.rows);
+        put(h, &self.regions);
+        put(h, &self.activities);
+        put(h, &self.activity_orgs);
+        put(h, &sorted(&self.deposits));
+        put(h, &sorted(&self.project_spends));
+        put(h, &self.projects);
+        // The largest part (tens of millions of activity counts at a city) is
+        // streamed, not built: the same length and bytes as the sorted lists it
+        // stands for (`index::Canonical`).
+        let index = self.index.canonical();
+        put_streamed(h, &index, index.encoded_len());
+        put(h, &self.redemptions.canonical());
         h.finalize().to_hex().to_string()
     }
 }
@@ -691,18 +696,47 @@ pub fn sorted<K: Ord + Clone, V: Clone>(m: &FxHashMap<K, V>) -> Vec<(K, V)> {
     v
 }
 
-mod erased {
-    //! Hash any serialisable value as postcard bytes, length-prefixed.
-    pub trait Encode {
-        fn encode_into(&self, h: &mut blake3::Hasher);
+/// Hash one part of the digest: its postcard length as u64 LE, then its postcard
+/// bytes.
+fn put(h: &mut blake3::Hasher, v: &impl Serialize) {
+    let bytes = postcard::to_stdvec(v).expect("read models always serialise");
+    h.update(&(bytes.len() as u64).to_le_bytes());
+    h.update(&bytes);
+}
+
+/// [`put`] for a part too large to encode into memory first: `len`, which the caller
+/// computed without encoding, then the bytes streamed into the hasher through a
+/// buffer. The same input to the hash as `put`; a wrong `len` would silently change
+/// digests, so the bytes are counted and checked.
+fn put_streamed(h: &mut blake3::Hasher, v: &impl Serialize, len: u64) {
+    /// Feeds the hasher and counts.
+    struct Sink<'h> {
+        h: &'h mut blake3::Hasher,
+        written: u64,
     }
-    impl<T: serde::Serialize> Encode for T {
-        fn encode_into(&self, h: &mut blake3::Hasher) {
-            let bytes = postcard::to_stdvec(self).expect("read models always serialise");
-            h.update(&(bytes.len() as u64).to_le_bytes());
-            h.update(&bytes);
+    impl std::io::Write for Sink<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.h.update(buf);
+            self.written += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
         }
     }
+    h.update(&len.to_le_bytes());
+    // Buffered: postcard writes a byte or a few at a time, and a hasher update per
+    // varint would cost more than the hashing.
+    let sink = std::io::BufWriter::with_capacity(1 << 16, Sink { h, written: 0 });
+    let sink = postcard::to_io(v, sink).expect("read models always serialise");
+    let sink = sink
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .expect("the hasher takes every byte");
+    assert_eq!(
+        sink.written, len,
+        "a streamed digest part is as long as it said"
+    );
 }
 
 #[cfg(test)]
@@ -765,6 +799,22 @@ mod tests {
     fn a_name_twice_does_not_decode() {
         let bytes = postcard::to_stdvec(&["a", "b", "a"]).unwrap();
         assert!(postcard::from_bytes::<Interner>(&bytes).is_err());
+    }
+
+    #[test]
+    fn a_streamed_part_hashes_as_an_encoded_one() {
+        let part = (vec![(1u32, "a".to_owned()); 50_000], Some(u64::MAX));
+        let len = postcard::to_stdvec(&part).unwrap().len() as u64;
+        let (mut encoded, mut streamed) = (blake3::Hasher::new(), blake3::Hasher::new());
+        put(&mut encoded, &part);
+        put_streamed(&mut streamed, &part, len);
+        assert_eq!(encoded.finalize(), streamed.finalize());
+    }
+
+    #[test]
+    #[should_panic(expected = "as long as it said")]
+    fn a_streamed_part_of_another_length_is_a_bug() {
+        put_streamed(&mut blake3::Hasher::new(), &[1u8, 2, 3], 4);
     }
 
     #[test]
