@@ -254,8 +254,10 @@ pub async fn serve_with_options(
             ServeError::Tls(text)
         })?;
     }
-    let checkpoint = options.receipts_checkpoint.clone();
-    let report = receipts::catch_up(&handler, &checkpoint)
+    // Reads the checkpoint file once, here; the healer's runs go on from its mark.
+    let mut receipts = receipts::ReceiptCatchUp::new(options.receipts_checkpoint.clone());
+    let report = receipts
+        .run(&handler)
         .await
         .map_err(ServeError::ReceiptCatchUp)?;
     tracing::info!(
@@ -304,7 +306,7 @@ pub async fn serve_with_options(
                 if !(pending || due) {
                     continue;
                 }
-                match receipts::catch_up(&handler, &checkpoint).await {
+                match receipts.run(&handler).await {
                     Ok(r) => {
                         checkpointed = tokio::time::Instant::now();
                         if r.delivered > 0 {

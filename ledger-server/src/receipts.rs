@@ -9,7 +9,9 @@
 //! Without a checkpoint each start reads the whole log and checks the receiver of
 //! every transfer, donation and reversal: minutes for a city's 13 M events. So a
 //! completed catch-up records where it stopped in `DATA_DIR/receipts.checkpoint`, and
-//! the next one starts after it.
+//! the next one starts after it. A running server ([`ReceiptCatchUp`]) reads and checks
+//! that file once, at start; later runs start after the mark it reached itself, kept
+//! in memory, and still write each new mark to the file for the next start.
 //!
 //! # File
 //! One JSON object, written to `receipts.checkpoint.tmp`, fsynced, renamed over the old
@@ -72,7 +74,7 @@ impl ReceiptCheckpoint {
     }
 
     /// The stored mark, if there is a readable one of this format. Whether it belongs
-    /// to the log is checked by [`catch_up`].
+    /// to the log is checked by [`ReceiptCatchUp::run`].
     pub fn load(&self) -> Option<ReceiptMark> {
         let path = self.path.as_ref()?;
         let text = match read_small(path) {
@@ -139,32 +141,84 @@ fn write_atomically(path: &Path, mark: &ReceiptMark) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Deliver every missing receipt after the checkpoint (or from the start, when there
-/// is no trusted checkpoint), then advance the checkpoint to the last event read. On
-/// an error (the log unreadable, a delivery failed) the checkpoint does not move and
-/// nothing is lost: the next run starts where this one did.
-pub async fn catch_up(
+/// The receipts catch-up of one process: its checkpoint file, and where the last run
+/// stopped.
+///
+/// The file is read, and its mark checked against the log, only by the first run (a
+/// server's start-up). Every later run starts after the mark this process reached
+/// itself, kept in memory: it is of this log by construction, so the periodic run
+/// (every [`RECEIPTS_CHECKPOINT_INTERVAL`]) costs no file read and no stream read
+/// before it reads the log after the mark. Each run that read something still writes
+/// its mark to the file, atomically, so a start after a crash re-reads at most the log
+/// since the last run.
+///
+/// Option not taken: reading and checking the file at every run, as before. After
+/// start-up it only ever holds what this process wrote, so each periodic run paid a
+/// file read and a stream read to learn what it already knew.
+#[derive(Debug)]
+pub struct ReceiptCatchUp {
+    checkpoint: ReceiptCheckpoint,
+    start: Start,
+}
+
+/// Where the next run of a [`ReceiptCatchUp`] starts.
+#[derive(Debug)]
+enum Start {
+    /// Not known yet: the next run reads the file and checks it against the log.
+    Unread,
+    /// After this mark; None: from the beginning of the log.
+    After(Option<ReceiptMark>),
+}
+
+impl ReceiptCatchUp {
+    /// A catch-up whose first run starts after the mark in `checkpoint`, if the log
+    /// holds the event it names.
+    pub fn new(checkpoint: ReceiptCheckpoint) -> Self {
+        Self {
+            checkpoint,
+            start: Start::Unread,
+        }
+    }
+
+    /// Deliver every missing receipt after the mark (or from the start, when there is
+    /// no trusted one), then advance the mark, in memory and in the file, to the last
+    /// event read. On an error (the log unreadable, a delivery failed) the mark does
+    /// not move and nothing is lost: the next run starts where this one did.
+    pub async fn run(&mut self, handler: &Handler) -> Result<ReceiptReport, CommandError> {
+        let mark = match &self.start {
+            Start::After(mark) => mark.clone(),
+            Start::Unread => {
+                let mark = trusted_mark(handler, &self.checkpoint).await?;
+                // Checked once: from here on the mark is this process's own.
+                self.start = Start::After(mark.clone());
+                mark
+            }
+        };
+        let from = ReadFrom::after(mark.as_ref().map(|m| m.position));
+        let report = handler.deliver_receipts(from).await?;
+        // Nothing read (an empty log, or nothing new): the mark stays where it is.
+        if let Some(last) = &report.last {
+            self.checkpoint.save(last);
+            self.start = Start::After(Some(last.clone()));
+        }
+        Ok(report)
+    }
+}
+
+/// The checkpoint file's mark if the log holds the event it names there; None (read
+/// the whole log) for no file, an unreadable one or a foreign mark.
+async fn trusted_mark(
     handler: &Handler,
     checkpoint: &ReceiptCheckpoint,
-) -> Result<ReceiptReport, CommandError> {
-    let mark = match checkpoint.load() {
-        Some(mark) => match handler.recognises(&mark).await {
-            Ok(true) => Some(mark),
-            Ok(false) => {
-                tracing::warn!(position = %mark.position, stream = %mark.stream, "receipts checkpoint names an event this log does not hold there (a data directory from another log?); the catch-up reads the whole log");
-                None
-            }
-            Err(e) => return Err(e.into()),
-        },
-        None => None,
+) -> Result<Option<ReceiptMark>, CommandError> {
+    let Some(mark) = checkpoint.load() else {
+        return Ok(None);
     };
-    let from = ReadFrom::after(mark.as_ref().map(|m| m.position));
-    let report = handler.deliver_receipts(from).await?;
-    // Nothing read (an empty log, or nothing new): the checkpoint stays where it is.
-    if let Some(last) = &report.last {
-        checkpoint.save(last);
+    if handler.recognises(&mark).await? {
+        return Ok(Some(mark));
     }
-    Ok(report)
+    tracing::warn!(position = %mark.position, stream = %mark.stream, "receipts checkpoint names an event this log does not hold there (a data directory from another log?); the catch-up reads the whole log");
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -201,6 +255,14 @@ mod tests {
         }
     }
 
+    /// The catch-up of a server that starts now: it reads the checkpoint file.
+    async fn catch_up_at_start(log: &MemoryLog, checkpoint: &ReceiptCheckpoint) -> ReceiptReport {
+        ReceiptCatchUp::new(checkpoint.clone())
+            .run(&handler(log))
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_catch_up_starts_after_the_checkpoint_of_this_log_and_advances_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -208,16 +270,16 @@ mod tests {
         let log = MemoryLog::new();
         append_other(&log, 3).await;
         // Given no checkpoint: the whole log is read and the mark is saved.
-        let first = catch_up(&handler(&log), &checkpoint).await.unwrap();
+        let first = catch_up_at_start(&log, &checkpoint).await;
         assert_eq!(first.scanned, 3);
         let saved = checkpoint.load().expect("a checkpoint was written");
         assert_eq!(Some(&saved), first.last.as_ref());
         // When two more events land: only they are read.
         append_other(&log, 2).await;
-        let second = catch_up(&handler(&log), &checkpoint).await.unwrap();
+        let second = catch_up_at_start(&log, &checkpoint).await;
         assert_eq!(second.scanned, 2);
         // And with nothing new, nothing is read and the checkpoint stays.
-        let third = catch_up(&handler(&log), &checkpoint).await.unwrap();
+        let third = catch_up_at_start(&log, &checkpoint).await;
         assert_eq!(third.scanned, 0);
         assert_eq!(checkpoint.load(), second.last);
     }
@@ -228,17 +290,45 @@ mod tests {
         let checkpoint = ReceiptCheckpoint::in_dir(dir.path());
         let elsewhere = MemoryLog::new();
         append_other(&elsewhere, 4).await;
-        catch_up(&handler(&elsewhere), &checkpoint).await.unwrap();
+        catch_up_at_start(&elsewhere, &checkpoint).await;
         // Another log with the same shape: same streams and positions, other ids.
         let here = MemoryLog::new();
         append_other(&here, 5).await;
-        let report = catch_up(&handler(&here), &checkpoint).await.unwrap();
+        let report = catch_up_at_start(&here, &checkpoint).await;
         assert_eq!(report.scanned, 5, "a foreign mark is not trusted");
         // A damaged file is ignored the same way.
         fs::write(dir.path().join(RECEIPTS_CHECKPOINT_FILE), b"{not json").unwrap();
-        let report = catch_up(&handler(&here), &checkpoint).await.unwrap();
+        let report = catch_up_at_start(&here, &checkpoint).await;
         assert_eq!(report.scanned, 5);
         // And then rewritten.
         assert_eq!(checkpoint.load(), report.last);
+    }
+
+    #[tokio::test]
+    async fn a_running_catch_up_starts_from_its_own_mark_and_still_writes_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = ReceiptCheckpoint::in_dir(dir.path());
+        let file = dir.path().join(RECEIPTS_CHECKPOINT_FILE);
+        let log = MemoryLog::new();
+        append_other(&log, 3).await;
+        // Given a server whose start-up catch-up read the log and saved its mark,
+        let mut running = ReceiptCatchUp::new(checkpoint.clone());
+        let handler = handler(&log);
+        assert_eq!(running.run(&handler).await.unwrap().scanned, 3);
+        // when the file is damaged behind it (a run that read the file would now read
+        // the whole log) and two events land,
+        fs::write(&file, b"{not json").unwrap();
+        append_other(&log, 2).await;
+        // then the periodic run starts from the mark in memory: only the two are read,
+        let second = running.run(&handler).await.unwrap();
+        assert_eq!(second.scanned, 2);
+        // and its mark is written to the file for the next start.
+        assert_eq!(checkpoint.load(), second.last);
+        // With the file gone and nothing new, nothing is read (and nothing written).
+        fs::remove_file(&file).unwrap();
+        assert_eq!(running.run(&handler).await.unwrap().scanned, 0);
+        assert!(!file.exists());
+        // A restart, by contrast, reads the file: none now, so the whole log.
+        assert_eq!(catch_up_at_start(&log, &checkpoint).await.scanned, 5);
     }
 }

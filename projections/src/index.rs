@@ -11,7 +11,8 @@
 
 use chrono::{Datelike, NaiveDate};
 use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
+use serde::ser::{SerializeSeq, SerializeTuple};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::account::Transitions;
 use crate::model::{decimal, Centi, Period, ReadModels};
@@ -140,8 +141,22 @@ fn row_of(node_slots: &mut Vec<Vec<u32>>, node: u32, periods: usize) -> &mut Vec
     row
 }
 
-/// The canonical (sorted) form, for digests.
-pub type CanonicalIndex = (Vec<((u32, Period), Cell)>, Vec<((u32, Period, u32), u32)>);
+/// The index in a canonical form, for the state digest, without building it:
+/// serialised, it is the pair (every cell sorted by (node, period), every
+/// `((node, period, activity), count)` activity by activity in id order and, within an
+/// activity, by (node, period)), in the bytes of
+/// `(Vec<((u32, Period), Cell)>, Vec<((u32, Period, u32), u32)>)`. Only the cell keys
+/// (~80 k at a city) are sorted up front; each activity's counts are sorted when it is
+/// written, so the largest transient is one activity's counts instead of a list of
+/// all of them (34 M entries, ~1 GB, at 10 M events). Activity ids are assigned in log
+/// order, so equal states list them in the same order. Option not taken: the fully
+/// key-sorted list the digest hashed before the index was kept per activity, which
+/// needs every count regrouped by cell first.
+pub struct Canonical<'a> {
+    index: &'a ServiceIndex,
+    /// Every (node, period) with its slot, sorted by (node, period).
+    order: Vec<((u32, Period), u32)>,
+}
 
 impl ServiceIndex {
     /// The cell of `node` in `period`, if anything ever touched it.
@@ -242,26 +257,91 @@ impl ServiceIndex {
         self.activity_refs.iter().map(|r| r.0.len()).sum()
     }
 
-    /// Sorted by key: the cells, and every cell's activity counts.
-    pub fn canonical(&self) -> CanonicalIndex {
-        let key = |s: u32| {
-            let (n, pid) = self.keys[s as usize];
-            (n, self.periods[pid as usize])
-        };
-        let mut cells: Vec<((u32, Period), Cell)> = (0..self.cells.len())
-            .map(|s| (key(s as u32), self.cells[s]))
+    /// (node, period) of slot `s`.
+    fn key(&self, s: u32) -> (u32, Period) {
+        let (n, pid) = self.keys[s as usize];
+        (n, self.periods[pid as usize])
+    }
+
+    /// The canonical form, for the state digest ([`Canonical`]).
+    pub fn canonical(&self) -> Canonical<'_> {
+        let mut order: Vec<((u32, Period), u32)> = (0..self.cells.len() as u32)
+            .map(|s| (self.key(s), s))
             .collect();
-        cells.sort_unstable_by_key(|e| e.0);
-        let mut refs: Vec<((u32, Period, u32), u32)> =
-            Vec::with_capacity(self.activity_ref_count());
-        for (a, r) in self.activity_refs.iter().enumerate() {
-            refs.extend(r.0.iter().map(|(&s, &count)| {
-                let (n, p) = key(s);
-                ((n, p, a as u32), count)
-            }));
+        order.sort_unstable_by_key(|e| e.0);
+        Canonical { index: self, order }
+    }
+}
+
+/// The postcard size of `v`. The size flavor only counts, and nothing here fails to
+/// serialise.
+fn size_of(v: &impl Serialize) -> u64 {
+    postcard::serialize_with_flavor(v, postcard::ser_flavors::Size::default())
+        .expect("postcard sizes plain values") as u64
+}
+
+impl Canonical<'_> {
+    /// The length of the postcard encoding, computed without sorting or encoding the
+    /// counts: the digest frames every part with its length before its bytes.
+    pub fn encoded_len(&self) -> u64 {
+        let ix = self.index;
+        let mut counts_len = size_of(&ix.activity_ref_count());
+        for (a, refs) in ix.activity_refs.iter().enumerate() {
+            let a = a as u32;
+            counts_len += refs
+                .0
+                .iter()
+                .map(|(&s, &n)| {
+                    let (node, period) = ix.key(s);
+                    size_of(&((node, period, a), n))
+                })
+                .sum::<u64>();
         }
-        refs.sort_unstable_by_key(|e| e.0);
-        (cells, refs)
+        size_of(&Cells(self)) + counts_len
+    }
+}
+
+impl Serialize for Canonical<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut pair = s.serialize_tuple(2)?;
+        pair.serialize_element(&Cells(self))?;
+        pair.serialize_element(&Counts(self))?;
+        pair.end()
+    }
+}
+
+/// The cells in key order, as a sequence of `((node, period), cell)`.
+struct Cells<'a>(&'a Canonical<'a>);
+
+impl Serialize for Cells<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = self.0;
+        s.collect_seq(
+            c.order
+                .iter()
+                .map(|&(key, slot)| (key, c.index.cells[slot as usize])),
+        )
+    }
+}
+
+/// Every activity count, as a sequence of `((node, period, activity), count)`:
+/// activity by activity, each one's counts sorted in one reused buffer.
+struct Counts<'a>(&'a Canonical<'a>);
+
+impl Serialize for Counts<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let ix = self.0.index;
+        let mut seq = s.serialize_seq(Some(ix.activity_ref_count()))?;
+        let mut counts: Vec<((u32, Period), u32)> = Vec::new();
+        for (a, refs) in ix.activity_refs.iter().enumerate() {
+            counts.clear();
+            counts.extend(refs.0.iter().map(|(&s, &n)| (ix.key(s), n)));
+            counts.sort_unstable_by_key(|e| e.0);
+            for &((node, period), n) in &counts {
+                seq.serialize_element(&((node, period, a as u32), n))?;
+            }
+        }
+        seq.end()
     }
 }
 
@@ -346,4 +426,79 @@ impl ReadModels {
 /// The calendar year of a day (for callers that only hold a date).
 pub fn year_of(d: NaiveDate) -> i32 {
     d.year()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Flat = (Vec<((u32, Period), Cell)>, Vec<((u32, Period, u32), u32)>);
+
+    /// The canonical lists built naively, in full: the reference.
+    fn flat(ix: &ServiceIndex) -> Flat {
+        let mut cells: Vec<((u32, Period), Cell)> = (0..ix.cells.len() as u32)
+            .map(|s| (ix.key(s), ix.cells[s as usize]))
+            .collect();
+        cells.sort_unstable_by_key(|e| e.0);
+        let mut refs = Vec::new();
+        for (a, r) in ix.activity_refs.iter().enumerate() {
+            let mut mine: Vec<((u32, Period, u32), u32)> =
+                r.0.iter()
+                    .map(|(&s, &count)| {
+                        let (n, p) = ix.key(s);
+                        ((n, p, a as u32), count)
+                    })
+                    .collect();
+            mine.sort_unstable_by_key(|e| e.0);
+            refs.extend(mine);
+        }
+        (cells, refs)
+    }
+
+    fn assert_streams_the_flat_bytes(ix: &ServiceIndex) {
+        let canonical = ix.canonical();
+        let bytes = postcard::to_stdvec(&canonical).unwrap();
+        assert_eq!(bytes, postcard::to_stdvec(&flat(ix)).unwrap());
+        assert_eq!(canonical.encoded_len(), bytes.len() as u64);
+    }
+
+    #[test]
+    fn the_canonical_form_is_the_bytes_of_the_flat_lists() {
+        assert_streams_the_flat_bytes(&ServiceIndex::default());
+        let mut ix = ServiceIndex::default();
+        // Values on both sides of every varint byte boundary.
+        let edges = [0, 1, 127, 128, 16_383, 16_384, 2_097_152, u32::MAX];
+        let mut x = 0x5eed_u64;
+        let mut next = || {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            x >> 33
+        };
+        // Cells made in a scrambled order, so slot order is not key order.
+        for _ in 0..2_000 {
+            let node = edges[next() as usize % edges.len()].min(next() as u32 % 300);
+            let year = 2020 + (next() % 5) as i32;
+            let period = match next() % 3 {
+                0 => Period::All,
+                1 => Period::Year(year),
+                _ => Period::Month(year, 1 + (next() % 12) as u32),
+            };
+            let pid = ix.period_id(period);
+            let s = ix.slot(node, pid);
+            let cell = &mut ix.cells[s];
+            cell.registered += 1;
+            cell.participations += next();
+            cell.centi -= next() as Centi;
+            for _ in 0..next() % 20 {
+                let activity = (next() % 700) as usize;
+                if ix.activity_refs.len() <= activity {
+                    ix.activity_refs
+                        .resize_with(activity + 1, ActivityRefs::default);
+                }
+                let count = edges[next() as usize % edges.len()].max(1);
+                ix.activity_refs[activity].0.insert(s as u32, count);
+            }
+        }
+        assert!(ix.activity_ref_count() > 10_000);
+        assert_streams_the_flat_bytes(&ix);
+    }
 }

@@ -38,8 +38,9 @@
 //! # Memory (sized for a city: 2.68 M volunteers, ~30 M events)
 //! - per volunteer: an [`account::AccountRow`] of ~150 bytes, plus its service days
 //!   (8 bytes per distinct day), months (16 bytes per active month) and organisations
-//!   (8 bytes each), plus ~40 bytes of interned id → about 300 bytes for a volunteer
-//!   with 10 service days in 6 months at 2 organisations: ~0.8 GiB for 2.68 M;
+//!   (8 bytes each), plus its interned id, stored once (its bytes, 8 for where it
+//!   ends, ~6 in the lookup table) → about 300 bytes for a volunteer with 10 service
+//!   days in 6 months at 2 organisations: ~0.8 GiB for 2.68 M;
 //! - per standing deposit: 32 bytes in the deposit index (a reversal names only the
 //!   original transaction, so its volunteer, activity, day and hours must be kept; the
 //!   organisation follows from the activity), plus the hash table's slack;

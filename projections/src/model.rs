@@ -11,14 +11,16 @@
 //! indices and never iterated into an output unsorted.
 
 use std::collections::hash_map::Entry;
+use std::hash::BuildHasher;
 
 use chrono::{Datelike, NaiveDate};
+use hashbrown::HashTable;
 use ledger_core::domain::account::AccountKind;
 use ledger_core::domain::events::{DecodeError, HourKind, LedgerEvent};
 use ledger_core::domain::units::Unit;
 use ledger_core::log::{Position, RecordedEvent};
 use rust_decimal::Decimal;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::account::{AccountRow, Kind};
@@ -96,59 +98,162 @@ impl Period {
 }
 
 /// Strings ↔ dense `u32` indices, assigned in first-seen (log) order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Each name is stored once: its bytes in `text`, one name after another, and where it
+/// ends in `ends`. The lookup table holds only indices and reaches a name's bytes
+/// through them. The projection worker clones the read models for every periodic
+/// snapshot, under a lock (`runtime.rs`), so the clone matters as much as the size:
+/// here it copies three flat buffers, with no allocation or pointer chase per name.
+/// A name costs its bytes, 8 for its end and ~6 in the table (a `u32` and a control
+/// byte, plus slack); before, it was held twice, as the map's key and in the list,
+/// each a `Box<str>` (a 16-byte pointer and an allocation), and a clone copied both.
+///
+/// Option not taken: `Arc<str>` shared by a map and a list. Stored once too, but a
+/// clone still visits every name to bump its count (a cache miss each, millions at a
+/// city's size) and rebuilds the map entry by entry, and each name carries a 16-byte
+/// count header.
+#[derive(Clone, Default)]
 pub struct Interner {
-    ids: FxHashMap<Box<str>, u32>,
-    names: Vec<Box<str>>,
+    /// Every name's bytes, in index order.
+    text: String,
+    /// `ends[i]`: where name `i` ends in `text` (it starts where name `i - 1` ends).
+    /// `usize`, not `u32`: the fold cannot refuse an event, so the names' total size
+    /// gets no limit of its own beyond memory.
+    ends: Vec<usize>,
+    /// Indices, hashed by their names ([`name_hash`]).
+    table: HashTable<u32>,
+}
+
+/// The hash a name is filed under. FxHash, like the read models' maps: unseeded, and
+/// no output depends on the table's order.
+fn name_hash(name: &str) -> u64 {
+    FxBuildHasher.hash_one(name)
+}
+
+/// Name `i` of `text` as cut by `ends`.
+fn cut<'a>(text: &'a str, ends: &[usize], i: u32) -> &'a str {
+    let i = i as usize;
+    let start = if i == 0 { 0 } else { ends[i - 1] };
+    &text[start..ends[i]]
 }
 
 impl Interner {
     pub fn get(&self, name: &str) -> Option<u32> {
-        self.ids.get(name).copied()
+        self.table
+            .find(name_hash(name), |&i| cut(&self.text, &self.ends, i) == name)
+            .copied()
     }
 
     pub fn intern(&mut self, name: &str) -> u32 {
-        if let Some(&i) = self.ids.get(name) {
+        let hash = name_hash(name);
+        let Self { text, ends, table } = self;
+        if let Some(&i) = table.find(hash, |&i| cut(text, ends, i) == name) {
             return i;
         }
-        let i = u32::try_from(self.names.len()).expect("fewer than 2^32 interned names");
-        self.names.push(name.into());
-        self.ids.insert(name.into(), i);
+        let i = u32::try_from(ends.len()).expect("fewer than 2^32 interned names");
+        text.push_str(name);
+        ends.push(text.len());
+        table.insert_unique(hash, i, |&j| name_hash(cut(text, ends, j)));
         i
     }
 
     pub fn name(&self, i: u32) -> &str {
-        &self.names[i as usize]
+        cut(&self.text, &self.ends, i)
     }
 
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.ends.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.ends.is_empty()
+    }
+
+    /// The names in index order.
+    pub fn names(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        (0..self.ends.len()).map(|i| cut(&self.text, &self.ends, i as u32))
     }
 }
 
-// Only the names are stored; the map is rebuilt on load (half the snapshot size).
+/// Equal names at equal indices; the table follows from them.
+impl PartialEq for Interner {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text && self.ends == other.ends
+    }
+}
+
+impl Eq for Interner {}
+
+impl std::fmt::Debug for Interner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+// Only the names are stored, as a sequence of strings; the table is rebuilt on load
+// (half the snapshot size). The same bytes as the `Vec<Box<str>>` this was before, so
+// snapshots of format 6 still read and the state digest is unchanged.
 impl Serialize for Interner {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.names.serialize(s)
+        s.collect_seq(self.names())
     }
 }
 
 impl<'de> Deserialize<'de> for Interner {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let names: Vec<Box<str>> = Vec::deserialize(d)?;
-        let mut ids = FxHashMap::default();
-        ids.reserve(names.len());
-        for (i, n) in names.iter().enumerate() {
-            let i = u32::try_from(i).map_err(serde::de::Error::custom)?;
-            if ids.insert(n.clone(), i).is_some() {
-                return Err(serde::de::Error::custom(format!("duplicate name {n:?}")));
+        use serde::de::{DeserializeSeed, Error, SeqAccess, Visitor};
+
+        /// Appends one name's bytes to the text: no allocation per name.
+        struct Append<'a>(&'a mut String);
+        impl<'de> DeserializeSeed<'de> for Append<'_> {
+            type Value = ();
+            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_str(self)
             }
         }
-        Ok(Self { ids, names })
+        impl Visitor<'_> for Append<'_> {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a name")
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<(), E> {
+                self.0.push_str(v);
+                Ok(())
+            }
+        }
+
+        struct Names;
+        impl<'de> Visitor<'de> for Names {
+            type Value = Interner;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence of names")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Interner, A::Error> {
+                let n = seq
+                    .size_hint()
+                    .unwrap_or(0)
+                    .min(crate::snapshot::MAP_RESERVE_ENTRIES_MAX);
+                let mut m = Interner {
+                    text: String::new(),
+                    ends: Vec::with_capacity(n),
+                    table: HashTable::with_capacity(n),
+                };
+                let Interner { text, ends, table } = &mut m;
+                while seq.next_element_seed(Append(text))?.is_some() {
+                    let i = u32::try_from(ends.len()).map_err(A::Error::custom)?;
+                    let start = ends.last().copied().unwrap_or(0);
+                    let name = &text[start..];
+                    let hash = name_hash(name);
+                    if table.find(hash, |&j| cut(text, ends, j) == name).is_some() {
+                        return Err(A::Error::custom(format!("duplicate name {name:?}")));
+                    }
+                    ends.push(text.len());
+                    table.insert_unique(hash, i, |&j| name_hash(cut(text, ends, j)));
+                }
+                Ok(m)
+            }
+        }
+        d.deserialize_seq(Names)
     }
 }
 
@@ -559,22 +664,27 @@ impl ReadModels {
 
     /// BLAKE3 over a canonical encoding of the whole state: equal digests mean equal
     /// state, whichever way (rebuild, incremental, resumed) it was reached. Maps are
-    /// hashed in key order.
+    /// hashed in key order. Each part is hashed as its postcard length (u64 LE), then
+    /// its postcard bytes.
     pub fn digest(&self) -> String {
         let mut h = blake3::Hasher::new();
-        let mut put = |v: &dyn erased::Encode| v.encode_into(&mut h);
-        put(&self.checkpoint);
-        put(&self.events);
-        put(&self.accounts);
-        put(&self.rows);
-        put(&self.regions);
-        put(&self.activities);
-        put(&self.activity_orgs);
-        put(&sorted(&self.deposits));
-        put(&sorted(&self.project_spends));
-        put(&self.projects);
-        put(&self.index.canonical());
-        put(&self.redemptions.canonical());
+        let h = &mut h;
+        put(h, &self.checkpoint);
+        put(h, &self.events);
+        put(h, &self.accounts);
+        put(h, &self.rows);
+        put(h, &self.regions);
+        put(h, &self.activities);
+        put(h, &self.activity_orgs);
+        put(h, &sorted(&self.deposits));
+        put(h, &sorted(&self.project_spends));
+        put(h, &self.projects);
+        // The largest part (tens of millions of activity counts at a city) is
+        // streamed, not built: the same length and bytes as the sorted lists it
+        // stands for (`index::Canonical`).
+        let index = self.index.canonical();
+        put_streamed(h, &index, index.encoded_len());
+        put(h, &self.redemptions.canonical());
         h.finalize().to_hex().to_string()
     }
 }
@@ -586,23 +696,126 @@ pub fn sorted<K: Ord + Clone, V: Clone>(m: &FxHashMap<K, V>) -> Vec<(K, V)> {
     v
 }
 
-mod erased {
-    //! Hash any serialisable value as postcard bytes, length-prefixed.
-    pub trait Encode {
-        fn encode_into(&self, h: &mut blake3::Hasher);
+/// Hash one part of the digest: its postcard length as u64 LE, then its postcard
+/// bytes.
+fn put(h: &mut blake3::Hasher, v: &impl Serialize) {
+    let bytes = postcard::to_stdvec(v).expect("read models always serialise");
+    h.update(&(bytes.len() as u64).to_le_bytes());
+    h.update(&bytes);
+}
+
+/// [`put`] for a part too large to encode into memory first: `len`, which the caller
+/// computed without encoding, then the bytes streamed into the hasher through a
+/// buffer. The same input to the hash as `put`; a wrong `len` would silently change
+/// digests, so the bytes are counted and checked.
+fn put_streamed(h: &mut blake3::Hasher, v: &impl Serialize, len: u64) {
+    /// Feeds the hasher and counts.
+    struct Sink<'h> {
+        h: &'h mut blake3::Hasher,
+        written: u64,
     }
-    impl<T: serde::Serialize> Encode for T {
-        fn encode_into(&self, h: &mut blake3::Hasher) {
-            let bytes = postcard::to_stdvec(self).expect("read models always serialise");
-            h.update(&(bytes.len() as u64).to_le_bytes());
-            h.update(&bytes);
+    impl std::io::Write for Sink<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.h.update(buf);
+            self.written += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
         }
     }
+    h.update(&len.to_le_bytes());
+    // Buffered: postcard writes a byte or a few at a time, and a hasher update per
+    // varint would cost more than the hashing.
+    let sink = std::io::BufWriter::with_capacity(1 << 16, Sink { h, written: 0 });
+    let sink = postcard::to_io(v, sink).expect("read models always serialise");
+    let sink = sink
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .expect("the hasher takes every byte");
+    assert_eq!(
+        sink.written, len,
+        "a streamed digest part is as long as it said"
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn interner(names: &[&str]) -> Interner {
+        let mut m = Interner::default();
+        for n in names {
+            m.intern(n);
+        }
+        m
+    }
+
+    #[test]
+    fn an_interner_keeps_each_name_once_and_a_clone_finds_them_all() {
+        let names = [
+            "v-1",
+            "org-2/act-3",
+            "",
+            "v-1",
+            "hangzhou/d1",
+            "org-2/act-3",
+        ];
+        let m = interner(&names);
+        assert_eq!(m.len(), 4);
+        assert_eq!(
+            m.names().collect::<Vec<_>>(),
+            ["v-1", "org-2/act-3", "", "hangzhou/d1"]
+        );
+        // Once: the text holds each distinct name's bytes and nothing else.
+        assert_eq!(m.text, "v-1org-2/act-3hangzhou/d1");
+        let copy = m.clone();
+        assert_eq!(copy, m);
+        for (i, n) in m.names().enumerate() {
+            assert_eq!(copy.get(n), Some(i as u32));
+            assert_eq!(copy.name(i as u32), n);
+        }
+        assert_eq!(copy.get("v-2"), None);
+    }
+
+    #[test]
+    fn an_interner_encodes_as_the_list_of_its_names_and_reads_back_equal() {
+        let m = interner(&["v-1", "", "org-2/act-3", "区域/一"]);
+        let bytes = postcard::to_stdvec(&m).unwrap();
+        // The bytes of format 6 (a `Vec<Box<str>>` before), hence the same digests.
+        let list: Vec<Box<str>> = m.names().map(Into::into).collect();
+        assert_eq!(bytes, postcard::to_stdvec(&list).unwrap());
+        let back: Interner = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.get("org-2/act-3"), Some(2));
+        assert_eq!(back.get("区域/一"), Some(3));
+        // Interning goes on from where the snapshot stopped.
+        let mut back = back;
+        assert_eq!(back.intern("v-9"), 4);
+        assert_eq!(back.intern(""), 1);
+    }
+
+    #[test]
+    fn a_name_twice_does_not_decode() {
+        let bytes = postcard::to_stdvec(&["a", "b", "a"]).unwrap();
+        assert!(postcard::from_bytes::<Interner>(&bytes).is_err());
+    }
+
+    #[test]
+    fn a_streamed_part_hashes_as_an_encoded_one() {
+        let part = (vec![(1u32, "a".to_owned()); 50_000], Some(u64::MAX));
+        let len = postcard::to_stdvec(&part).unwrap().len() as u64;
+        let (mut encoded, mut streamed) = (blake3::Hasher::new(), blake3::Hasher::new());
+        put(&mut encoded, &part);
+        put_streamed(&mut streamed, &part, len);
+        assert_eq!(encoded.finalize(), streamed.finalize());
+    }
+
+    #[test]
+    #[should_panic(expected = "as long as it said")]
+    fn a_streamed_part_of_another_length_is_a_bug() {
+        put_streamed(&mut blake3::Hasher::new(), &[1u8, 2, 3], 4);
+    }
 
     #[test]
     fn a_deposit_ref_holds_the_domains_largest_entry() {

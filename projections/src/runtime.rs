@@ -197,26 +197,31 @@ fn begin_snapshot(dir: &Path, models: &RwLock<ReadModels>, hook: Option<Snapshot
     InFlight { task, started }
 }
 
-/// Wait for the snapshot in flight, if any (never completes without one).
-async fn in_flight_done(in_flight: &mut Option<InFlight>) -> Result<Written, RuntimeError> {
-    match in_flight {
-        Some(f) => (&mut f.task)
+impl InFlight {
+    /// Wait for the write to end and account for it: the one place a snapshot's task
+    /// is joined, whether periodic (in flight beside the worker, or the last one at
+    /// stop) or final. Its failure stops the worker. Cancel-safe: dropped before the
+    /// task ends, it leaves the task running, to be waited for again.
+    async fn finish(&mut self, stats: &WorkerStats) -> Result<(), RuntimeError> {
+        let (bytes, cp) = (&mut self.task)
             .await
-            .map_err(|e| RuntimeError::Task(e.to_string())),
-        None => std::future::pending().await,
+            .map_err(|e| RuntimeError::Task(e.to_string()))??;
+        stats.snapshot_written();
+        tracing::info!(bytes, checkpoint = ?cp, ms = self.started.elapsed().as_millis() as u64, "projection snapshot written");
+        Ok(())
     }
 }
 
-/// Account for a finished snapshot write; its failure stops the worker, as before.
-fn snapshot_finished(
-    result: Result<Written, RuntimeError>,
-    started: Instant,
+/// Finish the snapshot in flight, if any (never completes without one): for
+/// `select!`, where the worker goes on applying meanwhile.
+async fn finish_in_flight(
+    in_flight: &mut Option<InFlight>,
     stats: &WorkerStats,
 ) -> Result<(), RuntimeError> {
-    let (bytes, cp) = result??;
-    stats.snapshot_written();
-    tracing::info!(bytes, checkpoint = ?cp, ms = started.elapsed().as_millis() as u64, "projection snapshot written");
-    Ok(())
+    match in_flight {
+        Some(f) => f.finish(stats).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Write a snapshot and wait for it, under a read lock: for the final snapshot, when
@@ -228,13 +233,11 @@ async fn write_snapshot(
 ) -> Result<(), RuntimeError> {
     let (dir, models) = (dir.to_owned(), models.clone());
     let started = Instant::now();
-    let result = tokio::task::spawn_blocking(move || {
+    let task = tokio::task::spawn_blocking(move || {
         let g = models.read().unwrap_or_else(PoisonError::into_inner);
         snapshot::write(&dir, &g).map(|b| (b, g.checkpoint))
-    })
-    .await
-    .map_err(|e| RuntimeError::Task(e.to_string()));
-    snapshot_finished(result, started, stats)
+    });
+    InFlight { task, started }.finish(stats).await
 }
 
 /// Load the snapshot (if any), start the worker, and return the query handle.
@@ -330,9 +333,9 @@ async fn run(
         loop {
             tokio::select! {
                 _ = &mut stop => break 'subscribe,
-                done = in_flight_done(&mut in_flight), if in_flight.is_some() => {
-                    let started = in_flight.take().expect("a snapshot was in flight").started;
-                    snapshot_finished(done, started, &stats)?;
+                done = finish_in_flight(&mut in_flight, &stats), if in_flight.is_some() => {
+                    in_flight = None;
+                    done?;
                 }
                 _ = tick.tick() => {
                     let due = since_snapshot > 0 && last_snapshot.elapsed() >= config.snapshot_every;
@@ -373,11 +376,8 @@ async fn run(
         }
     }
     // The one in flight first: the final snapshot must be renamed after it.
-    if let Some(f) = in_flight.take() {
-        let done = (f.task)
-            .await
-            .map_err(|e| RuntimeError::Task(e.to_string()));
-        snapshot_finished(done, f.started, &stats)?;
+    if let Some(mut f) = in_flight.take() {
+        f.finish(&stats).await?;
     }
     if since_snapshot > 0 {
         if let Some(dir) = &config.dir {

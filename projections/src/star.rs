@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use ledger_core::domain::units::parse_plain_decimal;
 use rust_decimal::Decimal;
 
 /// The national scheme's thresholds for 1..=5 stars: 100 / 300 / 600 / 1,000 / 1,500.
@@ -123,28 +124,19 @@ impl StarPolicy {
     }
 }
 
-/// A threshold: plain digits with an optional '.' and at most two places. Signs,
-/// exponents, spaces and separators are refused rather than guessed at.
+/// A threshold: plain digits with an optional '.' and at most two places
+/// (`ledger_core`'s [`parse_plain_decimal`], the amounts' parser). Signs, exponents,
+/// spaces and separators are refused rather than guessed at; zero parses here and is
+/// refused with the other thresholds (they must be positive and increasing).
 fn threshold(version: &str, text: &str) -> Result<Decimal, PolicyError> {
     let err = || PolicyError::Threshold {
         version: version.to_owned(),
         text: text.chars().take(THRESHOLD_TEXT_BYTES_MAX).collect(),
     };
-    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-    let plain = !int.is_empty()
-        && text.len() <= THRESHOLD_TEXT_BYTES_MAX
-        && int.bytes().all(|b| b.is_ascii_digit())
-        && frac.bytes().all(|b| b.is_ascii_digit())
-        // "5." is refused: a '.' needs digits after it.
-        && frac.is_empty() != text.contains('.');
-    if !plain {
+    if text.len() > THRESHOLD_TEXT_BYTES_MAX {
         return Err(err());
     }
-    let value = Decimal::from_str(text).map_err(|_| err())?;
-    if value.normalize().scale() > THRESHOLD_SCALE_MAX {
-        return Err(err());
-    }
-    Ok(value)
+    parse_plain_decimal(text, THRESHOLD_SCALE_MAX).map_err(|_| err())
 }
 
 fn valid_name(name: &str) -> bool {

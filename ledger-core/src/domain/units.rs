@@ -30,8 +30,9 @@ pub const HOURS_PER_ENTRY_MAX: Decimal = Decimal::from_parts(10_000, 0, 0, false
 /// rate of a few points per hour; 1,000,000 bounds a mistaken rate or a typo.
 pub const POINTS_PER_ENTRY_MAX: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
 
-/// Longest amount text we try to parse. Longer input is rejected before parsing so that
-/// a client cannot make the parser chew on megabytes.
+/// Longest amount text we try to parse (and any plain decimal, [`parse_plain_decimal`]).
+/// Longer input is rejected before parsing so that a client cannot make the parser
+/// chew on megabytes.
 pub const AMOUNT_TEXT_BYTES_MAX: usize = 32;
 
 /// Why a client's amount text is not an amount. Each says what to send instead.
@@ -59,30 +60,66 @@ impl AmountError {
     }
 }
 
+/// Why a text is not a plain decimal ([`parse_plain_decimal`]). Callers turn it into
+/// their own error, which says what to send instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlainDecimalError {
+    #[error("not plain decimal notation (digits with an optional '.' and digits after it, at most {AMOUNT_TEXT_BYTES_MAX} bytes)")]
+    Malformed,
+    #[error("more than {max} decimal places")]
+    ScaleExceeded { max: u32 },
+}
+
+/// Parse plain decimal notation: ASCII digits, optionally a '.' and more digits
+/// (`"5"`, `"0.25"`, `"150.5"`), at most [`AMOUNT_TEXT_BYTES_MAX`] bytes, with at
+/// most `scale_max` decimal places once trailing zeros are dropped (`"1.500"` has two).
+/// Signs, exponents, spaces, separators, `"5."` and `".5"` are refused rather than
+/// guessed at. The value keeps the scale it was written with; a caller that needs a
+/// fixed scale rescales it.
+///
+/// The one parser of every decimal the ledger takes as text: amounts here, star
+/// thresholds in the projections.
+pub fn parse_plain_decimal(text: &str, scale_max: u32) -> Result<Decimal, PlainDecimalError> {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let plain = text.len() <= AMOUNT_TEXT_BYTES_MAX
+        && !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        // "5." is refused: a '.' needs digits after it.
+        && frac.is_empty() != text.contains('.');
+    if !plain {
+        return Err(PlainDecimalError::Malformed);
+    }
+    let value = Decimal::from_str(text).map_err(|_| PlainDecimalError::Malformed)?;
+    if value.normalize().scale() > scale_max {
+        return Err(PlainDecimalError::ScaleExceeded { max: scale_max });
+    }
+    Ok(value)
+}
+
 /// Parse a positive amount of at most [`UNIT_SCALE_MAX`] places and at most `max`.
 fn parse_amount(text: &str, max: Decimal) -> Result<Decimal, AmountError> {
     let shown = || text.chars().take(AMOUNT_TEXT_BYTES_MAX).collect::<String>();
-    // Only plain decimal notation: no exponent, no sign, no spaces, no '_' separators.
-    let plain = !text.is_empty()
-        && text.len() <= AMOUNT_TEXT_BYTES_MAX
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
-        && text.bytes().filter(|&b| b == b'.').count() <= 1
-        && text.bytes().skip(1).all(|b| b != b'-')
-        && text.bytes().any(|b| b.is_ascii_digit())
-        && !text.ends_with('.')
-        && !text.starts_with('.')
-        && !text.starts_with("-.");
-    if !plain {
+    if text.len() > AMOUNT_TEXT_BYTES_MAX {
         return Err(AmountError::Malformed { text: shown() });
     }
-    let value = Decimal::from_str(text).map_err(|_| AmountError::Malformed { text: shown() })?;
+    // A leading '-' is read so that "-1" is told it is not positive rather than
+    // malformed; a negative amount is that whatever its places.
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let value = match parse_plain_decimal(digits, UNIT_SCALE_MAX) {
+        Err(PlainDecimalError::Malformed) => return Err(AmountError::Malformed { text: shown() }),
+        _ if negative => return Err(AmountError::NotPositive { text: shown() }),
+        // Zero has no places, so more than two means a positive amount.
+        Err(PlainDecimalError::ScaleExceeded { .. }) => {
+            return Err(AmountError::ScaleExceeded { text: shown() })
+        }
+        Ok(value) => value,
+    };
     if value <= Decimal::ZERO {
         return Err(AmountError::NotPositive { text: shown() });
-    }
-    if value.normalize().scale() > UNIT_SCALE_MAX {
-        return Err(AmountError::ScaleExceeded { text: shown() });
     }
     if value > max {
         return Err(AmountError::TooLarge { text: shown(), max });
@@ -250,6 +287,38 @@ mod tests {
         assert_eq!(
             Points::parse("1000000.01").unwrap_err().reason(),
             "AMOUNT_TOO_LARGE"
+        );
+    }
+
+    #[test]
+    fn plain_decimals_parse_as_written_up_to_the_given_places() {
+        let p = |t: &str, places: u32| parse_plain_decimal(t, places);
+        assert_eq!(p("5", 0), Ok(d("5")));
+        assert_eq!(p("0", 2), Ok(Decimal::ZERO));
+        assert_eq!(p("150.5", 2), Ok(d("150.5")));
+        // As written: the scale is the text's; trailing zeros are not places.
+        assert_eq!(p("1.500", 2).unwrap().scale(), 3);
+        assert_eq!(p("2.50", 1), Ok(d("2.5")));
+        assert_eq!(
+            p("1.125", 2),
+            Err(PlainDecimalError::ScaleExceeded { max: 2 })
+        );
+        assert_eq!(
+            p("1.5", 0),
+            Err(PlainDecimalError::ScaleExceeded { max: 0 })
+        );
+        for bad in [
+            "", "-1", "+1", "1e3", " 1", "1 ", "1.", ".5", "1.2.3", "1_000", "1,5", "NaN",
+            "١", // an Arabic-Indic digit: digits are ASCII
+        ] {
+            assert_eq!(p(bad, 2), Err(PlainDecimalError::Malformed), "{bad:?}");
+        }
+        // The length bound, exactly: leading zeros cost bytes, not value.
+        let zeros = "0".repeat(AMOUNT_TEXT_BYTES_MAX);
+        assert_eq!(p(&zeros, 2), Ok(Decimal::ZERO));
+        assert_eq!(
+            p(&format!("{zeros}0"), 2),
+            Err(PlainDecimalError::Malformed)
         );
     }
 
