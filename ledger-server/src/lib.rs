@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ledger_core::app::{CommandError, Handler, LedgerConfig, SystemClock};
+use ledger_core::app::{CommandError, DecodedEvents, Handler, LedgerConfig, SystemClock};
 use ledger_store::{EmbeddedConfig, EmbeddedLog, OpenError, Store, StoreError};
 use projections::runtime::PROJECTIONS_DIR;
 use projections::ProjectionConfig;
@@ -175,10 +175,17 @@ pub async fn run_on(
             return Err(e.into());
         }
     };
-    let handler = Handler::new(store.log(), Arc::new(SystemClock), config.ledger);
+    // The handler leaves each event it appends, decoded, for the projection worker,
+    // which then does not decode the payload again (`ledger_core::app::DecodedEvents`).
+    let decoded = Arc::new(DecodedEvents::new());
+    let handler = Handler::new(store.log(), Arc::new(SystemClock), config.ledger)
+        .with_decoded_events(decoded.clone());
     let queries = QueryConfig {
         partners,
-        projections: ProjectionConfig::in_dir(config.data_dir.join(PROJECTIONS_DIR)),
+        projections: ProjectionConfig {
+            decoded: Some(decoded),
+            ..ProjectionConfig::in_dir(config.data_dir.join(PROJECTIONS_DIR))
+        },
         lag_counting: match &store {
             Store::Embedded(_) => projections::LagCounting::Sequence,
             _ => projections::LagCounting::ReadAhead,

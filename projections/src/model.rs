@@ -462,15 +462,7 @@ impl ReadModels {
 
     /// Apply one recorded event. Events must come in global order, each once.
     pub fn apply(&mut self, recorded: &RecordedEvent) -> Result<(), ApplyError> {
-        if let Some(cp) = self.checkpoint {
-            if recorded.position <= cp {
-                return Err(ApplyError::OutOfOrder {
-                    id: recorded.id,
-                    position: recorded.position,
-                    checkpoint: cp,
-                });
-            }
-        }
+        self.check_order(recorded)?;
         let event =
             LedgerEvent::decode(&recorded.event_type, &recorded.data).map_err(|source| {
                 ApplyError::Decode {
@@ -479,10 +471,46 @@ impl ReadModels {
                     source,
                 }
             })?;
-        self.apply_event(recorded.id.0.as_u128(), &event);
+        self.apply_at(recorded, &event);
+        Ok(())
+    }
+
+    /// [`ReadModels::apply`] of `recorded` given its payload already decoded: `event`
+    /// is what this process's handler encoded the payload from
+    /// ([`ledger_core::app::DecodedEvents`]). Debug builds decode the payload anyway
+    /// and assert that the two are equal.
+    pub fn apply_decoded(
+        &mut self,
+        recorded: &RecordedEvent,
+        event: &LedgerEvent,
+    ) -> Result<(), ApplyError> {
+        self.check_order(recorded)?;
+        debug_assert_eq!(
+            LedgerEvent::decode(&recorded.event_type, &recorded.data)
+                .ok()
+                .as_ref(),
+            Some(event),
+            "a decoded event handed over equals its stored payload"
+        );
+        self.apply_at(recorded, event);
+        Ok(())
+    }
+
+    fn check_order(&self, recorded: &RecordedEvent) -> Result<(), ApplyError> {
+        match self.checkpoint {
+            Some(cp) if recorded.position <= cp => Err(ApplyError::OutOfOrder {
+                id: recorded.id,
+                position: recorded.position,
+                checkpoint: cp,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn apply_at(&mut self, recorded: &RecordedEvent, event: &LedgerEvent) {
+        self.apply_event(recorded.id.0.as_u128(), event);
         self.checkpoint = Some(recorded.position);
         self.events += 1;
-        Ok(())
     }
 
     /// Apply a decoded event whose event id is `id`.

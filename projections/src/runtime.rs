@@ -32,6 +32,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use ledger_core::app::DecodedEvents;
 use ledger_core::log::{limits::READ_EVENTS_MAX, EventLog, Position, ReadError, ReadFrom};
 use tokio::sync::{oneshot, watch};
 
@@ -62,6 +63,10 @@ pub struct ProjectionConfig {
     /// Called on the snapshot's writing thread before each periodic write: a test seam
     /// that plays a slow disk (None in production).
     pub before_snapshot_write: Option<SnapshotHook>,
+    /// Events this process's handler appended, still decoded: the worker takes an
+    /// event from here when it reaches its position instead of decoding the payload
+    /// again ([`DecodedEvents`]). None: every payload is decoded.
+    pub decoded: Option<Arc<DecodedEvents>>,
 }
 
 /// See [`ProjectionConfig::before_snapshot_write`].
@@ -90,6 +95,7 @@ impl Default for ProjectionConfig {
             snapshot_every_events: SNAPSHOT_EVERY_EVENTS,
             snapshot_every: SNAPSHOT_EVERY,
             before_snapshot_write: None,
+            decoded: None,
         }
     }
 }
@@ -352,7 +358,10 @@ async fn run(
                         for item in chunk {
                             match item {
                                 Ok(e) => {
-                                    g.apply(&e)?;
+                                    match config.decoded.as_ref().and_then(|d| d.take(e.position, e.id)) {
+                                        Some(event) => g.apply_decoded(&e, &event)?,
+                                        None => g.apply(&e)?,
+                                    }
                                     since_snapshot += 1;
                                 }
                                 Err(e) => {

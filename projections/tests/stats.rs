@@ -88,3 +88,37 @@ async fn the_snapshot_age_grows_from_start_and_resets_after_a_snapshot() {
         .exists());
     w.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_worker_takes_the_handlers_decoded_events_and_folds_the_same_state() {
+    use ledger_core::app::DecodedEvents;
+    let decoded = Arc::new(DecodedEvents::new());
+    let mut c = City::new();
+    c.handler = c.handler.clone().with_decoded_events(decoded.clone());
+    c.organisation("org0", "hz/xihu").await;
+    c.volunteer("v0", "hz/xihu/a", "2025-01-01").await;
+    c.volunteer("v1", "hz/xihu/b", "2025-02-01").await;
+    c.deposit("v0", "org0", "2026-11-01", "3").await;
+    let last = c.deposit("v1", "org0", "2026-11-02", "2.5").await;
+    let log = Arc::new(c.log.clone());
+    let appended = last.position.commit() + 1;
+    // Started after the commands, the worker finds every event left for it.
+    let cfg = ProjectionConfig {
+        decoded: Some(decoded.clone()),
+        ..ProjectionConfig::default()
+    };
+    let (p, w) = runtime::start(log.clone(), cfg).await;
+    p.freshness()
+        .wait_for(last.position, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(decoded.taken(), appended, "no payload decoded again");
+    let live = p.read().digest();
+    w.stop().await.unwrap();
+    let rebuilt = runtime::rebuild(&*log, None).await.unwrap();
+    assert_eq!(
+        live,
+        rebuilt.digest(),
+        "same state as decoding every payload"
+    );
+}

@@ -8,6 +8,7 @@ use chrono::FixedOffset;
 use rust_decimal::Decimal;
 
 use super::clock::Clock;
+use super::decoded::DecodedEvents;
 use super::receipts::{receipts_for, Receipt, ReceiptMark, ReceiptReport};
 use crate::domain::account::AccountId;
 use crate::domain::chain::{
@@ -22,7 +23,8 @@ use crate::domain::units::{ExchangeRate, Unit};
 use crate::domain::Rejection;
 use crate::log::limits::READ_EVENTS_MAX;
 use crate::log::{
-    AppendError, AppendResult, EventLog, ExpectedVersion, NewEvent, ReadError, ReadFrom, StreamName,
+    AppendError, AppendResult, EventId, EventLog, ExpectedVersion, NewEvent, ReadError, ReadFrom,
+    StreamName,
 };
 
 /// How many times a command is re-decided after losing an optimistic-concurrency race
@@ -121,6 +123,9 @@ pub struct Handler {
     /// server then runs [`Handler::deliver_receipts`].
     receipts_pending: Arc<AtomicBool>,
     states: Arc<StateCache>,
+    /// Where appended events are left, decoded, for this process's projection worker
+    /// ([`Handler::with_decoded_events`]); None: nobody takes them.
+    decoded: Option<Arc<DecodedEvents>>,
 }
 
 /// Default for the most account states the handler keeps folded between commands
@@ -241,6 +246,24 @@ impl Handler {
             config,
             receipts_pending: Arc::new(AtomicBool::new(false)),
             states: Arc::new(StateCache::new(STATE_CACHE_ACCOUNTS_MAX)),
+            decoded: None,
+        }
+    }
+
+    /// The same handler leaving every event it appends, decoded, in `decoded` for a
+    /// projection worker in this process to take instead of decoding the payload
+    /// again ([`DecodedEvents`]).
+    pub fn with_decoded_events(mut self, decoded: Arc<DecodedEvents>) -> Self {
+        self.decoded = Some(decoded);
+        self
+    }
+
+    /// Leave `event`, just appended as `result` with id `id`, for the projection worker.
+    /// Only a fresh single-event append: an idempotent retry reports where the original
+    /// landed, which the worker has long passed.
+    fn leave_decoded(&self, fresh: bool, result: &AppendResult, id: EventId, event: LedgerEvent) {
+        if let (Some(decoded), true, [position]) = (&self.decoded, fresh, &result.positions[..]) {
+            decoded.put(*position, id, event);
         }
     }
 
@@ -409,8 +432,11 @@ impl Handler {
                     // lets a receipt below fold into its receiver's state in place.
                     drop(others);
                     let request = Some((command.request_id().clone(), digest));
+                    let fresh = folded.version == result.stream_version;
                     folded.cache(&self.states, target, &result, request, &event);
-                    for receipt in receipts_for(target_id, transaction, &event) {
+                    let receipts = receipts_for(target_id, transaction, &event);
+                    self.leave_decoded(fresh, &result, event_id, event);
+                    for receipt in receipts {
                         if self.deliver(&receipt).await.is_err() {
                             // The transaction stands; the receipt is healed by a catch-up.
                             self.receipts_pending.store(true, Ordering::Release);
@@ -463,8 +489,9 @@ impl Handler {
                 prev_hash: hex::encode(state.last_hash),
                 causation: Some(receipt.transaction),
             };
+            let id = event_id_for_receipt(receipt.transaction, receipt.to.as_str());
             let new = NewEvent {
-                id: event_id_for_receipt(receipt.transaction, receipt.to.as_str()),
+                id,
                 event_type: event.event_type().to_owned(),
                 data: event.encode(),
                 metadata: metadata.encode(),
@@ -473,7 +500,9 @@ impl Handler {
             let expected = ExpectedVersion::from_current(state.version);
             match self.log.append(&stream, expected, vec![new]).await {
                 Ok(result) => {
+                    let fresh = folded.version == result.stream_version;
                     folded.cache(&self.states, state, &result, None, &event);
+                    self.leave_decoded(fresh, &result, id, event);
                     return Ok(true);
                 }
                 Err(AppendError::WrongExpectedVersion { .. }) => continue,

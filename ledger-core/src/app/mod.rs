@@ -28,10 +28,12 @@
 //! fresh state, then refused as `RequestIdReused` (`AlreadyReversed` for reversals).
 
 mod clock;
+mod decoded;
 mod handler;
 mod receipts;
 
 pub use clock::{Clock, FixedClock, SystemClock};
+pub use decoded::{DecodedEvents, DECODED_EVENTS_SLOTS};
 pub use handler::{
     CommandError, Handler, LedgerConfig, VerifyError, COMMAND_RETRIES_MAX, STATE_CACHE_ACCOUNTS_MAX,
 };
