@@ -358,7 +358,7 @@ async fn run(
                         for item in chunk {
                             match item {
                                 Ok(e) => {
-                                    match config.decoded.as_ref().and_then(|d| d.take(e.position, e.id)) {
+                                    match config.decoded.as_ref().and_then(|d| d.take(e.id, &e.data)) {
                                         Some(event) => g.apply_decoded(&e, &event)?,
                                         None => g.apply(&e)?,
                                     }
@@ -373,6 +373,21 @@ async fn run(
                         g.checkpoint
                     };
                     tx.send_replace(checkpoint);
+                    if let Some(ReadError::UnknownPosition(at)) = &failed {
+                        // The checkpoint is not in this log: the log was restored from a
+                        // backup older than the snapshot (docs/operations.md, "Restore").
+                        // Read models past the log's head describe events it no longer
+                        // holds, so they are dropped and rebuilt from the start rather
+                        // than retried forever. The next snapshot replaces the old one.
+                        tracing::warn!(
+                            checkpoint = %at,
+                            "the read models' checkpoint is not in the event log (restored from an older backup?); rebuilding them from the start"
+                        );
+                        *models.write().unwrap_or_else(PoisonError::into_inner) = ReadModels::new();
+                        tx.send_replace(None);
+                        since_snapshot = 0;
+                        continue 'subscribe;
+                    }
                     if let Some(e) = failed {
                         tracing::warn!("projection subscription failed: {e}; resubscribing from {checkpoint:?}");
                         tokio::time::sleep(RESUBSCRIBE_DELAY).await;

@@ -122,3 +122,51 @@ async fn the_worker_takes_the_handlers_decoded_events_and_folds_the_same_state()
         "same state as decoding every payload"
     );
 }
+
+#[tokio::test]
+async fn a_snapshot_past_the_logs_head_is_dropped_and_the_models_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || ProjectionConfig {
+        snapshot_every: Duration::from_secs(3600),
+        ..ProjectionConfig::in_dir(dir.path())
+    };
+    // A log of five events, folded and snapshotted at the worker's stop.
+    let mut c = City::new();
+    c.organisation("org0", "hz/xihu").await;
+    c.volunteer("v0", "hz/xihu/a", "2025-01-01").await;
+    c.deposit("v0", "org0", "2026-11-01", "3").await;
+    let last = c.deposit("v0", "org0", "2026-11-02", "2").await;
+    let (p, w) = runtime::start(Arc::new(c.log.clone()), cfg()).await;
+    p.freshness()
+        .wait_for(last.position, Duration::from_secs(2))
+        .await
+        .unwrap();
+    w.stop().await.unwrap();
+    // The log "restored from an older backup": only the first three events' worth.
+    let mut older = City::new();
+    older.organisation("org0", "hz/xihu").await;
+    let registered = older.volunteer("v0", "hz/xihu/a", "2025-01-01").await;
+    assert!(registered.position < last.position);
+    let log = Arc::new(older.log.clone());
+    let (p, w) = runtime::start(log.clone(), cfg()).await;
+    // The snapshot loads first (checkpoint past the head, so a freshness wait would
+    // pass at once); the worker then finds its checkpoint missing and rebuilds.
+    let rebuilt = runtime::rebuild(&*log, None).await.unwrap();
+    let mut waited = Duration::ZERO;
+    while p.read().events != rebuilt.events || p.read().checkpoint != rebuilt.checkpoint {
+        assert!(
+            waited < Duration::from_secs(5),
+            "never rebuilt: {:?}",
+            p.read().checkpoint
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += Duration::from_millis(20);
+    }
+    assert_eq!(rebuilt.checkpoint, Some(registered.position));
+    assert_eq!(
+        p.read().digest(),
+        rebuilt.digest(),
+        "the state of the restored log"
+    );
+    w.stop().await.unwrap();
+}

@@ -1,40 +1,53 @@
-//! [`DecodedEvents`]: the events this process's handler has just appended, still
-//! decoded, for the projection worker of the same process.
+//! [`DecodedEvents`]: the events this process's handler is appending, still decoded,
+//! for the projection worker of the same process.
 //!
 //! Every event a command appends is read back by the projection worker moments later,
 //! which used to decode its JSON payload again: ~7 % of the server's CPU under a
 //! `SubmitBatch` load (docs/benchmarks.md). The handler holds the decoded event it
-//! encoded those bytes from, so it leaves it here, keyed by the event's log position
-//! and id; the worker takes it when it reaches that position and decodes only on a
-//! miss. The log stays the only truth: an entry is used only for the record at the
-//! same position with the same id, whose payload the handler encoded from this very
-//! event (debug builds decode anyway and assert they are equal).
+//! encodes those bytes from, so it leaves it here, with a copy of the bytes, before it
+//! appends; the worker takes it when it reads a record with the same id and the same
+//! payload bytes, and decodes only on a miss. The log stays the only truth: an entry is
+//! used only for a record whose payload is byte for byte the one the handler encoded
+//! from this very event, so whatever happened to the append (a lost race re-decided
+//! under the same id, a refusal, another process's event), the worker folds what the
+//! record says (debug builds decode anyway and assert that the two are equal).
+//!
+//! Left *before* the append, not after: the worker is woken by the group commit and
+//! usually reads the record before the handler's task even sees its reply, so an entry
+//! keyed by the position the append returns was found 5 % of the time under load.
 //!
 //! Bounded by construction: a fixed ring of [`DECODED_EVENTS_SLOTS`] slots indexed by
-//! position; a new entry overwrites whatever its slot held, so an entry the worker
-//! never takes (it read the record before the handler put it, or the worker is far
-//! behind) costs one slot until it is overwritten, and a miss only means one decode.
-//! Options not taken: an unbounded map (a stalled worker would grow it without limit),
-//! and handing events to the worker over a channel (the worker must apply in log
-//! order, which a channel filled by many handler tasks does not give).
+//! event id; a new entry overwrites whatever its slot held, so an entry the worker
+//! never takes (the append was refused, or the worker is far behind) costs one slot
+//! until it is overwritten, and a miss only means one decode. Options not taken: an
+//! unbounded map (a stalled worker would grow it without limit), and handing events to
+//! the worker over a channel (the worker must apply in log order, which a channel
+//! filled by many handler tasks does not give).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::domain::events::LedgerEvent;
-use crate::log::{EventId, Position};
+use crate::log::EventId;
 
 /// Slots in the ring. The worker reads an event a few milliseconds after its commit
 /// (one group commit plus a wake-up); 16,384 slots cover more than 100 ms at 100 k
-/// appended events/s, so a worker that keeps up almost never misses, for ~0.8 MiB of
-/// slots plus the events in them.
+/// appended events/s, so a worker that keeps up almost never misses, for ~1 MiB of
+/// slots plus the entries in them (~0.5 KiB each: the payload copy and the event).
 pub const DECODED_EVENTS_SLOTS: usize = 16_384;
 
-type Slot = Mutex<Option<(Position, EventId, Box<LedgerEvent>)>>;
+struct Entry {
+    id: EventId,
+    /// The payload the handler encoded from `event`, to be matched byte for byte.
+    data: Vec<u8>,
+    event: Arc<LedgerEvent>,
+}
+
+type Slot = Mutex<Option<Entry>>;
 
 pub struct DecodedEvents {
     slots: Box<[Slot]>,
-    /// Events taken so far (for tests and monitoring: the share of decodes saved).
+    /// Events taken so far (for tests and monitoring: the decodes saved).
     taken: AtomicU64,
 }
 
@@ -48,6 +61,7 @@ impl std::fmt::Debug for DecodedEvents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DecodedEvents")
             .field("slots", &self.slots.len())
+            .field("taken", &self.taken())
             .finish()
     }
 }
@@ -66,14 +80,14 @@ impl DecodedEvents {
         }
     }
 
-    /// The slot of `position`. Dense logs number events 0, 1, 2, …; KurrentDB's commit
-    /// positions are byte offsets, so they are mixed (Fibonacci hashing) before the
-    /// modulo rather than used as they are.
-    fn slot(&self, position: Position) -> &Slot {
-        let mixed = position.commit().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16;
-        // A poisoned slot only means a thread panicked while holding it; the entry is
+    /// The slot of `id`. Event ids are UUIDs derived by hashing (request ids,
+    /// transactions), so their first bytes are already spread.
+    fn slot(&self, id: EventId) -> &Slot {
+        let b = id.0.as_bytes();
+        let head = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        // A poisoned slot only means a thread panicked while holding it; an entry is
         // checked on use, so the slot stays usable.
-        &self.slots[(mixed % self.slots.len() as u64) as usize]
+        &self.slots[(head % self.slots.len() as u64) as usize]
     }
 
     /// How many events were taken: decodes the worker did not have to do.
@@ -81,25 +95,24 @@ impl DecodedEvents {
         self.taken.load(Ordering::Relaxed)
     }
 
-    /// Leave the decoded `event` appended at `position` with id `id`.
-    pub fn put(&self, position: Position, id: EventId, event: LedgerEvent) {
-        let mut slot = self
-            .slot(position)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        *slot = Some((position, id, Box::new(event)));
+    /// Leave `event`, about to be appended with id `id` and payload `data`.
+    pub fn put(&self, id: EventId, data: &[u8], event: Arc<LedgerEvent>) {
+        let entry = Entry {
+            id,
+            data: data.to_vec(),
+            event,
+        };
+        *self.slot(id).lock().unwrap_or_else(PoisonError::into_inner) = Some(entry);
     }
 
-    /// Take the event left for `position` and `id`, if it is still there.
-    pub fn take(&self, position: Position, id: EventId) -> Option<Box<LedgerEvent>> {
-        let mut slot = self
-            .slot(position)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+    /// Take the event left for a record with id `id` and payload `data`, if it is
+    /// still there and was encoded to exactly these bytes.
+    pub fn take(&self, id: EventId, data: &[u8]) -> Option<Arc<LedgerEvent>> {
+        let mut slot = self.slot(id).lock().unwrap_or_else(PoisonError::into_inner);
         match slot.take() {
-            Some((p, i, event)) if p == position && i == id => {
+            Some(e) if e.id == id && e.data == data => {
                 self.taken.fetch_add(1, Ordering::Relaxed);
-                Some(event)
+                Some(e.event)
             }
             other => {
                 *slot = other;
@@ -130,27 +143,25 @@ mod tests {
     }
 
     #[test]
-    fn an_event_is_taken_once_and_only_for_its_position_and_id() {
+    fn an_event_is_taken_once_and_only_for_its_id_and_bytes() {
         let ring = DecodedEvents::with_slots(8);
-        let p = Position::from_sequence(3);
-        ring.put(p, id(1), event(1));
-        assert!(ring.take(p, id(2)).is_none(), "another id at the position");
-        assert!(ring.take(Position::from_sequence(11), id(1)).is_none());
-        assert_eq!(ring.take(p, id(1)).as_deref(), Some(&event(1)));
-        assert!(ring.take(p, id(1)).is_none(), "taken once");
+        let e = Arc::new(event(1));
+        ring.put(id(1), b"payload", e.clone());
+        assert!(ring.take(id(2), b"payload").is_none(), "another id");
+        assert!(ring.take(id(1), b"other bytes").is_none(), "other bytes");
+        assert_eq!(ring.take(id(1), b"payload").as_deref(), Some(&*e));
+        assert!(ring.take(id(1), b"payload").is_none(), "taken once");
+        assert_eq!(ring.taken(), 1);
     }
 
     #[test]
     fn a_full_ring_overwrites_and_a_miss_is_only_a_miss() {
         let ring = DecodedEvents::with_slots(4);
         for n in 0..64u8 {
-            ring.put(Position::from_sequence(n.into()), id(n), event(n));
+            ring.put(id(n), &[n], Arc::new(event(n)));
         }
         let kept = (0..64u8)
-            .filter(|&n| {
-                ring.take(Position::from_sequence(n.into()), id(n))
-                    .is_some_and(|e| *e == event(n))
-            })
+            .filter(|&n| ring.take(id(n), &[n]).is_some_and(|e| *e == event(n)))
             .count();
         assert!(kept <= 4, "at most one entry per slot: {kept}");
     }

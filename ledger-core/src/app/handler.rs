@@ -23,8 +23,7 @@ use crate::domain::units::{ExchangeRate, Unit};
 use crate::domain::Rejection;
 use crate::log::limits::READ_EVENTS_MAX;
 use crate::log::{
-    AppendError, AppendResult, EventId, EventLog, ExpectedVersion, NewEvent, ReadError, ReadFrom,
-    StreamName,
+    AppendError, AppendResult, EventLog, ExpectedVersion, NewEvent, ReadError, ReadFrom, StreamName,
 };
 
 /// How many times a command is re-decided after losing an optimistic-concurrency race
@@ -258,12 +257,12 @@ impl Handler {
         self
     }
 
-    /// Leave `event`, just appended as `result` with id `id`, for the projection worker.
-    /// Only a fresh single-event append: an idempotent retry reports where the original
-    /// landed, which the worker has long passed.
-    fn leave_decoded(&self, fresh: bool, result: &AppendResult, id: EventId, event: LedgerEvent) {
-        if let (Some(decoded), true, [position]) = (&self.decoded, fresh, &result.positions[..]) {
-            decoded.put(*position, id, event);
+    /// Leave `event`, about to be appended as `new`, for the projection worker: before
+    /// the append, because the worker usually reads the record before this task sees
+    /// the append's reply ([`DecodedEvents`]).
+    fn leave_decoded(&self, new: &NewEvent, event: &Arc<LedgerEvent>) {
+        if let Some(decoded) = &self.decoded {
+            decoded.put(new.id, &new.data, event.clone());
         }
     }
 
@@ -418,6 +417,8 @@ impl Handler {
                 data: event.encode(),
                 metadata: metadata.encode(),
             };
+            let event = Arc::new(event);
+            self.leave_decoded(&new, &event);
             let folded = Appended::of(&stream, target.version, &new);
             let expected = ExpectedVersion::from_current(target.version);
             match self.log.append(&stream, expected, vec![new]).await {
@@ -432,11 +433,8 @@ impl Handler {
                     // lets a receipt below fold into its receiver's state in place.
                     drop(others);
                     let request = Some((command.request_id().clone(), digest));
-                    let fresh = folded.version == result.stream_version;
                     folded.cache(&self.states, target, &result, request, &event);
-                    let receipts = receipts_for(target_id, transaction, &event);
-                    self.leave_decoded(fresh, &result, event_id, event);
-                    for receipt in receipts {
+                    for receipt in receipts_for(target_id, transaction, &event) {
                         if self.deliver(&receipt).await.is_err() {
                             // The transaction stands; the receipt is healed by a catch-up.
                             self.receipts_pending.store(true, Ordering::Release);
@@ -489,20 +487,19 @@ impl Handler {
                 prev_hash: hex::encode(state.last_hash),
                 causation: Some(receipt.transaction),
             };
-            let id = event_id_for_receipt(receipt.transaction, receipt.to.as_str());
             let new = NewEvent {
-                id,
+                id: event_id_for_receipt(receipt.transaction, receipt.to.as_str()),
                 event_type: event.event_type().to_owned(),
                 data: event.encode(),
                 metadata: metadata.encode(),
             };
+            let event = Arc::new(event);
+            self.leave_decoded(&new, &event);
             let folded = Appended::of(&stream, state.version, &new);
             let expected = ExpectedVersion::from_current(state.version);
             match self.log.append(&stream, expected, vec![new]).await {
                 Ok(result) => {
-                    let fresh = folded.version == result.stream_version;
                     folded.cache(&self.states, state, &result, None, &event);
-                    self.leave_decoded(fresh, &result, id, event);
                     return Ok(true);
                 }
                 Err(AppendError::WrongExpectedVersion { .. }) => continue,
