@@ -44,9 +44,10 @@
 //! - per standing deposit: 32 bytes in the deposit index (a reversal names only the
 //!   original transaction, so its volunteer, activity, day and hours must be kept; the
 //!   organisation follows from the activity), plus the hash table's slack;
-//! - the service index: a slot per (region node, period) cell, and per cell one
-//!   8-byte count per activity served in it. This is not small: 14 M counts at 3 M
-//!   events, 34 M at 10 M (more entries than the deposit index).
+//! - the service index: a slot per (region node, period) cell, and per activity one
+//!   8-byte count per cell it was served in (kept per activity so one deposit's
+//!   lookups land in one small map). This is not small: 14 M counts at 3 M events,
+//!   34 M at 10 M (more entries than the deposit index).
 //!
 //! Measured (`benches/replay.rs`, live heap counted by the allocator, docs/benchmarks.md
 //! "Snapshot load and read-model memory"): 540 MiB at 3 M events (189 B per event;
