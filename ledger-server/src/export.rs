@@ -392,7 +392,7 @@ async fn export_to_file(
 }
 
 /// Make a rename in `path`'s directory durable.
-fn sync_parent(path: &Path) -> io::Result<()> {
+pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

@@ -135,9 +135,7 @@ fn write_atomically(path: &Path, mark: &ReceiptMark) -> std::io::Result<()> {
         f.sync_all()?;
     }
     fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
+    crate::export::sync_parent(path)?;
     Ok(())
 }
 

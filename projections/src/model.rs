@@ -192,7 +192,7 @@ impl std::fmt::Debug for Interner {
 
 // Only the names are stored, as a sequence of strings; the table is rebuilt on load
 // (half the snapshot size). The same bytes as the `Vec<Box<str>>` this was before, so
-// snapshots of format 6 still read and the state digest is unchanged.
+// the state digest did not change with this layout.
 impl Serialize for Interner {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.names())
@@ -810,7 +810,7 @@ mod tests {
     fn an_interner_encodes_as_the_list_of_its_names_and_reads_back_equal() {
         let m = interner(&["v-1", "", "org-2/act-3", "区域/一"]);
         let bytes = postcard::to_stdvec(&m).unwrap();
-        // The bytes of format 6 (a `Vec<Box<str>>` before), hence the same digests.
+        // The bytes of the `Vec<Box<str>>` this was before, hence the same digests.
         let list: Vec<Box<str>> = m.names().map(Into::into).collect();
         assert_eq!(bytes, postcard::to_stdvec(&list).unwrap());
         let back: Interner = postcard::from_bytes(&bytes).unwrap();

@@ -63,9 +63,9 @@ pub struct ProjectionConfig {
     /// Called on the snapshot's writing thread before each periodic write: a test seam
     /// that plays a slow disk (None in production).
     pub before_snapshot_write: Option<SnapshotHook>,
-    /// Events this process's handler appended, still decoded: the worker takes an
-    /// event from here when it reaches its position instead of decoding the payload
-    /// again ([`DecodedEvents`]). None: every payload is decoded.
+    /// Events this process's handler appended, still decoded: the worker takes the one
+    /// left for a record with the same id and payload bytes instead of decoding the
+    /// payload again ([`DecodedEvents`]). None: every payload is decoded.
     pub decoded: Option<Arc<DecodedEvents>>,
 }
 
