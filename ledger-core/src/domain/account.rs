@@ -141,6 +141,7 @@ pub enum AccountKind {
     /// Gives service and holds hours and points.
     Volunteer {
         region: RegionCode,
+        #[serde(with = "crate::domain::serde_time::date")]
         joined_on: chrono::NaiveDate,
     },
     /// Runs activities and verifies its volunteers' service.

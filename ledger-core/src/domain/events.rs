@@ -24,6 +24,7 @@ pub struct AccountRegistered {
     pub account: AccountId,
     #[serde(flatten)]
     pub kind: AccountKind,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub registered_at: DateTime<Utc>,
 }
 
@@ -31,6 +32,7 @@ pub struct AccountRegistered {
 pub struct AccountClosed {
     pub account: AccountId,
     pub reason: Note,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub closed_at: DateTime<Utc>,
 }
 
@@ -50,14 +52,18 @@ pub struct HoursDeposited {
     pub volunteer: AccountId,
     pub organisation: AccountId,
     pub activity: ActivityId,
+    #[serde(with = "crate::domain::serde_time::date")]
     pub service_date: NaiveDate,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub started_at: DateTime<Utc>,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub ended_at: DateTime<Utc>,
     pub category: Category,
     pub hours: Hours,
     pub kind: HourKind,
     pub verifier: VerifierId,
     pub postings: Vec<Posting>,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -81,6 +87,7 @@ pub struct HoursSpent {
     pub hours: Hours,
     pub memo: Option<Note>,
     pub postings: Vec<Posting>,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -92,6 +99,7 @@ pub struct HoursExchanged {
     pub points: Points,
     pub rate: ExchangeRate,
     pub postings: Vec<Posting>,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -115,6 +123,7 @@ pub struct HoursTransferred {
     pub relation: FamilyRelation,
     pub hours: Hours,
     pub postings: Vec<Posting>,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -125,6 +134,7 @@ pub struct HoursDonated {
     pub project: AccountId,
     pub hours: Hours,
     pub postings: Vec<Posting>,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -138,6 +148,7 @@ pub struct TransactionReversed {
     pub account: AccountId,
     pub reason: Note,
     pub postings: Vec<Posting>,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -152,6 +163,7 @@ pub struct HoursReceived {
     pub to: AccountId,
     pub hours: Hours,
     pub cause: ReceiptCause,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -172,7 +184,9 @@ pub struct NoShowRecorded {
     pub volunteer: AccountId,
     pub organisation: AccountId,
     pub activity: ActivityId,
+    #[serde(with = "crate::domain::serde_time::date")]
     pub service_date: NaiveDate,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -186,6 +200,7 @@ pub struct ServiceRated {
     pub volunteer: AccountId,
     pub rating: u8,
     pub rater: VerifierId,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -199,7 +214,9 @@ pub struct ConsentGranted {
     pub volunteer: AccountId,
     pub bank: AccountId,
     pub purpose: Purpose,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub expires_at: DateTime<Utc>,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -210,6 +227,7 @@ pub struct ConsentWithdrawn {
     pub consent: TransactionId,
     pub volunteer: AccountId,
     pub bank: AccountId,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -235,6 +253,7 @@ pub struct CreditReportServed {
     pub report: String,
     /// Hex BLAKE3 of `report`'s bytes.
     pub report_digest: String,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -251,7 +270,9 @@ pub struct RedemptionAuthorized {
     pub token: uuid::Uuid,
     pub points: Points,
     /// An uncaptured hold expires at this instant and its points return.
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub expires_at: DateTime<Utc>,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -267,6 +288,7 @@ pub struct RedemptionCaptured {
     /// Held points returned to the volunteer ("0.00" for a full capture).
     pub released: rust_decimal::Decimal,
     pub postings: Vec<Posting>,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -277,6 +299,7 @@ pub struct RedemptionVoided {
     pub volunteer: AccountId,
     pub merchant: AccountId,
     pub released: Points,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -289,7 +312,9 @@ pub struct RedemptionHoldExpired {
     pub volunteer: AccountId,
     pub merchant: AccountId,
     pub released: Points,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub expired_at: DateTime<Utc>,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub recorded_at: DateTime<Utc>,
 }
 

@@ -24,6 +24,7 @@ pub mod events;
 pub mod ids;
 pub mod postings;
 pub mod rejection;
+pub mod serde_time;
 pub mod state;
 pub mod token;
 pub mod units;

@@ -54,6 +54,7 @@ pub struct RedemptionClaims {
     pub id: uuid::Uuid,
     pub volunteer: AccountId,
     pub points_max: Points,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub expires_at: DateTime<Utc>,
 }
 

@@ -25,6 +25,7 @@ pub struct GrantConsent {
     pub volunteer: AccountId,
     pub bank: AccountId,
     pub purpose: Purpose,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub expires_at: DateTime<Utc>,
 }
 

@@ -30,9 +30,12 @@ pub struct DepositHours {
     pub organisation: AccountId,
     pub activity: ActivityId,
     /// The calendar day of the service, as the platform records it.
+    #[serde(with = "crate::domain::serde_time::date")]
     pub service_date: NaiveDate,
     /// The service interval `[started_at, ended_at)`.
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub started_at: DateTime<Utc>,
+    #[serde(with = "crate::domain::serde_time::utc")]
     pub ended_at: DateTime<Utc>,
     pub category: Category,
     pub hours: Hours,

@@ -21,6 +21,7 @@ pub struct RecordNoShow {
     pub organisation: AccountId,
     pub activity: ActivityId,
     /// The day of the activity the volunteer missed.
+    #[serde(with = "crate::domain::serde_time::date")]
     pub date: NaiveDate,
 }
 
