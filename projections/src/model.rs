@@ -137,17 +137,26 @@ fn cut<'a>(text: &'a str, ends: &[usize], i: u32) -> &'a str {
     &text[start..ends[i]]
 }
 
+/// True if name `i` is `name`. Compares bytes: a `str` slice would check both ends
+/// for a char boundary on every probe, and this runs for each candidate of every
+/// lookup (several per deposit in a replay).
+fn is_name(text: &str, ends: &[usize], i: u32, name: &str) -> bool {
+    let i = i as usize;
+    let start = if i == 0 { 0 } else { ends[i - 1] };
+    text.as_bytes().get(start..ends[i]) == Some(name.as_bytes())
+}
+
 impl Interner {
     pub fn get(&self, name: &str) -> Option<u32> {
         self.table
-            .find(name_hash(name), |&i| cut(&self.text, &self.ends, i) == name)
+            .find(name_hash(name), |&i| is_name(&self.text, &self.ends, i, name))
             .copied()
     }
 
     pub fn intern(&mut self, name: &str) -> u32 {
         let hash = name_hash(name);
         let Self { text, ends, table } = self;
-        if let Some(&i) = table.find(hash, |&i| cut(text, ends, i) == name) {
+        if let Some(&i) = table.find(hash, |&i| is_name(text, ends, i, name)) {
             return i;
         }
         let i = u32::try_from(ends.len()).expect("fewer than 2^32 interned names");
@@ -571,10 +580,10 @@ impl ReadModels {
                 // A reused buffer: no allocation unless the activity is new.
                 let mut key = std::mem::take(&mut self.scratch);
                 key.clear();
-                {
-                    use std::fmt::Write;
-                    let _ = write!(key, "{organisation}/{}", e.activity.as_str());
-                }
+                // `{organisation}/{activity}`, without `core::fmt`.
+                key.push_str(itoa::Buffer::new().format(organisation));
+                key.push('/');
+                key.push_str(e.activity.as_str());
                 let activity = self.activities.intern(&key);
                 key.clear(); // empty between uses, so it never differs between states
                 self.scratch = key;
