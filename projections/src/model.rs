@@ -18,7 +18,7 @@ use hashbrown::HashTable;
 use ledger_core::domain::account::AccountKind;
 use ledger_core::domain::events::{DecodeError, HourKind, LedgerEvent};
 use ledger_core::domain::units::Unit;
-use ledger_core::log::{Position, RecordedEvent};
+use ledger_core::log::{EventId, Position, RecordedEvent};
 use rust_decimal::Decimal;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::{Deserialize, Serialize};
@@ -417,11 +417,44 @@ pub enum ApplyError {
     },
 }
 
+/// The event at [`ReadModels::checkpoint`], by what names it in any log: its id, and
+/// its stream and version, which is where it can be read back on every backend. A
+/// position alone is a log's own coordinate: a log restored from another history can
+/// hold some other event there, so a restored snapshot is trusted only if the log
+/// holds this event at that position (`runtime.rs`, the check before resuming).
+///
+/// The same four facts (position, id, stream, version) the receipts catch-up checks
+/// its own checkpoint by (`ledger_core::app::ReceiptMark`). Option not taken: also a
+/// digest of the event's content. It would catch a log holding the same event id with
+/// other content, but it costs a BLAKE3 of every payload on the fold's hot path, and an
+/// event id already derives from the client's request id, which no log holds twice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointEvent {
+    pub id: EventId,
+    /// The stream's name as a plain string, overwritten in place by each apply: no
+    /// allocation per event once it has grown to the longest name seen.
+    pub stream: String,
+    pub version: u64,
+}
+
+impl CheckpointEvent {
+    /// True if `event` is this one at `position`: same id, stream, version and
+    /// position (the position a stream read reports is the event's global one).
+    pub fn is(&self, position: Position, event: &RecordedEvent) -> bool {
+        event.position == position
+            && event.id == self.id
+            && event.version == self.version
+            && event.stream.as_str() == self.stream
+    }
+}
+
 /// Every read model, folded from the log up to [`ReadModels::checkpoint`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadModels {
     /// The position of the last event applied; None before the first.
     pub checkpoint: Option<Position>,
+    /// The event at the checkpoint; Some exactly when `checkpoint` is.
+    pub checkpoint_event: Option<CheckpointEvent>,
     /// How many events were applied.
     pub events: u64,
     pub accounts: Interner,
@@ -519,6 +552,23 @@ impl ReadModels {
     fn apply_at(&mut self, recorded: &RecordedEvent, event: &LedgerEvent) {
         self.apply_event(recorded.id.0.as_u128(), event);
         self.checkpoint = Some(recorded.position);
+        match &mut self.checkpoint_event {
+            Some(at) => {
+                at.id = recorded.id;
+                at.version = recorded.version;
+                if at.stream != recorded.stream.as_str() {
+                    at.stream.clear();
+                    at.stream.push_str(recorded.stream.as_str());
+                }
+            }
+            None => {
+                self.checkpoint_event = Some(CheckpointEvent {
+                    id: recorded.id,
+                    stream: recorded.stream.as_str().to_owned(),
+                    version: recorded.version,
+                })
+            }
+        }
         self.events += 1;
     }
 
@@ -706,6 +756,9 @@ impl ReadModels {
     pub fn digest(&self) -> String {
         let mut h = blake3::Hasher::new();
         let h = &mut h;
+        // `checkpoint_event` is not hashed: it follows from the checkpoint and the log
+        // (it is what the log holds there), so it adds nothing to "equal state", and
+        // hashing it would change every digest already recorded.
         put(h, &self.checkpoint);
         put(h, &self.events);
         put(h, &self.accounts);

@@ -26,6 +26,17 @@
 //! decode stops the worker (a newer writer's event; applying past it would make every
 //! read model wrong), and queries then answer `NOT_CAUGHT_UP`. A snapshot that cannot
 //! be read is ignored and the models are rebuilt from the log.
+//!
+//! A snapshot that reads back is still only a claim about *some* log: before the worker
+//! resumes on it (and before queries see it) [`check_restored`] asks the log whether it
+//! holds, at the snapshot's checkpoint, the event the snapshot folded last. A log
+//! restored from a backup of another history (docs/operations.md, "Restore") does not,
+//! whether its head is before the checkpoint or beyond it; the snapshot is then
+//! dropped and the models rebuilt from the start, with a WARN naming both events. If
+//! the log cannot answer at start, the snapshot is held back (queries see empty models,
+//! as during a rebuild) and the worker asks again every [`RESUBSCRIBE_DELAY`] before
+//! resuming: dropping it instead would cost a full rebuild (minutes for a city) for a
+//! log that is only briefly away.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
@@ -33,10 +44,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use ledger_core::app::DecodedEvents;
-use ledger_core::log::{limits::READ_EVENTS_MAX, EventLog, Position, ReadError, ReadFrom};
+use ledger_core::log::{
+    limits::READ_EVENTS_MAX, EventLog, Position, ReadError, ReadFrom, RecordedEvent, StreamName,
+};
 use tokio::sync::{oneshot, watch};
 
-use crate::model::{ApplyError, ReadModels};
+use crate::model::{ApplyError, CheckpointEvent, ReadModels};
 use crate::snapshot::{self, SnapshotError};
 use crate::stats::WorkerStats;
 use crate::wait::Freshness;
@@ -246,7 +259,83 @@ async fn write_snapshot(
     InFlight { task, started }.finish(stats).await
 }
 
-/// Load the snapshot (if any), start the worker, and return the query handle.
+/// A restored snapshot whose checkpoint the log does not hold: the snapshot's last
+/// event, and what the log holds at that event's stream and version (None: nothing).
+#[derive(Debug)]
+struct Foreign {
+    checkpoint: Position,
+    snapshot: CheckpointEvent,
+    found: Option<RecordedEvent>,
+}
+
+impl Foreign {
+    fn warn(&self) {
+        let (found, found_at) = match &self.found {
+            Some(e) => (e.id.to_string(), e.position.to_string()),
+            None => ("none".to_owned(), "none".to_owned()),
+        };
+        tracing::warn!(
+            checkpoint = %self.checkpoint,
+            snapshot_event = %self.snapshot.id,
+            stream = %self.snapshot.stream,
+            version = self.snapshot.version,
+            log_event = %found,
+            log_event_position = %found_at,
+            "the event log does not hold the read models' last event at their checkpoint (restored from a backup of another history?); rebuilding them from the start"
+        );
+    }
+}
+
+/// Whether `log` holds, at the checkpoint of `models` (a snapshot just read), the very
+/// event the snapshot folded last: Ok(None) if it does or there is no checkpoint.
+///
+/// The event is read by its stream and version, a read every backend answers, and
+/// compared by id and position: a stream read reports each event's global position
+/// (the conformance suite checks it is the one `read_all` reports), so the log holds
+/// the snapshot's event at the checkpoint exactly when this read finds it, same id, at
+/// that position. Option not taken: reading the log at the checkpoint position itself.
+/// `EventLog` reads only *after* a position, and "after the one before" exists only
+/// where positions are dense (the embedded and memory logs); KurrentDB's `$all`
+/// positions are byte offsets. A read-at-position method would change the contract of
+/// every backend for one read at start.
+///
+/// What it does not prove: that every event *before* the checkpoint is the same. A log
+/// with this very event at this very position and some other history before it would
+/// pass; the embedded log's record hash chain could tell, but no backend-neutral read
+/// exposes one.
+async fn check_restored(
+    log: &dyn EventLog,
+    models: &ReadModels,
+) -> Result<Option<Foreign>, ReadError> {
+    let (Some(checkpoint), Some(snapshot)) = (models.checkpoint, &models.checkpoint_event) else {
+        // `snapshot::read` refuses one without the other: nothing applied, nothing to check.
+        assert!(
+            models.checkpoint.is_none(),
+            "a snapshot with a checkpoint names the event at it"
+        );
+        return Ok(None);
+    };
+    let found = match StreamName::new(snapshot.stream.as_str()) {
+        Ok(stream) => log
+            .read_stream(&stream, snapshot.version, 1)
+            .await?
+            .into_iter()
+            .next(),
+        // Not a name any log holds (a payload this build did not write): nothing there.
+        Err(_) => None,
+    };
+    if found.as_ref().is_some_and(|e| snapshot.is(checkpoint, e)) {
+        return Ok(None);
+    }
+    Ok(Some(Foreign {
+        checkpoint,
+        snapshot: snapshot.clone(),
+        found,
+    }))
+}
+
+/// Load the snapshot (if any), check it against the log, start the worker, and return
+/// the query handle.
 pub async fn start(
     log: Arc<dyn EventLog>,
     config: ProjectionConfig,
@@ -270,13 +359,39 @@ pub async fn start(
             }
         }
     };
-    let models = loaded.unwrap_or_default();
+    // Checked here, before queries can see it. A foreign snapshot is dropped as the
+    // worker drops models whose checkpoint is past the log's head: empty models, a
+    // subscription from the start, the old file replaced by the next snapshot.
+    // `unchecked` is one the log could not be asked about yet, held back for the
+    // worker (module doc).
+    let (models, unchecked) = match loaded {
+        None => (ReadModels::new(), None),
+        Some(m) => match check_restored(&*log, &m).await {
+            Ok(None) => (m, None),
+            Ok(Some(foreign)) => {
+                foreign.warn();
+                (ReadModels::new(), None)
+            }
+            Err(e) => {
+                tracing::warn!(checkpoint = ?m.checkpoint, "cannot check the projection snapshot against the event log: {e}; holding it back until the log answers");
+                (ReadModels::new(), Some(m))
+            }
+        },
+    };
     tracing::info!(checkpoint = ?models.checkpoint, events = models.events, "projections start");
     let (tx, rx) = watch::channel(models.checkpoint);
     let models = Arc::new(RwLock::new(models));
     let stats = Arc::new(WorkerStats::new());
     let (stop_tx, stop_rx) = oneshot::channel();
-    let worker = run(log, config, models.clone(), stats.clone(), tx, stop_rx);
+    let worker = run(
+        log,
+        config,
+        models.clone(),
+        stats.clone(),
+        tx,
+        stop_rx,
+        unchecked,
+    );
     let task = tokio::spawn(async move {
         let result = worker.await;
         // Say so at once: queries with a min_position past the checkpoint now answer
@@ -306,7 +421,40 @@ async fn run(
     stats: Arc<WorkerStats>,
     tx: watch::Sender<Option<ledger_core::log::Position>>,
     mut stop: oneshot::Receiver<()>,
+    unchecked: Option<ReadModels>,
 ) -> Result<(), RuntimeError> {
+    if let Some(snapshot) = unchecked {
+        // The snapshot `start` could not check: ask until the log answers. The models
+        // are empty meanwhile; a stop now writes nothing, leaving the file for the next
+        // start to check.
+        loop {
+            let checked = tokio::select! {
+                _ = &mut stop => return Ok(()),
+                checked = check_restored(&*log, &snapshot) => checked,
+            };
+            match checked {
+                Ok(None) => {
+                    let checkpoint = snapshot.checkpoint;
+                    *models.write().unwrap_or_else(PoisonError::into_inner) = snapshot;
+                    tx.send_replace(checkpoint);
+                    tracing::info!(checkpoint = ?checkpoint, "projection snapshot checked against the event log; resuming from it");
+                    break;
+                }
+                Ok(Some(foreign)) => {
+                    // The models are already empty: the worker starts from the beginning.
+                    foreign.warn();
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!("cannot check the projection snapshot against the event log: {e}; asking again in {RESUBSCRIBE_DELAY:?}");
+                    tokio::select! {
+                        _ = &mut stop => return Ok(()),
+                        _ = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
+                    }
+                }
+            }
+        }
+    }
     let mut since_snapshot = 0u64;
     let mut last_snapshot = Instant::now();
     let mut in_flight: Option<InFlight> = None;
@@ -374,11 +522,12 @@ async fn run(
                     };
                     tx.send_replace(checkpoint);
                     if let Some(ReadError::UnknownPosition(at)) = &failed {
-                        // The checkpoint is not in this log: the log was restored from a
-                        // backup older than the snapshot (docs/operations.md, "Restore").
-                        // Read models past the log's head describe events it no longer
-                        // holds, so they are dropped and rebuilt from the start rather
-                        // than retried forever. The next snapshot replaces the old one.
+                        // The checkpoint is not in this log: read models past its head
+                        // describe events it does not hold. A restored snapshot is
+                        // checked before the worker resumes on it (`check_restored`), so
+                        // this is a backstop, kept so that a checkpoint missing for any
+                        // other reason also ends in a rebuild from the start rather than
+                        // in resubscribing forever. The next snapshot replaces the old one.
                         tracing::warn!(
                             checkpoint = %at,
                             "the read models' checkpoint is not in the event log (restored from an older backup?); rebuilding them from the start"

@@ -8,7 +8,13 @@
 //! | 4 | format version (LE u32), [`SNAPSHOT_FORMAT_VERSION`] |
 //! | 8 | payload length (LE u64) |
 //! | 32 | BLAKE3 of the payload |
-//! | n | payload: [`ReadModels`] in postcard (it holds the checkpoint and event count) |
+//! | n | payload: [`ReadModels`] in postcard (it holds the checkpoint, the event at it and the event count) |
+//!
+//! Format 8 added the event at the checkpoint ([`crate::model::CheckpointEvent`]: id,
+//! stream, version), which the worker checks against the log before it resumes on a
+//! snapshot (`runtime.rs`). A snapshot of an older format (7 and before) names no
+//! event, so it cannot be checked: like any other format, it is refused and the read
+//! models are rebuilt from the log, once, at the first start of a build that writes 8.
 //!
 //! Written to `read-models.snap.tmp`, fsynced, renamed over the old file, then the
 //! directory is fsynced: a crash leaves the old snapshot or the new one, never a torn
@@ -107,7 +113,8 @@ pub mod pairs {
 }
 
 /// Bump on any change to [`ReadModels`]' shape: an older snapshot is then rebuilt.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 7;
+/// 8: the event at the checkpoint ([`ReadModels::checkpoint_event`]).
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 8;
 const MAGIC: &[u8; 8] = b"TBPROJ\0\0";
 const HEADER_BYTES: usize = 8 + 4 + 8 + 32;
 pub const SNAPSHOT_FILE: &str = "read-models.snap";
@@ -131,6 +138,8 @@ pub enum SnapshotError {
         path: PathBuf,
         source: postcard::Error,
     },
+    #[error("snapshot {path} holds a checkpoint without the event at it, or the other way round; it will be rebuilt from the log")]
+    CheckpointEvent { path: PathBuf },
     #[error("read models do not encode: {0}")]
     Encode(postcard::Error),
 }
@@ -225,9 +234,18 @@ pub fn read(dir: &Path) -> Result<Option<ReadModels>, SnapshotError> {
     if blake3::hash(&payload).as_bytes() != &header[20..52] {
         return Err(SnapshotError::Corrupt { path });
     }
-    postcard::from_bytes(&payload)
-        .map(Some)
-        .map_err(|source| SnapshotError::Decode { path, source })
+    let models: ReadModels =
+        postcard::from_bytes(&payload).map_err(|source| SnapshotError::Decode {
+            path: path.clone(),
+            source,
+        })?;
+    // Every fold sets both together; a payload with one and not the other passed its
+    // checksum but was not written by this build, and a checkpoint that names no event
+    // could not be checked against the log.
+    if models.checkpoint.is_some() != models.checkpoint_event.is_some() {
+        return Err(SnapshotError::CheckpointEvent { path });
+    }
+    Ok(Some(models))
 }
 
 #[cfg(test)]
@@ -247,6 +265,34 @@ mod tests {
         let back: Holder = postcard::from_bytes(&bytes).unwrap();
         assert!(back.0.capacity() >= map.len());
         assert_eq!(back.0, map);
+    }
+
+    #[test]
+    fn a_snapshot_of_the_format_before_the_checkpoint_event_is_refused_so_the_models_are_rebuilt() {
+        // Given a snapshot whose header says format 7 (no event at the checkpoint),
+        let dir = tempfile::tempdir().unwrap();
+        super::write(dir.path(), &crate::ReadModels::new()).unwrap();
+        let path = dir.path().join(super::SNAPSHOT_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8..12].copy_from_slice(&7u32.to_le_bytes());
+        std::fs::write(&path, bytes).unwrap();
+        // when it is read, then it is refused as another format (the worker rebuilds).
+        assert!(matches!(
+            super::read(dir.path()),
+            Err(super::SnapshotError::Format { found: Some(7), .. })
+        ));
+    }
+
+    #[test]
+    fn a_checkpoint_without_the_event_at_it_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut models = crate::ReadModels::new();
+        models.checkpoint = Some(ledger_core::log::Position::from_sequence(3));
+        super::write(dir.path(), &models).unwrap();
+        assert!(matches!(
+            super::read(dir.path()),
+            Err(super::SnapshotError::CheckpointEvent { .. })
+        ));
     }
 
     #[test]

@@ -1,13 +1,24 @@
 //! The worker's monitoring numbers (`projections::stats`): lag before and after
-//! catching up, and the snapshot age reset by a snapshot.
+//! catching up, and the snapshot age reset by a snapshot. And what the worker does
+//! with a snapshot at start: resume on it, or drop it when the log (restored from a
+//! backup) does not hold the event at its checkpoint.
 
 mod common;
 
-use std::sync::Arc;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use projections::{runtime, LagCounting, LagSampler, ProjectionConfig};
+use ledger_core::log::memory::MemoryLog;
+use ledger_core::log::{
+    AppendError, AppendResult, EventLog, EventStream, ExpectedVersion, NewEvent, Position,
+    ReadError, ReadFrom, RecordedEvent, StreamName,
+};
+use ledger_store::{copy_log, EmbeddedConfig, EmbeddedLog};
+use projections::{runtime, LagCounting, LagSampler, ProjectionConfig, Projections};
 
 #[tokio::test]
 async fn the_lag_shows_while_behind_and_is_zero_once_caught_up() {
@@ -149,8 +160,8 @@ async fn a_snapshot_past_the_logs_head_is_dropped_and_the_models_rebuilt() {
     assert!(registered.position < last.position);
     let log = Arc::new(older.log.clone());
     let (p, w) = runtime::start(log.clone(), cfg()).await;
-    // The snapshot loads first (checkpoint past the head, so a freshness wait would
-    // pass at once); the worker then finds its checkpoint missing and rebuilds.
+    // The snapshot's last event is not in this log (its checkpoint is past the head):
+    // the snapshot is dropped at start and the worker rebuilds.
     let rebuilt = runtime::rebuild(&*log, None).await.unwrap();
     let mut waited = Duration::ZERO;
     while p.read().events != rebuilt.events || p.read().checkpoint != rebuilt.checkpoint {
@@ -168,5 +179,229 @@ async fn a_snapshot_past_the_logs_head_is_dropped_and_the_models_rebuilt() {
         rebuilt.digest(),
         "the state of the restored log"
     );
+    w.stop().await.unwrap();
+}
+
+/// A log that notes where each subscription of the worker starts (from the start: a
+/// rebuild; after a checkpoint: a resume), and answers its first `failing_stream_reads`
+/// stream reads with `Unavailable` (a log briefly away).
+#[derive(Clone)]
+struct Watched {
+    inner: Arc<dyn EventLog>,
+    subscribed: Arc<Mutex<Vec<ReadFrom>>>,
+    failing_stream_reads: Arc<AtomicUsize>,
+}
+
+impl Watched {
+    fn new(inner: impl EventLog) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            subscribed: Arc::default(),
+            failing_stream_reads: Arc::default(),
+        }
+    }
+
+    fn subscriptions(&self) -> Vec<ReadFrom> {
+        self.subscribed.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl EventLog for Watched {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, AppendError> {
+        self.inner.append(stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from_version: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let fail = self
+            .failing_stream_reads
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            return Err(ReadError::Unavailable("played by the test".into()));
+        }
+        self.inner.read_stream(stream, from_version, max).await
+    }
+
+    async fn read_all(&self, from: ReadFrom, max: usize) -> Result<Vec<RecordedEvent>, ReadError> {
+        self.inner.read_all(from, max).await
+    }
+
+    async fn head(&self) -> Result<Option<Position>, ReadError> {
+        self.inner.head().await
+    }
+
+    fn subscribe_all(&self, from: ReadFrom) -> EventStream {
+        self.subscribed.lock().unwrap().push(from);
+        self.inner.subscribe_all(from)
+    }
+}
+
+/// `history` in an embedded log in `dir`, the backend a data directory holds: copied
+/// in global order, so every event keeps its stream, version, id and position.
+async fn embedded(history: &MemoryLog, dir: &Path) -> EmbeddedLog {
+    let log = EmbeddedLog::open(dir, EmbeddedConfig::default()).unwrap();
+    copy_log(history, &log, &mut |_| ControlFlow::Continue(()))
+        .await
+        .unwrap();
+    assert_eq!(log.head().await.unwrap(), history.head().await.unwrap());
+    log
+}
+
+/// Wait until the worker has applied up to `head`.
+async fn caught_up(p: &Projections, head: Position) {
+    p.freshness()
+        .wait_for(head, Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
+/// The history a snapshot is taken of: four events, the last a deposit at `v0`'s
+/// version 2.
+async fn four_events(c: &mut City) -> Position {
+    c.organisation("org0", "hz/xihu").await;
+    c.volunteer("v0", "hz/xihu/a", "2025-01-01").await;
+    c.deposit("v0", "org0", "2026-11-01", "3").await;
+    c.deposit("v0", "org0", "2026-11-02", "2").await.position
+}
+
+#[tokio::test]
+async fn a_restored_log_beyond_the_checkpoint_with_another_event_there_is_detected_and_the_models_rebuilt(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshots = dir.path().join("projections");
+    let cfg = || ProjectionConfig {
+        snapshot_every: Duration::from_secs(3600),
+        ..ProjectionConfig::in_dir(&snapshots)
+    };
+    // Given a snapshot of one history, taken at the worker's stop,
+    let mut ours = City::new();
+    let checkpoint = four_events(&mut ours).await;
+    let log = embedded(&ours.log, &dir.path().join("log")).await;
+    let (p, w) = runtime::start(Arc::new(log.clone()), cfg()).await;
+    caught_up(&p, checkpoint).await;
+    let snapshot_event = p.read().checkpoint_event.clone().unwrap();
+    w.stop().await.unwrap();
+    log.close();
+    // and a log restored from a backup of another history: same accounts, other
+    // requests (so other event ids), and a head beyond the snapshot's checkpoint.
+    let mut other = City::new();
+    other.skip_request_ids(1000);
+    other.organisation("org0", "hz/xihu").await;
+    other.volunteer("v0", "hz/xihu/a", "2025-01-01").await;
+    other.deposit("v0", "org0", "2026-11-01", "4").await;
+    other.deposit("v0", "org0", "2026-11-03", "5").await;
+    let head = other
+        .deposit("v0", "org0", "2026-11-04", "1")
+        .await
+        .position;
+    assert!(head > checkpoint);
+    let restored = embedded(&other.log, &dir.path().join("restored-log")).await;
+    // At the checkpoint it holds another event of the same stream and version: only
+    // the event id tells the two apart.
+    let there = restored
+        .read_stream(
+            &StreamName::new(snapshot_event.stream.as_str()).unwrap(),
+            snapshot_event.version,
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(there[0].position, checkpoint);
+    assert_ne!(there[0].id, snapshot_event.id);
+    let restored = Watched::new(restored);
+
+    // When the worker starts on the restored log with that snapshot,
+    let (p, w) = runtime::start(Arc::new(restored.clone()), cfg()).await;
+
+    // then the snapshot is dropped before queries see it, the worker folds the log
+    // from the start, and the models equal a rebuild from zero.
+    assert_eq!(
+        p.freshness().checkpoint(),
+        None,
+        "the snapshot is not served"
+    );
+    caught_up(&p, head).await;
+    assert_eq!(restored.subscriptions(), vec![ReadFrom::Start]);
+    let rebuilt = runtime::rebuild(&restored, None).await.unwrap();
+    assert_eq!(p.read().digest(), rebuilt.digest());
+    assert_eq!(*p.read(), rebuilt);
+    w.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restart_on_the_same_log_resumes_from_the_snapshot_without_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshots = dir.path().join("projections");
+    let cfg = || ProjectionConfig {
+        snapshot_every: Duration::from_secs(3600),
+        ..ProjectionConfig::in_dir(&snapshots)
+    };
+    // Given a snapshot taken at the worker's stop,
+    let mut c = City::new();
+    let checkpoint = four_events(&mut c).await;
+    let log_dir = dir.path().join("log");
+    let log = embedded(&c.log, &log_dir).await;
+    let (p, w) = runtime::start(Arc::new(log.clone()), cfg()).await;
+    caught_up(&p, checkpoint).await;
+    w.stop().await.unwrap();
+    // and more events appended to the same log while the worker was stopped,
+    let head = c.deposit("v0", "org0", "2026-11-03", "1").await.position;
+    copy_log(&c.log, &log, &mut |_| ControlFlow::Continue(()))
+        .await
+        .unwrap();
+    log.close();
+
+    // when the process starts again (the log reopened),
+    let log = Watched::new(EmbeddedLog::open(&log_dir, EmbeddedConfig::default()).unwrap());
+    let (p, w) = runtime::start(Arc::new(log.clone()), cfg()).await;
+
+    // then the snapshot is served at once and the worker goes on after its checkpoint,
+    // never from the start, to the same models as a rebuild.
+    assert!(p.freshness().checkpoint() >= Some(checkpoint));
+    caught_up(&p, head).await;
+    assert_eq!(log.subscriptions(), vec![ReadFrom::After(checkpoint)]);
+    let rebuilt = runtime::rebuild(&log, None).await.unwrap();
+    assert_eq!(p.read().digest(), rebuilt.digest());
+    assert_eq!(*p.read(), rebuilt);
+    w.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_snapshot_the_log_cannot_be_asked_about_at_start_is_held_back_then_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ProjectionConfig {
+        snapshot_every: Duration::from_secs(3600),
+        ..ProjectionConfig::in_dir(dir.path())
+    };
+    // Given a snapshot of this log,
+    let mut c = City::new();
+    let checkpoint = four_events(&mut c).await;
+    let (p, w) = runtime::start(Arc::new(c.log.clone()), cfg.clone()).await;
+    caught_up(&p, checkpoint).await;
+    w.stop().await.unwrap();
+    let head = c.deposit("v0", "org0", "2026-11-03", "1").await.position;
+    // when the worker starts while the log cannot answer the check,
+    let log = Watched::new(c.log.clone());
+    log.failing_stream_reads.store(1, Ordering::SeqCst);
+    let (p, w) = runtime::start(Arc::new(log.clone()), cfg).await;
+
+    // then queries do not see the unchecked snapshot, and once the log answers the
+    // worker resumes on it after its checkpoint (no rebuild).
+    assert_eq!(p.freshness().checkpoint(), None, "held back");
+    caught_up(&p, head).await;
+    assert_eq!(log.subscriptions(), vec![ReadFrom::After(checkpoint)]);
+    let rebuilt = c.models().await;
+    assert_eq!(p.read().digest(), rebuilt.digest());
     w.stop().await.unwrap();
 }

@@ -341,6 +341,25 @@ async fn read_paging(log: impl EventLog, run: &str) {
         "global order is append order"
     );
     assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+    // A stream read reports each event's global position, the one `read_all` reports:
+    // a reader that checks a stored checkpoint by the event's stream and version (the
+    // projection worker at start) relies on it.
+    for e in &ours {
+        let by_stream = log
+            .read_stream(&e.stream, e.version, 1)
+            .await
+            .expect("read");
+        assert_eq!(
+            by_stream
+                .iter()
+                .map(|s| (s.id, s.position))
+                .collect::<Vec<_>>(),
+            vec![(e.id, e.position)],
+            "{} at version {}",
+            e.stream,
+            e.version
+        );
+    }
 }
 
 async fn concurrent_appends_conflict(log: impl EventLog + Clone, run: &str) {

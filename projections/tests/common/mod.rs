@@ -64,6 +64,13 @@ impl City {
         }
     }
 
+    /// Start this city's request ids `n` further on, so that its events carry ids
+    /// another city's never do (an event id derives from its request id): another
+    /// history, not a copy of the same one.
+    pub fn skip_request_ids(&mut self, n: u64) {
+        self.next += n;
+    }
+
     fn rid(&mut self) -> RequestId {
         self.next += 1;
         RequestId::new(format!("r-{}", self.next)).unwrap()
