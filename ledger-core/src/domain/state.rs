@@ -10,6 +10,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use foldhash::fast::RandomState;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
@@ -148,6 +150,16 @@ impl HoldRecord {
     }
 }
 
+/// A map of one account's state. Hashed with foldhash, seeded per process, not std's
+/// SipHash: every command looks up and inserts request ids, transaction ids and days
+/// here (a deposit inserts three entries), and SipHash on a 36-byte id costs several
+/// times foldhash's. The keys come from callers (request ids), so the hasher stays
+/// seeded, which the unseeded FxHash of the read models is not; the embedded log's
+/// id maps made the same choice.
+pub type StateMap<K, V> = HashMap<K, V, RandomState>;
+/// A set of one account's state, hashed as [`StateMap`].
+pub type StateSet<T> = HashSet<T, RandomState>;
+
 /// An account's state folded from its own stream. `PartialEq` lets tests check that a
 /// state the handler folded from decided events equals a fold of the stored ones.
 #[derive(Clone, Debug, PartialEq)]
@@ -163,19 +175,19 @@ pub struct AccountState {
     /// Standing service intervals by start; disjoint by the overlap rule.
     pub service: BTreeMap<DateTime<Utc>, ServiceSlot>,
     /// Standing deposited hours per service day.
-    pub day_hours: HashMap<NaiveDate, Decimal>,
-    pub transactions: HashMap<TransactionId, TxRecord>,
-    pub requests: HashMap<RequestId, SeenRequest>,
+    pub day_hours: StateMap<NaiveDate, Decimal>,
+    pub transactions: StateMap<TransactionId, TxRecord>,
+    pub requests: StateMap<RequestId, SeenRequest>,
     /// Deposits that have been rated (`ServiceRated`): each at most once.
-    pub rated: HashSet<TransactionId>,
+    pub rated: StateSet<TransactionId>,
     /// Current consents by bank (a later consent to the same bank replaces it; a
     /// withdrawal removes it). Expired ones stay until replaced: expiry is a rule
     /// checked against the clock.
-    pub consents: HashMap<AccountId, ConsentRecord>,
+    pub consents: StateMap<AccountId, ConsentRecord>,
     /// Redemption holds by hold id, in every status (captures and voids name them).
-    pub holds: HashMap<TransactionId, HoldRecord>,
+    pub holds: StateMap<TransactionId, HoldRecord>,
     /// Redemption token ids already spent on a hold: each token is used at most once.
-    pub tokens_used: HashSet<uuid::Uuid>,
+    pub tokens_used: StateSet<uuid::Uuid>,
 }
 
 /// What [`AccountState::fold`] reads from a stored event besides its payload.
@@ -216,13 +228,13 @@ impl AccountState {
             closed: false,
             balances: BTreeMap::new(),
             service: BTreeMap::new(),
-            day_hours: HashMap::new(),
-            transactions: HashMap::new(),
-            requests: HashMap::new(),
-            rated: HashSet::new(),
-            consents: HashMap::new(),
-            holds: HashMap::new(),
-            tokens_used: HashSet::new(),
+            day_hours: StateMap::default(),
+            transactions: StateMap::default(),
+            requests: StateMap::default(),
+            rated: StateSet::default(),
+            consents: StateMap::default(),
+            holds: StateMap::default(),
+            tokens_used: StateSet::default(),
         }
     }
 
