@@ -12,7 +12,7 @@ use super::decoded::DecodedEvents;
 use super::receipts::{receipts_for, Receipt, ReceiptMark, ReceiptReport};
 use crate::domain::account::AccountId;
 use crate::domain::chain::{
-    event_hash, verify_chain, ChainError, EventHash, EventMetadata, METADATA_SCHEMA,
+    event_hash, hex32, verify_chain, ChainError, EventHash, EventMetadata, METADATA_SCHEMA,
 };
 use crate::domain::commands::{Command, Context};
 use crate::domain::events::{HoursReceived, LedgerEvent};
@@ -408,7 +408,7 @@ impl Handler {
                 schema: METADATA_SCHEMA,
                 request_id: Some(command.request_id().clone()),
                 request_digest: Some(digest.clone()),
-                prev_hash: hex::encode(target.last_hash),
+                prev_hash: hex32(&target.last_hash),
                 causation: None,
             };
             let new = NewEvent {
@@ -484,7 +484,7 @@ impl Handler {
                 schema: METADATA_SCHEMA,
                 request_id: None,
                 request_digest: None,
-                prev_hash: hex::encode(state.last_hash),
+                prev_hash: hex32(&state.last_hash),
                 causation: Some(receipt.transaction),
             };
             let new = NewEvent {

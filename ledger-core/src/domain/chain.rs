@@ -27,6 +27,17 @@ pub type EventHash = [u8; 32];
 /// `prev_hash` of the first event of a stream.
 pub const GENESIS_HASH: EventHash = [0; 32];
 
+/// Lowercase hex of a 32-byte hash: the text `hex::encode` writes, written through
+/// `hex`'s table (`encode_to_slice`) instead of `hex::encode`'s iterator of chars,
+/// which collects a `String` one char at a time. Every command writes two such texts
+/// (`prev_hash`, `request_digest`); the iterator was ~3 % of the server's
+/// instructions per batched deposit (docs/benchmarks.md, "Fifth session").
+pub fn hex32(bytes: &[u8; 32]) -> String {
+    let mut out = [0u8; 64];
+    hex::encode_to_slice(bytes, &mut out).expect("32 bytes are 64 hex digits");
+    String::from_utf8(out.to_vec()).expect("hex digits are ASCII")
+}
+
 /// The metadata of every ledger event, as JSON.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventMetadata {
@@ -115,7 +126,7 @@ pub fn verify_chain(events: &[RecordedEvent]) -> Result<(), ChainError> {
             stream: e.stream.to_string(),
             version: e.version,
         })?;
-        if meta.prev_hash != hex::encode(prev) {
+        if meta.prev_hash != hex32(&prev) {
             return Err(ChainError::Broken {
                 stream: e.stream.to_string(),
                 version: e.version,

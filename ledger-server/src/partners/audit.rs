@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use ledger_core::domain::chain::{recorded_hash, EventMetadata, GENESIS_HASH};
+use ledger_core::domain::chain::{hex32, recorded_hash, EventMetadata, GENESIS_HASH};
 use ledger_core::domain::events::{HourKind, LedgerEvent};
 use ledger_core::domain::state::AccountState;
 use ledger_core::domain::units::Unit;
@@ -64,7 +64,7 @@ pub fn log_record(e: &RecordedEvent) -> Result<pb::LogRecord, Described> {
         data: text(&e.data, "payload")?,
         metadata: text(&e.metadata, "metadata")?,
         prev_hash,
-        hash: hex::encode(recorded_hash(e)),
+        hash: hex32(&recorded_hash(e)),
     })
 }
 
@@ -144,7 +144,7 @@ impl AuditService {
                     break 'pages;
                 };
                 match EventMetadata::decode(&e.metadata) {
-                    Ok(m) if m.prev_hash == hex::encode(expected) => {}
+                    Ok(m) if m.prev_hash == hex32(&expected) => {}
                     Ok(_) => {
                         fail(
                             &mut out,
@@ -169,7 +169,7 @@ impl AuditService {
                 last.insert(e.stream.clone(), (e.version, hash));
                 out.records_verified += 1;
                 out.head_position = Some(position(e.position));
-                out.head_hash = hex::encode(hash);
+                out.head_hash = hex32(&hash);
             }
             match page.last() {
                 Some(l) if n == READ_EVENTS_MAX => from = ReadFrom::After(l.position),
@@ -275,7 +275,7 @@ impl AuditService {
             star_policy_version: star.policy_version,
             events_applied: applied,
             last_position: last_position.map(position),
-            last_hash: hex::encode(state.last_hash),
+            last_hash: hex32(&state.last_hash),
             stream_version: state.version.unwrap_or(0),
         })
     }

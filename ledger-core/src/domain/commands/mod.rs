@@ -248,7 +248,7 @@ impl Command {
     /// with the same id are "the same request" exactly when their digests match.
     pub fn digest(&self) -> String {
         let json = serde_json::to_vec(self).expect("commands always serialise");
-        hex::encode(blake3::hash(&json).as_bytes())
+        super::chain::hex32(blake3::hash(&json).as_bytes())
     }
 
     pub fn decide(&self, ctx: &Context<'_>) -> Result<LedgerEvent, Rejection> {
