@@ -353,6 +353,12 @@ pub enum DecodeError {
     },
 }
 
+/// Room reserved for an event's JSON before it is written: a deposit is ~400–600
+/// bytes, so it is written without growing the buffer. (`serde_json::to_vec` starts
+/// at 128 bytes and grows three times for a deposit, copying what it has each time.)
+/// Not a limit: a larger event grows the buffer as before.
+const EVENT_JSON_BYTES_TYPICAL: usize = 1024;
+
 macro_rules! ledger_event_codec {
     ($($variant:ident => $name:literal),* $(,)?) => {
         impl LedgerEvent {
@@ -366,10 +372,12 @@ macro_rules! ledger_event_codec {
 
             /// The JSON payload.
             pub fn encode(&self) -> Vec<u8> {
-                let bytes = match self {
-                    $(Self::$variant(e) => serde_json::to_vec(e)),*
+                let mut bytes = Vec::with_capacity(EVENT_JSON_BYTES_TYPICAL);
+                let written = match self {
+                    $(Self::$variant(e) => serde_json::to_writer(&mut bytes, e)),*
                 };
-                bytes.expect("ledger events always serialise")
+                written.expect("ledger events always serialise");
+                bytes
             }
 
             pub fn decode(event_type: &str, data: &[u8]) -> Result<Self, DecodeError> {
