@@ -57,19 +57,21 @@ const NO_SLOT: u32 = u32::MAX;
 /// looked up by binary search: one allocation of 8 bytes per entry, so cloning the
 /// state for a periodic snapshot copies each activity's entries in one `memcpy`, and
 /// reading a snapshot back pushes them in order, no hashing. Slots are numbered in
-/// first-touch (log) order, so a new entry usually lands at or near the end; an
-/// insert in the middle moves the entries after it (a few dozen for a typical
-/// activity). Option not taken: the `FxHashMap<u32, u32>` this replaced (fourth
+/// first-touch (log) order, so the cells of a month new to the log go at the end; an
+/// insert elsewhere moves the entries after it (at 1 M events an activity holds 27
+/// on average, 58 at p99, 94 at most). Option not taken: the `FxHashMap<u32, u32>` this replaced (fourth
 /// session): O(1) lookups, but hundreds of thousands of small tables (control bytes
-/// plus power-of-two buckets) to allocate and rebuild: at 3 M events the snapshot's
-/// clone took 0.70 s and its read back 0.87 s (docs/benchmarks.md, "The service index
-/// per activity as sorted vectors (fifth session)").
+/// plus power-of-two buckets) to allocate and rebuild: at 3 M events, measured side
+/// by side, the snapshot's clone took 0.99–1.03 s instead of 0.22–0.29 s, its read
+/// back 0.89–1.12 s instead of 0.57 s, and the read models 51 MiB more heap, for a
+/// fold that was not faster (docs/benchmarks.md, "The service index per activity as sorted
+/// vectors (fifth session)").
 ///
 /// Stored as the sequence of its pairs, the bytes `crate::snapshot::pairs` writes for
 /// a map with these entries, so snapshot format 8 is unchanged. Pairs are written in
 /// slot order; a map wrote them in its iteration order, so a snapshot written by a
-/// build with the map is sorted once on load ([`From`]); duplicates and zero counts
-/// are then refused by [`ServiceIndex::validate`] (`snapshot::read`).
+/// build with the map is sorted once on load ([`From`]); a slot twice, a zero count or
+/// a missing cell is then refused by [`ServiceIndex::validate`] (`snapshot::read`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "Vec<(u32, u32)>")]
 pub struct ActivityRefs(Vec<(u32, u32)>);
