@@ -46,8 +46,9 @@
 //!   organisation follows from the activity), plus the hash table's slack;
 //! - the service index: a slot per (region node, period) cell, and per activity one
 //!   8-byte count per cell it was served in (kept per activity so one deposit's
-//!   lookups land in one small map). This is not small: 14 M counts at 3 M events,
-//!   34 M at 10 M (more entries than the deposit index).
+//!   lookups land in one short list sorted by cell, [`index::ActivityRefs`]). This is
+//!   not small: 14 M counts at 3 M events, 34 M at 10 M (more entries than the deposit
+//!   index).
 //!
 //! Measured (`benches/replay.rs`, live heap counted by the allocator, docs/benchmarks.md
 //! "Snapshot load and read-model memory"): 540 MiB at 3 M events (189 B per event;

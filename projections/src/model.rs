@@ -149,7 +149,9 @@ fn is_name(text: &str, ends: &[usize], i: u32, name: &str) -> bool {
 impl Interner {
     pub fn get(&self, name: &str) -> Option<u32> {
         self.table
-            .find(name_hash(name), |&i| is_name(&self.text, &self.ends, i, name))
+            .find(name_hash(name), |&i| {
+                is_name(&self.text, &self.ends, i, name)
+            })
             .copied()
     }
 

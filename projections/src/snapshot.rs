@@ -140,6 +140,11 @@ pub enum SnapshotError {
     },
     #[error("snapshot {path} holds a checkpoint without the event at it, or the other way round; it will be rebuilt from the log")]
     CheckpointEvent { path: PathBuf },
+    #[error("snapshot {path} holds an invalid service index ({source}); it will be rebuilt from the log")]
+    ServiceIndex {
+        path: PathBuf,
+        source: crate::index::InvalidIndex,
+    },
     #[error("read models do not encode: {0}")]
     Encode(postcard::Error),
 }
@@ -244,6 +249,12 @@ pub fn read(dir: &Path) -> Result<Option<ReadModels>, SnapshotError> {
     // could not be checked against the log.
     if models.checkpoint.is_some() != models.checkpoint_event.is_some() {
         return Err(SnapshotError::CheckpointEvent { path });
+    }
+    // What the index's fold keeps true and its decode does not check (sorted, non-zero
+    // activity counts naming existing cells): a payload that breaks it would make
+    // later deposits and reversals miscount or panic.
+    if let Err(source) = models.index.validate() {
+        return Err(SnapshotError::ServiceIndex { path, source });
     }
     Ok(Some(models))
 }
