@@ -58,7 +58,8 @@ impl EventMetadata {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        // Checked as UTF-8 once, then read as text (`events::json_text`).
+        serde_json::from_str(super::events::json_text(bytes)?)
     }
 }
 
