@@ -51,8 +51,10 @@
 //!   index).
 //!
 //! Measured (`benches/replay.rs`, live heap counted by the allocator, docs/benchmarks.md
-//! "Snapshot load and read-model memory"): 540 MiB at 3 M events (189 B per event;
-//! 804 MiB before the deposit index and the service index were compacted) and
+//! "Snapshot load and read-model memory" and "…as sorted vectors"): 471 MiB at 3 M
+//! events since the per-activity counts became sorted vectors (522 MiB with hash maps
+//! in the same run; 804 MiB before the deposit index and the service index were
+//! compacted) and
 //! 1,257 MiB at 10 M events streamed (132 B per event; 2,498 MiB before). Before the
 //! compaction, 30 M events streamed through the read models took **6.4 GiB** of
 //! resident memory (2.73 M accounts, 20.5 M standing deposits; not measured again
