@@ -161,7 +161,7 @@ pub enum InvalidIndex {
 /// node: the ledger accepts any past service date, so the span of months, and such
 /// arrays, have no bound; period ids grow only with the periods actually named.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(from = "StoredIndex")]
+#[serde(try_from = "StoredIndex")]
 pub struct ServiceIndex {
     /// Period id → period, in first-seen (log) order.
     periods: Vec<Period>,
@@ -201,8 +201,25 @@ struct StoredIndex {
     activity_refs: Vec<ActivityRefs>,
 }
 
-impl From<StoredIndex> for ServiceIndex {
-    fn from(s: StoredIndex) -> Self {
+/// Checked while the addressing tables are rebuilt, because rebuilding them indexes by
+/// what is checked: a stored index whose cells and keys differ in number, whose key
+/// names a period it does not list, or that names one (node, period) twice, is refused
+/// (the snapshot is then not used and the models are rebuilt from the log) instead of
+/// panicking or addressing the wrong cell. A snapshot is checksummed, so only a payload
+/// this build did not write gets here. Not checked: a node id far beyond the region
+/// tree, which the tables would try to allocate a row for (region nodes are not part
+/// of the index; `snapshot::read` checks the rest after decoding).
+impl TryFrom<StoredIndex> for ServiceIndex {
+    type Error = String;
+
+    fn try_from(s: StoredIndex) -> Result<Self, String> {
+        if s.cells.len() != s.keys.len() {
+            return Err(format!(
+                "the service index holds {} cells for {} keys",
+                s.cells.len(),
+                s.keys.len()
+            ));
+        }
         let period_ids = s
             .periods
             .iter()
@@ -211,17 +228,29 @@ impl From<StoredIndex> for ServiceIndex {
             .collect();
         let mut node_slots: Vec<Vec<u32>> = Vec::new();
         for (slot, &(node, pid)) in s.keys.iter().enumerate() {
+            if pid as usize >= s.periods.len() {
+                return Err(format!(
+                    "service index cell {slot} names period {pid} of {}",
+                    s.periods.len()
+                ));
+            }
             let row = row_of(&mut node_slots, node, s.periods.len());
+            if row[pid as usize] != NO_SLOT {
+                return Err(format!(
+                    "service index cells {} and {slot} are both node {node}, period {pid}",
+                    row[pid as usize]
+                ));
+            }
             row[pid as usize] = slot as u32;
         }
-        Self {
+        Ok(Self {
             periods: s.periods,
             keys: s.keys,
             cells: s.cells,
             activity_refs: s.activity_refs,
             period_ids,
             node_slots,
-        }
+        })
     }
 }
 
@@ -577,6 +606,43 @@ mod tests {
         let bytes = postcard::to_stdvec(&canonical).unwrap();
         assert_eq!(bytes, postcard::to_stdvec(&flat(ix)).unwrap());
         assert_eq!(canonical.encoded_len(), bytes.len() as u64);
+    }
+
+    /// What a snapshot stores of the index, to write payloads it would refuse.
+    #[derive(Serialize)]
+    struct Raw {
+        periods: Vec<Period>,
+        keys: Vec<(u32, u32)>,
+        cells: Vec<Cell>,
+        activity_refs: Vec<ActivityRefs>,
+    }
+
+    fn read(raw: Raw) -> Result<ServiceIndex, postcard::Error> {
+        postcard::from_bytes(&postcard::to_stdvec(&raw).unwrap())
+    }
+
+    #[test]
+    fn a_stored_index_that_addresses_no_cell_or_one_twice_is_refused_not_a_panic() {
+        let ok = || Raw {
+            periods: vec![Period::All, Period::Year(2026)],
+            keys: vec![(0, 0), (0, 1), (1, 0)],
+            cells: vec![Cell::default(); 3],
+            activity_refs: vec![],
+        };
+        let ix = read(ok()).expect("a well-formed index reads");
+        assert_eq!(ix.node_slots, vec![vec![0, 1], vec![2, NO_SLOT]]);
+        // A key naming a period the index does not list (indexed the table before).
+        let mut raw = ok();
+        raw.keys[2] = (1, 2);
+        assert!(read(raw).is_err());
+        // One (node, period) twice: two cells, one address.
+        let mut raw = ok();
+        raw.keys[2] = (0, 1);
+        assert!(read(raw).is_err());
+        // Fewer cells than keys: a slot past the cells.
+        let mut raw = ok();
+        raw.cells.pop();
+        assert!(read(raw).is_err());
     }
 
     #[test]
