@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Server CPU per operation of two server builds, side by side (docs/benchmarks.md,
 # "Fourth session"). On a shared VM, steal time moves requests/s by ±25 % between
-# runs; the server's own CPU time per operation moves far less. Both builds serve
+# runs; the server's own CPU time per operation moves less, but still by ±15 % (this
+# VM's kernel charges stolen time to the running process: "Fifth session"). For a
+# count that does not move, see instructions-per-op.sh. Both builds serve
 # `ledger-server demo` at once, each on its own data directory, and the same load
 # alternates between them ROUNDS times.
 #
