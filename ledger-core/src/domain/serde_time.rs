@@ -198,6 +198,22 @@ mod tests {
             let (o, c) = both(base + Duration::nanoseconds(nanos), day);
             assert_eq!(o, c);
         }
+        // A leap second (nanos >= 1e9) is written as second 60 by both.
+        let leap = NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 1_500_000_000))
+            .expect("valid")
+            .and_utc();
+        let (o, c) = both(leap, day);
+        assert_eq!(o, c);
+        assert!(o.contains("23:59:60.500Z"), "{o}");
+        read_alike(&o);
+        // Far outside years 0..=9999 on both sides.
+        for secs in [-8_000_000_000_000i64, -62_200_000_000, 8_000_000_000_000] {
+            let at = DateTime::from_timestamp(secs, 7).expect("in range");
+            let (o, c) = both(at, at.date_naive());
+            assert_eq!(o, c);
+            read_alike(&o);
+        }
         for (y, m, d) in [
             (0, 1, 1),
             (9999, 12, 31),
@@ -227,6 +243,21 @@ mod tests {
             r#"{"at":"yesterday","on":"2026-03-05"}"#,
             r#"{"at":"2026-03-05T09:07:03Z","on":"2026/03/05"}"#,
             r#"{"at":7,"on":"2026-03-05"}"#,
+            // Leap second with a fraction, MINUS SIGN (U+2212) offset, lowercase z,
+            // a dot without digits, trailing space, year 0 pushed to year -1 by its
+            // offset, a seventeen-digit fraction, signed years.
+            r#"{"at":"2016-12-31T23:59:60.999999999Z","on":"0000-01-01"}"#,
+            r#"{"at":"2016-12-31T12:59:60.5+02:00","on":"9999-12-31"}"#,
+            "{\"at\":\"2026-03-05T09:07:03\u{2212} 05:30\",\"on\":\"2026-03-05\"}",
+            "{\"at\":\"2026-03-05T09:07:03\u{2212}05:30\",\"on\":\"2026-03-05\"}",
+            r#"{"at":"2026-03-05T09:07:03z","on":"2026-03-05"}"#,
+            r#"{"at":"2026-03-05T09:07:03.Z","on":"2026-03-05"}"#,
+            r#"{"at":"2026-03-05T09:07:03Z ","on":"2026-03-05 "}"#,
+            r#"{"at":"0000-01-01T00:00:00+23:59","on":"-0001-12-31"}"#,
+            r#"{"at":"9999-12-31T23:59:59-23:59","on":"+10000-01-01"}"#,
+            r#"{"at":"2026-03-05T09:07:03.12345678901234567Z","on":"2026-03-05"}"#,
+            r#"{"at":"-0001-03-05T09:07:03Z","on":"2026-13-05"}"#,
+            r#"{"at":"2026-03-05T09:07:03+24:00","on":"2026-00-05"}"#,
         ] {
             read_alike(json);
         }
