@@ -64,6 +64,10 @@ pub const SNAPSHOT_EVERY_EVENTS: u64 = 1_000_000;
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(300);
 /// Wait before resubscribing after a read error.
 pub const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
+/// Longest wait for the log to answer the check of a restored snapshot
+/// ([`check_restored`]) before the snapshot is held back and asked about again: a
+/// remote log that hangs instead of failing must not hang the server's start.
+pub const RESTORE_CHECK_WAIT_MAX: Duration = Duration::from_secs(5);
 /// Directory under the server's data directory that holds the snapshot.
 pub const PROJECTIONS_DIR: &str = "projections";
 
@@ -334,6 +338,31 @@ async fn check_restored(
     }))
 }
 
+/// What to do with a restored snapshot, from [`check_restored`] bounded by
+/// [`RESTORE_CHECK_WAIT_MAX`].
+enum Restore {
+    /// The log holds its checkpoint event: resume from it.
+    Resume,
+    /// The log holds another event there: rebuild from the start.
+    Foreign(Foreign),
+    /// The log did not answer (unavailable, or no answer in time): ask again later.
+    AskAgain(String),
+    /// The log answered with an error asking again will not cure (corrupt data, a
+    /// refused read): rebuild from the start, whose reads will meet the same error and
+    /// report it the way the worker reports any read error.
+    Drop(ReadError),
+}
+
+async fn restore_check(log: &dyn EventLog, models: &ReadModels) -> Restore {
+    match tokio::time::timeout(RESTORE_CHECK_WAIT_MAX, check_restored(log, models)).await {
+        Ok(Ok(None)) => Restore::Resume,
+        Ok(Ok(Some(foreign))) => Restore::Foreign(foreign),
+        Ok(Err(ReadError::Unavailable(m))) => Restore::AskAgain(m),
+        Ok(Err(e)) => Restore::Drop(e),
+        Err(_) => Restore::AskAgain(format!("no answer within {RESTORE_CHECK_WAIT_MAX:?}")),
+    }
+}
+
 /// Load the snapshot (if any), check it against the log, start the worker, and return
 /// the query handle.
 pub async fn start(
@@ -366,15 +395,19 @@ pub async fn start(
     // worker (module doc).
     let (models, unchecked) = match loaded {
         None => (ReadModels::new(), None),
-        Some(m) => match check_restored(&*log, &m).await {
-            Ok(None) => (m, None),
-            Ok(Some(foreign)) => {
+        Some(m) => match restore_check(&*log, &m).await {
+            Restore::Resume => (m, None),
+            Restore::Foreign(foreign) => {
                 foreign.warn();
                 (ReadModels::new(), None)
             }
-            Err(e) => {
-                tracing::warn!(checkpoint = ?m.checkpoint, "cannot check the projection snapshot against the event log: {e}; holding it back until the log answers");
+            Restore::AskAgain(why) => {
+                tracing::warn!(checkpoint = ?m.checkpoint, "cannot check the projection snapshot against the event log ({why}); holding it back until the log answers");
                 (ReadModels::new(), Some(m))
+            }
+            Restore::Drop(e) => {
+                tracing::warn!(checkpoint = ?m.checkpoint, "the event log refused the check of the projection snapshot: {e}; rebuilding the read models from the start");
+                (ReadModels::new(), None)
             }
         },
     };
@@ -430,23 +463,27 @@ async fn run(
         loop {
             let checked = tokio::select! {
                 _ = &mut stop => return Ok(()),
-                checked = check_restored(&*log, &snapshot) => checked,
+                checked = restore_check(&*log, &snapshot) => checked,
             };
             match checked {
-                Ok(None) => {
+                Restore::Resume => {
                     let checkpoint = snapshot.checkpoint;
                     *models.write().unwrap_or_else(PoisonError::into_inner) = snapshot;
                     tx.send_replace(checkpoint);
                     tracing::info!(checkpoint = ?checkpoint, "projection snapshot checked against the event log; resuming from it");
                     break;
                 }
-                Ok(Some(foreign)) => {
+                Restore::Foreign(foreign) => {
                     // The models are already empty: the worker starts from the beginning.
                     foreign.warn();
                     break;
                 }
-                Err(e) => {
-                    tracing::warn!("cannot check the projection snapshot against the event log: {e}; asking again in {RESUBSCRIBE_DELAY:?}");
+                Restore::Drop(e) => {
+                    tracing::warn!("the event log refused the check of the projection snapshot: {e}; rebuilding the read models from the start");
+                    break;
+                }
+                Restore::AskAgain(why) => {
+                    tracing::warn!("cannot check the projection snapshot against the event log ({why}); asking again in {RESUBSCRIBE_DELAY:?}");
                     tokio::select! {
                         _ = &mut stop => return Ok(()),
                         _ = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}

@@ -183,13 +183,15 @@ async fn a_snapshot_past_the_logs_head_is_dropped_and_the_models_rebuilt() {
 }
 
 /// A log that notes where each subscription of the worker starts (from the start: a
-/// rebuild; after a checkpoint: a resume), and answers its first `failing_stream_reads`
-/// stream reads with `Unavailable` (a log briefly away).
+/// rebuild; after a checkpoint: a resume), answers its first `failing_stream_reads`
+/// stream reads with `Unavailable` (a log briefly away), and never answers its first
+/// `hanging_stream_reads` (a remote log that hangs instead of failing).
 #[derive(Clone)]
 struct Watched {
     inner: Arc<dyn EventLog>,
     subscribed: Arc<Mutex<Vec<ReadFrom>>>,
     failing_stream_reads: Arc<AtomicUsize>,
+    hanging_stream_reads: Arc<AtomicUsize>,
 }
 
 impl Watched {
@@ -198,6 +200,7 @@ impl Watched {
             inner: Arc::new(inner),
             subscribed: Arc::default(),
             failing_stream_reads: Arc::default(),
+            hanging_stream_reads: Arc::default(),
         }
     }
 
@@ -229,6 +232,13 @@ impl EventLog for Watched {
             .is_ok();
         if fail {
             return Err(ReadError::Unavailable("played by the test".into()));
+        }
+        let hang = self
+            .hanging_stream_reads
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if hang {
+            std::future::pending::<()>().await;
         }
         self.inner.read_stream(stream, from_version, max).await
     }
@@ -374,6 +384,38 @@ async fn a_restart_on_the_same_log_resumes_from_the_snapshot_without_a_rebuild()
     let rebuilt = runtime::rebuild(&log, None).await.unwrap();
     assert_eq!(p.read().digest(), rebuilt.digest());
     assert_eq!(*p.read(), rebuilt);
+    w.stop().await.unwrap();
+}
+
+/// Paused time: the bounded wait elapses as soon as nothing else can run.
+#[tokio::test(start_paused = true)]
+async fn a_log_that_hangs_on_the_check_at_start_does_not_hang_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ProjectionConfig {
+        snapshot_every: Duration::from_secs(3600),
+        ..ProjectionConfig::in_dir(dir.path())
+    };
+    // Given a snapshot of this log,
+    let mut c = City::new();
+    let checkpoint = four_events(&mut c).await;
+    let (p, w) = runtime::start(Arc::new(c.log.clone()), cfg.clone()).await;
+    caught_up(&p, checkpoint).await;
+    w.stop().await.unwrap();
+    let head = c.deposit("v0", "org0", "2026-11-03", "1").await.position;
+    // when the worker starts while the log never answers the check's first read,
+    let log = Watched::new(c.log.clone());
+    log.hanging_stream_reads.store(1, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    let (p, w) = runtime::start(Arc::new(log.clone()), cfg).await;
+
+    // then the start returns after the bounded wait with the snapshot held back, and
+    // the worker resumes on it once the log answers (no rebuild).
+    assert_eq!(started.elapsed(), runtime::RESTORE_CHECK_WAIT_MAX);
+    assert_eq!(p.freshness().checkpoint(), None, "held back");
+    caught_up(&p, head).await;
+    assert_eq!(log.subscriptions(), vec![ReadFrom::After(checkpoint)]);
+    let rebuilt = c.models().await;
+    assert_eq!(p.read().digest(), rebuilt.digest());
     w.stop().await.unwrap();
 }
 
