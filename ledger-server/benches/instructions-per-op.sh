@@ -22,13 +22,14 @@ AFTER=${2:?usage: instructions-per-op.sh BEFORE_BINARY AFTER_BINARY}
 MIX=${MIX:-deposit=1}
 CONCURRENCY=${CONCURRENCY:-16}
 DURATION=${DURATION:-40s}
-EXTRA=${EXTRA---batch 100}  # set and empty: unary calls
+EXTRA=${EXTRA-"--batch 100"}  # set and empty: unary calls
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
 WORK=$(mktemp -d)
 PID=""
+KEEP=""  # set when a run failed: its server log stays for reading
 cleanup() {
   if [ -n "$PID" ]; then kill -INT "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
-  rm -rf "$WORK"
+  if [ -z "$KEEP" ]; then rm -rf "$WORK"; else echo "kept $WORK for its logs"; fi
 }
 trap cleanup EXIT
 
@@ -38,18 +39,19 @@ run() { # binary label port
     --data-dir "$WORK/$2" --listen "127.0.0.1:$3" --metrics-listen off \
     >"$WORK/$2.log" 2>&1 &
   PID=$!
-  # Start-up under valgrind takes seconds; wait for the banner (at most 2 minutes).
-  for _ in $(seq 1 120); do grep -q "$3" "$WORK/$2.log" && break; sleep 1; done
-  sleep 2
+  # Start-up under valgrind takes seconds; wait until the port takes connections (at
+  # most 2 minutes). Not the banner: it is an INFO line, off at RUST_LOG=warn, and
+  # valgrind's own first lines already name the port.
+  for _ in $(seq 1 120); do (exec 3<>"/dev/tcp/127.0.0.1/$3") 2>/dev/null && break; sleep 1; done
   # shellcheck disable=SC2086 # EXTRA is a list of flags
   out=$("$1" load --target "http://127.0.0.1:$3" --mix "$MIX" --concurrency "$CONCURRENCY" \
     --duration "$DURATION" $EXTRA 2>&1 \
     | grep -E '^(deposit|spend|exchange|redemption|account|credit-report) ' | head -1 || true)
   kill -INT "$PID"; wait "$PID" || true; PID=""
-  ir=$(grep -E 'I[[:space:]]+refs:' "$WORK/$2.log" | awk '{gsub(",", "", $NF); print $NF}')
+  ir=$(grep -E 'I[[:space:]]+refs:' "$WORK/$2.log" | awk '{gsub(",", "", $NF); print $NF}' || true)
   ops=$(echo "$out" | awk '{print $2}')
   if [ -z "$ops" ] || [ "$ops" = 0 ] || [ -z "$ir" ]; then
-    echo "$2 | no count; server log: $WORK/$2.log"; tail -3 "$WORK/$2.log"; return
+    KEEP=1; echo "$2 | no count; server log: $WORK/$2.log"; tail -3 "$WORK/$2.log"; return
   fi
   echo "$2 | instructions=$ir ops=$ops instructions_per_op=$((ir / ops)) | $out"
 }

@@ -59,13 +59,13 @@ const NO_SLOT: u32 = u32::MAX;
 /// reading a snapshot back pushes them in order, no hashing. Slots are numbered in
 /// first-touch (log) order, so the cells of a month new to the log go at the end; an
 /// insert elsewhere moves the entries after it (at 1 M events an activity holds 27
-/// on average, 58 at p99, 94 at most). Option not taken: the `FxHashMap<u32, u32>` this replaced (fourth
-/// session): O(1) lookups, but hundreds of thousands of small tables (control bytes
-/// plus power-of-two buckets) to allocate and rebuild: at 3 M events, measured side
-/// by side, the snapshot's clone took 0.99–1.03 s instead of 0.22–0.29 s, its read
-/// back 0.89–1.12 s instead of 0.57 s, and the read models 51 MiB more heap, for a
-/// fold that was not faster (docs/benchmarks.md, "The service index per activity as sorted
-/// vectors (fifth session)").
+/// on average, 58 at p99, 94 at most). Option not taken: the `FxHashMap<u32, u32>`
+/// this replaced (fourth session): O(1) lookups, but hundreds of thousands of small
+/// tables (control bytes plus power-of-two buckets) to allocate and rebuild: at 3 M
+/// events, measured side by side, the snapshot's clone took 0.99–1.03 s instead of
+/// 0.22–0.29 s, its read back 0.89–1.12 s instead of 0.57 s, and the read models
+/// 51 MiB more heap, for a fold that was not faster (docs/benchmarks.md, "The service
+/// index per activity as sorted vectors (fifth session)").
 ///
 /// Stored as the sequence of its pairs, the bytes `crate::snapshot::pairs` writes for
 /// a map with these entries, so snapshot format 8 is unchanged. Pairs are written in
@@ -201,14 +201,16 @@ struct StoredIndex {
     activity_refs: Vec<ActivityRefs>,
 }
 
-/// Checked while the addressing tables are rebuilt, because rebuilding them indexes by
-/// what is checked: a stored index whose cells and keys differ in number, whose key
+/// Addressing is checked while the addressing tables are rebuilt, because rebuilding
+/// them indexes by what is checked: a stored index whose cells and keys differ in number, whose key
 /// names a period it does not list, or that names one (node, period) twice, is refused
 /// (the snapshot is then not used and the models are rebuilt from the log) instead of
 /// panicking or addressing the wrong cell. A snapshot is checksummed, so only a payload
 /// this build did not write gets here. Not checked: a node id far beyond the region
 /// tree, which the tables would try to allocate a row for (region nodes are not part
-/// of the index; `snapshot::read` checks the rest after decoding).
+/// of the index). `snapshot::read` then checks the counts ([`ServiceIndex::validate`]);
+/// not checked anywhere: that each cell's `activities` equals the number of activities
+/// counting it, which a later reversal relies on.
 impl TryFrom<StoredIndex> for ServiceIndex {
     type Error = String;
 

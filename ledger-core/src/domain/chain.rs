@@ -141,6 +141,13 @@ pub fn verify_chain(events: &[RecordedEvent]) -> Result<(), ChainError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex32_writes_what_hex_encode_writes() {
+        for h in [[0u8; 32], [0xff; 32], *blake3::hash(b"timebank").as_bytes()] {
+            assert_eq!(hex32(&h), hex::encode(h));
+        }
+    }
     use crate::log::Position;
 
     fn event(version: u64, prev: EventHash) -> RecordedEvent {

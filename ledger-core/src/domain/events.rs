@@ -359,9 +359,11 @@ pub enum DecodeError {
 /// every string it reads, one call per string (a deposit has ~40, keys included);
 /// that was ~17 % of a replay's instructions inside `ReadModels::apply`. From a
 /// `str` it checks nothing more. JSON is UTF-8 (RFC 8259) and every payload the ledger
-/// writes is; the one difference: a payload with invalid UTF-8 inside a field the
+/// writes is. The differences: a payload with invalid UTF-8 inside a field the
 /// decoder skips used to decode, and is now refused like any other invalid payload
-/// (which is what the audit API, serving payloads as text, already did).
+/// (what the audit API, serving payloads as text, already did); the same holds for
+/// metadata (`EventMetadata::decode`, so the chain check refuses such an event); and
+/// the refusal's text names the byte offset instead of a line and column.
 pub(crate) fn json_text(data: &[u8]) -> Result<&str, serde_json::Error> {
     std::str::from_utf8(data).map_err(|e| {
         <serde_json::Error as serde::de::Error>::custom(format_args!("the JSON is not UTF-8: {e}"))
