@@ -33,10 +33,12 @@
 //! restored from a backup of another history (docs/operations.md, "Restore") does not,
 //! whether its head is before the checkpoint or beyond it; the snapshot is then
 //! dropped and the models rebuilt from the start, with a WARN naming both events. If
-//! the log cannot answer at start, the snapshot is held back (queries see empty models,
-//! as during a rebuild) and the worker asks again every [`RESUBSCRIBE_DELAY`] before
+//! the log is unavailable at start, or does not answer within
+//! [`RESTORE_CHECK_WAIT_MAX`], the snapshot is held back (queries see empty models, as
+//! during a rebuild) and the worker asks again every [`RESUBSCRIBE_DELAY`] before
 //! resuming: dropping it instead would cost a full rebuild (minutes for a city) for a
-//! log that is only briefly away.
+//! log that is only briefly away. Any other read error drops it (asking again would
+//! not cure corrupt data), and the rebuild's reads report the error.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
