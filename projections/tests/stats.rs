@@ -387,21 +387,28 @@ async fn a_restart_on_the_same_log_resumes_from_the_snapshot_without_a_rebuild()
     w.stop().await.unwrap();
 }
 
-/// Paused time: the bounded wait elapses as soon as nothing else can run.
-#[tokio::test(start_paused = true)]
-async fn a_log_that_hangs_on_the_check_at_start_does_not_hang_the_start() {
-    let dir = tempfile::tempdir().unwrap();
+/// A city of four events whose worker stopped with a snapshot in `dir` at their
+/// checkpoint, then one more deposit: (the city, the config, the checkpoint, the head).
+async fn snapshot_then_one_more(dir: &Path) -> (City, ProjectionConfig, Position, Position) {
     let cfg = ProjectionConfig {
         snapshot_every: Duration::from_secs(3600),
-        ..ProjectionConfig::in_dir(dir.path())
+        ..ProjectionConfig::in_dir(dir)
     };
-    // Given a snapshot of this log,
     let mut c = City::new();
     let checkpoint = four_events(&mut c).await;
     let (p, w) = runtime::start(Arc::new(c.log.clone()), cfg.clone()).await;
     caught_up(&p, checkpoint).await;
     w.stop().await.unwrap();
     let head = c.deposit("v0", "org0", "2026-11-03", "1").await.position;
+    (c, cfg, checkpoint, head)
+}
+
+/// Paused time: the bounded wait elapses as soon as nothing else can run.
+#[tokio::test(start_paused = true)]
+async fn a_log_that_hangs_on_the_check_at_start_does_not_hang_the_start() {
+    // Given a snapshot of this log,
+    let dir = tempfile::tempdir().unwrap();
+    let (c, cfg, checkpoint, head) = snapshot_then_one_more(dir.path()).await;
     // when the worker starts while the log never answers the check's first read,
     let log = Watched::new(c.log.clone());
     log.hanging_stream_reads.store(1, Ordering::SeqCst);
@@ -421,18 +428,9 @@ async fn a_log_that_hangs_on_the_check_at_start_does_not_hang_the_start() {
 
 #[tokio::test]
 async fn a_snapshot_the_log_cannot_be_asked_about_at_start_is_held_back_then_resumed() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = ProjectionConfig {
-        snapshot_every: Duration::from_secs(3600),
-        ..ProjectionConfig::in_dir(dir.path())
-    };
     // Given a snapshot of this log,
-    let mut c = City::new();
-    let checkpoint = four_events(&mut c).await;
-    let (p, w) = runtime::start(Arc::new(c.log.clone()), cfg.clone()).await;
-    caught_up(&p, checkpoint).await;
-    w.stop().await.unwrap();
-    let head = c.deposit("v0", "org0", "2026-11-03", "1").await.position;
+    let dir = tempfile::tempdir().unwrap();
+    let (c, cfg, checkpoint, head) = snapshot_then_one_more(dir.path()).await;
     // when the worker starts while the log cannot answer the check,
     let log = Watched::new(c.log.clone());
     log.failing_stream_reads.store(1, Ordering::SeqCst);
