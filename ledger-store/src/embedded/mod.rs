@@ -107,6 +107,52 @@ impl Shared {
         files.insert(segment, f.clone());
         Ok(f)
     }
+
+    /// The events at `seqs`, whose records lie at `spans` (`Index::span` of each; the
+    /// caller takes them under the index lock, which is not held here). Records that
+    /// sit back to back in one segment are read in one call.
+    pub(crate) fn read_spans(
+        &self,
+        seqs: &[u64],
+        spans: &[(u64, u64, u64)],
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut i = 0;
+        while i < spans.len() {
+            // Merge records that sit back to back in one segment into one read.
+            let (segment, start, mut end) = spans[i];
+            let mut j = i + 1;
+            while j < spans.len() && spans[j].0 == segment && spans[j].1 == end {
+                end = spans[j].2;
+                j += 1;
+            }
+            let file = self.file(segment)?;
+            let mut buf = vec![0u8; (end - start) as usize];
+            file.read_exact_at(&mut buf, start).map_err(|e| {
+                ReadError::Unavailable(format!("read of segment {segment} at {start} failed: {e}"))
+            })?;
+            let mut off = 0;
+            for &seq in &seqs[i..j] {
+                let r = decode_record(&buf, off).map_err(|f| {
+                    ReadError::Corrupt(format!(
+                        "segment {segment} offset {}: {f}",
+                        start + off as u64
+                    ))
+                })?;
+                if r.sequence != seq {
+                    return Err(ReadError::Corrupt(format!(
+                        "segment {segment} offset {}: record has sequence {}, index says {seq}",
+                        start + off as u64,
+                        r.sequence
+                    )));
+                }
+                out.push(r.to_event().map_err(|w| ReadError::Corrupt(w.into()))?);
+                off += r.total_len;
+            }
+            i = j;
+        }
+        Ok(out)
+    }
 }
 
 /// What opening the log found and repaired.
@@ -370,42 +416,7 @@ impl EmbeddedLog {
             let index = self.h.shared.read_index();
             seqs.iter().map(|&s| index.span(s)).collect()
         };
-        let mut out = Vec::with_capacity(seqs.len());
-        let mut i = 0;
-        while i < spans.len() {
-            // Merge records that sit back to back in one segment into one read.
-            let (segment, start, mut end) = spans[i];
-            let mut j = i + 1;
-            while j < spans.len() && spans[j].0 == segment && spans[j].1 == end {
-                end = spans[j].2;
-                j += 1;
-            }
-            let file = self.h.shared.file(segment)?;
-            let mut buf = vec![0u8; (end - start) as usize];
-            file.read_exact_at(&mut buf, start).map_err(|e| {
-                ReadError::Unavailable(format!("read of segment {segment} at {start} failed: {e}"))
-            })?;
-            let mut off = 0;
-            for &seq in &seqs[i..j] {
-                let r = decode_record(&buf, off).map_err(|f| {
-                    ReadError::Corrupt(format!(
-                        "segment {segment} offset {}: {f}",
-                        start + off as u64
-                    ))
-                })?;
-                if r.sequence != seq {
-                    return Err(ReadError::Corrupt(format!(
-                        "segment {segment} offset {}: record has sequence {}, index says {seq}",
-                        start + off as u64,
-                        r.sequence
-                    )));
-                }
-                out.push(r.to_event().map_err(|w| ReadError::Corrupt(w.into()))?);
-                off += r.total_len;
-            }
-            i = j;
-        }
-        Ok(out)
+        self.h.shared.read_spans(seqs, &spans)
     }
 
     fn read_all_now(&self, from: ReadFrom, max: usize) -> Result<Vec<RecordedEvent>, ReadError> {

@@ -24,7 +24,7 @@ use ledger_core::log::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::format::{
-    decode_record, encode_record, record_len, segment_file_name, Hash, RecordFields, SegmentHeader,
+    encode_record, record_len, segment_file_name, Hash, RecordFields, SegmentHeader,
     SEGMENT_HEADER_LEN,
 };
 use super::index::{FastMap, IdIndex, Index, Location};
@@ -301,33 +301,15 @@ enum Decided {
     },
 }
 
-/// The content digest of the durable event at `seq`, read back from its segment: asked
-/// only when an append names an id that is already taken (see [`IdIndex`]).
+/// The content digest of the durable event at `seq`, read back from its segment (the
+/// readers' path, [`Shared::read_spans`]): asked only when an append names an id that
+/// is already taken (see [`IdIndex`]), so the copy it makes costs nothing that matters.
 fn stored_digest(shared: &Shared, index: &Index, seq: u64) -> Result<ContentDigest, AppendError> {
-    let (segment, start, end) = index.span(seq);
-    let unavailable = |why: String| AppendError::Unavailable(why);
-    let file = shared
-        .file(segment)
-        .map_err(|e| unavailable(e.to_string()))?;
-    let mut buf = vec![0u8; (end - start) as usize];
-    file.read_exact_at(&mut buf, start)
-        .map_err(|e| unavailable(format!("read of segment {segment} at {start} failed: {e}")))?;
-    let r = decode_record(&buf, 0).map_err(|f| {
-        unavailable(format!(
-            "segment {segment} offset {start}: {f}; verify the log"
-        ))
-    })?;
-    let stream = StreamName::new(r.stream).map_err(|e| {
-        unavailable(format!(
-            "segment {segment} offset {start}: {e}; verify the log"
-        ))
-    })?;
-    Ok(ledger_core::log::content_digest(
-        &stream,
-        r.event_type,
-        r.data,
-        r.metadata,
-    ))
+    let events = shared
+        .read_spans(&[seq], &[index.span(seq)])
+        .map_err(|e| AppendError::Unavailable(format!("{e}; verify the log")))?;
+    let stored = events.first().expect("one record read for one sequence");
+    Ok(stored.content_digest())
 }
 
 #[allow(clippy::too_many_arguments)]
