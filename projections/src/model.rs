@@ -18,7 +18,7 @@ use hashbrown::HashTable;
 use ledger_core::domain::account::AccountKind;
 use ledger_core::domain::events::{DecodeError, HourKind, LedgerEvent};
 use ledger_core::domain::units::Unit;
-use ledger_core::log::{EventId, Position, RecordedEvent};
+use ledger_core::log::{EventId, EventMark, Position, RecordedEvent, StreamName};
 use rust_decimal::Decimal;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::{Deserialize, Serialize};
@@ -425,8 +425,9 @@ pub enum ApplyError {
 /// hold some other event there, so a restored snapshot is trusted only if the log
 /// holds this event at that position (`runtime.rs`, the check before resuming).
 ///
-/// The same four facts (position, id, stream, version) the receipts catch-up checks
-/// its own checkpoint by (`ledger_core::app::ReceiptMark`). Option not taken: also a
+/// Stored as the [`EventMark`] the receipts catch-up checks its own checkpoint by,
+/// less the position (the checkpoint itself), with the stream as a plain string so
+/// that it is overwritten in place on every apply. Option not taken: also a
 /// digest of the event's content. It would catch a log holding the same event id with
 /// other content, but it costs a BLAKE3 of every payload on the fold's hot path, and an
 /// event id already derives from the client's request id, which no log holds twice.
@@ -440,13 +441,16 @@ pub struct CheckpointEvent {
 }
 
 impl CheckpointEvent {
-    /// True if `event` is this one at `position`: same id, stream, version and
-    /// position (the position a stream read reports is the event's global one).
-    pub fn is(&self, position: Position, event: &RecordedEvent) -> bool {
-        event.position == position
-            && event.id == self.id
-            && event.version == self.version
-            && event.stream.as_str() == self.stream
+    /// This event at `position` (the checkpoint) as the log's mark of it, to be
+    /// looked up in a log; None if the stored stream name is not one any log holds (a
+    /// payload this build did not write).
+    pub fn mark(&self, position: Position) -> Option<EventMark> {
+        Some(EventMark {
+            position,
+            id: self.id,
+            stream: StreamName::new(self.stream.as_str()).ok()?,
+            version: self.version,
+        })
     }
 }
 

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use ledger_core::app::DecodedEvents;
 use ledger_core::log::{
-    limits::READ_EVENTS_MAX, EventLog, Position, ReadError, ReadFrom, RecordedEvent, StreamName,
+    limits::READ_EVENTS_MAX, EventLog, Position, ReadError, ReadFrom, RecordedEvent,
 };
 use tokio::sync::{oneshot, watch};
 
@@ -293,17 +293,10 @@ impl Foreign {
 }
 
 /// Whether `log` holds, at the checkpoint of `models` (a snapshot just read), the very
-/// event the snapshot folded last: Ok(None) if it does or there is no checkpoint.
-///
-/// The event is read by its stream and version, a read every backend answers, and
-/// compared by id and position: a stream read reports each event's global position
-/// (the conformance suite checks it is the one `read_all` reports), so the log holds
-/// the snapshot's event at the checkpoint exactly when this read finds it, same id, at
-/// that position. Option not taken: reading the log at the checkpoint position itself.
-/// `EventLog` reads only *after* a position, and "after the one before" exists only
-/// where positions are dense (the embedded and memory logs); KurrentDB's `$all`
-/// positions are byte offsets. A read-at-position method would change the contract of
-/// every backend for one read at start.
+/// event the snapshot folded last: Ok(None) if it does or there is no checkpoint. The
+/// same check as the receipts catch-up's
+/// ([`ledger_core::log::EventMark::read_from`] says why it reads by stream and
+/// version).
 ///
 /// What it does not prove: that every event *before* the checkpoint is the same. A log
 /// with this very event at this very position and some other history before it would
@@ -321,17 +314,16 @@ async fn check_restored(
         );
         return Ok(None);
     };
-    let found = match StreamName::new(snapshot.stream.as_str()) {
-        Ok(stream) => log
-            .read_stream(&stream, snapshot.version, 1)
-            .await?
-            .into_iter()
-            .next(),
-        // Not a name any log holds (a payload this build did not write): nothing there.
-        Err(_) => None,
+    // No mark: a stream name no log holds (a payload this build did not write).
+    let mark = snapshot.mark(checkpoint);
+    let found = match &mark {
+        Some(mark) => mark.read_from(log).await?,
+        None => None,
     };
-    if found.as_ref().is_some_and(|e| snapshot.is(checkpoint, e)) {
-        return Ok(None);
+    if let (Some(mark), Some(event)) = (&mark, &found) {
+        if mark.names(event) {
+            return Ok(None);
+        }
     }
     Ok(Some(Foreign {
         checkpoint,

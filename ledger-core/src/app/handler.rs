@@ -520,8 +520,8 @@ impl Handler {
     /// True if this log holds, at `mark`'s stream and version, the very event `mark`
     /// names (same id and position): a stored [`ReceiptMark`] is trusted only then.
     pub async fn recognises(&self, mark: &ReceiptMark) -> Result<bool, ReadError> {
-        let page = self.log.read_stream(&mark.stream, mark.version, 1).await?;
-        Ok(page.first().is_some_and(|e| mark.names(e)))
+        let held = mark.read_from(&*self.log).await?;
+        Ok(held.is_some_and(|e| mark.names(&e)))
     }
 
     /// Read the log after `from` and deliver every receipt that is missing: the

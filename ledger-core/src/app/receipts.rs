@@ -8,7 +8,6 @@ use crate::domain::account::AccountId;
 use crate::domain::events::{LedgerEvent, ReceiptCause};
 use crate::domain::ids::TransactionId;
 use crate::domain::units::{Hours, Unit};
-use crate::log::{EventId, Position, RecordedEvent, StreamName};
 
 /// A receipt to deliver: `hours` moved by `transaction` from `from` into `to`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,32 +39,7 @@ pub struct ReceiptReport {
 /// kept on disk can be checked against the log before it is trusted: positions are a
 /// store's own coordinates, and a mark from another log (a data directory restored
 /// from elsewhere, a different KurrentDB) must not make a catch-up skip anything.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ReceiptMark {
-    pub position: Position,
-    pub id: EventId,
-    pub stream: StreamName,
-    pub version: u64,
-}
-
-impl ReceiptMark {
-    pub fn of(event: &RecordedEvent) -> Self {
-        Self {
-            position: event.position,
-            id: event.id,
-            stream: event.stream.clone(),
-            version: event.version,
-        }
-    }
-
-    /// True if `event` (read from `stream` at `version`) is the event this mark names.
-    pub fn names(&self, event: &RecordedEvent) -> bool {
-        event.position == self.position
-            && event.id == self.id
-            && event.stream == self.stream
-            && event.version == self.version
-    }
-}
+pub type ReceiptMark = crate::log::EventMark;
 
 /// The receipts a transaction decided on `source`'s stream owes: one per posting that
 /// credits an account with a stream other than `source`. Only transfers, donations and

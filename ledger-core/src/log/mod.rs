@@ -14,6 +14,7 @@ pub mod conformance;
 pub mod dense;
 mod error;
 pub mod limits;
+mod mark;
 pub mod memory;
 mod types;
 
@@ -22,6 +23,7 @@ use std::pin::Pin;
 use futures::Stream;
 
 pub use error::{AppendError, InvalidEvent, LimitExceeded, ReadError};
+pub use mark::EventMark;
 pub use types::{
     content_digest, AppendResult, ContentDigest, CurrentVersion, EventId, ExpectedVersion,
     NewEvent, Position, ReadFrom, RecordedEvent, StreamName,
