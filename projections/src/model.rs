@@ -255,7 +255,10 @@ impl<'de> Deserialize<'de> for Interner {
                     let start = ends.last().copied().unwrap_or(0);
                     let name = &text[start..];
                     let hash = name_hash(name);
-                    if table.find(hash, |&j| cut(text, ends, j) == name).is_some() {
+                    if table
+                        .find(hash, |&j| is_name(text, ends, j, name))
+                        .is_some()
+                    {
                         return Err(A::Error::custom(format!("duplicate name {name:?}")));
                     }
                     ends.push(text.len());

@@ -137,10 +137,7 @@ async fn the_worker_takes_the_handlers_decoded_events_and_folds_the_same_state()
 #[tokio::test]
 async fn a_snapshot_past_the_logs_head_is_dropped_and_the_models_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = || ProjectionConfig {
-        snapshot_every: Duration::from_secs(3600),
-        ..ProjectionConfig::in_dir(dir.path())
-    };
+    let cfg = || snapshots_at_stop(dir.path());
     // A log of five events, folded and snapshotted at the worker's stop.
     let mut c = City::new();
     c.organisation("org0", "hz/xihu").await;
@@ -290,10 +287,7 @@ async fn a_restored_log_beyond_the_checkpoint_with_another_event_there_is_detect
 ) {
     let dir = tempfile::tempdir().unwrap();
     let snapshots = dir.path().join("projections");
-    let cfg = || ProjectionConfig {
-        snapshot_every: Duration::from_secs(3600),
-        ..ProjectionConfig::in_dir(&snapshots)
-    };
+    let cfg = || snapshots_at_stop(&snapshots);
     // Given a snapshot of one history, taken at the worker's stop,
     let mut ours = City::new();
     let checkpoint = four_events(&mut ours).await;
@@ -353,10 +347,7 @@ async fn a_restored_log_beyond_the_checkpoint_with_another_event_there_is_detect
 async fn a_restart_on_the_same_log_resumes_from_the_snapshot_without_a_rebuild() {
     let dir = tempfile::tempdir().unwrap();
     let snapshots = dir.path().join("projections");
-    let cfg = || ProjectionConfig {
-        snapshot_every: Duration::from_secs(3600),
-        ..ProjectionConfig::in_dir(&snapshots)
-    };
+    let cfg = || snapshots_at_stop(&snapshots);
     // Given a snapshot taken at the worker's stop,
     let mut c = City::new();
     let checkpoint = four_events(&mut c).await;
@@ -387,13 +378,19 @@ async fn a_restart_on_the_same_log_resumes_from_the_snapshot_without_a_rebuild()
     w.stop().await.unwrap();
 }
 
+/// Projections in `dir` that write a snapshot only when the worker stops (none by
+/// count or by time during a test).
+fn snapshots_at_stop(dir: &Path) -> ProjectionConfig {
+    ProjectionConfig {
+        snapshot_every: Duration::from_secs(3600),
+        ..ProjectionConfig::in_dir(dir)
+    }
+}
+
 /// A city of four events whose worker stopped with a snapshot in `dir` at their
 /// checkpoint, then one more deposit: (the city, the config, the checkpoint, the head).
 async fn snapshot_then_one_more(dir: &Path) -> (City, ProjectionConfig, Position, Position) {
-    let cfg = ProjectionConfig {
-        snapshot_every: Duration::from_secs(3600),
-        ..ProjectionConfig::in_dir(dir)
-    };
+    let cfg = snapshots_at_stop(dir);
     let mut c = City::new();
     let checkpoint = four_events(&mut c).await;
     let (p, w) = runtime::start(Arc::new(c.log.clone()), cfg.clone()).await;
