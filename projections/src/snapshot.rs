@@ -43,9 +43,10 @@ use std::path::{Path, PathBuf};
 
 use crate::model::ReadModels;
 
-/// Most entries one decoded map (or interner, `model.rs`) reserves up front. The count comes from a payload whose
-/// checksum was verified, and postcard gives no size hint for a count larger than the
-/// bytes left, so this only guards against a writer bug asking for an absurd allocation:
+/// Most entries one decoded map (or interner, `model.rs`) reserves up front. The count
+/// comes from a payload whose checksum was verified, and postcard gives no size hint
+/// for a count larger than the bytes left, so this only guards against a writer bug
+/// asking for an absurd allocation:
 /// past it a map grows as it decodes (slower, still exact). A city's largest map, the
 /// deposit index, holds ~20 M entries at 30 M events.
 pub const MAP_RESERVE_ENTRIES_MAX: usize = 1 << 27;

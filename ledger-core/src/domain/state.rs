@@ -151,8 +151,7 @@ impl HoldRecord {
 }
 
 /// A map of one account's state. Hashed with foldhash, seeded (per map and per
-/// process), not std's
-/// SipHash: every command looks up and inserts request ids, transaction ids and days
+/// process), not std's SipHash: every command looks up and inserts request ids, transaction ids and days
 /// here (a deposit inserts three entries), and SipHash on a 36-byte id costs several
 /// times foldhash's. The keys come from callers (request ids), so the hasher stays
 /// seeded, which the unseeded FxHash of the read models is not; the embedded log's
