@@ -194,6 +194,14 @@ pub struct LoadArgs {
     /// HTTP/2 connections the callers share, round robin.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
+    /// Open loop: start this many calls per second in all (RPCs: a `SubmitBatch` is
+    /// one), on a fixed schedule shared round robin by the callers, and time a late
+    /// call from its scheduled start, so a server that falls behind shows as latency
+    /// instead of as fewer calls. Without it each caller sends its next call as soon
+    /// as the last one returns (closed loop). At most `--concurrency` calls are in
+    /// flight either way: give enough callers for the rate.
+    #[arg(long, value_name = "CALLS_PER_S")]
+    pub rate: Option<u64>,
     /// API key sent as `authorization: Bearer KEY` on every call (a server with an
     /// access file needs one; the demo's admin key is in its banner). Its caller must
     /// be allowed to register accounts and write for them.
@@ -219,6 +227,13 @@ impl LoadArgs {
         if let Some(key) = &self.api_key {
             BearerKey::new(Some(key))?;
         }
+        if let Some(rate) = self.rate {
+            if rate == 0 || rate > RATE_MAX {
+                return Err(format!(
+                    "--rate {rate} is out of range: give 1 to {RATE_MAX} calls per second"
+                ));
+            }
+        }
         Ok(LoadConfig {
             api_key: self.api_key.clone(),
             target: self.target.clone(),
@@ -228,6 +243,7 @@ impl LoadArgs {
             batch: self.batch,
             volunteers_per_caller: self.volunteers_per_caller,
             connections: self.connections,
+            rate: self.rate,
         })
     }
 }
@@ -243,6 +259,75 @@ pub struct LoadConfig {
     pub connections: usize,
     /// Sent as `authorization: Bearer …` on every call.
     pub api_key: Option<String>,
+    /// Calls per second for an open-loop run (`--rate`); `None`: closed loop.
+    pub rate: Option<u64>,
+}
+
+/// Highest `--rate`: far above what one load generator can send (~30 µs of CPU per
+/// call), and low enough that a schedule's nanosecond offsets cannot overflow.
+pub const RATE_MAX: u64 = 10_000_000;
+
+/// When a caller starts its calls, and the instant each call is timed from.
+///
+/// Closed loop: now, until the deadline. Open loop at `rate` calls/s over `callers`
+/// callers: the run's calls are numbered 0, 1, 2, … and call `k` is due at
+/// `started + k / rate`; caller `i` takes calls `i`, `i + callers`, `i + 2 × callers`,
+/// …, waits until each is due and, when it is late (the caller was still waiting for
+/// its previous call), times it from when it was due, not from when it went out: the
+/// correction for coordinated omission that wrk2 makes (a closed loop, or timing from
+/// the send, hides the wait of every call the stalled caller did not send). Calls due before the deadline are all sent, late or not, so an open-loop run
+/// sends exactly `ceil(rate × duration)` calls whatever the server does.
+#[derive(Clone, Debug)]
+struct Pace {
+    started: Instant,
+    deadline: Instant,
+    /// `(rate, callers, next call number)` for an open loop.
+    schedule: Option<(u64, u64, u64)>,
+}
+
+impl Pace {
+    fn new(
+        started: Instant,
+        duration: Duration,
+        rate: Option<u64>,
+        callers: usize,
+        caller: usize,
+    ) -> Self {
+        Self {
+            started,
+            deadline: started + duration,
+            schedule: rate.map(|r| (r, callers as u64, caller as u64)),
+        }
+    }
+
+    /// When the next call is due, or `None` once the run is over. Does not wait.
+    fn next_due(&mut self) -> Option<Instant> {
+        match &mut self.schedule {
+            None => Some(Instant::now()).filter(|now| *now < self.deadline),
+            Some((rate, callers, k)) => {
+                // k / rate seconds, in nanoseconds, in u128: no overflow for any k a run reaches.
+                let nanos = u128::from(*k) * 1_000_000_000 / u128::from(*rate);
+                let due = self.started + Duration::from_nanos(u64::try_from(nanos).ok()?);
+                *k += *callers;
+                (due < self.deadline).then_some(due)
+            }
+        }
+    }
+
+    /// Wait until the next call is due; the instant to time it from, or `None` once
+    /// the run is over. A call already due (the caller was still busy with the last
+    /// one) is timed from when it was due. A caller that is early sleeps, and its call
+    /// is timed from when it wakes: tokio's timer has a 1 ms resolution, so timing
+    /// from the due instant would add up to a millisecond of the generator's own
+    /// lateness to every call of an unloaded server.
+    async fn next(&mut self) -> Option<Instant> {
+        let due = self.next_due()?;
+        if self.schedule.is_none() || due <= Instant::now() {
+            return Some(due);
+        }
+        tokio::time::sleep_until(due.into()).await;
+        Some(Instant::now())
+    }
 }
 
 /// A channel whose every call carries the run's API key, if it has one.
@@ -330,6 +415,8 @@ pub struct LoadReport {
     pub elapsed: Duration,
     pub concurrency: usize,
     pub batch: usize,
+    /// The open-loop rate asked for, if any.
+    pub rate: Option<u64>,
     /// Per operation (commands; latency per RPC when not batching).
     pub ops: BTreeMap<Op, OpStats>,
     /// With `--batch`: latency of each SubmitBatch call.
@@ -350,13 +437,19 @@ impl LoadReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{} callers, {:.1} s{}",
+            "{} callers, {:.1} s{}{}",
             self.concurrency,
             secs,
             if self.batch > 0 {
                 format!(", batches of {} commands", self.batch)
             } else {
                 ", one RPC per command".into()
+            },
+            match self.rate {
+                Some(r) => format!(
+                    ", open loop at {r} calls/s (a late call timed from its scheduled start)"
+                ),
+                None => ", closed loop".into(),
             }
         );
         let _ = writeln!(
@@ -861,7 +954,6 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
     }
 
     let started = Instant::now();
-    let deadline = started + config.duration;
     let sendable = Arc::new(sendable);
     let mut tasks = Vec::with_capacity(callers.len());
     for (i, mut caller) in callers.into_iter().enumerate() {
@@ -877,14 +969,14 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
             RedemptionsClient::with_interceptor(channels[i % channels.len()].clone(), key.clone());
         let sendable = sendable.clone();
         let batch = config.batch;
+        let mut pace = Pace::new(started, config.duration, config.rate, config.concurrency, i);
         tasks.push(tokio::spawn(async move {
             let mut picker = Picker::new(&sendable, i as u64 + 1);
             let mut stats: BTreeMap<Op, OpStats> = BTreeMap::new();
             let mut batches = OpStats::new();
-            while Instant::now() < deadline {
+            while let Some(t) = pace.next().await {
                 let op = picker.next();
                 if op == Op::Redeem {
-                    let t = Instant::now();
                     let result = caller.redeem(&mut redemptions).await;
                     let s = stats.entry(op).or_insert_with(OpStats::new);
                     s.record(t.elapsed());
@@ -894,7 +986,6 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
                     }
                 } else if op.is_query() {
                     let volunteer = caller.next_volunteer_id();
-                    let t = Instant::now();
                     let result = match op {
                         Op::Account => queries
                             .get_account(pb::GetAccountRequest {
@@ -921,7 +1012,6 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
                     }
                 } else if batch == 0 {
                     let (op, command) = caller.command(op);
-                    let t = Instant::now();
                     let result = send(&mut client, command).await;
                     let s = stats.entry(op).or_insert_with(OpStats::new);
                     s.record(t.elapsed());
@@ -943,7 +1033,6 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
                             (op, pb::Command { command: Some(c) })
                         })
                         .unzip();
-                    let t = Instant::now();
                     let result = client
                         .submit_batch(pb::SubmitBatchRequest { commands })
                         .await;
@@ -990,6 +1079,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
         elapsed: started.elapsed(),
         concurrency: config.concurrency,
         batch: config.batch,
+        rate: config.rate,
         ops,
         batches: (config.batch > 0).then_some(batches),
     })
@@ -1012,5 +1102,67 @@ mod tests {
         assert!(parse_duration("2h").is_err());
         assert_eq!(amount(5), "0.05");
         assert_eq!(amount(200), "2.00");
+    }
+
+    /// Given 1,000 calls/s over 4 callers for 10 ms, caller 1's calls are due at 1, 5
+    /// and 9 ms (calls 1, 5, 9 of the run) and then the run is over for it; the four
+    /// callers together are due exactly ceil(rate × duration) = 10 calls, each once.
+    #[test]
+    fn an_open_loop_shares_one_schedule_round_robin() {
+        let started = Instant::now();
+        let ms = Duration::from_millis;
+        let mut one = Pace::new(started, ms(10), Some(1000), 4, 1);
+        let due: Vec<Duration> = std::iter::from_fn(|| one.next_due())
+            .map(|t| t - started)
+            .collect();
+        assert_eq!(due, [ms(1), ms(5), ms(9)]);
+        let mut all: Vec<Duration> = (0..4)
+            .flat_map(|i| {
+                let mut p = Pace::new(started, ms(10), Some(1000), 4, i);
+                std::iter::from_fn(move || p.next_due()).map(move |t| t - started)
+            })
+            .collect();
+        all.sort();
+        assert_eq!(all, (0..10).map(ms).collect::<Vec<_>>());
+        // 3 calls/s for 1 s: due at 0, 1/3 and 2/3 s, to the nanosecond, not at 1 s.
+        let mut p = Pace::new(started, ms(1000), Some(3), 1, 0);
+        let due: Vec<Duration> = std::iter::from_fn(|| p.next_due())
+            .map(|t| t - started)
+            .collect();
+        assert_eq!(
+            due,
+            [
+                Duration::ZERO,
+                Duration::from_nanos(333_333_333),
+                Duration::from_nanos(666_666_666)
+            ]
+        );
+    }
+
+    /// Closed loop: due now, until the deadline.
+    #[test]
+    fn a_closed_loop_is_due_at_once_until_the_deadline() {
+        let started = Instant::now();
+        let mut p = Pace::new(started, Duration::from_secs(60), None, 4, 0);
+        let due = p.next_due().expect("the run has a minute to go");
+        assert!(due >= started && due - started < Duration::from_secs(1));
+        let mut over = Pace::new(started, Duration::ZERO, None, 4, 0);
+        assert_eq!(over.next_due(), None);
+    }
+
+    #[test]
+    fn a_rate_out_of_range_is_refused_with_the_range() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            load: LoadArgs,
+        }
+        let parse = |rate: &str| Cli::parse_from(["load", "--rate", rate]).load.config();
+        assert_eq!(parse("5000").map(|c| c.rate), Ok(Some(5000)));
+        for bad in ["0", "10000001"] {
+            let err = parse(bad).expect_err("refused");
+            assert!(err.contains("give 1 to 10000000"), "{err}");
+        }
     }
 }

@@ -379,6 +379,7 @@ async fn the_load_generator_sends_its_api_key() {
         volunteers_per_caller: 2,
         connections: 1,
         api_key: Some(ADMIN_KEY.to_owned()),
+        rate: None,
     };
     let report = load::run(&config).await.unwrap();
     assert!(report.completed() > 0, "{}", report.render());

@@ -235,6 +235,7 @@ async fn the_load_generator_runs_against_a_live_server() {
         volunteers_per_caller: 3,
         connections: 2,
         api_key: None,
+        rate: None,
     };
     let report = load::run(&config).await.unwrap();
     assert!(report.completed() > 0, "{}", report.render());
@@ -247,6 +248,19 @@ async fn the_load_generator_runs_against_a_live_server() {
     let report = load::run(&config).await.unwrap();
     assert!(report.completed() >= 20, "{}", report.render());
     assert_eq!(report.errors(), 0, "{}", report.render());
+
+    // Open loop: 200 calls/s for 0.5 s is exactly 100 calls, however fast the server.
+    config.batch = 0;
+    config.rate = Some(200);
+    config.duration = Duration::from_millis(500);
+    let report = load::run(&config).await.unwrap();
+    assert_eq!(report.completed(), 100, "{}", report.render());
+    assert_eq!(report.errors(), 0, "{}", report.render());
+    assert!(
+        report.render().contains("open loop at 200 calls/s"),
+        "{}",
+        report.render()
+    );
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();
