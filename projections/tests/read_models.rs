@@ -463,3 +463,40 @@ async fn given_a_deposit_recorded_before_as_of_but_dated_its_next_utc_day_then_e
     // With a standing deposit and a clean record: 130.
     assert_eq!(factor("reliability").points, 130);
 }
+
+/// Annual minimum of an organisation: a volunteer is counted in the years they were a
+/// volunteer of the scheme, as for a region (docs/queries.md: joined by the year's end,
+/// not closed before it began). One who joined later cannot have fallen short in an
+/// earlier year, nor one who had left.
+#[tokio::test]
+async fn given_an_organisations_volunteer_who_joined_later_when_asking_an_earlier_year_then_not_listed(
+) {
+    let mut c = City::new();
+    c.set_now("2025-01-10T12:00:00Z");
+    c.organisation("org-b", BINJ).await;
+    c.volunteer("li", BINJ, "2024-11-20").await;
+    c.set_now("2025-06-01T12:00:00Z");
+    c.deposit("li", "org-b", "2025-03-01", "3").await;
+    let close = c.close_cmd("li");
+    c.run(close).await;
+    c.set_now(NOW);
+    c.volunteer("zhao", BINJ, "2026-02-01").await;
+    c.deposit("zhao", "org-b", "2026-05-01", "5").await;
+    let m = c.models().await;
+    let region = m
+        .below_annual_minimum(Scope::Region(BINJ), 2025, dec("20"), 100)
+        .unwrap();
+    // li only: zhao had not joined in 2025.
+    assert_eq!(region.considered, 1);
+    let r = m
+        .below_annual_minimum(Scope::Organisation("org-b"), 2025, dec("20"), 100)
+        .unwrap();
+    assert_eq!(r.volunteers, vec![("li".to_owned(), dec("3"))]);
+    assert_eq!((r.total, r.considered), (1, 1));
+    let r = m
+        .below_annual_minimum(Scope::Organisation("org-b"), 2026, dec("20"), 100)
+        .unwrap();
+    // li closed in 2025, before 2026 began.
+    assert_eq!(r.volunteers, vec![("zhao".to_owned(), dec("5"))]);
+    assert_eq!((r.total, r.considered), (1, 1));
+}
