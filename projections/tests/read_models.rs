@@ -527,3 +527,56 @@ async fn given_a_utc8_calendar_when_closed_on_new_years_day_local_then_still_cou
     assert_eq!(r.considered, 1);
     assert_eq!(r.volunteers, vec![("li".to_owned(), dec("0"))]);
 }
+
+/// An auditor re-derives a report's `inputs_digest` from the volunteer's events alone,
+/// with the recipe docs/credit-score.md gives ("Inputs digest"), byte for byte: the
+/// model version, `as_of` as written there, then per included event its position
+/// (commit, prepare), id and content digest (computed here from docs/events.md, not by
+/// the ledger's code).
+#[tokio::test]
+async fn an_inputs_digest_is_rederived_from_the_documented_recipe() {
+    let mut c = small_city().await;
+    let d = c.deposit("li", "org-a", "2026-11-05", "4").await;
+    c.spend("li", "org-a", "1").await;
+    let rate = c.rate_cmd("li", d.transaction, 4);
+    c.run(rate).await;
+    let events = read_account_stream(&c.log, &acc("li")).await.unwrap();
+    let content_digest = |e: &ledger_core::log::RecordedEvent| {
+        let mut h = blake3::Hasher::new();
+        for part in [
+            e.stream.as_str().as_bytes(),
+            e.event_type.as_bytes(),
+            &e.data,
+            &e.metadata,
+        ] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        h.finalize().as_bytes()[..16].to_vec()
+    };
+    for (as_of, text) in [
+        ("2026-11-20T12:00:00Z", "2026-11-20T12:00:00+00:00"),
+        ("2026-11-20T12:00:00.5Z", "2026-11-20T12:00:00.500+00:00"),
+    ] {
+        let r = credit_report(
+            &acc("li"),
+            &events,
+            ts(as_of),
+            CREDIT_MODEL_V1,
+            &StarPolicy::national(),
+        )
+        .unwrap();
+        let mut h = blake3::Hasher::new();
+        h.update(b"tb-credit-1");
+        h.update(text.as_bytes());
+        // Every event of li's stream was recorded at NOW, none is a partner event.
+        assert_eq!(r.events_included, events.len() as u64);
+        for e in &events {
+            h.update(&e.position.commit().to_le_bytes());
+            h.update(&e.position.prepare().to_le_bytes());
+            h.update(e.id.0.as_bytes());
+            h.update(&content_digest(e));
+        }
+        assert_eq!(r.inputs_digest, h.finalize().to_hex().to_string(), "{as_of}");
+    }
+}
