@@ -373,7 +373,22 @@ impl QueryService {
     ) -> Result<pb::CreditReport, QueryError> {
         let volunteer: AccountId = convert::account("volunteer_id", r.volunteer_id)?;
         self.allow_account(caller, &volunteer).await?;
-        let as_of = convert::timestamp("as_of", r.as_of)?.unwrap_or_else(|| self.clock.now());
+        let now = self.clock.now();
+        let as_of = convert::timestamp("as_of", r.as_of)?.unwrap_or(now);
+        // A report is the one live at as_of; one of a time still to come would be
+        // answered from a record still being written, and a later ask with the same
+        // as_of would contradict its digest.
+        if as_of > now {
+            return Err(Rejection::input(
+                "as_of",
+                ledger_core::domain::InputProblem::Malformed(format!(
+                    "{} is after the server's clock ({}); ask for a past time, or leave as_of unset for now",
+                    as_of.to_rfc3339(),
+                    now.to_rfc3339()
+                )),
+            )
+            .into());
+        }
         let cp = self.fresh(r.min_position).await?;
         let events = credit::read_account_stream(self.log.as_ref(), &volunteer).await?;
         let report = credit::credit_report(
@@ -783,6 +798,43 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((view.year, view.hours_this_year.as_str()), (2027, "0.50"));
+        l.stop().await;
+    }
+
+    /// A report is "the report as it was at this instant" (queries.proto), and re-asking
+    /// with the same as_of later gives the same digest (docs/credit-score.md). An as_of
+    /// past the server's clock names a report that has not been yet: the events up to it
+    /// are still being written, so it is refused rather than answered with a digest
+    /// that a later ask contradicts.
+    #[tokio::test]
+    async fn given_an_as_of_after_now_when_asking_a_credit_report_then_it_is_refused() {
+        let mut l = Ledger::new(0, "2026-11-20T12:00:00Z").await;
+        l.deposit(
+            "2026-11-19",
+            "2026-11-19T09:00:00Z",
+            "2026-11-19T12:00:00Z",
+            "3",
+        )
+        .await;
+        let ask = |as_of: &str| pb::GetCreditReportRequest {
+            volunteer_id: "li".into(),
+            as_of: Some(convert::to_timestamp(ts(as_of))),
+            ..Default::default()
+        };
+        let caller = Caller::unauthenticated_admin();
+        // Now, to the nanosecond, is a time the report has been.
+        l.queries
+            .get_credit_report_(&caller, ask("2026-11-20T12:00:00Z"))
+            .await
+            .unwrap();
+        match l
+            .queries
+            .get_credit_report_(&caller, ask("2026-12-20T12:00:00Z"))
+            .await
+        {
+            Err(QueryError::Input(r)) => assert_eq!(r.reason(), "FIELD_MALFORMED"),
+            other => panic!("a report of the future was answered: {other:?}"),
+        }
         l.stop().await;
     }
 }
