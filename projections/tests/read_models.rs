@@ -585,3 +585,120 @@ async fn an_inputs_digest_is_rederived_from_the_documented_recipe() {
         );
     }
 }
+
+/// Every answer of the read models, for comparing two histories.
+fn answers(m: &projections::ReadModels) -> Vec<String> {
+    let mut out = Vec::new();
+    let national = StarPolicy::national();
+    for v in ["li", "wang", "zhao"] {
+        for year in [2024, 2025, 2026] {
+            out.push(format!("{:?}", m.account_view(v, year, &national)));
+        }
+    }
+    let mut periods = vec![Period::All];
+    for y in 2023..=2026 {
+        periods.push(Period::Year(y));
+        for month in 1..=12 {
+            periods.push(Period::Month(y, month));
+        }
+    }
+    let regions: Vec<String> = m.regions.paths.names().map(str::to_owned).collect();
+    for &p in &periods {
+        out.push(format!("{p:?} {:?}", m.top_volunteers("", p, 100)));
+        out.push(format!("{p:?} {:?}", m.top_regions("", p, 100)));
+        for r in &regions {
+            out.push(format!("{r} {p:?} {:?}", m.top_volunteers(r, p, 100)));
+            out.push(format!("{r} {p:?} {:?}", m.top_regions(r, p, 100)));
+            out.push(format!("{r} {p:?} {:?}", m.service_index(r, p)));
+        }
+    }
+    for y in 2023..=2026 {
+        for scope in [
+            Scope::Region("hangzhou"),
+            Scope::Region(BINJ),
+            Scope::Organisation("org-a"),
+            Scope::Organisation("org-b"),
+        ] {
+            let r = m.below_annual_minimum(scope.clone(), y, dec("20"), 100);
+            out.push(format!("{scope:?} {y} {r:?}"));
+        }
+    }
+    out.push(format!("{:?}", m.top_projects(100)));
+    out
+}
+
+/// A reversed deposit leaves every figure as if it had never been recorded
+/// (docs/events.md, `TransactionReversed.v1`): balances, lifetime hours, activity counts
+/// and service dates, rankings, the service index's distinct counts (active volunteers,
+/// activities), annual minimums. Reversed here: deposits on New Year's Eve and Day, on
+/// a leap day, the only deposit of a volunteer in a month and a year, one of two
+/// volunteers' deposits in a shared activity, and the only honour deposit.
+#[tokio::test]
+async fn given_reversed_deposits_then_every_answer_is_that_of_the_history_without_them() {
+    async fn city(with_reversed: bool) -> City {
+        let mut c = City::new();
+        c.organisation("org-a", "hangzhou/xihu").await;
+        c.organisation("org-b", BINJ).await;
+        c.volunteer("li", XIHU, "2023-11-20").await;
+        c.volunteer("wang", XIHU2, "2024-01-01").await;
+        c.volunteer("zhao", BINJ, "2024-02-01").await;
+        let mut standing = vec![
+            ("li", "org-a", "2024-12-31", "3", "care", "act-1"),
+            ("wang", "org-a", "2025-01-01", "2", "care", "act-1"),
+            ("wang", "org-a", "2024-02-28", "1.5", "care", "act-2"),
+            ("zhao", "org-b", "2026-03-05", "4", "traffic", "act-3"),
+        ];
+        let reversed = [
+            ("li", "org-a", "2024-12-31", "2", "care", "act-1"),
+            ("li", "org-b", "2025-01-01", "5", "traffic", "act-3"),
+            ("zhao", "org-a", "2024-02-29", "6", "care", "act-2"),
+            ("wang", "org-b", "2026-03-05", "1", "traffic", "act-3"),
+            ("zhao", "org-b", "2023-12-31", "0.25", "traffic", "act-9"),
+        ];
+        if with_reversed {
+            // Interleaved with the standing ones, each reversed right away or at the end.
+            let mut later = Vec::new();
+            for (i, (who, org, date, hours, cat, act)) in reversed.into_iter().enumerate() {
+                if let Some(s) = standing.pop() {
+                    c.deposit_in(s.0, s.1, s.2, s.3, s.4, s.5).await;
+                }
+                let o = if i == 0 {
+                    let cmd = c.deposit_cmd(who, org, date, hours, cat, act, HourKind::Honour);
+                    c.run(cmd).await
+                } else {
+                    c.deposit_in(who, org, date, hours, cat, act).await
+                };
+                if i % 2 == 0 {
+                    c.reverse(who, tx(&o)).await;
+                } else {
+                    later.push((who, tx(&o)));
+                }
+            }
+            for (who, t) in later {
+                c.reverse(who, t).await;
+            }
+        } else {
+            while let Some(s) = standing.pop() {
+                c.deposit_in(s.0, s.1, s.2, s.3, s.4, s.5).await;
+            }
+        }
+        c
+    }
+    let with = city(true).await.models().await;
+    let without = city(false).await.models().await;
+    let (a, b) = (answers(&with), answers(&without));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y);
+    }
+    // The comparison is not vacuous: the standing service is there.
+    let v = with
+        .account_view("wang", 2025, &StarPolicy::national())
+        .unwrap();
+    assert_eq!((v.lifetime_credit_hours, v.activity_count), (dec("3.5"), 2));
+    let i = with.service_index("hangzhou", Period::Year(2025)).unwrap();
+    assert_eq!(
+        (i.active_volunteers, i.activities, i.total_hours),
+        (1, 1, dec("2"))
+    );
+}
