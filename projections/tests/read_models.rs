@@ -702,3 +702,34 @@ async fn given_reversed_deposits_then_every_answer_is_that_of_the_history_withou
         (1, 1, dec("2"))
     );
 }
+
+/// A receipt is appended after its transaction, and after a crash only by the receipts
+/// catch-up, minutes later; it carries the transaction's `recorded_at`. A report as of
+/// T asked before the receipt landed and one asked after it must still agree
+/// (docs/credit-score.md: re-asking with the same as_of gives the same digest).
+#[tokio::test]
+#[ignore = "known defect, not fixed: a late receipt joins reports as of earlier times and changes their digest"]
+async fn given_a_receipt_that_lands_late_when_re_asking_as_of_t_then_the_digest_is_unchanged() {
+    let mut c = small_city().await;
+    c.deposit("li", "org-a", "2026-11-05", "4").await;
+    c.deposit("wang", "org-a", "2026-11-06", "3").await;
+    let t = c.transfer_cmd("li", "wang", "1");
+    c.run(t).await;
+    let events = read_account_stream(&c.log, &acc("wang")).await.unwrap();
+    assert_eq!(events.last().unwrap().event_type, "HoursReceived.v1");
+    // What a report as of NOW read before the receipt was appended.
+    let before_receipt = &events[..events.len() - 1];
+    let report = |events: &[ledger_core::log::RecordedEvent]| {
+        credit_report(
+            &acc("wang"),
+            events,
+            ts(NOW),
+            CREDIT_MODEL_V1,
+            &StarPolicy::national(),
+        )
+        .unwrap()
+    };
+    let (early, late) = (report(before_receipt), report(&events));
+    assert_eq!(early.score, late.score);
+    assert_eq!(early.inputs_digest, late.inputs_digest);
+}
