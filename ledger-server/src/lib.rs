@@ -345,6 +345,7 @@ pub async fn serve_with_options(
         handler.log().clone(),
         policies.clone(),
         handler.clock().clone(),
+        handler.config().calendar_offset,
     );
     let service =
         LedgerService::new(handler.clone()).with_batch_commands_max(limits.batch_commands_max);

@@ -210,9 +210,8 @@ pub struct AccountView {
     pub spendable_hours: Decimal,
     pub honour_hours: Decimal,
     pub points_available: Decimal,
-    /// Points held for pending redemptions. The ledger has no hold events yet
-    /// (redemption is a later issue), so this is always zero; the field is in the API
-    /// so that clients do not change when holds arrive.
+    /// Points on merchants' open redemption holds (`redemptions.rs`): held from the
+    /// hold until its capture, void or recorded expiry.
     pub points_held: Decimal,
     pub lifetime_credit_hours: Decimal,
     pub lifetime_honour_hours: Decimal,

@@ -2,11 +2,13 @@
 //! given number of hours in a calendar year (party and league members are expected to
 //! give 20).
 //!
-//! Who is counted:
-//! - a region: volunteers registered under the node who had joined by the end of the
-//!   year and were not closed before it began;
-//! - an organisation: volunteers with at least one standing deposit verified by it
-//!   (the ledger has no membership roll; service is the evidence of membership).
+//! Who is counted: volunteers of the scheme in the year (joined by the end of the year,
+//! not closed before it began) who are
+//! - in a region: registered under the node;
+//! - of an organisation: with at least one standing deposit verified by it (the ledger
+//!   has no membership roll; service is the evidence of membership). A volunteer who
+//!   joined after the year, or had left before it, was not short in it, whichever
+//!   scope asks.
 //!
 //! Hours are all their standing hours (credit and honour) with service dates in the
 //! year, with whichever organisation.
@@ -69,16 +71,18 @@ impl ReadModels {
         }
         let min: Centi =
             centi(minimum.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::AwayFromZero));
+        // A volunteer of the scheme in the year: joined by its end, not closed before it.
+        let in_year = |v: u32| {
+            let row = self.row(v);
+            row.joined_on <= end && !(row.closed && row.closed_on < start)
+        };
         let candidates: Vec<u32> = match scope {
             Scope::Region(r) => {
                 let node = self.region_node(r)?;
                 self.regions
                     .members_under(node)
                     .into_iter()
-                    .filter(|&v| {
-                        let row = self.row(v);
-                        row.joined_on <= end && !(row.closed && row.closed_on < start)
-                    })
+                    .filter(|&v| in_year(v))
                     .collect()
             }
             Scope::Organisation(o) => {
@@ -91,6 +95,7 @@ impl ReadModels {
                         let row = self.row(v);
                         row.kind == Kind::Volunteer
                             && row.orgs.binary_search_by(|e| e.0.cmp(&org)).is_ok()
+                            && in_year(v)
                     })
                     .collect()
             }

@@ -406,3 +406,330 @@ async fn honour_deposits_count_for_stars_but_not_for_credit_hours() {
         (dec("0"), dec("24"), dec("0"))
     );
 }
+
+/// In a UTC+8 calendar a service day starts at 16:00 UTC the day before, so a deposit
+/// can be recorded before `as_of` with a service date after `as_of`'s UTC day. The
+/// report folds every event recorded at or before `as_of` (docs/credit-score.md, "As of
+/// a time"): such a deposit is standing service, in every factor as in the report's
+/// own lifetime hours.
+#[tokio::test]
+#[ignore = "known defect, not fixed: credit.rs drops deposits dated after as_of's UTC day; a fix changes scores already served"]
+async fn given_a_deposit_recorded_before_as_of_but_dated_its_next_utc_day_then_every_factor_counts_it(
+) {
+    let mut c = City::with_config(ledger_core::app::LedgerConfig {
+        calendar_offset: chrono::FixedOffset::east_opt(8 * 3600).unwrap(),
+        ..Default::default()
+    });
+    c.organisation("org-a", "hangzhou/xihu").await;
+    c.volunteer("li", XIHU, "2026-01-01").await;
+    // 2026-11-20T17:00Z is 2026-11-21 01:00 in the ledger's calendar.
+    c.set_now("2026-11-20T17:00:00Z");
+    let mut cmd = c.deposit_cmd(
+        "li",
+        "org-a",
+        "2026-11-21",
+        "0.5",
+        "elderly-care",
+        "act-1",
+        HourKind::Credit,
+    );
+    if let ledger_core::domain::commands::Command::DepositHours(d) = &mut cmd {
+        // 00:00–00:30 on the 21st in the ledger's calendar.
+        d.started_at = ts("2026-11-20T16:00:00Z");
+        d.ended_at = ts("2026-11-20T16:30:00Z");
+    }
+    c.run(cmd).await;
+    let events = read_account_stream(&c.log, &acc("li")).await.unwrap();
+    let r = credit_report(
+        &acc("li"),
+        &events,
+        ts("2026-11-20T18:00:00Z"),
+        CREDIT_MODEL_V1,
+        &StarPolicy::national(),
+    )
+    .unwrap();
+    assert_eq!(r.lifetime_hours, dec("0.5"));
+    let factor = |f: &str| {
+        r.contributions
+            .iter()
+            .find(|c| c.factor.name() == f)
+            .unwrap()
+            .clone()
+    };
+    // The report's own lifetime hours are the hours factor's input.
+    assert_eq!(factor("hours").detail, "0.50 lifetime credit hours");
+    // isqrt(16 · 50 / 15)
+    assert_eq!(factor("hours").points, 7);
+    // One organisation, one category.
+    assert_eq!(factor("breadth").points, 20);
+    // With a standing deposit and a clean record: 130.
+    assert_eq!(factor("reliability").points, 130);
+}
+
+/// Annual minimum of an organisation: a volunteer is counted in the years they were a
+/// volunteer of the scheme, as for a region (docs/queries.md: joined by the year's end,
+/// not closed before it began). One who joined later cannot have fallen short in an
+/// earlier year, nor one who had left.
+#[tokio::test]
+async fn given_an_organisations_volunteer_who_joined_later_when_asking_an_earlier_year_then_not_listed(
+) {
+    let mut c = City::new();
+    c.set_now("2025-01-10T12:00:00Z");
+    c.organisation("org-b", BINJ).await;
+    c.volunteer("li", BINJ, "2024-11-20").await;
+    c.set_now("2025-06-01T12:00:00Z");
+    c.deposit("li", "org-b", "2025-03-01", "3").await;
+    let close = c.close_cmd("li");
+    c.run(close).await;
+    c.set_now(NOW);
+    c.volunteer("zhao", BINJ, "2026-02-01").await;
+    c.deposit("zhao", "org-b", "2026-05-01", "5").await;
+    let m = c.models().await;
+    let region = m
+        .below_annual_minimum(Scope::Region(BINJ), 2025, dec("20"), 100)
+        .unwrap();
+    // li only: zhao had not joined in 2025.
+    assert_eq!(region.considered, 1);
+    let r = m
+        .below_annual_minimum(Scope::Organisation("org-b"), 2025, dec("20"), 100)
+        .unwrap();
+    assert_eq!(r.volunteers, vec![("li".to_owned(), dec("3"))]);
+    assert_eq!((r.total, r.considered), (1, 1));
+    let r = m
+        .below_annual_minimum(Scope::Organisation("org-b"), 2026, dec("20"), 100)
+        .unwrap();
+    // li closed in 2025, before 2026 began.
+    assert_eq!(r.volunteers, vec![("zhao".to_owned(), dec("5"))]);
+    assert_eq!((r.total, r.considered), (1, 1));
+}
+
+/// Years are years of the ledger's calendar (service dates). In a UTC+8 calendar an
+/// account closed at 2025-12-31T17:00Z closed on 2026-01-01, after 2026 began: for 2026
+/// the volunteer is still one of the region's (docs/queries.md: "not closed before it
+/// began"), as a deposit dated that day would be in 2026.
+#[tokio::test]
+#[ignore = "known defect, not fixed: the fold dates a closure by its UTC day; the read models know no calendar offset"]
+async fn given_a_utc8_calendar_when_closed_on_new_years_day_local_then_counted_that_year() {
+    let mut c = City::with_config(ledger_core::app::LedgerConfig {
+        calendar_offset: chrono::FixedOffset::east_opt(8 * 3600).unwrap(),
+        ..Default::default()
+    });
+    c.set_now("2025-06-01T12:00:00Z");
+    c.organisation("org-b", BINJ).await;
+    c.volunteer("li", BINJ, "2024-11-20").await;
+    // 2025-12-31T17:00Z is 2026-01-01 01:00 in the ledger's calendar.
+    c.set_now("2025-12-31T17:00:00Z");
+    let close = c.close_cmd("li");
+    c.run(close).await;
+    let m = c.models().await;
+    let r = m
+        .below_annual_minimum(Scope::Region(BINJ), 2026, dec("20"), 100)
+        .unwrap();
+    assert_eq!(r.considered, 1);
+    assert_eq!(r.volunteers, vec![("li".to_owned(), dec("0"))]);
+}
+
+/// An auditor re-derives a report's `inputs_digest` from the volunteer's events alone,
+/// with the recipe docs/credit-score.md gives ("Inputs digest"), byte for byte: the
+/// model version, `as_of` as written there, then per included event its position
+/// (commit, prepare), id and content digest (computed here from docs/events.md, not by
+/// the ledger's code).
+#[tokio::test]
+async fn an_inputs_digest_is_rederived_from_the_documented_recipe() {
+    let mut c = small_city().await;
+    let d = c.deposit("li", "org-a", "2026-11-05", "4").await;
+    c.spend("li", "org-a", "1").await;
+    let rate = c.rate_cmd("li", d.transaction, 4);
+    c.run(rate).await;
+    let events = read_account_stream(&c.log, &acc("li")).await.unwrap();
+    let content_digest = |e: &ledger_core::log::RecordedEvent| {
+        let mut h = blake3::Hasher::new();
+        for part in [
+            e.stream.as_str().as_bytes(),
+            e.event_type.as_bytes(),
+            &e.data,
+            &e.metadata,
+        ] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        h.finalize().as_bytes()[..16].to_vec()
+    };
+    for (as_of, text) in [
+        ("2026-11-20T12:00:00Z", "2026-11-20T12:00:00+00:00"),
+        ("2026-11-20T12:00:00.5Z", "2026-11-20T12:00:00.500+00:00"),
+    ] {
+        let r = credit_report(
+            &acc("li"),
+            &events,
+            ts(as_of),
+            CREDIT_MODEL_V1,
+            &StarPolicy::national(),
+        )
+        .unwrap();
+        let mut h = blake3::Hasher::new();
+        h.update(b"tb-credit-1");
+        h.update(text.as_bytes());
+        // Every event of li's stream was recorded at NOW, none is a partner event.
+        assert_eq!(r.events_included, events.len() as u64);
+        for e in &events {
+            h.update(&e.position.commit().to_le_bytes());
+            h.update(&e.position.prepare().to_le_bytes());
+            h.update(e.id.0.as_bytes());
+            h.update(&content_digest(e));
+        }
+        assert_eq!(
+            r.inputs_digest,
+            h.finalize().to_hex().to_string(),
+            "{as_of}"
+        );
+    }
+}
+
+/// Every answer of the read models, for comparing two histories.
+fn answers(m: &projections::ReadModels) -> Vec<String> {
+    let mut out = Vec::new();
+    let national = StarPolicy::national();
+    for v in ["li", "wang", "zhao"] {
+        for year in [2024, 2025, 2026] {
+            out.push(format!("{:?}", m.account_view(v, year, &national)));
+        }
+    }
+    let mut periods = vec![Period::All];
+    for y in 2023..=2026 {
+        periods.push(Period::Year(y));
+        for month in 1..=12 {
+            periods.push(Period::Month(y, month));
+        }
+    }
+    let regions: Vec<String> = m.regions.paths.names().map(str::to_owned).collect();
+    for &p in &periods {
+        out.push(format!("{p:?} {:?}", m.top_volunteers("", p, 100)));
+        out.push(format!("{p:?} {:?}", m.top_regions("", p, 100)));
+        for r in &regions {
+            out.push(format!("{r} {p:?} {:?}", m.top_volunteers(r, p, 100)));
+            out.push(format!("{r} {p:?} {:?}", m.top_regions(r, p, 100)));
+            out.push(format!("{r} {p:?} {:?}", m.service_index(r, p)));
+        }
+    }
+    for y in 2023..=2026 {
+        for scope in [
+            Scope::Region("hangzhou"),
+            Scope::Region(BINJ),
+            Scope::Organisation("org-a"),
+            Scope::Organisation("org-b"),
+        ] {
+            let r = m.below_annual_minimum(scope.clone(), y, dec("20"), 100);
+            out.push(format!("{scope:?} {y} {r:?}"));
+        }
+    }
+    out.push(format!("{:?}", m.top_projects(100)));
+    out
+}
+
+/// A reversed deposit leaves every figure as if it had never been recorded
+/// (docs/events.md, `TransactionReversed.v1`): balances, lifetime hours, activity counts
+/// and service dates, rankings, the service index's distinct counts (active volunteers,
+/// activities), annual minimums. Reversed here: deposits on New Year's Eve and Day, on
+/// a leap day, the only deposit of a volunteer in a month and a year, one of two
+/// volunteers' deposits in a shared activity, and the only honour deposit.
+#[tokio::test]
+async fn given_reversed_deposits_then_every_answer_is_that_of_the_history_without_them() {
+    async fn city(with_reversed: bool) -> City {
+        let mut c = City::new();
+        c.organisation("org-a", "hangzhou/xihu").await;
+        c.organisation("org-b", BINJ).await;
+        c.volunteer("li", XIHU, "2023-11-20").await;
+        c.volunteer("wang", XIHU2, "2024-01-01").await;
+        c.volunteer("zhao", BINJ, "2024-02-01").await;
+        let mut standing = vec![
+            ("li", "org-a", "2024-12-31", "3", "care", "act-1"),
+            ("wang", "org-a", "2025-01-01", "2", "care", "act-1"),
+            ("wang", "org-a", "2024-02-28", "1.5", "care", "act-2"),
+            ("zhao", "org-b", "2026-03-05", "4", "traffic", "act-3"),
+        ];
+        let reversed = [
+            ("li", "org-a", "2024-12-31", "2", "care", "act-1"),
+            ("li", "org-b", "2025-01-01", "5", "traffic", "act-3"),
+            ("zhao", "org-a", "2024-02-29", "6", "care", "act-2"),
+            ("wang", "org-b", "2026-03-05", "1", "traffic", "act-3"),
+            ("zhao", "org-b", "2023-12-31", "0.25", "traffic", "act-9"),
+        ];
+        if with_reversed {
+            // Interleaved with the standing ones, each reversed right away or at the end.
+            let mut later = Vec::new();
+            for (i, (who, org, date, hours, cat, act)) in reversed.into_iter().enumerate() {
+                if let Some(s) = standing.pop() {
+                    c.deposit_in(s.0, s.1, s.2, s.3, s.4, s.5).await;
+                }
+                let o = if i == 0 {
+                    let cmd = c.deposit_cmd(who, org, date, hours, cat, act, HourKind::Honour);
+                    c.run(cmd).await
+                } else {
+                    c.deposit_in(who, org, date, hours, cat, act).await
+                };
+                if i % 2 == 0 {
+                    c.reverse(who, tx(&o)).await;
+                } else {
+                    later.push((who, tx(&o)));
+                }
+            }
+            for (who, t) in later {
+                c.reverse(who, t).await;
+            }
+        } else {
+            while let Some(s) = standing.pop() {
+                c.deposit_in(s.0, s.1, s.2, s.3, s.4, s.5).await;
+            }
+        }
+        c
+    }
+    let with = city(true).await.models().await;
+    let without = city(false).await.models().await;
+    let (a, b) = (answers(&with), answers(&without));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y);
+    }
+    // The comparison is not vacuous: the standing service is there.
+    let v = with
+        .account_view("wang", 2025, &StarPolicy::national())
+        .unwrap();
+    assert_eq!((v.lifetime_credit_hours, v.activity_count), (dec("3.5"), 2));
+    let i = with.service_index("hangzhou", Period::Year(2025)).unwrap();
+    assert_eq!(
+        (i.active_volunteers, i.activities, i.total_hours),
+        (1, 1, dec("2"))
+    );
+}
+
+/// A receipt is appended after its transaction, and after a crash only by the receipts
+/// catch-up, minutes later; it carries the transaction's `recorded_at`. A report as of
+/// T asked before the receipt landed and one asked after it must still agree
+/// (docs/credit-score.md: re-asking with the same as_of gives the same digest).
+#[tokio::test]
+#[ignore = "known defect, not fixed: a late receipt joins reports as of earlier times and changes their digest"]
+async fn given_a_receipt_that_lands_late_when_re_asking_as_of_t_then_the_digest_is_unchanged() {
+    let mut c = small_city().await;
+    c.deposit("li", "org-a", "2026-11-05", "4").await;
+    c.deposit("wang", "org-a", "2026-11-06", "3").await;
+    let t = c.transfer_cmd("li", "wang", "1");
+    c.run(t).await;
+    let events = read_account_stream(&c.log, &acc("wang")).await.unwrap();
+    assert_eq!(events.last().unwrap().event_type, "HoursReceived.v1");
+    // What a report as of NOW read before the receipt was appended.
+    let before_receipt = &events[..events.len() - 1];
+    let report = |events: &[ledger_core::log::RecordedEvent]| {
+        credit_report(
+            &acc("wang"),
+            events,
+            ts(NOW),
+            CREDIT_MODEL_V1,
+            &StarPolicy::national(),
+        )
+        .unwrap()
+    };
+    let (early, late) = (report(before_receipt), report(&events));
+    assert_eq!(early.score, late.score);
+    assert_eq!(early.inputs_digest, late.inputs_digest);
+}

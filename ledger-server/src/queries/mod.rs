@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Datelike;
+use chrono::{Datelike, FixedOffset};
 use ledger_core::app::Clock;
 use ledger_core::domain::account::AccountId;
 use ledger_core::domain::Rejection;
@@ -199,6 +199,9 @@ pub struct QueryService {
     log: Arc<dyn EventLog>,
     policies: Arc<StarPolicies>,
     clock: Arc<dyn Clock>,
+    /// The ledger's calendar (`--calendar-offset`): "this year" of `GetAccount` is its
+    /// year, as service dates are its days.
+    calendar: FixedOffset,
 }
 
 type Answer<T> = Result<Response<T>, Status>;
@@ -215,6 +218,7 @@ impl QueryService {
         log: Arc<dyn EventLog>,
         policies: Arc<StarPolicies>,
         clock: Arc<dyn Clock>,
+        calendar: FixedOffset,
     ) -> Self {
         Self {
             projections,
@@ -222,7 +226,14 @@ impl QueryService {
             log,
             policies,
             clock,
+            calendar,
         }
+    }
+
+    /// The current year of the ledger's calendar. Not the UTC year: on New Year's night
+    /// east of UTC the ledger already accepts service dated in the new year.
+    fn this_year(&self) -> i32 {
+        self.clock.now().with_timezone(&self.calendar).year()
     }
 
     /// An account's own record: auditors and admins any; platforms their scope.
@@ -279,7 +290,7 @@ impl QueryService {
         let account = convert::account("account_id", r.account_id)?;
         self.allow_account(caller, &account).await?;
         let cp = self.fresh(r.min_position).await?;
-        let year = self.clock.now().year();
+        let year = self.this_year();
         let view = self.projections.read().account_view(
             account.as_str(),
             year,
@@ -349,7 +360,7 @@ impl QueryService {
         let view = self
             .projections
             .read()
-            .account_view(volunteer.as_str(), self.clock.now().year(), &policy)
+            .account_view(volunteer.as_str(), self.this_year(), &policy)
             .filter(|v| v.kind == "volunteer")
             .ok_or_else(|| QueryError::UnknownAccount(volunteer.to_string()))?;
         Ok(convert::star(&view.star, cp))
@@ -362,7 +373,22 @@ impl QueryService {
     ) -> Result<pb::CreditReport, QueryError> {
         let volunteer: AccountId = convert::account("volunteer_id", r.volunteer_id)?;
         self.allow_account(caller, &volunteer).await?;
-        let as_of = convert::timestamp("as_of", r.as_of)?.unwrap_or_else(|| self.clock.now());
+        let now = self.clock.now();
+        let as_of = convert::timestamp("as_of", r.as_of)?.unwrap_or(now);
+        // A report is the one live at as_of; one of a time still to come would be
+        // answered from a record still being written, and a later ask with the same
+        // as_of would contradict its digest.
+        if as_of > now {
+            return Err(Rejection::input(
+                "as_of",
+                ledger_core::domain::InputProblem::Malformed(format!(
+                    "{} is after the server's clock ({}); ask for a past time, or leave as_of unset for now",
+                    as_of.to_rfc3339(),
+                    now.to_rfc3339()
+                )),
+            )
+            .into());
+        }
         let cp = self.fresh(r.min_position).await?;
         let events = credit::read_account_stream(self.log.as_ref(), &volunteer).await?;
         let report = credit::credit_report(
@@ -614,5 +640,201 @@ impl pb::ledger_queries_server::LedgerQueries for QueryService {
             ),
             Err(status) => Err(status),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+    use ledger_core::app::{FixedClock, Handler, LedgerConfig};
+    use ledger_core::domain::account::{AccountKind, RegionCode};
+    use ledger_core::domain::commands::{Command, DepositHours, RegisterAccount};
+    use ledger_core::domain::events::HourKind;
+    use ledger_core::domain::ids::{ActivityId, Category, RequestId, VerifierId};
+    use ledger_core::domain::units::Hours;
+    use ledger_core::log::memory::MemoryLog;
+
+    fn ts(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn day(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    /// A ledger with its calendar at `offset_hours`, its clock at `now`, a query service
+    /// over it, an organisation `org` and a volunteer `li` who joined on 2026-01-01.
+    struct Ledger {
+        handler: Handler,
+        clock: Arc<FixedClock>,
+        queries: QueryService,
+        worker: projections::WorkerHandle,
+        next: u32,
+    }
+
+    impl Ledger {
+        async fn new(offset_hours: i32, now: &str) -> Self {
+            let log: Arc<dyn EventLog> = Arc::new(MemoryLog::new());
+            let clock = Arc::new(FixedClock::new(ts(now)));
+            let config = LedgerConfig {
+                calendar_offset: FixedOffset::east_opt(offset_hours * 3600).unwrap(),
+                ..LedgerConfig::default()
+            };
+            let handler = Handler::new(log.clone(), clock.clone(), config);
+            let (read_models, worker) =
+                projections::runtime::start(log.clone(), ProjectionConfig::default()).await;
+            let queries = QueryService::new(
+                read_models,
+                log,
+                Arc::new(StarPolicies::default()),
+                clock.clone(),
+                handler.config().calendar_offset,
+            );
+            let mut l = Self {
+                handler,
+                clock,
+                queries,
+                worker,
+                next: 0,
+            };
+            let region = RegionCode::new("hangzhou/xihu").unwrap();
+            l.run(|request_id| {
+                Command::RegisterAccount(RegisterAccount {
+                    request_id,
+                    account: AccountId::new("org").unwrap(),
+                    kind: AccountKind::Organisation {
+                        region: region.clone(),
+                    },
+                })
+            })
+            .await;
+            l.run(|request_id| {
+                Command::RegisterAccount(RegisterAccount {
+                    request_id,
+                    account: AccountId::new("li").unwrap(),
+                    kind: AccountKind::Volunteer {
+                        region: region.clone(),
+                        joined_on: day("2026-01-01"),
+                    },
+                })
+            })
+            .await;
+            l
+        }
+
+        async fn run(&mut self, command: impl FnOnce(RequestId) -> Command) -> pb::LogPosition {
+            self.next += 1;
+            let c = command(RequestId::new(format!("r-{}", self.next)).unwrap());
+            let outcome = self.handler.execute(&c).await.unwrap();
+            convert::position(outcome.position)
+        }
+
+        /// `hours` for `li` on `date`, served from `start` to `end` (UTC).
+        async fn deposit(
+            &mut self,
+            date: &str,
+            start: &str,
+            end: &str,
+            hours: &str,
+        ) -> pb::LogPosition {
+            let (started_at, ended_at) = (ts(start), ts(end));
+            self.run(|request_id| {
+                Command::DepositHours(DepositHours {
+                    request_id,
+                    volunteer: AccountId::new("li").unwrap(),
+                    organisation: AccountId::new("org").unwrap(),
+                    activity: ActivityId::new("act-1").unwrap(),
+                    service_date: day(date),
+                    started_at,
+                    ended_at,
+                    category: Category::new("elderly-care").unwrap(),
+                    hours: Hours::parse(hours).unwrap(),
+                    kind: HourKind::Credit,
+                    verifier: VerifierId::new("staff-1").unwrap(),
+                })
+            })
+            .await
+        }
+
+        async fn stop(self) {
+            self.worker.stop().await.unwrap();
+        }
+    }
+
+    /// "Hours this year" is the year of the ledger's calendar, the calendar service dates
+    /// are in (docs/queries.md, `GetAccount`). At 2026-12-31T17:00Z a UTC+8 ledger is in
+    /// 2027 already and accepts a deposit dated 2027-01-01: that deposit is this year's.
+    #[tokio::test]
+    async fn given_a_utc8_ledger_on_new_years_night_when_viewing_an_account_then_this_year_is_the_ledgers(
+    ) {
+        let mut l = Ledger::new(8, "2026-06-02T12:00:00Z").await;
+        l.deposit(
+            "2026-06-01",
+            "2026-06-01T01:00:00Z",
+            "2026-06-01T03:00:00Z",
+            "2",
+        )
+        .await;
+        // 2026-12-31T17:00Z is 2027-01-01 01:00 in the ledger's calendar.
+        l.clock.set(ts("2026-12-31T17:00:00Z"));
+        let at = l
+            .deposit(
+                "2027-01-01",
+                "2026-12-31T16:00:00Z",
+                "2026-12-31T16:30:00Z",
+                "0.5",
+            )
+            .await;
+        let view = l
+            .queries
+            .get_account_(
+                &Caller::unauthenticated_admin(),
+                pb::GetAccountRequest {
+                    account_id: "li".into(),
+                    min_position: Some(at),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((view.year, view.hours_this_year.as_str()), (2027, "0.50"));
+        l.stop().await;
+    }
+
+    /// A report is "the report as it was at this instant" (queries.proto), and re-asking
+    /// with the same as_of later gives the same digest (docs/credit-score.md). An as_of
+    /// past the server's clock names a report that has not been yet: the events up to it
+    /// are still being written, so it is refused rather than answered with a digest
+    /// that a later ask contradicts.
+    #[tokio::test]
+    async fn given_an_as_of_after_now_when_asking_a_credit_report_then_it_is_refused() {
+        let mut l = Ledger::new(0, "2026-11-20T12:00:00Z").await;
+        l.deposit(
+            "2026-11-19",
+            "2026-11-19T09:00:00Z",
+            "2026-11-19T12:00:00Z",
+            "3",
+        )
+        .await;
+        let ask = |as_of: &str| pb::GetCreditReportRequest {
+            volunteer_id: "li".into(),
+            as_of: Some(convert::to_timestamp(ts(as_of))),
+            ..Default::default()
+        };
+        let caller = Caller::unauthenticated_admin();
+        // Now, to the nanosecond, is a time the report has been.
+        l.queries
+            .get_credit_report_(&caller, ask("2026-11-20T12:00:00Z"))
+            .await
+            .unwrap();
+        match l
+            .queries
+            .get_credit_report_(&caller, ask("2026-12-20T12:00:00Z"))
+            .await
+        {
+            Err(QueryError::Input(r)) => assert_eq!(r.reason(), "FIELD_MALFORMED"),
+            other => panic!("a report of the future was answered: {other:?}"),
+        }
+        l.stop().await;
     }
 }

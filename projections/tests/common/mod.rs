@@ -48,12 +48,17 @@ pub struct City {
 
 impl City {
     pub fn new() -> Self {
+        Self::with_config(LedgerConfig::default())
+    }
+
+    /// A city whose ledger runs with `config` (e.g. a UTC+8 calendar).
+    pub fn with_config(config: LedgerConfig) -> Self {
         let log = MemoryLog::new();
         let clock = Arc::new(FixedClock::new(ts(NOW)));
         let handler = Handler::new(
             Arc::new(log.clone()) as Arc<dyn EventLog>,
             clock.clone(),
-            LedgerConfig::default(),
+            config,
         );
         Self {
             log,
