@@ -774,7 +774,7 @@ fn report_bench() {
                     let t = Instant::now();
                     let evs = read_account_stream(log.as_ref(), &v).await.expect("reads");
                     events += evs.len();
-                    let r = credit_report(&v, &evs, as_of, "", &policy).expect("a report");
+                    let r = credit_report(&v, &evs, as_of, chrono::FixedOffset::east_opt(0).expect("zero offset"), "", &policy).expect("a report");
                     std::hint::black_box(r.score);
                     lat.push(t.elapsed());
                 }

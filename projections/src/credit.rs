@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, Utc};
 use ledger_core::domain::account::{AccountId, AccountKind};
 use ledger_core::domain::events::{DecodeError, HourKind, LedgerEvent};
 use ledger_core::log::{limits::READ_EVENTS_MAX, EventLog, Position, ReadError, RecordedEvent};
@@ -207,10 +207,17 @@ pub async fn read_account_stream(
 
 /// The report of `volunteer` as of `as_of` under `model_version`, from the events of
 /// the volunteer's stream (in stream order). Pure: the same inputs give the same report.
+///
+/// `calendar` is the ledger's (`LedgerConfig::calendar_offset`), the calendar of
+/// service dates: the report's day, from which every time-based factor is measured, is
+/// `as_of`'s day in it. Not the UTC day: east of UTC the ledger accepts service dated
+/// the next UTC day before UTC midnight, and a report measured from the UTC day left
+/// such a deposit out of every factor while counting it in the lifetime hours.
 pub fn credit_report(
     volunteer: &AccountId,
     events: &[RecordedEvent],
     as_of: DateTime<Utc>,
+    calendar: FixedOffset,
     model_version: &str,
     policy: &StarPolicy,
 ) -> Result<CreditReport, CreditError> {
@@ -274,7 +281,7 @@ pub fn credit_report(
     let Some(joined_on) = rec.joined_on else {
         return Err(CreditError::NotAVolunteer(volunteer.to_string()));
     };
-    let today = as_of.date_naive();
+    let today = as_of.with_timezone(&calendar).date_naive();
     let contributions = score(&rec, joined_on, today);
     let total: u32 = contributions.iter().map(|c| c.points).sum();
     assert!(

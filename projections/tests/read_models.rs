@@ -10,6 +10,11 @@ use projections::credit::{credit_report, read_account_stream, CREDIT_MODEL_V1};
 use projections::{Period, StarPolicy};
 
 const XIHU: &str = "hangzhou/xihu/lingyin/c3";
+
+/// The calendar of a ledger on UTC (the default `--calendar-offset`).
+fn utc() -> chrono::FixedOffset {
+    chrono::FixedOffset::east_opt(0).unwrap()
+}
 const XIHU2: &str = "hangzhou/xihu/beishan";
 const BINJ: &str = "hangzhou/binjiang";
 
@@ -283,6 +288,7 @@ async fn worked_example_a_regular_volunteer_scores_478() {
         &acc("li"),
         &events,
         ts(NOW),
+        utc(),
         CREDIT_MODEL_V1,
         &StarPolicy::national(),
     )
@@ -319,7 +325,15 @@ async fn worked_example_b_new_volunteer_with_a_no_show_and_a_reversal_scores_214
     let ns = c.no_show_cmd("chen", "org-a", "2026-11-01");
     c.run(ns).await;
     let events = read_account_stream(&c.log, &acc("chen")).await.unwrap();
-    let r = credit_report(&acc("chen"), &events, ts(NOW), "", &StarPolicy::national()).unwrap();
+    let r = credit_report(
+        &acc("chen"),
+        &events,
+        ts(NOW),
+        utc(),
+        "",
+        &StarPolicy::national(),
+    )
+    .unwrap();
     let points: Vec<u32> = r.contributions.iter().map(|c| c.points).collect();
     assert_eq!(points, [32, 6, 75, 1, 20, 80]);
     assert_eq!(r.score, 214);
@@ -328,11 +342,20 @@ async fn worked_example_b_new_volunteer_with_a_no_show_and_a_reversal_scores_214
         &acc("chen"),
         &events,
         ts(NOW),
+        utc(),
         "tb-credit-0",
         &StarPolicy::national()
     )
     .is_err());
-    assert!(credit_report(&acc("org-a"), &[], ts(NOW), "", &StarPolicy::national()).is_err());
+    assert!(credit_report(
+        &acc("org-a"),
+        &[],
+        ts(NOW),
+        utc(),
+        "",
+        &StarPolicy::national()
+    )
+    .is_err());
 }
 
 #[tokio::test]
@@ -350,6 +373,7 @@ async fn given_a_report_live_at_t_when_asked_as_of_t_later_then_it_is_the_same_r
         &acc("wang"),
         &events,
         t,
+        utc(),
         CREDIT_MODEL_V1,
         &StarPolicy::national(),
     )
@@ -365,6 +389,7 @@ async fn given_a_report_live_at_t_when_asked_as_of_t_later_then_it_is_the_same_r
         &acc("wang"),
         &events,
         t,
+        utc(),
         CREDIT_MODEL_V1,
         &StarPolicy::national(),
     )
@@ -374,6 +399,7 @@ async fn given_a_report_live_at_t_when_asked_as_of_t_later_then_it_is_the_same_r
         &acc("wang"),
         &events,
         ts("2026-09-01T12:00:00Z"),
+        utc(),
         CREDIT_MODEL_V1,
         &StarPolicy::national(),
     )
@@ -413,7 +439,6 @@ async fn honour_deposits_count_for_stars_but_not_for_credit_hours() {
 /// a time"): such a deposit is standing service, in every factor as in the report's
 /// own lifetime hours.
 #[tokio::test]
-#[ignore = "known defect, not fixed: credit.rs drops deposits dated after as_of's UTC day; a fix changes scores already served"]
 async fn given_a_deposit_recorded_before_as_of_but_dated_its_next_utc_day_then_every_factor_counts_it(
 ) {
     let mut c = City::with_config(ledger_core::app::LedgerConfig {
@@ -444,6 +469,7 @@ async fn given_a_deposit_recorded_before_as_of_but_dated_its_next_utc_day_then_e
         &acc("li"),
         &events,
         ts("2026-11-20T18:00:00Z"),
+        chrono::FixedOffset::east_opt(8 * 3600).unwrap(),
         CREDIT_MODEL_V1,
         &StarPolicy::national(),
     )
@@ -563,6 +589,7 @@ async fn an_inputs_digest_is_rederived_from_the_documented_recipe() {
             &acc("li"),
             &events,
             ts(as_of),
+            utc(),
             CREDIT_MODEL_V1,
             &StarPolicy::national(),
         )
@@ -724,6 +751,7 @@ async fn given_a_receipt_that_lands_late_when_re_asking_as_of_t_then_the_digest_
             &acc("wang"),
             events,
             ts(NOW),
+            utc(),
             CREDIT_MODEL_V1,
             &StarPolicy::national(),
         )

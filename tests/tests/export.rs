@@ -138,7 +138,15 @@ async fn partner_activity(log: &Arc<dyn EventLog>, volunteer: &str, merchant: &s
     exec(&handler, Command::GrantConsent(consent)).await;
     // A real report, computed as the Banks service computes it.
     let events = credit::read_account_stream(log.as_ref(), &v).await.unwrap();
-    let report = credit::credit_report(&v, &events, now, "", &StarPolicy::national()).unwrap();
+    let report = credit::credit_report(
+        &v,
+        &events,
+        now,
+        chrono::FixedOffset::east_opt(0).expect("zero offset"),
+        "",
+        &StarPolicy::national(),
+    )
+    .unwrap();
     let inquiry = ServeCreditReport {
         request_id: req("audit-inquiry"),
         volunteer: v.clone(),

@@ -326,6 +326,7 @@ pub async fn seed(log: Arc<dyn EventLog>, config: &DemoConfig) -> Result<SeedRep
                 staging.as_ref(),
                 &c.volunteer,
                 Calendar::instant(step.at),
+                handler.config().calendar_offset,
                 policies.default_policy(),
                 &inquiry_caller(c.bank.as_str()),
             )

@@ -8,7 +8,7 @@
 //! always read back from the inquiry event, so the bank gets exactly what the log
 //! keeps, and a retry with the same request id gets the original report.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 use ledger_core::domain::account::AccountId;
 use ledger_core::domain::commands::{Command, ServeCreditReport, ServedReport};
 use ledger_core::domain::events::{CreditReportServed, LedgerEvent};
@@ -189,7 +189,8 @@ impl PrepareReportError {
 }
 
 /// The report an inquiry into `volunteer` at `now` serves: the default credit model
-/// over the volunteer's own stream in `log` up to `now`, as the JSON an inquiry keeps.
+/// over the volunteer's own stream in `log` up to `now`, in the ledger's `calendar`,
+/// as the JSON an inquiry keeps.
 ///
 /// Shared by the Banks service and the demo generator (which writes its inquiries
 /// through the handler at each step's instant), so a seeded inquiry holds exactly what
@@ -199,13 +200,14 @@ pub async fn prepare_report(
     log: &dyn EventLog,
     volunteer: &AccountId,
     now: DateTime<Utc>,
+    calendar: FixedOffset,
     policy: &StarPolicy,
     caller: &str,
 ) -> Result<ServedReport, PrepareReportError> {
     let events = credit::read_account_stream(log, volunteer)
         .await
         .map_err(PrepareReportError::Read)?;
-    let report = credit::credit_report(volunteer, &events, now, "", policy)
+    let report = credit::credit_report(volunteer, &events, now, calendar, "", policy)
         .map_err(PrepareReportError::Compute)?;
     Ok(ServedReport {
         caller: caller.to_owned(),
@@ -251,6 +253,7 @@ impl Partners {
                 self.log().as_ref(),
                 &volunteer,
                 now,
+                self.handler.config().calendar_offset,
                 self.policies.default_policy(),
                 &caller.name,
             )

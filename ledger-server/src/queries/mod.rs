@@ -395,6 +395,7 @@ impl QueryService {
             &volunteer,
             &events,
             as_of,
+            self.calendar,
             &r.model_version,
             self.policies.default_policy(),
         )?;
