@@ -119,7 +119,10 @@ pub fn hours_or(field: &str, text: &str, default: Decimal) -> Field<Decimal> {
     if text.is_empty() {
         return Ok(default);
     }
-    if text == "0" {
+    // Zero is a valid threshold (nobody is below it) though not an amount of hours a
+    // command may move, which `Hours::parse` is for: "0", "0.0" and "0.00" all say it.
+    use ledger_core::domain::units::{parse_plain_decimal, UNIT_SCALE_MAX};
+    if parse_plain_decimal(text, UNIT_SCALE_MAX).is_ok_and(|v| v.is_zero()) {
         return Ok(Decimal::ZERO);
     }
     ledger_core::domain::units::Hours::parse(text)
@@ -246,5 +249,29 @@ mod tests {
             );
         }
         assert_eq!(period("period", "").unwrap_err().reason(), "FIELD_MISSING");
+    }
+
+    /// A threshold of hours: empty is the default, zero in any plain spelling is zero,
+    /// anything else is an amount of hours, refused as an amount would be.
+    #[test]
+    fn a_threshold_of_hours_takes_zero_in_any_plain_spelling() {
+        let twenty = Decimal::from(20);
+        assert_eq!(hours_or("minimum_hours", "", twenty).unwrap(), twenty);
+        for zero in ["0", "0.0", "0.00", "00"] {
+            assert_eq!(
+                hours_or("minimum_hours", zero, twenty).unwrap(),
+                Decimal::ZERO,
+                "{zero}"
+            );
+        }
+        assert_eq!(
+            hours_or("minimum_hours", "12.5", twenty).unwrap(),
+            Decimal::new(125, 1)
+        );
+        // Refused as an amount of hours is, with the field named.
+        for bad in ["-0", "-1", "1e1", "1.234", " 1", "0x1"] {
+            let e = hours_or("minimum_hours", bad, twenty).unwrap_err();
+            assert!(e.to_string().contains("minimum_hours"), "{bad}: {e}");
+        }
     }
 }
