@@ -24,6 +24,9 @@ use crate::pb;
 /// Longest date text accepted ("YYYY-MM-DD" is 10).
 const DATE_TEXT_BYTES_MAX: usize = 10;
 
+/// Largest `nanos` of a `google.protobuf.Timestamp`.
+pub(crate) const TIMESTAMP_NANOS_MAX: u32 = 999_999_999;
+
 type Field<T> = Result<T, Rejection>;
 
 pub(crate) fn request_id(text: String) -> Field<RequestId> {
@@ -86,6 +89,9 @@ pub(crate) fn timestamp(field: &str, ts: Option<prost_types::Timestamp>) -> Fiel
     let ts = ts.ok_or_else(|| Rejection::missing(field))?;
     u32::try_from(ts.nanos)
         .ok()
+        // A Timestamp's nanos are 0..=999,999,999; chrono would read more at a :59
+        // second as a leap second.
+        .filter(|n| *n <= TIMESTAMP_NANOS_MAX)
         .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
         .ok_or_else(|| {
             Rejection::input(
@@ -461,6 +467,11 @@ mod tests {
         let t = |seconds, nanos| timestamp("t", Some(prost_types::Timestamp { seconds, nanos }));
         assert!(t(0, 0).is_ok());
         assert_eq!(t(0, -1).unwrap_err().reason(), "FIELD_MALFORMED");
+        assert!(t(59, 999_999_999).is_ok());
+        assert_eq!(
+            t(59, 1_500_000_000).unwrap_err().reason(),
+            "FIELD_MALFORMED"
+        );
         assert_eq!(t(i64::MAX, 0).unwrap_err().reason(), "FIELD_MALFORMED");
         assert_eq!(timestamp("t", None).unwrap_err().reason(), "FIELD_MISSING");
         let r = pb::RegisterAccountRequest {
