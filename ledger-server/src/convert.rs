@@ -79,7 +79,14 @@ fn date(field: &str, text: &str) -> Field<NaiveDate> {
             )),
         )
     };
-    if text.len() != DATE_TEXT_BYTES_MAX {
+    // Exactly `DDDD-DD-DD`: chrono's `%Y` alone also reads a sign or a space, so
+    // "-001-01-01", "+002-01-01" and " 2026-1-01" would pass as years -1, 2 and 2026.
+    let shaped = text.len() == DATE_TEXT_BYTES_MAX
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+    if !shaped {
         return Err(malformed());
     }
     NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| malformed())
@@ -457,7 +464,15 @@ mod tests {
     #[test]
     fn dates_timestamps_and_enums() {
         assert!(date("d", "2026-11-20").is_ok());
-        for bad in ["2026-13-01", "20261120", "2026-11-20T00:00", "tomorrow"] {
+        for bad in [
+            "2026-13-01",
+            "20261120",
+            "2026-11-20T00:00",
+            "tomorrow",
+            "-001-01-01",
+            "+002-01-01",
+            " 2026-1-01",
+        ] {
             assert_eq!(
                 date("d", bad).unwrap_err().reason(),
                 "FIELD_MALFORMED",
