@@ -4,7 +4,7 @@
 //! proto name), so the status says exactly what to fix. Nothing here can panic on input.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use ledger_core::domain::account::{AccountId, AccountKind, RegionCode};
+use ledger_core::domain::account::{AccountId, AccountKind, RegionCode, SYSTEM_PREFIX};
 use ledger_core::domain::commands::{
     AuthorizeRedemption, CaptureRedemption, CloseAccount, Command, DepositHours, DonateHours,
     ExchangeHours, GrantConsent, RateService, RecordNoShow, RegisterAccount, ReverseTransaction,
@@ -29,7 +29,18 @@ pub(crate) const TIMESTAMP_NANOS_MAX: u32 = 999_999_999;
 
 type Field<T> = Result<T, Rejection>;
 
+/// A client's request id. Ids under the reserved `system:` prefix are the ledger's own
+/// (the hold sweeper's `system:expire-hold:<hold>`): a client that took one first would
+/// make the sweeper's append `REQUEST_ID_REUSED` on every sweep.
 pub(crate) fn request_id(text: String) -> Field<RequestId> {
+    if text.starts_with(SYSTEM_PREFIX) {
+        return Err(Rejection::input(
+            "request_id",
+            IdError::Reserved {
+                prefix: SYSTEM_PREFIX,
+            },
+        ));
+    }
     RequestId::new(text).map_err(|e| Rejection::input("request_id", e))
 }
 
@@ -459,6 +470,8 @@ mod tests {
             with(|r| r.project_id = "a/b".into()).reason(),
             "ID_CHARACTERS"
         );
+        let e = with(|r| r.request_id = "system:expire-hold:x".into());
+        assert_eq!((e.reason(), e.field()), ("ID_RESERVED", Some("request_id")));
     }
 
     #[test]
