@@ -641,3 +641,41 @@ async fn a_client_cannot_take_the_request_id_the_hold_sweeper_uses() {
     assert_eq!(seen, want, "the sweeper records every expired hold");
     s.stop().await;
 }
+
+/// ledger-rules.md, Status codes: "Every failure carries a `google.rpc.ErrorInfo`
+/// detail", bad input is INVALID_ARGUMENT, and INTERNAL means "a bug; ... retry with the
+/// same request id". A request whose string field is not UTF-8 (here `account_id`, sent
+/// as raw bytes on the same tag) is refused by tonic's protobuf decoder with INTERNAL
+/// and no ErrorInfo, so a client is told to retry a message that can never decode.
+/// (tonic follows gRPC's status-code table here; the fix is a server codec or a
+/// documented exception, a design call left to the maintainers.)
+#[tokio::test]
+#[ignore = "defect found in review, not fixed: tonic's codec answers undecodable requests with INTERNAL and no ErrorInfo"]
+async fn a_request_that_is_not_valid_protobuf_is_bad_input_with_error_info() {
+    let s = Server::start().await;
+    let head = s.head().await;
+    let mut grpc = tonic::client::Grpc::new(s.channel.clone());
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/timebank.v1.LedgerCommands/RegisterAccount",
+    );
+    // `Any` is {1: string, 2: bytes}; RegisterAccountRequest is {1: request_id,
+    // 2: account_id}: the same wire bytes with an account id that is not UTF-8.
+    let codec = tonic::codec::ProstCodec::<prost_types::Any, pb::CommandResult>::default();
+    let not_utf8 = prost_types::Any {
+        type_url: "reg-not-utf8".into(),
+        value: vec![0xff, 0xfe, b'v'],
+    };
+    let status = grpc
+        .unary(with(ADMIN, not_utf8), path, codec)
+        .await
+        .expect_err("an account id that is not UTF-8 is refused");
+    assert_eq!(s.head().await, head, "a refused request writes nothing");
+    let info = status.get_details_error_info();
+    assert_eq!(
+        (status.code(), info.map(|i| i.domain)),
+        (Code::InvalidArgument, Some("timebank.v1".to_owned())),
+        "{status:?}"
+    );
+    s.stop().await;
+}
