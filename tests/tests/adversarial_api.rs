@@ -679,3 +679,43 @@ async fn a_request_that_is_not_valid_protobuf_is_bad_input_with_error_info() {
     );
     s.stop().await;
 }
+
+/// partners.md, Auditor: `ReplayAccount` replays an account "as it stood at a moment
+/// (`as_of`: the events recorded at or before it)". For a moment after now the log
+/// holds nothing more than now, so the answer must be the account as it stands now.
+/// It was not: balances came from every event up to now, but points held were judged at
+/// the future instant, where the open hold had already expired, a state no record shows
+/// (the merchant may still capture the hold before then).
+#[tokio::test]
+async fn replaying_an_account_as_of_a_future_moment_is_the_account_as_it_stands() {
+    let s = Server::start().await;
+    s.points_for_v1().await;
+    s.hold_on_v1("till-1", "5").await;
+    let replay = |point| {
+        let mut audit = s.audit();
+        async move {
+            audit
+                .replay_account(with(
+                    AUDITOR,
+                    pb::ReplayAccountRequest {
+                        account_id: "v1".into(),
+                        point,
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let now = replay(None).await;
+    assert_eq!(
+        (now.points_balance.as_str(), now.points_held.as_str()),
+        ("50.00", "5.00")
+    );
+    let later = replay(Some(pb::replay_account_request::Point::AsOf(ts(
+        "2026-11-20T13:00:00Z",
+    ))))
+    .await;
+    assert_eq!(later, now, "nothing is recorded after now");
+    s.stop().await;
+}
