@@ -254,9 +254,12 @@ impl AuditService {
                 format!("account {account} was not registered at that point"),
             ));
         }
+        // Holds are judged at the cut, but never after now: past now the log records
+        // nothing yet, and a hold open now may still be captured before its expiry.
+        let now = self.0.clock().now();
         let at = match cut {
-            Cut::Time(t) => t,
-            _ => self.0.clock().now(),
+            Cut::Time(t) => t.min(now),
+            _ => now,
         };
         let lifetime = |honour: bool| -> Decimal {
             deposits
