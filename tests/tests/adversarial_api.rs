@@ -15,6 +15,7 @@ use ledger_core::log::EventLog;
 use ledger_server::auth::{hash_key, Access};
 use ledger_server::pb;
 use ledger_server::pb::audit_client::AuditClient;
+use ledger_server::pb::banks_client::BanksClient;
 use ledger_server::pb::ledger_commands_client::LedgerCommandsClient;
 use ledger_server::pb::redemptions_client::RedemptionsClient;
 use ledger_server::{QueryConfig, ServeOptions};
@@ -162,6 +163,10 @@ impl Server {
 
     fn redemptions(&self) -> RedemptionsClient<Channel> {
         RedemptionsClient::new(self.channel.clone())
+    }
+
+    fn banks(&self) -> BanksClient<Channel> {
+        BanksClient::new(self.channel.clone())
     }
 
     fn audit(&self) -> AuditClient<Channel> {
@@ -717,5 +722,51 @@ async fn replaying_an_account_as_of_a_future_moment_is_the_account_as_it_stands(
     ))))
     .await;
     assert_eq!(later, now, "nothing is recorded after now");
+    s.stop().await;
+}
+
+/// partners.md, Bank: `GetServedReport` answers `INVALID_ARGUMENT` (`FIELD_MISSING` for
+/// `key`) when no key is sent, and a report is named by its digest, "hex BLAKE3 of the
+/// JSON". An empty digest is no key at all, and a text that is not 64 hex digits can
+/// never name a report: both are the bank's mistake, not `NOT_FOUND` (`UNKNOWN_INQUIRY`,
+/// "none served to your bank matches", which sends the bank looking for a report).
+#[tokio::test]
+async fn a_served_report_asked_by_an_empty_or_malformed_digest_is_bad_input() {
+    use pb::get_served_report_request::Key;
+    let s = Server::start().await;
+    let ask = |key: Option<Key>| {
+        let mut banks = s.banks();
+        async move {
+            banks
+                .get_served_report(with(
+                    BANK,
+                    pb::GetServedReportRequest {
+                        volunteer_id: "v1".into(),
+                        key,
+                    },
+                ))
+                .await
+        }
+    };
+    assert_eq!(
+        refused(ask(None).await),
+        (Code::InvalidArgument, "FIELD_MISSING".into())
+    );
+    assert_eq!(
+        refused(ask(Some(Key::ReportDigest(String::new()))).await),
+        (Code::InvalidArgument, "FIELD_MISSING".into())
+    );
+    for digest in ["abc", &"g".repeat(64), &"a".repeat(65)] {
+        assert_eq!(
+            refused(ask(Some(Key::ReportDigest(digest.to_owned()))).await),
+            (Code::InvalidArgument, "FIELD_MALFORMED".into()),
+            "{digest}"
+        );
+    }
+    // A well-formed digest of no report served to this bank is not found.
+    assert_eq!(
+        refused(ask(Some(Key::ReportDigest("a".repeat(64)))).await),
+        (Code::NotFound, "UNKNOWN_INQUIRY".into())
+    );
     s.stop().await;
 }
