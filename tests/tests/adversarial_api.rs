@@ -770,3 +770,104 @@ async fn a_served_report_asked_by_an_empty_or_malformed_digest_is_bad_input() {
     );
     s.stop().await;
 }
+
+/// ledger-rules.md, Idempotency and `SubmitBatch`: a retry returns the original outcome
+/// (`replayed`) whichever way it travels. A command first sent alone replays as a batch
+/// line and the other way round; the same request twice in one batch is written once
+/// (the second line replays the first); the same id with other content in a batch is
+/// `REQUEST_ID_REUSED`, in its slot.
+#[tokio::test]
+async fn retries_replay_across_unary_calls_and_batch_lines() {
+    use pb::batch_result::Result as R;
+    use pb::command::Command as C;
+    let s = Server::start().await;
+    let mut c = s.commands();
+    s.deposit(deposit(
+        "dep-1",
+        "v1",
+        "3",
+        "2026-11-19T08:00:00Z",
+        "2026-11-19T11:00:00Z",
+    ))
+    .await
+    .unwrap();
+    let spend = |hours: &str| pb::SpendHoursRequest {
+        request_id: "sp-1".into(),
+        volunteer_id: "v1".into(),
+        purpose: pb::SpendPurpose::Other as i32,
+        counterparty_id: "org".into(),
+        hours: hours.into(),
+        memo: String::new(),
+    };
+    let alone = c
+        .spend_hours(with(ADMIN, spend("0.5")))
+        .await
+        .unwrap()
+        .into_inner();
+    let twice = || {
+        C::DepositHours(deposit(
+            "dep-2",
+            "v2",
+            "1",
+            "2026-11-19T08:00:00Z",
+            "2026-11-19T09:00:00Z",
+        ))
+    };
+    let lines = [
+        C::SpendHours(spend("0.50")),
+        C::SpendHours(spend("0.25")),
+        twice(),
+        twice(),
+    ];
+    let head = s.head().await.unwrap();
+    let results = c
+        .submit_batch(with(
+            ADMIN,
+            pb::SubmitBatchRequest {
+                commands: lines
+                    .into_iter()
+                    .map(|command| pb::Command {
+                        command: Some(command),
+                    })
+                    .collect(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let results: Vec<R> = results.into_iter().map(|r| r.result.unwrap()).collect();
+    let ok = |r: &R| match r {
+        R::Ok(o) => o.clone(),
+        R::Error(e) => panic!("expected a result, got {e:?}"),
+    };
+    let replayed = ok(&results[0]);
+    assert!(replayed.replayed);
+    assert_eq!(
+        (replayed.transaction_id, replayed.position),
+        (alone.transaction_id, alone.position)
+    );
+    match &results[1] {
+        R::Error(e) => assert_eq!(
+            (e.code, e.reason.as_str()),
+            (Code::AlreadyExists as i32, "REQUEST_ID_REUSED")
+        ),
+        other => panic!("expected REQUEST_ID_REUSED, got {other:?}"),
+    }
+    let (first, second) = (ok(&results[2]), ok(&results[3]));
+    assert!(!first.replayed && second.replayed);
+    assert_eq!(
+        (&first.transaction_id, &first.position),
+        (&second.transaction_id, &second.position)
+    );
+    // One event for the whole batch: the deposit.
+    assert_eq!(s.head().await.map(|p| p.commit()), Some(head.commit() + 1));
+    // The batch line's request, resent alone, replays too.
+    let C::DepositHours(d) = twice() else {
+        unreachable!()
+    };
+    let again = s.deposit(d).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.transaction_id, first.transaction_id);
+    s.stop().await;
+}
