@@ -4,7 +4,7 @@
 //! proto name), so the status says exactly what to fix. Nothing here can panic on input.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use ledger_core::domain::account::{AccountId, AccountKind, RegionCode};
+use ledger_core::domain::account::{AccountId, AccountKind, RegionCode, SYSTEM_PREFIX};
 use ledger_core::domain::commands::{
     AuthorizeRedemption, CaptureRedemption, CloseAccount, Command, DepositHours, DonateHours,
     ExchangeHours, GrantConsent, RateService, RecordNoShow, RegisterAccount, ReverseTransaction,
@@ -24,9 +24,23 @@ use crate::pb;
 /// Longest date text accepted ("YYYY-MM-DD" is 10).
 const DATE_TEXT_BYTES_MAX: usize = 10;
 
+/// Largest `nanos` of a `google.protobuf.Timestamp`.
+pub(crate) const TIMESTAMP_NANOS_MAX: u32 = 999_999_999;
+
 type Field<T> = Result<T, Rejection>;
 
+/// A client's request id. Ids under the reserved `system:` prefix are the ledger's own
+/// (the hold sweeper's `system:expire-hold:<hold>`): a client that took one first would
+/// make the sweeper's append `REQUEST_ID_REUSED` on every sweep.
 pub(crate) fn request_id(text: String) -> Field<RequestId> {
+    if text.starts_with(SYSTEM_PREFIX) {
+        return Err(Rejection::input(
+            "request_id",
+            IdError::Reserved {
+                prefix: SYSTEM_PREFIX,
+            },
+        ));
+    }
     RequestId::new(text).map_err(|e| Rejection::input("request_id", e))
 }
 
@@ -76,7 +90,14 @@ fn date(field: &str, text: &str) -> Field<NaiveDate> {
             )),
         )
     };
-    if text.len() != DATE_TEXT_BYTES_MAX {
+    // Exactly `DDDD-DD-DD`: chrono's `%Y` alone also reads a sign or a space, so
+    // "-001-01-01", "+002-01-01" and " 2026-1-01" would pass as years -1, 2 and 2026.
+    let shaped = text.len() == DATE_TEXT_BYTES_MAX
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+    if !shaped {
         return Err(malformed());
     }
     NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| malformed())
@@ -86,6 +107,9 @@ pub(crate) fn timestamp(field: &str, ts: Option<prost_types::Timestamp>) -> Fiel
     let ts = ts.ok_or_else(|| Rejection::missing(field))?;
     u32::try_from(ts.nanos)
         .ok()
+        // A Timestamp's nanos are 0..=999,999,999; chrono would read more at a :59
+        // second as a leap second.
+        .filter(|n| *n <= TIMESTAMP_NANOS_MAX)
         .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
         .ok_or_else(|| {
             Rejection::input(
@@ -446,12 +470,22 @@ mod tests {
             with(|r| r.project_id = "a/b".into()).reason(),
             "ID_CHARACTERS"
         );
+        let e = with(|r| r.request_id = "system:expire-hold:x".into());
+        assert_eq!((e.reason(), e.field()), ("ID_RESERVED", Some("request_id")));
     }
 
     #[test]
     fn dates_timestamps_and_enums() {
         assert!(date("d", "2026-11-20").is_ok());
-        for bad in ["2026-13-01", "20261120", "2026-11-20T00:00", "tomorrow"] {
+        for bad in [
+            "2026-13-01",
+            "20261120",
+            "2026-11-20T00:00",
+            "tomorrow",
+            "-001-01-01",
+            "+002-01-01",
+            " 2026-1-01",
+        ] {
             assert_eq!(
                 date("d", bad).unwrap_err().reason(),
                 "FIELD_MALFORMED",
@@ -461,6 +495,11 @@ mod tests {
         let t = |seconds, nanos| timestamp("t", Some(prost_types::Timestamp { seconds, nanos }));
         assert!(t(0, 0).is_ok());
         assert_eq!(t(0, -1).unwrap_err().reason(), "FIELD_MALFORMED");
+        assert!(t(59, 999_999_999).is_ok());
+        assert_eq!(
+            t(59, 1_500_000_000).unwrap_err().reason(),
+            "FIELD_MALFORMED"
+        );
         assert_eq!(t(i64::MAX, 0).unwrap_err().reason(), "FIELD_MALFORMED");
         assert_eq!(timestamp("t", None).unwrap_err().reason(), "FIELD_MISSING");
         let r = pb::RegisterAccountRequest {

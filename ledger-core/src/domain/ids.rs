@@ -39,6 +39,8 @@ pub enum IdError {
     Characters,
     #[error("holds a control character")]
     ControlCharacter,
+    #[error("starts with {prefix:?}, which is reserved for the ledger's own requests; choose another id")]
+    Reserved { prefix: &'static str },
 }
 
 impl IdError {
@@ -48,6 +50,7 @@ impl IdError {
             Self::TooLong { .. } => "ID_TOO_LONG",
             Self::Characters => "ID_CHARACTERS",
             Self::ControlCharacter => "TEXT_CONTROL_CHARACTER",
+            Self::Reserved { .. } => "ID_RESERVED",
         }
     }
 }

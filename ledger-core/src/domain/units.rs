@@ -90,9 +90,17 @@ pub fn parse_plain_decimal(text: &str, scale_max: u32) -> Result<Decimal, PlainD
     if !plain {
         return Err(PlainDecimalError::Malformed);
     }
-    let value = Decimal::from_str(text).map_err(|_| PlainDecimalError::Malformed)?;
-    if value.normalize().scale() > scale_max {
+    // Places are counted in the text, not in the parsed value: `Decimal::from_str`
+    // rounds what does not fit its 28 places ("1.000…0001" with 29 places reads as 1),
+    // which would accept an amount the client did not send.
+    let places = frac.trim_end_matches('0').len();
+    if places > scale_max as usize {
         return Err(PlainDecimalError::ScaleExceeded { max: scale_max });
+    }
+    let value = Decimal::from_str(text).map_err(|_| PlainDecimalError::Malformed)?;
+    // Rounded anyway (more significant digits than the type holds): not this number.
+    if places > value.scale() as usize {
+        return Err(PlainDecimalError::Malformed);
     }
     Ok(value)
 }
@@ -306,6 +314,24 @@ mod tests {
         assert_eq!(
             p("1.5", 0),
             Err(PlainDecimalError::ScaleExceeded { max: 0 })
+        );
+        // More places than `Decimal` holds are refused, not rounded away.
+        for many in [
+            "1.00000000000000000000000000001",
+            "0.000000000000000000000000000001",
+        ] {
+            assert_eq!(
+                p(many, 2),
+                Err(PlainDecimalError::ScaleExceeded { max: 2 }),
+                "{many}"
+            );
+        }
+        // Trailing zeros beyond what `Decimal` holds are still no places.
+        assert_eq!(p("1.500000000000000000000000000000", 2), Ok(d("1.5")));
+        // A fraction `Decimal` would round off (more digits than its 96 bits hold).
+        assert_eq!(
+            p("999999999999999999999999999.99", 2),
+            Err(PlainDecimalError::Malformed)
         );
         for bad in [
             "", "-1", "+1", "1e3", " 1", "1 ", "1.", ".5", "1.2.3", "1_000", "1,5", "NaN",

@@ -12,8 +12,9 @@ use ledger_core::domain::chain::{hex32, recorded_hash, EventMetadata, GENESIS_HA
 use ledger_core::domain::events::{HourKind, LedgerEvent};
 use ledger_core::domain::state::AccountState;
 use ledger_core::domain::units::Unit;
+use ledger_core::domain::{InputProblem, Rejection};
 use ledger_core::log::limits::READ_EVENTS_MAX;
-use ledger_core::log::{Position, ReadFrom, RecordedEvent, StreamName};
+use ledger_core::log::{Position, ReadError, ReadFrom, RecordedEvent, StreamName};
 use rust_decimal::Decimal;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
@@ -36,6 +37,22 @@ type Answer<T> = Result<Response<T>, Status>;
 
 fn unavailable(e: impl std::fmt::Display) -> Described {
     internal(Code::Unavailable, "LOG_UNAVAILABLE", e.to_string())
+}
+
+/// A failed read of the log from the caller's `after`: a position this log never
+/// handed out is the caller's to fix (retrying it cannot succeed), damage is
+/// `LOG_CORRUPT`, and only the rest is worth a retry.
+fn read_failed(e: ReadError) -> Described {
+    match e {
+        ReadError::UnknownPosition(p) => describe_rejection(&Rejection::input(
+            "after",
+            InputProblem::Malformed(format!(
+                "position {p} is not in this log; send a position this log returned, or none to start at the beginning"
+            )),
+        )),
+        ReadError::Corrupt(_) => internal(Code::DataLoss, "LOG_CORRUPT", e.to_string()),
+        other => unavailable(other),
+    }
 }
 
 /// The wire form of one record with its chain values.
@@ -105,7 +122,7 @@ impl AuditService {
             let page = log
                 .read_all(from, READ_EVENTS_MAX)
                 .await
-                .map_err(unavailable)?;
+                .map_err(read_failed)?;
             let n = page.len();
             for e in &page {
                 if up_to.is_some_and(|u| e.position > u) {
@@ -237,9 +254,12 @@ impl AuditService {
                 format!("account {account} was not registered at that point"),
             ));
         }
+        // Holds are judged at the cut, but never after now: past now the log records
+        // nothing yet, and a hold open now may still be captured before its expiry.
+        let now = self.0.clock().now();
         let at = match cut {
-            Cut::Time(t) => t,
-            _ => self.0.clock().now(),
+            Cut::Time(t) => t.min(now),
+            _ => now,
         };
         let lifetime = |honour: bool| -> Decimal {
             deposits
@@ -315,7 +335,7 @@ impl pb::audit_server::Audit for AuditService {
                 while let Some(item) = events.next().await {
                     let record = match item {
                         Ok(e) => send(&e),
-                        Err(e) => Err(unavailable(e).into_status()),
+                        Err(e) => Err(read_failed(e).into_status()),
                     };
                     if !emit(record).await {
                         return;
@@ -328,7 +348,7 @@ impl pb::audit_server::Audit for AuditService {
                 let page = match log.read_all(from, READ_EVENTS_MAX).await {
                     Ok(p) => p,
                     Err(e) => {
-                        emit(Err(unavailable(e).into_status())).await;
+                        emit(Err(read_failed(e).into_status())).await;
                         return;
                     }
                 };

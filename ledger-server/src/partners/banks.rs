@@ -12,7 +12,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use ledger_core::domain::account::AccountId;
 use ledger_core::domain::commands::{Command, ServeCreditReport, ServedReport};
 use ledger_core::domain::events::{CreditReportServed, LedgerEvent};
-use ledger_core::domain::Rejection;
+use ledger_core::domain::{InputProblem, Rejection};
 use ledger_core::log::EventLog;
 use ledger_core::log::Position;
 use projections::credit::{self, CreditError, CreditReport};
@@ -219,6 +219,9 @@ pub async fn prepare_report(
 
 type Answer<T> = Result<Response<T>, Status>;
 
+/// Length of a report digest: hex BLAKE3 (`serve_credit_report::report_digest`).
+const REPORT_DIGEST_HEX_LEN: usize = 64;
+
 impl Partners {
     async fn bank_report(
         &self,
@@ -296,7 +299,21 @@ impl Partners {
                     .map_err(|e| describe_rejection(&e))?
                     .to_string(),
             ),
-            Some(k @ Key::ReportDigest(_)) => k,
+            // An empty digest is no key; one that is not 64 hex digits names no report.
+            Some(Key::ReportDigest(d)) if d.is_empty() => {
+                return Err(describe_rejection(&Rejection::missing("key")))
+            }
+            Some(Key::ReportDigest(d)) => {
+                if d.len() != REPORT_DIGEST_HEX_LEN || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(describe_rejection(&Rejection::input(
+                        "report_digest",
+                        InputProblem::Malformed(format!(
+                            "is not a report digest: send the {REPORT_DIGEST_HEX_LEN} hex digits of report_digest"
+                        )),
+                    )));
+                }
+                Key::ReportDigest(d.to_ascii_lowercase())
+            }
             None => return Err(describe_rejection(&Rejection::missing("key"))),
         };
         let events = credit::read_account_stream(self.log().as_ref(), &volunteer)

@@ -94,6 +94,7 @@ pub fn timestamp(field: &str, ts: Option<prost_types::Timestamp>) -> Field<Optio
     let Some(ts) = ts else { return Ok(None) };
     u32::try_from(ts.nanos)
         .ok()
+        .filter(|n| *n <= crate::convert::TIMESTAMP_NANOS_MAX)
         .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
         .map(Some)
         .ok_or_else(|| {

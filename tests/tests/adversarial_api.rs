@@ -1,0 +1,873 @@
+//! End-to-end, as a careless or hostile client: edge validation of amounts, instants and
+//! dates; request-id reuse across commands and services; partner calls with bad
+//! arguments. Each test states the rule of `docs/ledger-rules.md` or `docs/partners.md`
+//! it holds the server to.
+
+// Every helper here returns tonic's `Status`, the error of every RPC.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use ledger_core::app::{FixedClock, Handler, LedgerConfig};
+use ledger_core::log::memory::MemoryLog;
+use ledger_core::log::EventLog;
+use ledger_server::auth::{hash_key, Access};
+use ledger_server::pb;
+use ledger_server::pb::audit_client::AuditClient;
+use ledger_server::pb::banks_client::BanksClient;
+use ledger_server::pb::ledger_commands_client::LedgerCommandsClient;
+use ledger_server::pb::redemptions_client::RedemptionsClient;
+use ledger_server::{QueryConfig, ServeOptions};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+const NOW: &str = "2026-11-20T12:00:00Z";
+
+const ADMIN: &str = "tbk_admin";
+const PLATFORM: &str = "tbk_platform";
+const MERCHANT: &str = "tbk_merchant_1";
+const BANK: &str = "tbk_bank_a";
+const AUDITOR: &str = "tbk_auditor";
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn ts(s: &str) -> prost_types::Timestamp {
+    let t = at(s);
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    }
+}
+
+fn access() -> Access {
+    let entry = |name: &str, role: &str, scope: &str, key: &str| {
+        format!(
+            "[[caller]]\nname = \"{name}\"\nrole = \"{role}\"\n{scope}\nkey_sha256 = \"{}\"\n\n",
+            hash_key(key).to_hex()
+        )
+    };
+    let text = [
+        entry("admin", "admin", "", ADMIN),
+        entry(
+            "xihu-platform",
+            "platform",
+            "regions = [\"hangzhou/xihu\"]\norganisations = [\"org\"]",
+            PLATFORM,
+        ),
+        entry("shop-1", "merchant", "merchant = \"m-1\"", MERCHANT),
+        entry("bank-a", "bank", "bank = \"bank-a\"", BANK),
+        entry("auditor", "auditor", "", AUDITOR),
+    ]
+    .concat();
+    Access::from_toml(&text).unwrap()
+}
+
+/// `message` with `key` as its bearer credential.
+fn with<T>(key: &str, message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    r
+}
+
+/// The code and machine-readable reason of a failure.
+fn why(s: &Status) -> (Code, String) {
+    let reason = s
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default();
+    (s.code(), reason)
+}
+
+fn refused<T: std::fmt::Debug>(r: Result<tonic::Response<T>, Status>) -> (Code, String) {
+    why(&r.expect_err("expected the call to be refused"))
+}
+
+struct Server {
+    log: MemoryLog,
+    clock: Arc<FixedClock>,
+    channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ledger_server::ServeError>>,
+}
+
+impl Server {
+    /// The server with the access file above, on an empty memory log, the clock at NOW;
+    /// then org (organisation, xihu), v1, v2 (volunteers, xihu), p (project), m-1
+    /// (merchant), registered by the admin.
+    async fn start() -> Self {
+        let log = MemoryLog::new();
+        let clock = Arc::new(FixedClock::new(at(NOW)));
+        let handler = Handler::new(
+            Arc::new(log.clone()) as Arc<dyn EventLog>,
+            clock.clone(),
+            LedgerConfig::default(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(ledger_server::serve_with_options(
+            handler,
+            QueryConfig::default(),
+            ServeOptions::with_access(access()),
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let s = Self {
+            log,
+            clock,
+            channel,
+            stop: Some(stop),
+            task,
+        };
+        use pb::AccountKind as K;
+        for (id, kind, region) in [
+            ("org", K::Organisation, "hangzhou/xihu"),
+            ("v1", K::Volunteer, "hangzhou/xihu/lingyin/c3"),
+            ("v2", K::Volunteer, "hangzhou/xihu/lingyin/c3"),
+            ("p", K::Project, ""),
+            ("m-1", K::Merchant, ""),
+            ("bank-a", K::Bank, ""),
+        ] {
+            s.commands()
+                .register_account(with(
+                    ADMIN,
+                    register(&format!("reg-{id}"), id, kind, region),
+                ))
+                .await
+                .unwrap();
+        }
+        s
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+
+    fn commands(&self) -> LedgerCommandsClient<Channel> {
+        LedgerCommandsClient::new(self.channel.clone())
+    }
+
+    fn redemptions(&self) -> RedemptionsClient<Channel> {
+        RedemptionsClient::new(self.channel.clone())
+    }
+
+    fn banks(&self) -> BanksClient<Channel> {
+        BanksClient::new(self.channel.clone())
+    }
+
+    fn audit(&self) -> AuditClient<Channel> {
+        AuditClient::new(self.channel.clone())
+    }
+
+    /// v1 earns 50 points (8 hours deposited, 5 exchanged at 10 points an hour).
+    async fn points_for_v1(&self) {
+        self.deposit(deposit(
+            "dep-1",
+            "v1",
+            "8",
+            "2026-11-19T01:00:00Z",
+            "2026-11-19T09:00:00Z",
+        ))
+        .await
+        .unwrap();
+        self.commands()
+            .exchange_hours(with(
+                ADMIN,
+                pb::ExchangeHoursRequest {
+                    request_id: "ex-1".into(),
+                    volunteer_id: "v1".into(),
+                    hours: "5".into(),
+                    expected_rate_version: 0,
+                },
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// A token for up to `max` of v1's points, issued by the platform.
+    async fn token_for_v1(&self, max: &str) -> String {
+        self.redemptions()
+            .issue_redemption_token(with(
+                PLATFORM,
+                pb::IssueRedemptionTokenRequest {
+                    volunteer_id: "v1".into(),
+                    points_max: max.into(),
+                    ttl_seconds: 0,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .token
+    }
+
+    /// Merchant m-1 holds `points` of v1's points with a fresh token.
+    async fn hold_on_v1(&self, request_id: &str, points: &str) -> pb::RedemptionHold {
+        let token = self.token_for_v1(points).await;
+        self.redemptions()
+            .authorize_redemption(with(
+                MERCHANT,
+                pb::AuthorizeRedemptionRequest {
+                    request_id: request_id.into(),
+                    merchant_id: "m-1".into(),
+                    token,
+                    points: points.into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// m-1's redemptions: (hold id, status), oldest first.
+    async fn redemption_statuses(&self) -> Vec<(String, String)> {
+        self.redemptions()
+            .list_redemptions(with(
+                MERCHANT,
+                pb::ListRedemptionsRequest {
+                    min_position: None,
+                    merchant_id: "m-1".into(),
+                    page_size: 0,
+                    page_token: String::new(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .redemptions
+            .into_iter()
+            .map(|r| (r.hold_id, r.status))
+            .collect()
+    }
+
+    async fn head(&self) -> Option<ledger_core::log::Position> {
+        self.log.head().await.unwrap()
+    }
+
+    async fn deposit(&self, r: pb::DepositHoursRequest) -> Result<pb::CommandResult, Status> {
+        self.commands()
+            .deposit_hours(with(ADMIN, r))
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+fn register(
+    req: &str,
+    id: &str,
+    kind: pb::AccountKind,
+    region: &str,
+) -> pb::RegisterAccountRequest {
+    pb::RegisterAccountRequest {
+        request_id: req.into(),
+        account_id: id.into(),
+        kind: kind as i32,
+        region_code: region.into(),
+        join_date: if kind == pb::AccountKind::Volunteer {
+            "2021-03-01".into()
+        } else {
+            String::new()
+        },
+    }
+}
+
+fn deposit(req: &str, who: &str, hours: &str, start: &str, end: &str) -> pb::DepositHoursRequest {
+    pb::DepositHoursRequest {
+        request_id: req.into(),
+        volunteer_id: who.into(),
+        organisation_id: "org".into(),
+        activity_id: "act-1".into(),
+        service_date: start[..10].into(),
+        started_at: Some(ts(start)),
+        ended_at: Some(ts(end)),
+        category: "river-patrol".into(),
+        hours: hours.into(),
+        kind: pb::HourKind::Credit as i32,
+        verifier_id: "staff-9".into(),
+    }
+}
+
+/// ledger-rules.md, Units: amounts carry at most two decimal places; more is
+/// `AMOUNT_SCALE_EXCEEDED` and nothing is written. A text of up to 32 characters with
+/// thirty places must be refused, not rounded to an amount the client did not send.
+#[tokio::test]
+async fn an_amount_with_more_places_than_the_decimal_type_holds_is_refused_not_rounded() {
+    let s = Server::start().await;
+    let head = s.head().await;
+    for hours in [
+        // 1 followed by 29 decimal places: within AMOUNT_TEXT_BYTES_MAX (32 bytes).
+        "1.00000000000000000000000000001",
+        "1.000000000000000000000000000001",
+        "2.999999999999999999999999999999",
+    ] {
+        let r = s
+            .deposit(deposit(
+                &format!("dep-{}", hours.len()),
+                "v1",
+                hours,
+                "2026-11-19T08:00:00Z",
+                "2026-11-19T11:00:00Z",
+            ))
+            .await;
+        assert_eq!(
+            why(&r.expect_err(hours)),
+            (Code::InvalidArgument, "AMOUNT_SCALE_EXCEEDED".into()),
+            "{hours}"
+        );
+    }
+    assert_eq!(s.head().await, head, "a refused amount writes nothing");
+    s.stop().await;
+}
+
+/// ledger-rules.md, "Bad input": a timestamp that is not one is `FIELD_MALFORMED`
+/// and nothing is written. A `google.protobuf.Timestamp` has `nanos` in
+/// 0..=999,999,999; 1.5e9 nanoseconds at a second ending in :59 is not a timestamp
+/// (chrono reads it as a leap second).
+#[tokio::test]
+async fn a_timestamp_with_a_second_or_more_of_nanos_is_malformed() {
+    let s = Server::start().await;
+    let head = s.head().await;
+    let mut d = deposit(
+        "dep-leap",
+        "v1",
+        "1",
+        "2026-11-19T08:00:00Z",
+        "2026-11-19T10:00:00Z",
+    );
+    let mut started = ts("2026-11-19T08:00:59Z");
+    started.nanos = 1_500_000_000;
+    d.started_at = Some(started);
+    let (code, reason) = why(&s.deposit(d).await.expect_err("nanos over a second"));
+    assert_eq!(
+        (code, reason.as_str()),
+        (Code::InvalidArgument, "FIELD_MALFORMED")
+    );
+    assert_eq!(s.head().await, head, "a refused command writes nothing");
+    s.stop().await;
+}
+
+/// ledger-rules.md: calendar days are `"YYYY-MM-DD"` strings; a date that is not one
+/// is `FIELD_MALFORMED` and nothing is written. Signed, short or space-padded years are
+/// not that shape (chrono's `%Y` reads them as years -1, 2 and 2026).
+#[tokio::test]
+async fn a_date_not_in_yyyy_mm_dd_shape_is_malformed() {
+    let s = Server::start().await;
+    let mut c = s.commands();
+    let head = s.head().await;
+    for (i, date) in ["-001-01-01", "+002-01-01", "+2026-1-01", " 2026-1-01"]
+        .into_iter()
+        .enumerate()
+    {
+        let r = c
+            .register_account(with(
+                ADMIN,
+                pb::RegisterAccountRequest {
+                    request_id: format!("reg-odd-{i}"),
+                    account_id: format!("v-odd-{i}"),
+                    kind: pb::AccountKind::Volunteer as i32,
+                    region_code: "hangzhou/xihu".into(),
+                    join_date: date.into(),
+                },
+            ))
+            .await;
+        assert_eq!(
+            refused(r),
+            (Code::InvalidArgument, "FIELD_MALFORMED".into()),
+            "join_date {date:?}"
+        );
+        let mut d = deposit(
+            &format!("dep-odd-{i}"),
+            "v1",
+            "1",
+            "2026-11-19T08:00:00Z",
+            "2026-11-19T10:00:00Z",
+        );
+        d.service_date = date.into();
+        assert_eq!(
+            why(&s.deposit(d).await.expect_err(date)),
+            (Code::InvalidArgument, "FIELD_MALFORMED".into()),
+            "service_date {date:?}"
+        );
+    }
+    assert_eq!(s.head().await, head, "refused commands write nothing");
+    s.stop().await;
+}
+
+/// ledger-rules.md, Idempotency: the same request id with different content is
+/// `REQUEST_ID_REUSED` (ALREADY_EXISTS); the one admitted gap is an id *first* used for
+/// a reversal and then reused elsewhere ("the ledger detects reuse everywhere else").
+/// Here the id is first used by a deposit on v1, then sent with a reversal on v2.
+#[tokio::test]
+#[ignore = "defect found in review, not fixed: a reversal's event id derives from the original transaction, so no check sees its request id"]
+async fn a_request_id_of_a_command_is_not_taken_again_by_a_reversal_on_another_account() {
+    let s = Server::start().await;
+    let mut c = s.commands();
+    let on_v2 = s
+        .deposit(deposit(
+            "dep-v2",
+            "v2",
+            "2",
+            "2026-11-19T08:00:00Z",
+            "2026-11-19T10:00:00Z",
+        ))
+        .await
+        .unwrap();
+    s.deposit(deposit(
+        "shared-id",
+        "v1",
+        "2",
+        "2026-11-19T08:00:00Z",
+        "2026-11-19T10:00:00Z",
+    ))
+    .await
+    .unwrap();
+    let head = s.head().await;
+    let r = c
+        .reverse_transaction(with(
+            ADMIN,
+            pb::ReverseTransactionRequest {
+                request_id: "shared-id".into(),
+                account_id: "v2".into(),
+                transaction_id: on_v2.transaction_id,
+                reason: "recorded twice".into(),
+            },
+        ))
+        .await;
+    assert_eq!(
+        refused(r),
+        (Code::AlreadyExists, "REQUEST_ID_REUSED".into())
+    );
+    assert_eq!(s.head().await, head, "a refused command writes nothing");
+    s.stop().await;
+}
+
+/// ledger-rules.md, Partner commands: "Request ids of merchants and banks are their
+/// own: the server scopes them to the partner's account (`m-7:1042`)". A platform's
+/// request ids are not scoped, so a platform that sends `m-1:till-7` takes the id the
+/// merchant m-1's till-7 request maps to, and the merchant's first use of `till-7` is
+/// refused as `REQUEST_ID_REUSED`.
+#[tokio::test]
+#[ignore = "defect found in review, not fixed: platforms' request ids are not scoped and may contain ':'"]
+async fn a_platform_cannot_take_a_merchants_scoped_request_id() {
+    let s = Server::start().await;
+    s.points_for_v1().await;
+    // The platform writes something of its own under the merchant's scoped id.
+    s.commands()
+        .register_account(with(
+            PLATFORM,
+            register(
+                "m-1:till-7",
+                "v-squat",
+                pb::AccountKind::Volunteer,
+                "hangzhou/xihu",
+            ),
+        ))
+        .await
+        .unwrap();
+    let token = s
+        .redemptions()
+        .issue_redemption_token(with(
+            PLATFORM,
+            pb::IssueRedemptionTokenRequest {
+                volunteer_id: "v1".into(),
+                points_max: "20".into(),
+                ttl_seconds: 0,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // The merchant's till sends its request `till-7` for the first time.
+    let hold = s
+        .redemptions()
+        .authorize_redemption(with(
+            MERCHANT,
+            pb::AuthorizeRedemptionRequest {
+                request_id: "till-7".into(),
+                merchant_id: "m-1".into(),
+                token: token.token,
+                points: "10".into(),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner());
+    let hold = hold.unwrap_or_else(|e| panic!("the merchant's own request id: {:?}", why(&e)));
+    assert!(!hold.replayed);
+    s.stop().await;
+}
+
+/// The first status a `StreamLog` call ends with (the call's own, or the first failed
+/// item of its stream), if any, and how many records came before it.
+async fn stream_log_outcome(s: &Server, request: pb::StreamLogRequest) -> (usize, Option<Status>) {
+    let mut stream = match s.audit().stream_log(with(AUDITOR, request)).await {
+        Ok(r) => r.into_inner(),
+        Err(e) => return (0, Some(e)),
+    };
+    let mut records = 0;
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), stream.message()).await {
+            Ok(Ok(Some(_))) => records += 1,
+            Ok(Ok(None)) => return (records, None),
+            Ok(Err(e)) => return (records, Some(e)),
+            Err(_) => panic!("StreamLog neither answered nor failed within 5 s"),
+        }
+    }
+}
+
+/// partners.md, Auditor: `UNAVAILABLE` (`LOG_UNAVAILABLE`) means "retry"; the house rule
+/// is that bad input gets a precise status. A position this log never handed out (past
+/// its head, or with `commit` != `prepare`, e.g. from another log or a restored backup)
+/// is the auditor's mistake: retrying it can never succeed, so it must not be
+/// `UNAVAILABLE`.
+#[tokio::test]
+async fn an_audit_position_that_is_not_in_the_log_is_bad_input_not_unavailable() {
+    let s = Server::start().await;
+    let head = s.head().await.expect("the seed wrote events");
+    let beyond = pb::LogPosition {
+        commit: head.commit() + 1000,
+        prepare: head.prepare() + 1000,
+    };
+    let skewed = pb::LogPosition {
+        commit: 1,
+        prepare: 2,
+    };
+    for after in [beyond, skewed] {
+        for follow in [false, true] {
+            let (records, status) = stream_log_outcome(
+                &s,
+                pb::StreamLogRequest {
+                    after: Some(after),
+                    max_records: 0,
+                    follow,
+                },
+            )
+            .await;
+            let status = status.expect("a position not in the log is refused");
+            assert_eq!(records, 0);
+            assert_eq!(
+                why(&status),
+                (Code::InvalidArgument, "FIELD_MALFORMED".into()),
+                "StreamLog after {after:?} follow {follow}: {status:?}"
+            );
+        }
+        let r = s
+            .audit()
+            .verify_log(with(
+                AUDITOR,
+                pb::VerifyLogRequest {
+                    after: Some(after),
+                    up_to: None,
+                },
+            ))
+            .await;
+        assert_eq!(
+            refused(r),
+            (Code::InvalidArgument, "FIELD_MALFORMED".into()),
+            "VerifyLog after {after:?}"
+        );
+    }
+    // The head itself is a position of the log: nothing after it, and no error.
+    let at_head = pb::LogPosition {
+        commit: head.commit(),
+        prepare: head.prepare(),
+    };
+    let (records, status) = stream_log_outcome(
+        &s,
+        pb::StreamLogRequest {
+            after: Some(at_head),
+            max_records: 0,
+            follow: false,
+        },
+    )
+    .await;
+    assert_eq!((records, status.map(|e| why(&e))), (0, None));
+    s.stop().await;
+}
+
+/// ledger-rules.md, Expiry: "The server's sweeper (every `HOLD_SWEEP_INTERVAL`, 5 s)
+/// records every open hold past its expiry", with a request id derived from the hold
+/// under the `system:` prefix (`system:expire-hold:<hold>`), which the code says no
+/// client id can start with. A platform's request ids are not scoped, so a platform
+/// that sends `system:expire-hold:<hold>` first takes the sweeper's id: the sweeper's
+/// append is then `REQUEST_ID_REUSED` on every sweep, the hold is never recorded as
+/// expired (`held` in ListRedemptions and GetAccount forever), and enough such holds
+/// fill `HOLDS_PER_SWEEP_MAX` so that no other hold is ever recorded either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_take_the_request_id_the_hold_sweeper_uses() {
+    let s = Server::start().await;
+    s.points_for_v1().await;
+    let squatted = s.hold_on_v1("till-1", "5").await;
+    let other = s.hold_on_v1("till-2", "5").await;
+    // The platform sends a command of its own under the sweeper's request id.
+    let r = s
+        .commands()
+        .register_account(with(
+            PLATFORM,
+            register(
+                &format!("system:expire-hold:{}", squatted.hold_id),
+                "v-squat",
+                pb::AccountKind::Volunteer,
+                "hangzhou/xihu",
+            ),
+        ))
+        .await;
+    if let Err(e) = &r {
+        // Refusing the reserved prefix at the edge is one way to keep the sweeper's ids.
+        assert_eq!(why(e).0, Code::InvalidArgument, "{e:?}");
+    }
+    // Both holds expire (15 minutes after NOW); the sweeper runs every 5 s.
+    s.clock.set(at("2026-11-20T12:16:00Z"));
+    let want = vec![
+        (squatted.hold_id.clone(), "expired".to_owned()),
+        (other.hold_id.clone(), "expired".to_owned()),
+    ];
+    let mut seen = Vec::new();
+    for _ in 0..60 {
+        seen = s.redemption_statuses().await;
+        if seen == want {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(seen, want, "the sweeper records every expired hold");
+    s.stop().await;
+}
+
+/// ledger-rules.md, Status codes: "Every failure carries a `google.rpc.ErrorInfo`
+/// detail", bad input is INVALID_ARGUMENT, and INTERNAL means "a bug; ... retry with the
+/// same request id". A request whose string field is not UTF-8 (here `account_id`, sent
+/// as raw bytes on the same tag) is refused by tonic's protobuf decoder with INTERNAL
+/// and no ErrorInfo, so a client is told to retry a message that can never decode.
+/// (tonic follows gRPC's status-code table here; the fix is a server codec or a
+/// documented exception, a design call left to the maintainers.)
+#[tokio::test]
+#[ignore = "defect found in review, not fixed: tonic's codec answers undecodable requests with INTERNAL and no ErrorInfo"]
+async fn a_request_that_is_not_valid_protobuf_is_bad_input_with_error_info() {
+    let s = Server::start().await;
+    let head = s.head().await;
+    let mut grpc = tonic::client::Grpc::new(s.channel.clone());
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/timebank.v1.LedgerCommands/RegisterAccount",
+    );
+    // `Any` is {1: string, 2: bytes}; RegisterAccountRequest is {1: request_id,
+    // 2: account_id}: the same wire bytes with an account id that is not UTF-8.
+    let codec = tonic::codec::ProstCodec::<prost_types::Any, pb::CommandResult>::default();
+    let not_utf8 = prost_types::Any {
+        type_url: "reg-not-utf8".into(),
+        value: vec![0xff, 0xfe, b'v'],
+    };
+    let status = grpc
+        .unary(with(ADMIN, not_utf8), path, codec)
+        .await
+        .expect_err("an account id that is not UTF-8 is refused");
+    assert_eq!(s.head().await, head, "a refused request writes nothing");
+    let info = status.get_details_error_info();
+    assert_eq!(
+        (status.code(), info.map(|i| i.domain)),
+        (Code::InvalidArgument, Some("timebank.v1".to_owned())),
+        "{status:?}"
+    );
+    s.stop().await;
+}
+
+/// partners.md, Auditor: `ReplayAccount` replays an account "as it stood at a moment
+/// (`as_of`: the events recorded at or before it)". For a moment after now the log
+/// holds nothing more than now, so the answer must be the account as it stands now.
+/// It was not: balances came from every event up to now, but points held were judged at
+/// the future instant, where the open hold had already expired, a state no record shows
+/// (the merchant may still capture the hold before then).
+#[tokio::test]
+async fn replaying_an_account_as_of_a_future_moment_is_the_account_as_it_stands() {
+    let s = Server::start().await;
+    s.points_for_v1().await;
+    s.hold_on_v1("till-1", "5").await;
+    let replay = |point| {
+        let mut audit = s.audit();
+        async move {
+            audit
+                .replay_account(with(
+                    AUDITOR,
+                    pb::ReplayAccountRequest {
+                        account_id: "v1".into(),
+                        point,
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let now = replay(None).await;
+    assert_eq!(
+        (now.points_balance.as_str(), now.points_held.as_str()),
+        ("50.00", "5.00")
+    );
+    let later = replay(Some(pb::replay_account_request::Point::AsOf(ts(
+        "2026-11-20T13:00:00Z",
+    ))))
+    .await;
+    assert_eq!(later, now, "nothing is recorded after now");
+    s.stop().await;
+}
+
+/// partners.md, Bank: `GetServedReport` answers `INVALID_ARGUMENT` (`FIELD_MISSING` for
+/// `key`) when no key is sent, and a report is named by its digest, "hex BLAKE3 of the
+/// JSON". An empty digest is no key at all, and a text that is not 64 hex digits can
+/// never name a report: both are the bank's mistake, not `NOT_FOUND` (`UNKNOWN_INQUIRY`,
+/// "none served to your bank matches", which sends the bank looking for a report).
+#[tokio::test]
+async fn a_served_report_asked_by_an_empty_or_malformed_digest_is_bad_input() {
+    use pb::get_served_report_request::Key;
+    let s = Server::start().await;
+    let ask = |key: Option<Key>| {
+        let mut banks = s.banks();
+        async move {
+            banks
+                .get_served_report(with(
+                    BANK,
+                    pb::GetServedReportRequest {
+                        volunteer_id: "v1".into(),
+                        key,
+                    },
+                ))
+                .await
+        }
+    };
+    assert_eq!(
+        refused(ask(None).await),
+        (Code::InvalidArgument, "FIELD_MISSING".into())
+    );
+    assert_eq!(
+        refused(ask(Some(Key::ReportDigest(String::new()))).await),
+        (Code::InvalidArgument, "FIELD_MISSING".into())
+    );
+    for digest in ["abc", &"g".repeat(64), &"a".repeat(65)] {
+        assert_eq!(
+            refused(ask(Some(Key::ReportDigest(digest.to_owned()))).await),
+            (Code::InvalidArgument, "FIELD_MALFORMED".into()),
+            "{digest}"
+        );
+    }
+    // A well-formed digest of no report served to this bank is not found.
+    assert_eq!(
+        refused(ask(Some(Key::ReportDigest("a".repeat(64)))).await),
+        (Code::NotFound, "UNKNOWN_INQUIRY".into())
+    );
+    s.stop().await;
+}
+
+/// ledger-rules.md, Idempotency and `SubmitBatch`: a retry returns the original outcome
+/// (`replayed`) whichever way it travels. A command first sent alone replays as a batch
+/// line and the other way round; the same request twice in one batch is written once
+/// (the second line replays the first); the same id with other content in a batch is
+/// `REQUEST_ID_REUSED`, in its slot.
+#[tokio::test]
+async fn retries_replay_across_unary_calls_and_batch_lines() {
+    use pb::batch_result::Result as R;
+    use pb::command::Command as C;
+    let s = Server::start().await;
+    let mut c = s.commands();
+    s.deposit(deposit(
+        "dep-1",
+        "v1",
+        "3",
+        "2026-11-19T08:00:00Z",
+        "2026-11-19T11:00:00Z",
+    ))
+    .await
+    .unwrap();
+    let spend = |hours: &str| pb::SpendHoursRequest {
+        request_id: "sp-1".into(),
+        volunteer_id: "v1".into(),
+        purpose: pb::SpendPurpose::Other as i32,
+        counterparty_id: "org".into(),
+        hours: hours.into(),
+        memo: String::new(),
+    };
+    let alone = c
+        .spend_hours(with(ADMIN, spend("0.5")))
+        .await
+        .unwrap()
+        .into_inner();
+    let twice = || {
+        C::DepositHours(deposit(
+            "dep-2",
+            "v2",
+            "1",
+            "2026-11-19T08:00:00Z",
+            "2026-11-19T09:00:00Z",
+        ))
+    };
+    let lines = [
+        C::SpendHours(spend("0.50")),
+        C::SpendHours(spend("0.25")),
+        twice(),
+        twice(),
+    ];
+    let head = s.head().await.unwrap();
+    let results = c
+        .submit_batch(with(
+            ADMIN,
+            pb::SubmitBatchRequest {
+                commands: lines
+                    .into_iter()
+                    .map(|command| pb::Command {
+                        command: Some(command),
+                    })
+                    .collect(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let results: Vec<R> = results.into_iter().map(|r| r.result.unwrap()).collect();
+    let ok = |r: &R| match r {
+        R::Ok(o) => o.clone(),
+        R::Error(e) => panic!("expected a result, got {e:?}"),
+    };
+    let replayed = ok(&results[0]);
+    assert!(replayed.replayed);
+    assert_eq!(
+        (replayed.transaction_id, replayed.position),
+        (alone.transaction_id, alone.position)
+    );
+    match &results[1] {
+        R::Error(e) => assert_eq!(
+            (e.code, e.reason.as_str()),
+            (Code::AlreadyExists as i32, "REQUEST_ID_REUSED")
+        ),
+        other => panic!("expected REQUEST_ID_REUSED, got {other:?}"),
+    }
+    let (first, second) = (ok(&results[2]), ok(&results[3]));
+    assert!(!first.replayed && second.replayed);
+    assert_eq!(
+        (&first.transaction_id, &first.position),
+        (&second.transaction_id, &second.position)
+    );
+    // One event for the whole batch: the deposit.
+    assert_eq!(s.head().await.map(|p| p.commit()), Some(head.commit() + 1));
+    // The batch line's request, resent alone, replays too.
+    let C::DepositHours(d) = twice() else {
+        unreachable!()
+    };
+    let again = s.deposit(d).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.transaction_id, first.transaction_id);
+    s.stop().await;
+}
