@@ -283,6 +283,11 @@ struct Pace {
     deadline: Instant,
     /// `(rate, callers, next call number)` for an open loop.
     schedule: Option<(u64, u64, u64)>,
+    /// Open loop: how late each sleeping caller woke, in µs. Not the server's doing:
+    /// the timer's resolution and the machine's own stalls (a descheduled vCPU), which
+    /// hold back every call due meanwhile. A server's latency cannot be told apart
+    /// from these at percentiles where they show, so the report prints them beside it.
+    wake_late_us: Histogram<u64>,
 }
 
 impl Pace {
@@ -297,6 +302,8 @@ impl Pace {
             started,
             deadline: started + duration,
             schedule: rate.map(|r| (r, callers as u64, caller as u64)),
+            wake_late_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
+                .expect("valid histogram bounds"),
         }
     }
 
@@ -326,7 +333,11 @@ impl Pace {
             return Some(due);
         }
         tokio::time::sleep_until(due.into()).await;
-        Some(Instant::now())
+        let woke = Instant::now();
+        let late_us =
+            (woke.saturating_duration_since(due).as_micros() as u64).clamp(1, LATENCY_MAX_US);
+        self.wake_late_us.saturating_record(late_us);
+        Some(woke)
     }
 }
 
@@ -417,6 +428,9 @@ pub struct LoadReport {
     pub batch: usize,
     /// The open-loop rate asked for, if any.
     pub rate: Option<u64>,
+    /// Open loop: how late the callers woke for calls they slept for, in µs
+    /// (`Pace::wake_late_us`).
+    pub wake_late_us: Option<Histogram<u64>>,
     /// Per operation (commands; latency per RPC when not batching).
     pub ops: BTreeMap<Op, OpStats>,
     /// With `--batch`: latency of each SubmitBatch call.
@@ -495,6 +509,16 @@ impl LoadReport {
             let _ = writeln!(
                 out,
                 "(with --batch, per-operation latencies are those of the SubmitBatch call that carried the command)"
+            );
+        }
+        if let Some(h) = self.wake_late_us.as_ref().filter(|h| !h.is_empty()) {
+            let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            let _ = writeln!(
+                out,
+                "callers woke late for their calls by p50 {:.2} / p99 {:.2} / max {:.2} ms: the timer and this machine's stalls, not the server; every call due during a stall waits it out",
+                ms(0.5),
+                ms(0.99),
+                h.max() as f64 / 1000.0
             );
         }
         for (op, s) in &self.ops {
@@ -1062,14 +1086,17 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
                     }
                 }
             }
-            (stats, batches)
+            (stats, batches, pace.wake_late_us)
         }));
     }
     let mut ops: BTreeMap<Op, OpStats> = BTreeMap::new();
     let mut batches = OpStats::new();
+    let mut wake_late_us =
+        Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds");
     for t in tasks {
         // A caller task only ends by returning; a panic is a bug worth surfacing.
-        let (stats, b) = t.await.expect("a load caller panicked");
+        let (stats, b, late) = t.await.expect("a load caller panicked");
+        let _ = wake_late_us.add(&late);
         for (op, s) in stats {
             ops.entry(op).or_insert_with(OpStats::new).merge(&s);
         }
@@ -1080,6 +1107,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
         concurrency: config.concurrency,
         batch: config.batch,
         rate: config.rate,
+        wake_late_us: config.rate.is_some().then_some(wake_late_us),
         ops,
         batches: (config.batch > 0).then_some(batches),
     })

@@ -261,6 +261,17 @@ async fn the_load_generator_runs_against_a_live_server() {
         "{}",
         report.render()
     );
+    // Every caller slept for some of its calls, so their wake-up lateness is reported.
+    let woke = report
+        .wake_late_us
+        .as_ref()
+        .expect("an open loop times its wake-ups");
+    assert!(!woke.is_empty(), "{}", report.render());
+    assert!(
+        report.render().contains("callers woke late"),
+        "{}",
+        report.render()
+    );
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();
