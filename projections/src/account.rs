@@ -59,8 +59,12 @@ pub struct MonthTotal {
 pub struct AccountRow {
     pub kind: Kind,
     pub closed: bool,
-    /// Day number of the closure (0 while open).
-    pub closed_on: i32,
+    /// When the account was closed, Unix seconds of its `closed_at` (0 while open). An
+    /// instant, not a day: the read models know no calendar, and which year a closure
+    /// falls in is a question of the ledger's (`--calendar-offset`), so the query that
+    /// asks it applies the calendar (`annual.rs`). A UTC day here put a closure at
+    /// 01:00 on 1 January in a UTC+8 ledger into the year before.
+    pub closed_at: i64,
     /// Region node (volunteers, organisations) or `NO_REGION`.
     pub region: u32,
     /// Day number of the join date (volunteers).

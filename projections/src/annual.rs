@@ -13,7 +13,7 @@
 //! Hours are all their standing hours (credit and honour) with service dates in the
 //! year, with whichever organisation.
 
-use chrono::NaiveDate;
+use chrono::{FixedOffset, NaiveDate};
 use rust_decimal::Decimal;
 
 use crate::account::Kind;
@@ -56,16 +56,25 @@ pub enum AnnualError {
 }
 
 impl ReadModels {
+    /// `calendar` is the ledger's (`LedgerConfig::calendar_offset`): years are its
+    /// years, as service dates are its days.
     pub fn below_annual_minimum(
         &self,
         scope: Scope<'_>,
         year: i32,
+        calendar: FixedOffset,
         minimum: Decimal,
         limit: usize,
     ) -> Result<BelowMinimum, AnnualError> {
         let start = NaiveDate::from_ymd_opt(year, 1, 1).ok_or(AnnualError::Year(year))?;
         let end = NaiveDate::from_ymd_opt(year, 12, 31).ok_or(AnnualError::Year(year))?;
-        let (start, end) = (day_number(start), day_number(end));
+        // The instant the year began in the ledger's calendar, for closures (instants).
+        let began = start
+            .and_hms_opt(0, 0, 0)
+            .and_then(|t| t.and_local_timezone(calendar).single())
+            .ok_or(AnnualError::Year(year))?
+            .timestamp();
+        let end = day_number(end);
         if minimum < Decimal::ZERO || minimum > Decimal::from(ANNUAL_MINIMUM_HOURS_MAX) {
             return Err(AnnualError::Minimum(minimum));
         }
@@ -74,7 +83,7 @@ impl ReadModels {
         // A volunteer of the scheme in the year: joined by its end, not closed before it.
         let in_year = |v: u32| {
             let row = self.row(v);
-            row.joined_on <= end && !(row.closed && row.closed_on < start)
+            row.joined_on <= end && !(row.closed && row.closed_at < began)
         };
         let candidates: Vec<u32> = match scope {
             Scope::Region(r) => {

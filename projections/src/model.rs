@@ -631,7 +631,7 @@ impl ReadModels {
                 let a = self.account(e.account.as_str());
                 let row = &mut self.rows[a as usize];
                 row.closed = true;
-                row.closed_on = day_number(e.closed_at.date_naive());
+                row.closed_at = e.closed_at.timestamp();
             }
             LedgerEvent::HoursDeposited(e) => {
                 let account = self.account(e.volunteer.as_str());

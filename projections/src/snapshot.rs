@@ -115,7 +115,9 @@ pub mod pairs {
 
 /// Bump on any change to [`ReadModels`]' shape: an older snapshot is then rebuilt.
 /// 8: the event at the checkpoint ([`ReadModels::checkpoint_event`]).
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 8;
+/// 9: an account row's closure as an instant (`AccountRow::closed_at`), not a UTC day:
+/// the same varint width, so a format-8 row would read as a wrong instant, not fail.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 9;
 const MAGIC: &[u8; 8] = b"TBPROJ\0\0";
 const HEADER_BYTES: usize = 8 + 4 + 8 + 32;
 pub const SNAPSHOT_FILE: &str = "read-models.snap";

@@ -507,13 +507,14 @@ impl QueryService {
         let limit = limit(r.limit, ANNUAL_LIMIT_DEFAULT);
         let year = r.year;
         let cp = self.fresh(r.min_position).await?;
+        let calendar = self.calendar;
         let b = self
             .scan(move |m| {
                 let scope = match &scope {
                     Owned::Region(r) => Scope::Region(r),
                     Owned::Organisation(o) => Scope::Organisation(o),
                 };
-                m.below_annual_minimum(scope, year, minimum, limit)
+                m.below_annual_minimum(scope, year, calendar, minimum, limit)
                     .map_err(|e| match e {
                         AnnualError::Region(r) => r.into(),
                         AnnualError::UnknownOrganisation(o) => QueryError::UnknownAccount(o),
