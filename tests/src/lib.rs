@@ -6,8 +6,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use ledger_core::app::{FixedClock, Handler, LedgerConfig};
 use ledger_core::log::EventLog;
+use ledger_server::{QueryConfig, ServeOptions};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
+use tonic_types::StatusExt;
 
 /// A server started by [`spawn_server`].
 pub struct Spawned {
@@ -22,18 +24,40 @@ pub struct Spawned {
 /// Serve `log` on 127.0.0.1 (a free port) with the ledger's clock fixed at `now`
 /// (RFC 3339), and connect to it.
 pub async fn spawn_server(log: Arc<dyn EventLog>, now: &str) -> Spawned {
-    let now = DateTime::parse_from_rfc3339(now)
-        .expect("the test clock is RFC 3339")
-        .with_timezone(&Utc);
-    let handler = Handler::new(log, Arc::new(FixedClock::new(now)), LedgerConfig::default());
+    let clock = Arc::new(FixedClock::new(at(now)));
+    spawn_with(log, clock, ServeOptions::default()).await
+}
+
+/// [`spawn_server`] with `clock` (the test moves it) and access control: every call
+/// needs the key of one of `access`'s callers.
+pub async fn spawn_server_with_access(
+    log: Arc<dyn EventLog>,
+    clock: Arc<FixedClock>,
+    access: ledger_server::auth::Access,
+) -> Spawned {
+    spawn_with(log, clock, ServeOptions::with_access(access)).await
+}
+
+async fn spawn_with(
+    log: Arc<dyn EventLog>,
+    clock: Arc<FixedClock>,
+    options: ServeOptions,
+) -> Spawned {
+    let handler = Handler::new(log, clock, LedgerConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a loopback port");
     let addr = listener.local_addr().expect("a bound address");
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(ledger_server::serve(handler, listener, async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(ledger_server::serve_with_options(
+        handler,
+        QueryConfig::default(),
+        options,
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("a valid URI")
         .connect()
@@ -44,4 +68,39 @@ pub async fn spawn_server(log: Arc<dyn EventLog>, now: &str) -> Spawned {
         stop,
         task,
     }
+}
+
+/// An RFC 3339 instant, in UTC.
+pub fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .expect("the test instant is RFC 3339")
+        .with_timezone(&Utc)
+}
+
+/// `message` with `key` as its bearer credential.
+pub fn with<T>(key: &str, message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}")
+            .parse()
+            .expect("test keys are printable ASCII"),
+    );
+    r
+}
+
+/// One `[[caller]]` of an access file: `scope` is the role's scope lines (or empty),
+/// `key` the caller's API key (its SHA-256 is what the file holds).
+pub fn caller_entry(name: &str, role: &str, scope: &str, key: &str) -> String {
+    format!(
+        "[[caller]]\nname = \"{name}\"\nrole = \"{role}\"\n{scope}\nkey_sha256 = \"{}\"\n\n",
+        ledger_server::auth::hash_key(key).to_hex()
+    )
+}
+
+/// The machine-readable reason of a failure (`ErrorInfo`), or empty without one.
+pub fn reason(s: &tonic::Status) -> String {
+    s.get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default()
 }

@@ -8,17 +8,16 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use ledger_core::app::{FixedClock, Handler, LedgerConfig};
+use ledger_core::app::FixedClock;
 use ledger_core::log::memory::MemoryLog;
 use ledger_core::log::EventLog;
-use ledger_server::auth::{hash_key, Access};
+use ledger_server::auth::Access;
 use ledger_server::pb;
 use ledger_server::pb::audit_client::AuditClient;
 use ledger_server::pb::banks_client::BanksClient;
 use ledger_server::pb::ledger_commands_client::LedgerCommandsClient;
 use ledger_server::pb::redemptions_client::RedemptionsClient;
-use ledger_server::{QueryConfig, ServeOptions};
+use timebank_tests::{at, caller_entry as entry, spawn_server_with_access, with};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -32,10 +31,6 @@ const MERCHANT: &str = "tbk_merchant_1";
 const BANK: &str = "tbk_bank_a";
 const AUDITOR: &str = "tbk_auditor";
 
-fn at(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
-
 fn ts(s: &str) -> prost_types::Timestamp {
     let t = at(s);
     prost_types::Timestamp {
@@ -45,12 +40,6 @@ fn ts(s: &str) -> prost_types::Timestamp {
 }
 
 fn access() -> Access {
-    let entry = |name: &str, role: &str, scope: &str, key: &str| {
-        format!(
-            "[[caller]]\nname = \"{name}\"\nrole = \"{role}\"\n{scope}\nkey_sha256 = \"{}\"\n\n",
-            hash_key(key).to_hex()
-        )
-    };
     let text = [
         entry("admin", "admin", "", ADMIN),
         entry(
@@ -65,14 +54,6 @@ fn access() -> Access {
     ]
     .concat();
     Access::from_toml(&text).unwrap()
-}
-
-/// `message` with `key` as its bearer credential.
-fn with<T>(key: &str, message: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    r
 }
 
 /// The code and machine-readable reason of a failure.
@@ -103,34 +84,14 @@ impl Server {
     async fn start() -> Self {
         let log = MemoryLog::new();
         let clock = Arc::new(FixedClock::new(at(NOW)));
-        let handler = Handler::new(
-            Arc::new(log.clone()) as Arc<dyn EventLog>,
-            clock.clone(),
-            LedgerConfig::default(),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(ledger_server::serve_with_options(
-            handler,
-            QueryConfig::default(),
-            ServeOptions::with_access(access()),
-            listener,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let spawned =
+            spawn_server_with_access(Arc::new(log.clone()), clock.clone(), access()).await;
         let s = Self {
             log,
             clock,
-            channel,
-            stop: Some(stop),
-            task,
+            channel: spawned.channel,
+            stop: Some(spawned.stop),
+            task: spawned.task,
         };
         use pb::AccountKind as K;
         for (id, kind, region) in [

@@ -18,10 +18,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use ledger_core::app::{FixedClock, Handler, LedgerConfig};
+use ledger_core::app::FixedClock;
 use ledger_core::log::memory::MemoryLog;
-use ledger_core::log::EventLog;
-use ledger_server::auth::{hash_key, Access};
+use ledger_server::auth::Access;
 use ledger_server::pb;
 use ledger_server::pb::audit_client::AuditClient;
 use ledger_server::pb::banks_client::BanksClient;
@@ -29,7 +28,7 @@ use ledger_server::pb::consents_client::ConsentsClient;
 use ledger_server::pb::ledger_commands_client::LedgerCommandsClient;
 use ledger_server::pb::ledger_queries_client::LedgerQueriesClient;
 use ledger_server::pb::redemptions_client::RedemptionsClient;
-use ledger_server::{QueryConfig, ServeOptions};
+use timebank_tests::{at, caller_entry as entry, reason, spawn_server_with_access, with};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -46,10 +45,6 @@ const MERCHANT: &str = "tbk_merchant_1";
 const OTHER_MERCHANT: &str = "tbk_merchant_2";
 const AUDITOR: &str = "tbk_auditor";
 
-fn at(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
-
 fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.timestamp(),
@@ -58,12 +53,6 @@ fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
 }
 
 fn access() -> Access {
-    let entry = |name: &str, role: &str, scope: &str, key: &str| {
-        format!(
-            "[[caller]]\nname = \"{name}\"\nrole = \"{role}\"\n{scope}\nkey_sha256 = \"{}\"\n\n",
-            hash_key(key).to_hex()
-        )
-    };
     let text = [
         entry("admin", "admin", "", ADMIN),
         entry(
@@ -88,20 +77,6 @@ fn access() -> Access {
     Access::from_toml(&text).unwrap()
 }
 
-/// `message` with `key` as its bearer credential.
-fn with<T>(key: &str, message: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    r
-}
-
-fn reason(s: &Status) -> String {
-    s.get_details_error_info()
-        .map(|i| i.reason)
-        .unwrap_or_default()
-}
-
 struct Server {
     channel: Channel,
     clock: Arc<FixedClock>,
@@ -111,31 +86,14 @@ struct Server {
 
 impl Server {
     async fn start() -> Self {
-        let log: Arc<dyn EventLog> = Arc::new(MemoryLog::new());
         let clock = Arc::new(FixedClock::new(at(NOW)));
-        let handler = Handler::new(log, clock.clone(), LedgerConfig::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(ledger_server::serve_with_options(
-            handler,
-            QueryConfig::default(),
-            ServeOptions::with_access(access()),
-            listener,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let spawned =
+            spawn_server_with_access(Arc::new(MemoryLog::new()), clock.clone(), access()).await;
         let mut s = Self {
-            channel,
+            channel: spawned.channel,
             clock,
-            stop: Some(stop),
-            task,
+            stop: Some(spawned.stop),
+            task: spawned.task,
         };
         s.seed().await;
         s
