@@ -66,6 +66,11 @@ const OUTFLOW_HUNDREDTHS: u32 = 5;
 const SETUP_BATCH: usize = crate::BATCH_COMMANDS_MAX;
 /// Most histogram value: one minute in microseconds; slower calls are clamped.
 const LATENCY_MAX_US: u64 = 60_000_000;
+/// A histogram of microseconds, 1 µs to [`LATENCY_MAX_US`], three significant digits.
+fn microseconds() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds")
+}
+
 /// Points one redemption captures, in hundredths.
 const REDEEM_HUNDREDTHS: u32 = 10;
 /// Hours of each volunteer's pre-funding exchanged for points when the mix redeems, in
@@ -275,8 +280,9 @@ pub const RATE_MAX: u64 = 10_000_000;
 /// …, waits until each is due and, when it is late (the caller was still waiting for
 /// its previous call), times it from when it was due, not from when it went out: the
 /// correction for coordinated omission that wrk2 makes (a closed loop, or timing from
-/// the send, hides the wait of every call the stalled caller did not send). Calls due before the deadline are all sent, late or not, so an open-loop run
-/// sends exactly `ceil(rate × duration)` calls whatever the server does.
+/// the send, hides the wait of every call the stalled caller did not send). Calls due
+/// before the deadline are all sent, late or not, so an open-loop run sends exactly
+/// `ceil(rate × duration)` calls whatever the server does.
 #[derive(Clone, Debug)]
 struct Pace {
     started: Instant,
@@ -302,8 +308,7 @@ impl Pace {
             started,
             deadline: started + duration,
             schedule: rate.map(|r| (r, callers as u64, caller as u64)),
-            wake_late_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
-                .expect("valid histogram bounds"),
+            wake_late_us: microseconds(),
         }
     }
 
@@ -396,8 +401,7 @@ pub struct OpStats {
 impl OpStats {
     fn new() -> Self {
         Self {
-            latency_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
-                .expect("valid histogram bounds"),
+            latency_us: microseconds(),
             ok: 0,
             errors: BTreeMap::new(),
         }
@@ -1091,8 +1095,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
     }
     let mut ops: BTreeMap<Op, OpStats> = BTreeMap::new();
     let mut batches = OpStats::new();
-    let mut wake_late_us =
-        Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds");
+    let mut wake_late_us = microseconds();
     for t in tasks {
         // A caller task only ends by returning; a panic is a bug worth surfacing.
         let (stats, b, late) = t.await.expect("a load caller panicked");

@@ -400,6 +400,23 @@ async fn snapshot_then_one_more(dir: &Path) -> (City, ProjectionConfig, Position
     (c, cfg, checkpoint, head)
 }
 
+/// A worker that held its snapshot back at start (queries see no checkpoint), then,
+/// once the log answered, resumed on it after `checkpoint` (one subscription, no
+/// rebuild from the start) to the models a rebuild gives.
+async fn held_back_then_resumed(
+    c: &City,
+    log: &Watched,
+    p: &Projections,
+    checkpoint: Position,
+    head: Position,
+) {
+    assert_eq!(p.freshness().checkpoint(), None, "held back");
+    caught_up(p, head).await;
+    assert_eq!(log.subscriptions(), vec![ReadFrom::After(checkpoint)]);
+    let rebuilt = c.models().await;
+    assert_eq!(p.read().digest(), rebuilt.digest());
+}
+
 /// Paused time: the bounded wait elapses as soon as nothing else can run.
 #[tokio::test(start_paused = true)]
 async fn a_log_that_hangs_on_the_check_at_start_does_not_hang_the_start() {
@@ -415,11 +432,7 @@ async fn a_log_that_hangs_on_the_check_at_start_does_not_hang_the_start() {
     // then the start returns after the bounded wait with the snapshot held back, and
     // the worker resumes on it once the log answers (no rebuild).
     assert_eq!(started.elapsed(), runtime::RESTORE_CHECK_WAIT_MAX);
-    assert_eq!(p.freshness().checkpoint(), None, "held back");
-    caught_up(&p, head).await;
-    assert_eq!(log.subscriptions(), vec![ReadFrom::After(checkpoint)]);
-    let rebuilt = c.models().await;
-    assert_eq!(p.read().digest(), rebuilt.digest());
+    held_back_then_resumed(&c, &log, &p, checkpoint, head).await;
     w.stop().await.unwrap();
 }
 
@@ -435,10 +448,6 @@ async fn a_snapshot_the_log_cannot_be_asked_about_at_start_is_held_back_then_res
 
     // then queries do not see the unchecked snapshot, and once the log answers the
     // worker resumes on it after its checkpoint (no rebuild).
-    assert_eq!(p.freshness().checkpoint(), None, "held back");
-    caught_up(&p, head).await;
-    assert_eq!(log.subscriptions(), vec![ReadFrom::After(checkpoint)]);
-    let rebuilt = c.models().await;
-    assert_eq!(p.read().digest(), rebuilt.digest());
+    held_back_then_resumed(&c, &log, &p, checkpoint, head).await;
     w.stop().await.unwrap();
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use ledger_core::app::{FixedClock, Handler, LedgerConfig};
+use ledger_core::app::{Clock, FixedClock, Handler, LedgerConfig};
 use ledger_core::log::EventLog;
 use ledger_server::{QueryConfig, ServeOptions};
 use tokio::sync::oneshot;
@@ -43,6 +43,31 @@ async fn spawn_with(
     clock: Arc<FixedClock>,
     options: ServeOptions,
 ) -> Spawned {
+    let (addr, stop, task) = listen(log, clock, options).await;
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("a valid URI")
+        .connect()
+        .await
+        .expect("connect to the server");
+    Spawned {
+        channel,
+        stop,
+        task,
+    }
+}
+
+/// The server's task, serving `log` with `options` on 127.0.0.1 (a free port): its
+/// address, the sender that stops it, and the task. For a test that connects its own
+/// way (TLS); the others take [`spawn_server`].
+pub async fn listen(
+    log: Arc<dyn EventLog>,
+    clock: Arc<dyn Clock>,
+    options: ServeOptions,
+) -> (
+    std::net::SocketAddr,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), ledger_server::ServeError>>,
+) {
     let handler = Handler::new(log, clock, LedgerConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -58,16 +83,7 @@ async fn spawn_with(
             let _ = stopped.await;
         },
     ));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("a valid URI")
-        .connect()
-        .await
-        .expect("connect to the server");
-    Spawned {
-        channel,
-        stop,
-        task,
-    }
+    (addr, stop, task)
 }
 
 /// An RFC 3339 instant, in UTC.

@@ -17,7 +17,7 @@ use ledger_server::pb::audit_client::AuditClient;
 use ledger_server::pb::banks_client::BanksClient;
 use ledger_server::pb::ledger_commands_client::LedgerCommandsClient;
 use ledger_server::pb::redemptions_client::RedemptionsClient;
-use timebank_tests::{at, caller_entry as entry, spawn_server_with_access, with};
+use timebank_tests::{at, caller_entry as entry, reason, spawn_server_with_access, with};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -58,11 +58,7 @@ fn access() -> Access {
 
 /// The code and machine-readable reason of a failure.
 fn why(s: &Status) -> (Code, String) {
-    let reason = s
-        .get_details_error_info()
-        .map(|i| i.reason)
-        .unwrap_or_default();
-    (s.code(), reason)
+    (s.code(), reason(s))
 }
 
 fn refused<T: std::fmt::Debug>(r: Result<tonic::Response<T>, Status>) -> (Code, String) {

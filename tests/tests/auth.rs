@@ -6,14 +6,13 @@
 
 use std::sync::Arc;
 
-use ledger_core::app::{Handler, LedgerConfig, SystemClock};
+use ledger_core::app::SystemClock;
 use ledger_core::log::memory::MemoryLog;
-use ledger_core::log::EventLog;
 use ledger_server::auth::{hash_key, Access};
 use ledger_server::pb;
 use ledger_server::pb::ledger_commands_client::LedgerCommandsClient;
 use ledger_server::pb::ledger_queries_client::LedgerQueriesClient;
-use ledger_server::{QueryConfig, ServeOptions};
+use ledger_server::ServeOptions;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -125,21 +124,9 @@ struct Server {
 }
 
 async fn start(options: ServeOptions) -> Server {
-    let log = Arc::new(MemoryLog::new()) as Arc<dyn EventLog>;
     // The wall clock: the load generator dates its service by it.
-    let handler = Handler::new(log, Arc::new(SystemClock), LedgerConfig::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(ledger_server::serve_with_options(
-        handler,
-        QueryConfig::default(),
-        options,
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let (addr, stop, task) =
+        timebank_tests::listen(Arc::new(MemoryLog::new()), Arc::new(SystemClock), options).await;
     Server { addr, stop, task }
 }
 

@@ -12,6 +12,7 @@ use ledger_core::log::EventLog;
 use ledger_server::pb;
 use ledger_server::pb::ledger_commands_client::LedgerCommandsClient;
 use ledger_server::pb::ledger_queries_client::LedgerQueriesClient;
+use timebank_tests::reason;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -95,12 +96,6 @@ impl Server {
             .unwrap()
             .into_inner()
     }
-}
-
-fn reason(s: &tonic::Status) -> String {
-    s.get_details_error_info()
-        .map(|i| i.reason)
-        .unwrap_or_default()
 }
 
 async fn city(s: &mut Server) {
