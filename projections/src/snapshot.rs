@@ -15,6 +15,8 @@
 //! snapshot (`runtime.rs`). A snapshot of an older format (7 and before) names no
 //! event, so it cannot be checked: like any other format, it is refused and the read
 //! models are rebuilt from the log, once, at the first start of a build that writes 8.
+//! Format 9 keeps an account's closure as an instant (`AccountRow::closed_at`) instead
+//! of its UTC day; a format-8 snapshot is rebuilt the same way.
 //!
 //! Written to `read-models.snap.tmp`, fsynced, renamed over the old file, then the
 //! directory is fsynced: a crash leaves the old snapshot or the new one, never a torn
