@@ -161,6 +161,100 @@ async fn a_transaction_is_reversed_once_even_under_a_race() {
     );
 }
 
+/// The same race on two worker threads, many times: the reversal's event id is derived
+/// from its request id (not from the original transaction), so only the stream's
+/// version check and `reversed_by` keep the second reversal out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_is_reversed_once_under_a_race_on_two_threads() {
+    let (log, handler) = new_handler();
+    setup(&handler).await;
+    let handler = Arc::new(handler);
+    for round in 0..50 {
+        let d = handler
+            .execute(&deposit(&format!("d-{round}"), "v1", "1", 0, 9))
+            .await
+            .unwrap();
+        let race = |n: u32| {
+            let handler = Arc::clone(&handler);
+            let x = reverse(&format!("x-{round}-{n}"), "v1", d.transaction);
+            tokio::spawn(async move { handler.execute(&x).await })
+        };
+        let (a, b) = (race(1), race(2));
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        assert_eq!(
+            [&a, &b].iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{a:?} {b:?}"
+        );
+        assert_eq!(reason(if a.is_ok() { b } else { a }), "ALREADY_REVERSED");
+    }
+    let state = handler.load(&acc("v1")).await.unwrap();
+    assert_eq!(
+        state.balance(Unit::Hours),
+        dec("0"),
+        "each deposit reversed once"
+    );
+    let reversals = log
+        .read_all(ReadFrom::Start, 1_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.event_type == "TransactionReversed.v1")
+        .count();
+    assert_eq!(reversals, 50);
+}
+
+/// A reversal's request id is as much the client's as any other: the log refuses it to
+/// a command on another account, both ways round (ledger-rules.md, Idempotency).
+#[tokio::test]
+async fn a_reversals_request_id_is_not_taken_again_on_another_account() {
+    let (log, handler) = new_handler();
+    setup(&handler).await;
+    let d1 = handler
+        .execute(&deposit("d1", "v1", "2", 0, 9))
+        .await
+        .unwrap();
+    handler
+        .execute(&reverse("shared-1", "v1", d1.transaction))
+        .await
+        .unwrap();
+    let head = log.head().await.unwrap();
+    assert_eq!(
+        reason(handler.execute(&deposit("shared-1", "v2", "2", 0, 9)).await),
+        "REQUEST_ID_REUSED"
+    );
+    // The other way round: a deposit's id sent with a reversal on another account.
+    let d2 = handler
+        .execute(&deposit("d2", "v2", "2", 1, 9))
+        .await
+        .unwrap();
+    handler
+        .execute(&deposit("shared-2", "v1", "1", 1, 9))
+        .await
+        .unwrap();
+    let head2 = log.head().await.unwrap();
+    assert_eq!(
+        reason(
+            handler
+                .execute(&reverse("shared-2", "v2", d2.transaction))
+                .await
+        ),
+        "REQUEST_ID_REUSED"
+    );
+    assert_eq!(
+        log.head().await.unwrap(),
+        head2,
+        "a refused reversal writes nothing"
+    );
+    // A retry of the reversal itself is still the original outcome.
+    let again = handler
+        .execute(&reverse("shared-1", "v1", d1.transaction))
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert!(head < head2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_spends_never_overdraw() {
     let (log, handler) = new_handler();

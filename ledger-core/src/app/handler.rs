@@ -375,13 +375,8 @@ impl Handler {
             }
             if id_reused {
                 // Re-decided on fresh state and the id is still taken elsewhere.
-                return Err(match command {
-                    Command::ReverseTransaction(c) => Rejection::AlreadyReversed {
-                        transaction: c.transaction,
-                    },
-                    _ => Rejection::RequestIdReused {
-                        request_id: command.request_id().clone(),
-                    },
+                return Err(Rejection::RequestIdReused {
+                    request_id: command.request_id().clone(),
                 }
                 .into());
             }

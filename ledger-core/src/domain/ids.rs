@@ -220,11 +220,6 @@ pub fn event_id_for_request(request: &RequestId) -> EventId {
     EventId(derived_uuid("timebank/request/", request.as_str()))
 }
 
-/// The event id of the reversal of `original`: one per original, ever.
-pub fn event_id_for_reversal(original: TransactionId) -> EventId {
-    EventId(derived_uuid("timebank/reversal/", &original.to_string()))
-}
-
 /// The event id of the receipt of `transaction` on `account`'s stream.
 pub fn event_id_for_receipt(transaction: TransactionId, account: &str) -> EventId {
     EventId(derived_uuid(
@@ -271,7 +266,6 @@ mod tests {
         assert_eq!(a.0.get_variant(), uuid::Variant::RFC4122);
         assert_ne!(a, event_id_for_request(&RequestId::new("r2").unwrap()));
         let t = TransactionId::from(a);
-        assert_ne!(event_id_for_reversal(t), a);
         assert_ne!(event_id_for_receipt(t, "x"), event_id_for_receipt(t, "y"));
         assert_eq!(TransactionId::parse(&t.to_string()).unwrap(), t);
         assert!(TransactionId::parse("nope").is_err());

@@ -54,7 +54,7 @@ pub use transfer_hours::TransferHours;
 
 use super::account::AccountId;
 use super::events::LedgerEvent;
-use super::ids::{event_id_for_request, event_id_for_reversal, RequestId, TransactionId};
+use super::ids::{event_id_for_request, RequestId, TransactionId};
 use super::rejection::Rejection;
 use super::state::AccountState;
 use super::units::ExchangeRate;
@@ -233,14 +233,20 @@ impl Command {
         }
     }
 
-    /// The id of the event the command appends. Derived from the request id, so a
-    /// retry cannot create a second event; for a reversal, from the original
-    /// transaction, so a transaction is reversed at most once even under races.
+    /// The id of the event the command appends. Derived from the request id, for every
+    /// command, so a retry cannot create a second event and the log refuses a request id
+    /// taken by any other command on any stream.
+    ///
+    /// Reversals too. Until the seventh session a reversal's id was derived from the
+    /// original transaction instead, as a second guard against two reversals of one
+    /// transaction; but then no check ever saw a reversal's request id, so a reversal
+    /// could take a request id a deposit on another account had used (and the other
+    /// way round). That guard was redundant: a transaction is reversed only on the one
+    /// stream it debits (`ReverseTransaction::decide`), which checks `reversed_by` on
+    /// state read at the version the append expects, so of two racing reversals the
+    /// second loses the version race and is re-decided into `AlreadyReversed`.
     pub fn event_id(&self) -> EventId {
-        match self {
-            Self::ReverseTransaction(c) => event_id_for_reversal(c.transaction),
-            _ => event_id_for_request(self.request_id()),
-        }
+        event_id_for_request(self.request_id())
     }
 
     /// Hex BLAKE3 of the canonical encoding of the command: its JSON with fields in

@@ -8,8 +8,11 @@
 //! - a transfer or donation: the receiver's stream, which holds the receipt; the
 //!   sender is credited back through a receipt of its own.
 //!
-//! The reversal's event id is derived from the original transaction id, so even two
-//! racing reversals with different request ids cannot both be written.
+//! A transaction is reversed at most once, even by two racing reversals with
+//! different request ids: the one stream that may reverse it checks `reversed_by` on
+//! state read at the version the append expects, so the second loses the version race
+//! and is re-decided into `AlreadyReversed`. (The reversal's event id, like every
+//! command's, is derived from its request id: `Command::event_id`.)
 
 use rust_decimal::Decimal;
 use serde::Serialize;
