@@ -29,9 +29,18 @@ pub(crate) const TIMESTAMP_NANOS_MAX: u32 = 999_999_999;
 
 type Field<T> = Result<T, Rejection>;
 
-/// A client's request id. Ids under the reserved `system:` prefix are the ledger's own
-/// (the hold sweeper's `system:expire-hold:<hold>`): a client that took one first would
-/// make the sweeper's append `REQUEST_ID_REUSED` on every sweep.
+/// A client's request id, as sent: without ':'. The ledger scopes ids with it, and an
+/// id sent with one could take a scoped id first:
+/// - the hold sweeper's `system:expire-hold:<hold>`: its append would then be
+///   `REQUEST_ID_REUSED` on every sweep (refused with its own message);
+/// - a partner's `<account>:<id>` ([`scoped_request_id`]): a platform sending
+///   `m-1:till-7` would take merchant m-1's request `till-7`, and a merchant `m` sending
+///   `x:1` would take merchant `m:x`'s request `1` (account ids may hold ':').
+///
+/// Without ':' in what clients send, a scoped id splits at its last ':' one way only.
+/// Option not taken: scoping platforms' ids too (`platform:<id>`), which would change
+/// the ids their existing retries map to, so a retry of a request made before the
+/// change would be written a second time; a refused ':' fails safe instead.
 pub(crate) fn request_id(text: String) -> Field<RequestId> {
     if text.starts_with(SYSTEM_PREFIX) {
         return Err(Rejection::input(
@@ -41,7 +50,11 @@ pub(crate) fn request_id(text: String) -> Field<RequestId> {
             },
         ));
     }
-    RequestId::new(text).map_err(|e| Rejection::input("request_id", e))
+    let id = RequestId::new(text).map_err(|e| Rejection::input("request_id", e))?;
+    if id.as_str().contains(':') {
+        return Err(Rejection::input("request_id", IdError::ScopeSeparator));
+    }
+    Ok(id)
 }
 
 pub(crate) fn account(field: &str, text: String) -> Field<AccountId> {
@@ -472,6 +485,14 @@ mod tests {
         );
         let e = with(|r| r.request_id = "system:expire-hold:x".into());
         assert_eq!((e.reason(), e.field()), ("ID_RESERVED", Some("request_id")));
+        for e in [
+            with(|r| r.request_id = "m-1:till-7".into()),
+            with(|r| r.request_id = ":x".into()),
+            with(|r| r.request_id = "x:".into()),
+        ] {
+            assert_eq!((e.reason(), e.field()), ("ID_RESERVED", Some("request_id")));
+            assert!(e.to_string().contains("without ':'"), "{e}");
+        }
     }
 
     #[test]

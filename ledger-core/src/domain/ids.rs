@@ -41,6 +41,8 @@ pub enum IdError {
     ControlCharacter,
     #[error("starts with {prefix:?}, which is reserved for the ledger's own requests; choose another id")]
     Reserved { prefix: &'static str },
+    #[error("holds ':', which the ledger reserves to scope request ids (a partner's `<account>:<id>`, its own `system:…`); choose an id without ':'")]
+    ScopeSeparator,
 }
 
 impl IdError {
@@ -50,7 +52,7 @@ impl IdError {
             Self::TooLong { .. } => "ID_TOO_LONG",
             Self::Characters => "ID_CHARACTERS",
             Self::ControlCharacter => "TEXT_CONTROL_CHARACTER",
-            Self::Reserved { .. } => "ID_RESERVED",
+            Self::Reserved { .. } | Self::ScopeSeparator => "ID_RESERVED",
         }
     }
 }
