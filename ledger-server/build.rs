@@ -24,6 +24,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_build::configure()
         .build_client(true)
         .build_server(true)
+        // tonic's ProstCodec but for one answer: an undecodable request is
+        // INVALID_ARGUMENT with an ErrorInfo (src/codec.rs says why).
+        .codec_path("crate::codec::ProtoCodec")
         .compile_fds(fds)?;
     Ok(())
 }

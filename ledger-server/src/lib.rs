@@ -6,6 +6,8 @@
 //! - [`convert`]: the one place proto messages become domain commands and outcomes
 //!   become proto results;
 //! - [`status`]: the one place command failures become `tonic::Status`;
+//! - [`codec`]: tonic's protobuf codec, but a request that does not decode is
+//!   `INVALID_ARGUMENT` with an `ErrorInfo` (not tonic's `INTERNAL`);
 //! - `service`: the service implementation, the batch RPC and the in-flight bound;
 //! - [`export`]: `ledger-server export`, the log as JSON lines for auditors
 //!   (`docs/events.md`);
@@ -32,6 +34,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 pub mod auth;
 pub mod authz;
+pub mod codec;
 pub mod convert;
 pub mod demo;
 pub mod export;

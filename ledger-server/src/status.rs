@@ -7,7 +7,7 @@
 //!
 //! | code | rejections |
 //! |---|---|
-//! | `INVALID_ARGUMENT` | bad input (`FIELD_MISSING`, `AMOUNT_*`, `ID_*`, `TOKEN_INVALID`, …), `CONSENT_EXPIRY_IN_PAST`, `CONSENT_TOO_LONG`, `ACCOUNT_ID_RESERVED`, `SELF_TRANSFER`, `SERVICE_DATE_IN_FUTURE`, `SERVICE_INTERVAL_IN_FUTURE`, `INVALID_SERVICE_INTERVAL`, `SERVICE_DATE_MISMATCH`, `HOURS_EXCEED_INTERVAL`, `BATCH_TOO_LARGE`, `BATCH_EMPTY` |
+//! | `INVALID_ARGUMENT` | a request that is not valid protobuf (`MESSAGE_MALFORMED`, `codec.rs`), bad input (`FIELD_MISSING`, `AMOUNT_*`, `ID_*`, `TOKEN_INVALID`, …), `CONSENT_EXPIRY_IN_PAST`, `CONSENT_TOO_LONG`, `ACCOUNT_ID_RESERVED`, `SELF_TRANSFER`, `SERVICE_DATE_IN_FUTURE`, `SERVICE_INTERVAL_IN_FUTURE`, `INVALID_SERVICE_INTERVAL`, `SERVICE_DATE_MISMATCH`, `HOURS_EXCEED_INTERVAL`, `BATCH_TOO_LARGE`, `BATCH_EMPTY` |
 //! | `NOT_FOUND` | `UNKNOWN_ACCOUNT`, `UNKNOWN_TRANSACTION`, `UNKNOWN_HOLD` |
 //! | `PERMISSION_DENIED` | `CONSENT_REQUIRED` (no current consent of the volunteer to the calling bank for the purpose; also for an unknown volunteer), `NOT_IN_SCOPE` (the call is outside the caller's role or scope; also for an unknown account) |
 //! | `UNAUTHENTICATED` | `UNAUTHENTICATED`: no or a wrong credential |
@@ -166,6 +166,20 @@ pub fn query_status_described(e: &crate::queries::QueryError) -> Described {
         message: e.to_string(),
         metadata,
     }
+}
+
+/// The status of a request that is not a valid protobuf message of its type
+/// (`codec.rs`): bad input, never retried as it is, so not tonic's `INTERNAL`.
+pub fn malformed_message_status(e: &prost::DecodeError) -> Status {
+    Described {
+        code: Code::InvalidArgument,
+        reason: "MESSAGE_MALFORMED",
+        message: format!(
+            "the request is not a valid protobuf message of its type ({e}); encode it as the .proto in proto/timebank/v1 defines it (strings must be UTF-8)"
+        ),
+        metadata: HashMap::new(),
+    }
+    .into_status()
 }
 
 /// The status of a call that was not authenticated. The message is fixed text per

@@ -413,17 +413,19 @@ async fn a_request_id_of_a_command_is_not_taken_again_by_a_reversal_on_another_a
 }
 
 /// ledger-rules.md, Partner commands: "Request ids of merchants and banks are their
-/// own: the server scopes them to the partner's account (`m-7:1042`)". A platform's
-/// request ids are not scoped, so a platform that sends `m-1:till-7` takes the id the
-/// merchant m-1's till-7 request maps to, and the merchant's first use of `till-7` is
-/// refused as `REQUEST_ID_REUSED`.
+/// own: the server scopes them to the partner's account (`m-7:1042`)". Found in review:
+/// a platform that sent `m-1:till-7` took the id the merchant m-1's till-7 request maps
+/// to, and the merchant's first use of `till-7` was refused as `REQUEST_ID_REUSED`.
+/// Request ids sent with ':' are now refused (`ID_RESERVED`), from platforms and from
+/// partners alike, and change nothing.
 #[tokio::test]
-#[ignore = "defect found in review, not fixed: platforms' request ids are not scoped and may contain ':'"]
 async fn a_platform_cannot_take_a_merchants_scoped_request_id() {
     let s = Server::start().await;
     s.points_for_v1().await;
-    // The platform writes something of its own under the merchant's scoped id.
-    s.commands()
+    let head = s.head().await;
+    // The platform tries to write something of its own under the merchant's scoped id.
+    let squat = s
+        .commands()
         .register_account(with(
             PLATFORM,
             register(
@@ -433,8 +435,12 @@ async fn a_platform_cannot_take_a_merchants_scoped_request_id() {
                 "hangzhou/xihu",
             ),
         ))
-        .await
-        .unwrap();
+        .await;
+    assert_eq!(
+        refused(squat),
+        (Code::InvalidArgument, "ID_RESERVED".into())
+    );
+    assert_eq!(s.head().await, head, "a refused request writes nothing");
     let token = s
         .redemptions()
         .issue_redemption_token(with(
@@ -448,6 +454,24 @@ async fn a_platform_cannot_take_a_merchants_scoped_request_id() {
         .await
         .unwrap()
         .into_inner();
+    // A partner's own id may not hold ':' either: merchant `m` sending `x:1` would
+    // otherwise take merchant `m:x`'s request `1`.
+    let colon = s
+        .redemptions()
+        .authorize_redemption(with(
+            MERCHANT,
+            pb::AuthorizeRedemptionRequest {
+                request_id: "till:7".into(),
+                merchant_id: "m-1".into(),
+                token: token.token.clone(),
+                points: "10".into(),
+            },
+        ))
+        .await;
+    assert_eq!(
+        refused(colon),
+        (Code::InvalidArgument, "ID_RESERVED".into())
+    );
     // The merchant's till sends its request `till-7` for the first time.
     let hold = s
         .redemptions()
@@ -608,11 +632,10 @@ async fn a_client_cannot_take_the_request_id_the_hold_sweeper_uses() {
 /// detail", bad input is INVALID_ARGUMENT, and INTERNAL means "a bug; ... retry with the
 /// same request id". A request whose string field is not UTF-8 (here `account_id`, sent
 /// as raw bytes on the same tag) is refused by tonic's protobuf decoder with INTERNAL
-/// and no ErrorInfo, so a client is told to retry a message that can never decode.
-/// (tonic follows gRPC's status-code table here; the fix is a server codec or a
-/// documented exception, a design call left to the maintainers.)
+/// and no ErrorInfo, so a client was told to retry a message that can never decode.
+/// Found in review; fixed with a codec of the server's own (`ledger-server/src/codec.rs`):
+/// `INVALID_ARGUMENT`, reason `MESSAGE_MALFORMED`.
 #[tokio::test]
-#[ignore = "defect found in review, not fixed: tonic's codec answers undecodable requests with INTERNAL and no ErrorInfo"]
 async fn a_request_that_is_not_valid_protobuf_is_bad_input_with_error_info() {
     let s = Server::start().await;
     let head = s.head().await;
@@ -638,6 +661,10 @@ async fn a_request_that_is_not_valid_protobuf_is_bad_input_with_error_info() {
         (status.code(), info.map(|i| i.domain)),
         (Code::InvalidArgument, Some("timebank.v1".to_owned())),
         "{status:?}"
+    );
+    assert_eq!(
+        status.get_details_error_info().map(|i| i.reason),
+        Some("MESSAGE_MALFORMED".to_owned())
     );
     s.stop().await;
 }
