@@ -740,34 +740,111 @@ async fn given_reversed_deposits_then_every_answer_is_that_of_the_history_withou
     );
 }
 
+/// A log that loses every receipt append, as a crash between a transaction and its
+/// receipt would.
+struct LosesReceipts(ledger_core::log::memory::MemoryLog);
+
+#[async_trait::async_trait]
+impl ledger_core::log::EventLog for LosesReceipts {
+    async fn append(
+        &self,
+        s: &ledger_core::log::StreamName,
+        e: ledger_core::log::ExpectedVersion,
+        ev: Vec<ledger_core::log::NewEvent>,
+    ) -> Result<ledger_core::log::AppendResult, ledger_core::log::AppendError> {
+        if ev.iter().any(|e| e.event_type == "HoursReceived.v1") {
+            return Err(ledger_core::log::AppendError::Unavailable(
+                "simulated crash".into(),
+            ));
+        }
+        self.0.append(s, e, ev).await
+    }
+    async fn read_stream(
+        &self,
+        s: &ledger_core::log::StreamName,
+        f: u64,
+        m: usize,
+    ) -> Result<Vec<ledger_core::log::RecordedEvent>, ledger_core::log::ReadError> {
+        self.0.read_stream(s, f, m).await
+    }
+    async fn read_all(
+        &self,
+        f: ledger_core::log::ReadFrom,
+        m: usize,
+    ) -> Result<Vec<ledger_core::log::RecordedEvent>, ledger_core::log::ReadError> {
+        self.0.read_all(f, m).await
+    }
+    async fn head(
+        &self,
+    ) -> Result<Option<ledger_core::log::Position>, ledger_core::log::ReadError> {
+        self.0.head().await
+    }
+    fn subscribe_all(&self, f: ledger_core::log::ReadFrom) -> ledger_core::log::EventStream {
+        self.0.subscribe_all(f)
+    }
+}
+
 /// A receipt is appended after its transaction, and after a crash only by the receipts
-/// catch-up, minutes later; it carries the transaction's `recorded_at`. A report as of
-/// T asked before the receipt landed and one asked after it must still agree
-/// (docs/credit-score.md: re-asking with the same as_of gives the same digest).
+/// catch-up, minutes later. A report as of T asked before the receipt landed and one
+/// asked after it must agree (docs/credit-score.md: re-asking with the same as_of gives
+/// the same digest). Found as a defect: the receipt carried its transaction's
+/// `recorded_at`, so it joined reports as of earlier times and changed their digest; it
+/// now records when it was written.
 #[tokio::test]
-#[ignore = "known defect, not fixed: a late receipt joins reports as of earlier times and changes their digest"]
 async fn given_a_receipt_that_lands_late_when_re_asking_as_of_t_then_the_digest_is_unchanged() {
     let mut c = small_city().await;
     c.deposit("li", "org-a", "2026-11-05", "4").await;
     c.deposit("wang", "org-a", "2026-11-06", "3").await;
+    // The transfer commits at NOW; its receipt to wang is lost in a crash.
+    let lossy = ledger_core::app::Handler::new(
+        std::sync::Arc::new(LosesReceipts(c.log.clone())),
+        c.clock.clone(),
+        ledger_core::app::LedgerConfig::default(),
+    );
     let t = c.transfer_cmd("li", "wang", "1");
-    c.run(t).await;
-    let events = read_account_stream(&c.log, &acc("wang")).await.unwrap();
-    assert_eq!(events.last().unwrap().event_type, "HoursReceived.v1");
-    // What a report as of NOW read before the receipt was appended.
-    let before_receipt = &events[..events.len() - 1];
-    let report = |events: &[ledger_core::log::RecordedEvent]| {
+    lossy.execute(&t).await.unwrap();
+    assert!(lossy.take_receipts_pending());
+    let report = |events: &[ledger_core::log::RecordedEvent], as_of| {
         credit_report(
             &acc("wang"),
             events,
-            ts(NOW),
+            as_of,
             utc(),
             CREDIT_MODEL_V1,
             &StarPolicy::national(),
         )
         .unwrap()
     };
-    let (early, late) = (report(before_receipt), report(&events));
+    let before_receipt = read_account_stream(&c.log, &acc("wang")).await.unwrap();
+    let early = report(&before_receipt, ts(NOW));
+    // Ten minutes later the catch-up heals the receipt.
+    let healed_at = ts(NOW) + chrono::Duration::minutes(10);
+    c.clock.set(healed_at);
+    let healed = c
+        .handler
+        .deliver_receipts(ledger_core::log::ReadFrom::Start)
+        .await
+        .unwrap();
+    assert_eq!(healed.delivered, 1);
+    let events = read_account_stream(&c.log, &acc("wang")).await.unwrap();
+    let receipt = events.last().unwrap();
+    assert_eq!(receipt.event_type, "HoursReceived.v1");
+    match ledger_core::domain::events::LedgerEvent::decode(&receipt.event_type, &receipt.data)
+        .unwrap()
+    {
+        ledger_core::domain::events::LedgerEvent::HoursReceived(r) => {
+            assert_eq!(
+                r.recorded_at, healed_at,
+                "the receipt records when it landed"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let late = report(&events, ts(NOW));
     assert_eq!(early.score, late.score);
     assert_eq!(early.inputs_digest, late.inputs_digest);
+    assert_eq!(early.position, late.position);
+    // From the time it landed on, reports include it.
+    let after = report(&events, healed_at);
+    assert_eq!(after.position, Some(receipt.position));
 }

@@ -473,7 +473,12 @@ impl Handler {
                 to: receipt.to.clone(),
                 hours: receipt.hours,
                 cause: receipt.cause,
-                recorded_at: receipt.recorded_at,
+                // When the receipt is written, never before its transaction. Not the
+                // transaction's time: a receipt healed minutes later by the catch-up
+                // would then join reports and replays as of times when the stream did
+                // not yet hold it, changing what a report as of T said (credit-score.md,
+                // Inputs digest).
+                recorded_at: self.clock.now().max(receipt.recorded_at),
             });
             let metadata = EventMetadata {
                 schema: METADATA_SCHEMA,

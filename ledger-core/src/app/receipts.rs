@@ -17,6 +17,8 @@ pub struct Receipt {
     pub to: AccountId,
     pub hours: Hours,
     pub cause: ReceiptCause,
+    /// The transaction's `recorded_at`: the receipt records when it is written, never
+    /// earlier than this (`Handler::deliver`).
     pub recorded_at: DateTime<Utc>,
 }
 
