@@ -221,6 +221,7 @@ impl AuditService {
         let mut deposits: HashMap<uuid::Uuid, (Decimal, bool)> = HashMap::new();
         let mut applied = 0u64;
         let mut last_position = None;
+        let mut last_recorded = None;
         for e in &events {
             let event = LedgerEvent::decode(&e.event_type, &e.data)
                 .map_err(|err| internal(Code::DataLoss, "LOG_CORRUPT", err.to_string()))?;
@@ -246,6 +247,7 @@ impl AuditService {
             }
             applied += 1;
             last_position = Some(e.position);
+            last_recorded = Some(event.recorded_at());
         }
         if state.kind.is_none() {
             return Err(internal(
@@ -256,10 +258,16 @@ impl AuditService {
         }
         // Holds are judged at the cut, but never after now: past now the log records
         // nothing yet, and a hold open now may still be captured before its expiry.
+        // A position's moment is when the last event applied was recorded: judged at
+        // now instead, a replay at a hold's own position said nothing was held once the
+        // hold had expired since, a state the log never showed there. (A hold that
+        // expired between that event and the position counts as held until the
+        // sweeper's record, as in GetAccount.)
         let now = self.0.clock().now();
         let at = match cut {
             Cut::Time(t) => t.min(now),
-            _ => now,
+            Cut::At(_) => last_recorded.unwrap_or(now).min(now),
+            Cut::Now => now,
         };
         let lifetime = |honour: bool| -> Decimal {
             deposits
