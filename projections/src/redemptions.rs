@@ -172,22 +172,21 @@ impl Redemptions {
         to: i64,
         lines_max: usize,
     ) -> Captures<'_> {
-        let mut captures = 0u64;
-        let mut total: Centi = 0;
-        let mut lines = Vec::new();
-        let mut truncated = false;
-        for x in self.of_merchant(merchant) {
-            if x.status == RedemptionStatus::Captured && x.ended_at >= from && x.ended_at < to {
-                captures += 1;
-                total += x.captured;
-                if lines.len() < lines_max {
-                    lines.push(x);
-                } else {
-                    truncated = true;
-                }
-            }
-        }
+        let mut lines: Vec<&Redemption> = self
+            .of_merchant(merchant)
+            .filter(|x| {
+                x.status == RedemptionStatus::Captured && x.ended_at >= from && x.ended_at < to
+            })
+            .collect();
+        let captures = lines.len() as u64;
+        let total = lines.iter().map(|x| x.captured).sum();
+        // Sorted before the cut: `of_merchant` is in authorisation order, and a hold
+        // may be captured up to its timeout after it was authorised, so cutting first
+        // kept early holds captured late in place of older captures. Stable: captures
+        // of one second stay in authorisation order.
         lines.sort_by_key(|x| x.ended_at);
+        let truncated = lines.len() > lines_max;
+        lines.truncate(lines_max);
         Captures {
             captures,
             total,
