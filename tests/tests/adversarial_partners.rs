@@ -551,3 +551,64 @@ async fn refused_partner_calls_write_nothing() {
     assert_eq!(s.head().await, head, "nothing was written");
     s.stop().await;
 }
+
+/// partners.md, Platform: a consent lets a bank read the volunteer's report until it is
+/// withdrawn, and a closed volunteer's report is still served under it. So a volunteer
+/// who leaves must still be able to withdraw (the docs said `ACCOUNT_CLOSED`, the code
+/// allows it: the docs were wrong); withdrawing from a bank that does not exist, or is
+/// not a bank, finds no consent.
+#[tokio::test]
+async fn a_closed_volunteer_can_still_withdraw_a_consent() {
+    let s = Server::start().await;
+    s.consents()
+        .grant_consent(with(
+            PLATFORM,
+            pb::GrantConsentRequest {
+                request_id: "c-1".into(),
+                volunteer_id: "v1".into(),
+                bank_id: "bank-a".into(),
+                purpose: "volunteer-loan".into(),
+                expires_at: Some(ts("2026-12-20T00:00:00Z")),
+            },
+        ))
+        .await
+        .unwrap();
+    s.commands()
+        .close_account(with(
+            ADMIN,
+            pb::CloseAccountRequest {
+                request_id: "close-v1".into(),
+                account_id: "v1".into(),
+                reason: "moved away".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    // The consent still lets the bank read the closed volunteer's report.
+    s.report("q-1", "volunteer-loan").await.unwrap();
+    let withdraw = |request_id: &'static str, bank: &'static str| {
+        let mut c = s.consents();
+        async move {
+            c.withdraw_consent(with(
+                PLATFORM,
+                pb::WithdrawConsentRequest {
+                    request_id: request_id.into(),
+                    volunteer_id: "v1".into(),
+                    bank_id: bank.into(),
+                },
+            ))
+            .await
+        }
+    };
+    for bank in ["bank-nowhere", "m-1"] {
+        let e = withdraw("w-0", bank).await.unwrap_err();
+        assert_eq!(
+            why(&e),
+            (Code::FailedPrecondition, "NO_CURRENT_CONSENT".into())
+        );
+    }
+    withdraw("w-1", "bank-a").await.unwrap();
+    let e = s.report("q-2", "volunteer-loan").await.unwrap_err();
+    assert_eq!(why(&e), (Code::PermissionDenied, "CONSENT_REQUIRED".into()));
+    s.stop().await;
+}
