@@ -612,3 +612,54 @@ async fn a_closed_volunteer_can_still_withdraw_a_consent() {
     assert_eq!(why(&e), (Code::PermissionDenied, "CONSENT_REQUIRED".into()));
     s.stop().await;
 }
+
+/// partners.md, Merchant: the settlement statement holds "the captures with capture time
+/// in `[from, to)`". The read model keeps capture times in whole seconds and the
+/// statement cuts `from` and `to` down to the second, so with a boundary inside a
+/// second a capture made before `from` (in the same second) is in the statement and
+/// one made before `to` (in the same second) is not: it moves to the next statement.
+/// Contiguous statements still count every capture once; only sub-second boundaries
+/// are affected.
+#[tokio::test]
+#[ignore = "defect found in review, not fixed: capture times are kept in whole seconds by the redemptions read model (its snapshot format); exact [from, to) needs them at full precision there, or sub-second boundaries refused as FIELD_MALFORMED, an API choice for the maintainers"]
+async fn a_settlement_boundary_inside_a_second_splits_captures_at_that_instant() {
+    let s = Server::start().await;
+    let token = s.token_for_v1("5").await;
+    let hold = s
+        .authorize(MERCHANT, "till-1", "m-1", &token, "5")
+        .await
+        .unwrap();
+    s.clock.set(at("2026-11-20T12:01:00.200Z"));
+    let captured = s.capture("cap-1", &hold.hold_id, "5").await.unwrap();
+    let statement = |from: &str, to: &str| {
+        let mut r = s.redemptions();
+        let (from, to) = (at(from), at(to));
+        let stamp = |t: chrono::DateTime<chrono::Utc>| prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: t.timestamp_subsec_nanos() as i32,
+        };
+        let req = pb::GetSettlementStatementRequest {
+            min_position: captured.position,
+            merchant_id: "m-1".into(),
+            from: Some(stamp(from)),
+            to: Some(stamp(to)),
+        };
+        async move {
+            r.get_settlement_statement(with(MERCHANT, req))
+                .await
+                .unwrap()
+                .into_inner()
+                .captures
+        }
+    };
+    // Captured at 12:01:00.2: inside [12:00, 12:01:00.5), outside [12:01:00.5, 13:00).
+    assert_eq!(
+        statement("2026-11-20T12:00:00Z", "2026-11-20T12:01:00.500Z").await,
+        1
+    );
+    assert_eq!(
+        statement("2026-11-20T12:01:00.500Z", "2026-11-20T13:00:00Z").await,
+        0
+    );
+    s.stop().await;
+}
