@@ -663,3 +663,55 @@ async fn a_settlement_boundary_inside_a_second_splits_captures_at_that_instant()
     );
     s.stop().await;
 }
+
+/// partners.md, Auditor: a position this log never handed out is refused as bad input
+/// by `StreamLog` and `VerifyLog` (`FIELD_MALFORMED`): retrying it can never succeed.
+/// `ReplayAccount` took one as `at_position` silently and answered a replay "at" a
+/// point that is not in this log (past its head, or from another log), which an
+/// auditor would take for the account at that point.
+#[tokio::test]
+async fn replaying_at_a_position_that_is_not_in_the_log_is_bad_input() {
+    let s = Server::start().await;
+    let head = s.head().await.expect("the seed wrote events");
+    let beyond = pb::LogPosition {
+        commit: head.commit() + 1000,
+        prepare: head.prepare() + 1000,
+    };
+    let skewed = pb::LogPosition {
+        commit: 1,
+        prepare: 2,
+    };
+    for p in [beyond, skewed] {
+        let e = s
+            .audit()
+            .replay_account(with(
+                AUDITOR,
+                pb::ReplayAccountRequest {
+                    account_id: "v1".into(),
+                    point: Some(pb::replay_account_request::Point::AtPosition(p)),
+                },
+            ))
+            .await
+            .expect_err("a position not in the log is refused");
+        assert_eq!(
+            why(&e),
+            (Code::InvalidArgument, "FIELD_MALFORMED".into()),
+            "{p:?}: {e:?}"
+        );
+        assert_eq!(
+            tonic_types::StatusExt::get_details_error_info(&e).map(|i| i.metadata["field"].clone()),
+            Some("at_position".to_owned())
+        );
+    }
+    // The head is a position of the log: the account as it stands.
+    let at_head = s
+        .replay(Some(pb::replay_account_request::Point::AtPosition(
+            pb::LogPosition {
+                commit: head.commit(),
+                prepare: head.prepare(),
+            },
+        )))
+        .await;
+    assert_eq!(at_head, s.replay(None).await);
+    s.stop().await;
+}
