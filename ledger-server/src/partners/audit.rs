@@ -43,9 +43,14 @@ fn unavailable(e: impl std::fmt::Display) -> Described {
 /// handed out is the caller's to fix (retrying it cannot succeed), damage is
 /// `LOG_CORRUPT`, and only the rest is worth a retry.
 fn read_failed(e: ReadError) -> Described {
+    position_read_failed("after", e)
+}
+
+/// [`read_failed`] for a read from the position the caller sent as `field`.
+fn position_read_failed(field: &str, e: ReadError) -> Described {
     match e {
         ReadError::UnknownPosition(p) => describe_rejection(&Rejection::input(
-            "after",
+            field,
             InputProblem::Malformed(format!(
                 "position {p} is not in this log; send a position this log returned, or none to start at the beginning"
             )),
@@ -213,6 +218,17 @@ impl AuditService {
             Some(Point::AtPosition(p)) => Cut::At(Position::new(p.commit, p.prepare)),
             None => Cut::Now,
         };
+        if let Cut::At(p) = cut {
+            // A position this log never handed out (past its head, from another log)
+            // names no point of it: refused as StreamLog and VerifyLog refuse it,
+            // rather than answered as if it were one. Reading after it is the log's own
+            // check.
+            self.0
+                .log()
+                .read_all(ReadFrom::After(p), 1)
+                .await
+                .map_err(|e| position_read_failed("at_position", e))?;
+        }
         let events = projections::credit::read_account_stream(self.0.log().as_ref(), &account)
             .await
             .map_err(unavailable)?;
