@@ -53,6 +53,17 @@ pub struct Redemption {
     pub ended_at: i64,
 }
 
+/// What [`Redemptions::captures_between`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Captures<'a> {
+    pub captures: u64,
+    pub total: Centi,
+    /// The oldest captures, oldest first.
+    pub lines: Vec<&'a Redemption>,
+    /// True if there were more captures than lines.
+    pub truncated: bool,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Redemptions {
     /// Every redemption, in authorisation (log) order.
@@ -151,10 +162,87 @@ impl Redemptions {
             .map(|i| &self.all[*i as usize])
     }
 
+    /// A merchant's captures with capture time in `[from, to)` (Unix seconds): how
+    /// many, their total, and the oldest `lines_max` of them, oldest first (the
+    /// settlement statement).
+    pub fn captures_between(
+        &self,
+        merchant: u32,
+        from: i64,
+        to: i64,
+        lines_max: usize,
+    ) -> Captures<'_> {
+        let mut lines: Vec<&Redemption> = self
+            .of_merchant(merchant)
+            .filter(|x| {
+                x.status == RedemptionStatus::Captured && x.ended_at >= from && x.ended_at < to
+            })
+            .collect();
+        let captures = lines.len() as u64;
+        let total = lines.iter().map(|x| x.captured).sum();
+        // Sorted before the cut: `of_merchant` is in authorisation order, and a hold
+        // may be captured up to its timeout after it was authorised, so cutting first
+        // kept early holds captured late in place of older captures. Stable: captures
+        // of one second stay in authorisation order.
+        lines.sort_by_key(|x| x.ended_at);
+        let truncated = lines.len() > lines_max;
+        lines.truncate(lines_max);
+        Captures {
+            captures,
+            total,
+            lines,
+            truncated,
+        }
+    }
+
     /// For the state digest: everything in a canonical order.
     pub fn canonical(&self) -> (&Vec<Redemption>, Vec<(u32, Centi)>) {
         let mut held: Vec<(u32, Centi)> = self.held.iter().map(|(k, v)| (*k, *v)).collect();
         held.sort_unstable();
         (&self.all, held)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, 0).unwrap()
+    }
+
+    /// Merchant 7's holds 1, 2, 3 authorised in that order, at 0, 1, 2 s, each for
+    /// 100 hundredths; captured at `captured_at` (hold 1's last).
+    fn three_captures(captured_at: [i64; 3]) -> Redemptions {
+        let mut r = Redemptions::default();
+        for (i, at) in captured_at.into_iter().enumerate() {
+            let hold = i as u128 + 1;
+            r.authorized(hold, 7, 9, 100, t(i as i64), t(i as i64 + 900));
+            r.ended(hold, RedemptionStatus::Captured, 100, t(at));
+        }
+        r
+    }
+
+    #[test]
+    fn given_more_captures_than_lines_when_settling_then_the_lines_are_the_oldest_captures() {
+        // Hold 1 was authorised first but captured last: the oldest captures are 2, 3.
+        let r = three_captures([600, 10, 20]);
+        let got = r.captures_between(7, 0, 1000, 2);
+        assert_eq!((got.captures, got.total, got.truncated), (3, 300, true));
+        let holds: Vec<u128> = got.lines.iter().map(|x| x.hold).collect();
+        assert_eq!(
+            holds,
+            [2, 3],
+            "oldest captures first, not the first holds authorised"
+        );
+    }
+
+    #[test]
+    fn captures_outside_the_period_are_left_out() {
+        let r = three_captures([600, 10, 20]);
+        let got = r.captures_between(7, 10, 600, 10);
+        assert_eq!((got.captures, got.total, got.truncated), (2, 200, false));
+        let holds: Vec<u128> = got.lines.iter().map(|x| x.hold).collect();
+        assert_eq!(holds, [2, 3]);
     }
 }

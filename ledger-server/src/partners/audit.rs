@@ -43,9 +43,14 @@ fn unavailable(e: impl std::fmt::Display) -> Described {
 /// handed out is the caller's to fix (retrying it cannot succeed), damage is
 /// `LOG_CORRUPT`, and only the rest is worth a retry.
 fn read_failed(e: ReadError) -> Described {
+    position_read_failed("after", e)
+}
+
+/// [`read_failed`] for a read from the position the caller sent as `field`.
+fn position_read_failed(field: &str, e: ReadError) -> Described {
     match e {
         ReadError::UnknownPosition(p) => describe_rejection(&Rejection::input(
-            "after",
+            field,
             InputProblem::Malformed(format!(
                 "position {p} is not in this log; send a position this log returned, or none to start at the beginning"
             )),
@@ -213,6 +218,17 @@ impl AuditService {
             Some(Point::AtPosition(p)) => Cut::At(Position::new(p.commit, p.prepare)),
             None => Cut::Now,
         };
+        if let Cut::At(p) = cut {
+            // A position this log never handed out (past its head, from another log)
+            // names no point of it: refused as StreamLog and VerifyLog refuse it,
+            // rather than answered as if it were one. Reading after it is the log's own
+            // check.
+            self.0
+                .log()
+                .read_all(ReadFrom::After(p), 1)
+                .await
+                .map_err(|e| position_read_failed("at_position", e))?;
+        }
         let events = projections::credit::read_account_stream(self.0.log().as_ref(), &account)
             .await
             .map_err(unavailable)?;
@@ -221,6 +237,7 @@ impl AuditService {
         let mut deposits: HashMap<uuid::Uuid, (Decimal, bool)> = HashMap::new();
         let mut applied = 0u64;
         let mut last_position = None;
+        let mut last_recorded = None;
         for e in &events {
             let event = LedgerEvent::decode(&e.event_type, &e.data)
                 .map_err(|err| internal(Code::DataLoss, "LOG_CORRUPT", err.to_string()))?;
@@ -246,6 +263,7 @@ impl AuditService {
             }
             applied += 1;
             last_position = Some(e.position);
+            last_recorded = Some(event.recorded_at());
         }
         if state.kind.is_none() {
             return Err(internal(
@@ -256,10 +274,16 @@ impl AuditService {
         }
         // Holds are judged at the cut, but never after now: past now the log records
         // nothing yet, and a hold open now may still be captured before its expiry.
+        // A position's moment is when the last event applied was recorded: judged at
+        // now instead, a replay at a hold's own position said nothing was held once the
+        // hold had expired since, a state the log never showed there. (A hold that
+        // expired between that event and the position counts as held until the
+        // sweeper's record, as in GetAccount.)
         let now = self.0.clock().now();
         let at = match cut {
             Cut::Time(t) => t.min(now),
-            _ => now,
+            Cut::At(_) => last_recorded.unwrap_or(now).min(now),
+            Cut::Now => now,
         };
         let lifetime = |honour: bool| -> Decimal {
             deposits

@@ -11,7 +11,7 @@ use ledger_core::domain::ids::TransactionId;
 use ledger_core::domain::token::RedemptionClaims;
 use ledger_core::domain::{InputProblem, Rejection};
 use projections::model::decimal;
-use projections::redemptions::{Redemption, RedemptionStatus};
+use projections::redemptions::Redemption;
 use tonic::{Code, Request, Response, Status};
 
 use super::banks::volunteer_field;
@@ -260,22 +260,19 @@ impl RedemptionService {
         }
         let cp = self.fresh(r.min_position).await?;
         let m = self.0.projections.read();
-        let (mut captures, mut total, mut lines, mut truncated) = (0u64, 0i64, Vec::new(), false);
-        if let Some(i) = m.account_index(merchant.as_str()) {
-            let (a, b) = (from.timestamp(), to.timestamp());
-            for x in m.redemptions.of_merchant(i) {
-                if x.status == RedemptionStatus::Captured && x.ended_at >= a && x.ended_at < b {
-                    captures += 1;
-                    total += x.captured;
-                    if lines.len() < SETTLEMENT_LINES_MAX {
-                        lines.push(redemption(&m, x));
-                    } else {
-                        truncated = true;
-                    }
-                }
+        let (captures, total, lines, truncated) = match m.account_index(merchant.as_str()) {
+            Some(i) => {
+                let c = m.redemptions.captures_between(
+                    i,
+                    from.timestamp(),
+                    to.timestamp(),
+                    SETTLEMENT_LINES_MAX,
+                );
+                let lines = c.lines.iter().map(|x| redemption(&m, x)).collect();
+                (c.captures, c.total, lines, c.truncated)
             }
-        }
-        lines.sort_by_key(|l: &pb::Redemption| l.ended_at.map(|t| (t.seconds, t.nanos)));
+            None => (0, 0, Vec::new(), false),
+        };
         Ok(pb::SettlementStatement {
             merchant_id: merchant.to_string(),
             from: Some(to_timestamp(from)),
