@@ -19,7 +19,7 @@ use super::{internal, page_size, page_start, respond, Partners};
 use crate::authz::{self, RoleKind};
 use crate::convert;
 use crate::pb;
-use crate::queries::convert::{checkpoint, min_position, position, to_timestamp};
+use crate::queries::convert::{checkpoint, position, to_timestamp};
 use crate::status::{describe, describe_rejection, Described};
 
 /// Default lifetime of a redemption token: long enough to walk to the till and scan,
@@ -189,22 +189,9 @@ impl RedemptionService {
         &self,
         min: Option<pb::LogPosition>,
     ) -> Result<Option<ledger_core::log::Position>, Described> {
-        let f = self.0.projections.freshness();
-        match min_position(min) {
-            None => Ok(f.checkpoint()),
-            Some(p) => f
-                .wait_for(
-                    p,
-                    Duration::from_millis(projections::QUERY_FRESHNESS_WAIT_MS_MAX),
-                )
-                .await
-                .map(Some)
-                .map_err(|n| {
-                    crate::status::query_status_described(&crate::queries::QueryError::NotCaughtUp(
-                        n,
-                    ))
-                }),
-        }
+        crate::queries::fresh(&self.0.projections, self.0.log().as_ref(), min)
+            .await
+            .map_err(|e| crate::status::query_status_described(&e))
     }
 
     async fn list(

@@ -190,6 +190,39 @@ impl From<Rejection> for QueryError {
     }
 }
 
+/// Wait, up to `QUERY_FRESHNESS_WAIT_MS_MAX`, until the read models have applied
+/// `min` (a position a command returned); the checkpoint they answer at.
+///
+/// A `min_position` past the log's head was answered `NOT_CAUGHT_UP` (UNAVAILABLE,
+/// "retry") after the whole wait, though the read models would reach it only if the log
+/// grew that far by chance: no command returned it (invented, or another log's). The
+/// head is asked only when the read models are behind `min`, so a caught-up query costs
+/// nothing more. It is `FIELD_MALFORMED` on `min_position` now, like any other position
+/// this log never handed out.
+pub(crate) async fn fresh(
+    projections: &Projections,
+    log: &dyn EventLog,
+    min: Option<pb::LogPosition>,
+) -> Result<Option<Position>, QueryError> {
+    let f = projections.freshness();
+    let Some(p) = convert::min_position(min) else {
+        return Ok(f.checkpoint());
+    };
+    if f.checkpoint().is_none_or(|c| c < p) && log.head().await?.is_none_or(|h| h < p) {
+        return Err(Rejection::input(
+            "min_position",
+            ledger_core::domain::InputProblem::Malformed(format!(
+                "position {p} is past this log's head; send a position a command on this ledger returned"
+            )),
+        )
+        .into());
+    }
+    f.wait_for(p, Duration::from_millis(QUERY_FRESHNESS_WAIT_MS_MAX))
+        .await
+        .map(Some)
+        .map_err(QueryError::NotCaughtUp)
+}
+
 /// The query service.
 #[derive(Clone)]
 pub struct QueryService {
@@ -251,15 +284,7 @@ impl QueryService {
 
     /// Wait for `min` (if any); the checkpoint the answer will reflect.
     async fn fresh(&self, min: Option<pb::LogPosition>) -> Result<Option<Position>, QueryError> {
-        let f = self.projections.freshness();
-        match convert::min_position(min) {
-            None => Ok(f.checkpoint()),
-            Some(p) => f
-                .wait_for(p, Duration::from_millis(QUERY_FRESHNESS_WAIT_MS_MAX))
-                .await
-                .map(Some)
-                .map_err(QueryError::NotCaughtUp),
-        }
+        fresh(&self.projections, self.log.as_ref(), min).await
     }
 
     fn policy(&self, version: &str) -> Result<&projections::StarPolicy, QueryError> {
