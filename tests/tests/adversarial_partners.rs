@@ -715,3 +715,55 @@ async fn replaying_at_a_position_that_is_not_in_the_log_is_bad_input() {
     assert_eq!(at_head, s.replay(None).await);
     s.stop().await;
 }
+
+/// partners.md, Auditor: `VerifyLog` checks the chains "from `after` up to `up_to`". A
+/// bound this log never handed out was taken silently (found in review): the answer
+/// was ok, as if the range asked for had been verified. It is bad input now, as
+/// `after` is.
+#[tokio::test]
+async fn verifying_up_to_a_position_that_is_not_in_the_log_is_bad_input() {
+    let s = Server::start().await;
+    let head = s.head().await.expect("the seed wrote events");
+    let beyond = pb::LogPosition {
+        commit: head.commit() + 1000,
+        prepare: head.prepare() + 1000,
+    };
+    let e = s
+        .audit()
+        .verify_log(with(
+            AUDITOR,
+            pb::VerifyLogRequest {
+                after: None,
+                up_to: Some(beyond),
+            },
+        ))
+        .await
+        .expect_err("a bound not in the log is refused");
+    assert_eq!(why(&e), (Code::InvalidArgument, "FIELD_MALFORMED".into()));
+    assert_eq!(
+        tonic_types::StatusExt::get_details_error_info(&e).map(|i| i.metadata["field"].clone()),
+        Some("up_to".to_owned())
+    );
+    // Up to the head itself: every record, ok.
+    let all = s
+        .audit()
+        .verify_log(with(
+            AUDITOR,
+            pb::VerifyLogRequest {
+                after: None,
+                up_to: Some(pb::LogPosition {
+                    commit: head.commit(),
+                    prepare: head.prepare(),
+                }),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(all.ok);
+    assert_eq!(
+        all.head_position.map(|p| (p.commit, p.prepare)),
+        Some((head.commit(), head.prepare()))
+    );
+    s.stop().await;
+}

@@ -108,6 +108,14 @@ impl AuditService {
     async fn verify(&self, r: pb::VerifyLogRequest) -> Result<pb::VerifyLogResponse, Described> {
         let log = self.0.log().clone();
         let up_to = min_position(r.up_to);
+        if let Some(u) = up_to {
+            // A bound this log never handed out (past its head, another log's) was taken
+            // silently: "ok" up to the head, as if the range asked for had been verified.
+            // Refused like `after` and ReplayAccount's `at_position`.
+            log.read_all(ReadFrom::After(u), 1)
+                .await
+                .map_err(|e| position_read_failed("up_to", e))?;
+        }
         let mut from = match min_position(r.after) {
             Some(p) => ReadFrom::After(p),
             None => ReadFrom::Start,
