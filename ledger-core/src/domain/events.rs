@@ -526,6 +526,49 @@ mod tests {
         assert!(EventMetadata::decode(b"{\"schema\":1,\"prev_hash\":\"\xE9\"}").is_err());
     }
 
+    /// Amounts are checked when read, not only when a client sends them: a stored
+    /// payload is not trusted to have come through the handler, and the read models
+    /// fold amounts in hundredths (they asserted, and a worker panicked, on `2.505`).
+    #[test]
+    fn a_stored_amount_outside_the_units_rules_does_not_decode() {
+        let posting = |amount: &str| {
+            DEPOSIT.replace(
+                r#""postings":[]"#,
+                &format!(
+                    r#""postings":[{{"account":"vol-1","unit":"hours","amount":"{amount}"}}]"#
+                ),
+            )
+        };
+        let refused = [
+            DEPOSIT.replace(r#""hours":"2.50""#, r#""hours":"2.505""#),
+            DEPOSIT.replace(r#""hours":"2.50""#, r#""hours":"0.00""#),
+            DEPOSIT.replace(r#""hours":"2.50""#, r#""hours":"-2.50""#),
+            DEPOSIT.replace(r#""hours":"2.50""#, r#""hours":"10000.01""#),
+            posting("2.505"),
+            posting("0"),
+            posting("-1000000.01"),
+        ];
+        for payload in refused {
+            match LedgerEvent::decode("HoursDeposited.v1", payload.as_bytes()) {
+                Err(DecodeError::Payload { source, .. }) => {
+                    assert!(source.to_string().contains("amount"), "{source}")
+                }
+                other => panic!("{payload}: expected a payload error, got {other:?}"),
+            }
+        }
+        // Trailing zeros are not places; either sign is a leg.
+        for payload in [
+            DEPOSIT.replace(r#""hours":"2.50""#, r#""hours":"2.500""#),
+            posting("-2.50"),
+            posting("1000000"),
+        ] {
+            assert!(
+                LedgerEvent::decode("HoursDeposited.v1", payload.as_bytes()).is_ok(),
+                "{payload}"
+            );
+        }
+    }
+
     #[test]
     fn an_unknown_type_is_reported_before_its_payload_is_read() {
         assert!(matches!(

@@ -10,14 +10,28 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::account::AccountId;
-use super::units::Unit;
+use super::units::{in_hundredths, Unit, POSTING_AMOUNT_MAX, UNIT_SCALE_MAX};
 
 /// One leg of a transaction: `amount` (signed; + credits the account) of `unit`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Posting {
     pub account: AccountId,
     pub unit: Unit,
+    #[serde(deserialize_with = "stored_amount")]
     pub amount: Decimal,
+}
+
+/// A stored leg's amount: not zero, whole hundredths, at most
+/// [`POSTING_AMOUNT_MAX`] either way. Checked when read, like the amount types
+/// (`units.rs` says why): a payload is not trusted to have come through the handler.
+fn stored_amount<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    let value = <Decimal as Deserialize>::deserialize(d)?;
+    if value.is_zero() || value.abs() > POSTING_AMOUNT_MAX || !in_hundredths(value) {
+        return Err(serde::de::Error::custom(format_args!(
+            "posting amount {value} is not a non-zero amount of at most {UNIT_SCALE_MAX} places and at most {POSTING_AMOUNT_MAX} either way"
+        )));
+    }
+    Ok(value)
 }
 
 /// Move `amount` (positive) of `unit` from `from` to `to`: two legs that cancel.

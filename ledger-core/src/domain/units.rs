@@ -144,12 +144,42 @@ fn canonical(value: Decimal) -> Decimal {
     v
 }
 
+/// True if `value` is a whole number of hundredths: at most [`UNIT_SCALE_MAX`] places
+/// once trailing zeros are dropped (`1.500` is; `1.005` is not).
+pub fn in_hundredths(value: Decimal) -> bool {
+    let mut v = value;
+    v.rescale(UNIT_SCALE_MAX);
+    v == value
+}
+
+/// The largest amount a posting moves: the larger per-entry maximum (points).
+pub const POSTING_AMOUNT_MAX: Decimal = POINTS_PER_ENTRY_MAX;
+
 macro_rules! amount_type {
     ($(#[$doc:meta])* $name:ident, $max:expr) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
         #[serde(transparent)]
         pub struct $name(Decimal);
+
+        /// Read from a stored payload: the same rules as [`Self::parse`] (positive, at
+        /// most two places, at most [`Self::MAX`]), checked on the value. A payload is
+        /// not trusted to have come through `parse`: a log imported, restored or written
+        /// by another writer may hold anything, and the read models fold amounts in
+        /// hundredths (`projections::model::centi` asserts). Refused here, such a payload
+        /// is a decode error (the worker reports `ApplyError::Decode`), not a panic.
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let value = <Decimal as Deserialize>::deserialize(d)?;
+                if value <= Decimal::ZERO || value > Self::MAX || !in_hundredths(value) {
+                    return Err(serde::de::Error::custom(format_args!(
+                        "amount {value} is not positive with at most {UNIT_SCALE_MAX} places and at most {}",
+                        Self::MAX
+                    )));
+                }
+                Ok(Self(value))
+            }
+        }
 
         impl $name {
             /// The per-entry maximum of this unit.
