@@ -498,7 +498,15 @@ impl ReadModels {
     fn account(&mut self, id: &str) -> u32 {
         let i = self.accounts.intern(id);
         if i as usize == self.rows.len() {
-            self.rows.push(AccountRow::default());
+            // In no region until its registration says otherwise. (A row's default
+            // region was node 0: in a log that names an account before registering it,
+            // which the handler never writes but an imported log may hold, its service
+            // counted in the first region registered, or the fold panicked indexing a
+            // node that did not exist yet.)
+            self.rows.push(AccountRow {
+                region: NO_REGION,
+                ..AccountRow::default()
+            });
         }
         i
     }
@@ -841,6 +849,38 @@ fn put_streamed(h: &mut blake3::Hasher, v: &impl Serialize, len: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(event_type: &str, json: &str) -> LedgerEvent {
+        LedgerEvent::decode(event_type, json.as_bytes()).expect("a test payload decodes")
+    }
+
+    /// A log that names a volunteer before registering it (the handler never writes
+    /// one; an imported log may hold one) folds its deposit into no region: not into
+    /// the first region registered, and without a panic on an empty region tree.
+    #[test]
+    fn a_deposit_for_an_account_never_registered_counts_in_no_region() {
+        let deposit = event(
+            "HoursDeposited.v1",
+            r#"{"transaction":"7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a01","volunteer":"ghost","organisation":"org-1","activity":"act-1","service_date":"2026-03-05","started_at":"2026-03-05T09:00:00Z","ended_at":"2026-03-05T11:30:00Z","category":"elderly-care","hours":"2.50","kind":"credit","verifier":"ver-1","postings":[{"account":"system:hour-issuance","unit":"hours","amount":"-2.50"},{"account":"ghost","unit":"hours","amount":"2.50"}],"recorded_at":"2026-03-05T12:00:00Z"}"#,
+        );
+        let registered = event(
+            "AccountRegistered.v1",
+            r#"{"account":"v-1","kind":"volunteer","region":"hangzhou/xihu","joined_on":"2025-06-21","registered_at":"2025-06-21T16:00:00Z"}"#,
+        );
+        // On an empty region tree.
+        let mut m = ReadModels::new();
+        m.apply_event(1, &deposit);
+        assert_eq!(
+            m.rows[m.account_index("ghost").unwrap() as usize].region,
+            NO_REGION
+        );
+        // And after a volunteer registered in a region: that region has no hours.
+        let mut m = ReadModels::new();
+        m.apply_event(1, &registered);
+        m.apply_event(2, &deposit);
+        let xihu = m.service_index("hangzhou", Period::All).unwrap();
+        assert_eq!((xihu.total_hours, xihu.participations), (Decimal::ZERO, 0));
+    }
 
     fn interner(names: &[&str]) -> Interner {
         let mut m = Interner::default();
