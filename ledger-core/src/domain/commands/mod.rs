@@ -224,9 +224,9 @@ impl Command {
             Self::RecordNoShow(c) => vec![c.organisation.clone()],
             Self::ReverseTransaction(_) | Self::RateService(_) => vec![],
             Self::GrantConsent(c) => vec![c.bank.clone()],
+            Self::ServeCreditReport(c) => vec![c.bank.clone()],
             Self::AuthorizeRedemption(c) => vec![c.merchant.clone()],
             Self::WithdrawConsent(_)
-            | Self::ServeCreditReport(_)
             | Self::CaptureRedemption(_)
             | Self::VoidRedemption(_)
             | Self::ExpireRedemptionHold(_) => vec![],

@@ -43,14 +43,23 @@ pub struct ServedReport {
 }
 
 impl ServeCreditReport {
-    /// Rules: the volunteer has a consent to the bank for the purpose that is current
-    /// now (`ConsentRequired`, also for an unknown volunteer: the answer must not tell a
-    /// bank whether the volunteer exists).
+    /// Rules: the bank's own account is not closed (`AccountClosed`: a closed bank is
+    /// no longer a partner, as `GrantConsent` already requires an open bank; the bank
+    /// is the caller, so this tells it nothing about anyone else); the volunteer has a
+    /// consent to the bank for the purpose that is current now (`ConsentRequired`, also
+    /// for an unknown volunteer: the answer must not tell a bank whether the volunteer
+    /// exists). A retry of an inquiry served before the closure still returns it (the
+    /// request index is read before any rule).
     pub fn decide(&self, ctx: &Context<'_>) -> Result<LedgerEvent, Rejection> {
         assert!(
             self.served.report.len() <= REPORT_BYTES_MAX,
             "credit reports are bounded by REPORT_BYTES_MAX"
         );
+        if ctx.other(&self.bank).closed {
+            return Err(Rejection::AccountClosed {
+                account: self.bank.clone(),
+            });
+        }
         let consent = ctx
             .target
             .current_consent(&self.bank, &self.purpose, ctx.now)
@@ -144,6 +153,20 @@ mod tests {
         assert_eq!(
             reason(w.when(&inquiry("v1", "b1", "volunteer-loan"))),
             "CONSENT_REQUIRED"
+        );
+    }
+
+    /// Found in the partner review: a bank closed after the consent kept receiving
+    /// reports (and inquiries were written for it).
+    #[test]
+    fn given_a_closed_bank_when_a_report_is_asked_then_account_closed() {
+        let mut w = World::standard();
+        w.bank("b1");
+        w.given(grant("v1", "b1", "2027-01-01T00:00:00Z"));
+        w.given(close("b1"));
+        assert_eq!(
+            reason(w.when(&inquiry("v1", "b1", "volunteer-loan"))),
+            "ACCOUNT_CLOSED"
         );
     }
 
