@@ -478,20 +478,26 @@ impl LedgerEvent {
         }
     }
 
+    /// The type names of the partner events ([`Self::is_partner_event`]), so a reader
+    /// that leaves them out can do so without decoding them: an inquiry holds the whole
+    /// report served (~2 KiB of JSON), and a volunteer's stream gains one per report a
+    /// bank asks for.
+    pub const PARTNER_TYPE_NAMES: &'static [&'static str] = &[
+        "ConsentGranted.v1",
+        "ConsentWithdrawn.v1",
+        "CreditReportServed.v1",
+        "RedemptionAuthorized.v1",
+        "RedemptionCaptured.v1",
+        "RedemptionVoided.v1",
+        "RedemptionHoldExpired.v1",
+    ];
+
     /// True for the partner events (consents, inquiries, redemption holds): facts about
     /// access and points, not about service. The credit model leaves them out of its
     /// inputs, so a report's inputs digest does not change because a bank looked.
     pub fn is_partner_event(&self) -> bool {
-        matches!(
-            self,
-            Self::ConsentGranted(_)
-                | Self::ConsentWithdrawn(_)
-                | Self::CreditReportServed(_)
-                | Self::RedemptionAuthorized(_)
-                | Self::RedemptionCaptured(_)
-                | Self::RedemptionVoided(_)
-                | Self::RedemptionHoldExpired(_)
-        )
+        // One list, so a reader skipping by name and one asking the event agree.
+        Self::PARTNER_TYPE_NAMES.contains(&self.event_type())
     }
 }
 
@@ -567,6 +573,25 @@ mod tests {
                 "{payload}"
             );
         }
+    }
+
+    /// Every partner type name is a type this build reads, and the list is the one
+    /// the credit model's exclusion documents (docs/credit-score.md).
+    #[test]
+    fn the_partner_type_names_are_the_consent_inquiry_and_redemption_types() {
+        for name in LedgerEvent::PARTNER_TYPE_NAMES {
+            assert!(LedgerEvent::TYPE_NAMES.contains(name), "{name}");
+        }
+        let partner: Vec<&str> = LedgerEvent::TYPE_NAMES
+            .iter()
+            .copied()
+            .filter(|n| {
+                n.starts_with("Consent")
+                    || n.starts_with("CreditReport")
+                    || n.starts_with("Redemption")
+            })
+            .collect();
+        assert_eq!(partner, LedgerEvent::PARTNER_TYPE_NAMES);
     }
 
     #[test]
