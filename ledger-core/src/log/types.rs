@@ -320,7 +320,11 @@ mod tests {
             );
         }
         for text in ["kontō-\u{85}", "名字", "a\u{9f}", "a\u{a0}", "\u{7f}é"] {
-            assert_eq!(has_control(text), text.chars().any(char::is_control), "{text:?}");
+            assert_eq!(
+                has_control(text),
+                text.chars().any(char::is_control),
+                "{text:?}"
+            );
         }
     }
 }
