@@ -130,6 +130,39 @@ pub fn event_hash(
     data: &[u8],
     metadata: &[u8],
 ) -> EventHash {
+    let len = 8
+        + stream.as_str().len()
+        + 8
+        + 16
+        + 8
+        + event_type.len()
+        + 8
+        + data.len()
+        + 8
+        + metadata.len();
+    if len <= EVENT_HASH_STACK_BYTES {
+        // The same bytes laid end to end on the stack and hashed in one call: a
+        // `Hasher` fed ten pieces (four of them 8-byte lengths) paid its bookkeeping
+        // and a buffering copy on each, ~1,000 instructions per event. BLAKE3 of the
+        // concatenation is what the pieces fed in turn give (unit-tested below).
+        let mut buf = [0u8; EVENT_HASH_STACK_BYTES];
+        let mut at = 0;
+        let mut put = |bytes: &[u8]| {
+            buf[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        put(&(stream.as_str().len() as u64).to_le_bytes());
+        put(stream.as_str().as_bytes());
+        put(&version.to_le_bytes());
+        put(id.as_bytes());
+        put(&(event_type.len() as u64).to_le_bytes());
+        put(event_type.as_bytes());
+        put(&(data.len() as u64).to_le_bytes());
+        put(data);
+        put(&(metadata.len() as u64).to_le_bytes());
+        put(metadata);
+        return *blake3::hash(&buf[..len]).as_bytes();
+    }
     fn part(h: &mut blake3::Hasher, bytes: &[u8]) {
         h.update(&(bytes.len() as u64).to_le_bytes());
         h.update(bytes);
@@ -143,6 +176,10 @@ pub fn event_hash(
     part(&mut h, metadata);
     *h.finalize().as_bytes()
 }
+
+/// Longest event [`event_hash`] lays out on the stack: a deposit's ~900 bytes and
+/// most other events fit; a longer one is fed to a `Hasher` piece by piece.
+const EVENT_HASH_STACK_BYTES: usize = 2048;
 
 pub fn recorded_hash(e: &RecordedEvent) -> EventHash {
     event_hash(
@@ -207,6 +244,38 @@ mod tests {
         }
     }
     use crate::log::Position;
+
+    #[test]
+    fn an_event_hash_is_the_same_on_the_stack_and_piece_by_piece() {
+        let stream = StreamName::new("account-vol-1").unwrap();
+        let id = EventId::from_bytes([3; 16]);
+        for len in [0, 1, 900, 1949, 1950, 1951, 5000] {
+            let data = vec![b'x'; len];
+            let metadata = b"{\"schema\":1}";
+            let mut h = blake3::Hasher::new();
+            for (i, piece) in [
+                stream.as_str().as_bytes(),
+                b"HoursDeposited.v1",
+                &data,
+                metadata,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                h.update(&(piece.len() as u64).to_le_bytes());
+                h.update(piece);
+                if i == 0 {
+                    h.update(&7u64.to_le_bytes());
+                    h.update(id.as_bytes());
+                }
+            }
+            assert_eq!(
+                event_hash(&stream, 7, &id, "HoursDeposited.v1", &data, metadata),
+                *h.finalize().as_bytes(),
+                "{len}"
+            );
+        }
+    }
 
     #[test]
     fn metadata_is_written_as_the_derived_serialize_writes_it() {

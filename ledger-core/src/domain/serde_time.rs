@@ -96,9 +96,9 @@ pub mod utc {
         // AutoSi: no fraction, or the fewest of 3, 6 or 9 places that show it exactly.
         let (mut fraction, places) = if nano == 0 {
             (0, 0)
-        } else if nano % 1_000_000 == 0 {
+        } else if nano.is_multiple_of(1_000_000) {
             (nano / 1_000_000, 3)
-        } else if nano % 1_000 == 0 {
+        } else if nano.is_multiple_of(1_000) {
             (nano / 1_000, 6)
         } else {
             (nano, 9)
