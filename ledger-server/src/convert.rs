@@ -113,7 +113,21 @@ fn date(field: &str, text: &str) -> Field<NaiveDate> {
     if !shaped {
         return Err(malformed());
     }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| malformed())
+    // Read from the digits just checked: on exactly this shape chrono's
+    // `parse_from_str(text, "%Y-%m-%d")` reads the same three numbers and refuses
+    // the same days (unit-tested below), after walking its format items, ~1,300
+    // instructions per deposit.
+    let b = text.as_bytes();
+    let number = |digits: &[u8]| {
+        digits
+            .iter()
+            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+    };
+    let (year, month, day) = (number(&b[0..4]), number(&b[5..7]), number(&b[8..10]));
+    i32::try_from(year)
+        .ok()
+        .and_then(|year| NaiveDate::from_ymd_opt(year, month, day))
+        .ok_or_else(malformed)
 }
 
 pub(crate) fn timestamp(field: &str, ts: Option<prost_types::Timestamp>) -> Field<DateTime<Utc>> {
@@ -441,6 +455,22 @@ pub fn command_result(o: &Outcome) -> pb::CommandResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shaped_date_reads_as_chronos_format_reads_it() {
+        for year in ["0000", "0001", "1999", "2024", "2026", "2100", "9999"] {
+            for month in 0..=13 {
+                for day in 0..=32 {
+                    let text = format!("{year}-{month:02}-{day:02}");
+                    assert_eq!(
+                        date("service_date", &text).ok(),
+                        NaiveDate::parse_from_str(&text, "%Y-%m-%d").ok(),
+                        "{text}"
+                    );
+                }
+            }
+        }
+    }
 
     fn reason(r: Field<Command>) -> &'static str {
         r.err().map(|e| e.reason()).unwrap_or("OK")

@@ -122,7 +122,12 @@ impl LedgerService {
             request_id = %command.request_id(),
             command = command.name()
         );
-        let task = tokio::spawn(
+        // Boxed: the handler's future is a few KiB, and a task moves its future (and
+        // later its output, in a stage as large as the future) by value several times:
+        // into the task cell, through each stage change, out to the join handle. A box
+        // makes each move a pointer's worth for one allocation. Callgrind counted
+        // ~2,000 instructions of `memcpy` per batched deposit in those moves.
+        let task = tokio::spawn(Box::pin(
             async move {
                 let name = command.name();
                 let result = handler.execute(&command).await;
@@ -143,7 +148,7 @@ impl LedgerService {
                 result
             }
             .instrument(span),
-        );
+        ));
         match task.await {
             Ok(result) => result.map_err(|e| describe(&e)),
             Err(join) => {
@@ -406,8 +411,12 @@ fn line_access(line: &Result<Command, Rejection>) -> Access<Key> {
 fn batch_dependencies<K: Clone + Eq + Hash>(lines: &[Access<K>]) -> Vec<Vec<usize>> {
     // foldhash, not SipHash: a batch of 100 deposits hashes ~300 account ids here;
     // still seeded, as the ids come from the caller.
-    let mut last_writer: HashMap<K, usize, RandomState> = HashMap::default();
-    let mut readers: HashMap<K, Vec<usize>, RandomState> = HashMap::default();
+    // Sized for the usual line (one stream and one event id written, one account
+    // read), so that a batch's maps do not regrow and rehash as they fill.
+    let mut last_writer: HashMap<K, usize, RandomState> =
+        HashMap::with_capacity_and_hasher(2 * lines.len(), RandomState::default());
+    let mut readers: HashMap<K, Vec<usize>, RandomState> =
+        HashMap::with_capacity_and_hasher(lines.len(), RandomState::default());
     let mut barrier: Option<usize> = None;
     // Lines since the last barrier: what the next barrier waits for.
     let mut since_barrier: Vec<usize> = Vec::new();

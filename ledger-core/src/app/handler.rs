@@ -11,9 +11,7 @@ use super::clock::Clock;
 use super::decoded::DecodedEvents;
 use super::receipts::{receipts_for, Receipt, ReceiptMark, ReceiptReport};
 use crate::domain::account::AccountId;
-use crate::domain::chain::{
-    event_hash, hex32, verify_chain, ChainError, EventHash, EventMetadata, METADATA_SCHEMA,
-};
+use crate::domain::chain::{encode_metadata, event_hash, verify_chain, ChainError, EventHash};
 use crate::domain::commands::{Command, Context};
 use crate::domain::events::{HoursReceived, LedgerEvent};
 use crate::domain::ids::{event_id_for_receipt, RequestId, TransactionId};
@@ -399,18 +397,15 @@ impl Handler {
             };
             let event = command.decide(&ctx)?;
             assert_transaction_invariants(&target, &event);
-            let metadata = EventMetadata {
-                schema: METADATA_SCHEMA,
-                request_id: Some(command.request_id().clone()),
-                request_digest: Some(digest.clone()),
-                prev_hash: hex32(&target.last_hash),
-                causation: None,
-            };
             let new = NewEvent {
                 id: event_id,
                 event_type: event.event_type().to_owned(),
                 data: event.encode(),
-                metadata: metadata.encode(),
+                metadata: encode_metadata(
+                    Some((command.request_id(), &digest)),
+                    &target.last_hash,
+                    None,
+                ),
             };
             let event = Arc::new(event);
             self.leave_decoded(&new, &event);
@@ -480,18 +475,11 @@ impl Handler {
                 // Inputs digest).
                 recorded_at: self.clock.now().max(receipt.recorded_at),
             });
-            let metadata = EventMetadata {
-                schema: METADATA_SCHEMA,
-                request_id: None,
-                request_digest: None,
-                prev_hash: hex32(&state.last_hash),
-                causation: Some(receipt.transaction),
-            };
             let new = NewEvent {
                 id: event_id_for_receipt(receipt.transaction, receipt.to.as_str()),
                 event_type: event.event_type().to_owned(),
                 data: event.encode(),
-                metadata: metadata.encode(),
+                metadata: encode_metadata(None, &state.last_hash, Some(receipt.transaction)),
             };
             let event = Arc::new(event);
             self.leave_decoded(&new, &event);

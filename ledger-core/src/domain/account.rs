@@ -38,7 +38,12 @@ impl AccountId {
 
     /// A ledger account (`system:*`), implicit, with no stream.
     pub fn system(name: SystemAccount) -> Self {
-        Self(format!("{SYSTEM_PREFIX}{}", name.as_str()))
+        // Concatenated, not `format!`: every deposit names its issuance account.
+        let name = name.as_str();
+        let mut id = String::with_capacity(SYSTEM_PREFIX.len() + name.len());
+        id.push_str(SYSTEM_PREFIX);
+        id.push_str(name);
+        Self(id)
     }
 
     pub fn is_system(&self) -> bool {
@@ -51,8 +56,13 @@ impl AccountId {
 
     /// The stream holding this account's history: `account-<id>`.
     pub fn stream(&self) -> StreamName {
-        StreamName::new(format!("account-{}", self.0))
-            .expect("an account id always makes a valid stream name")
+        // Two copies into a buffer of the right size, not `format!` (its `core::fmt`
+        // machinery and a guessed capacity): a command asks for two or three streams.
+        const PREFIX: &str = "account-";
+        let mut name = String::with_capacity(PREFIX.len() + self.0.len());
+        name.push_str(PREFIX);
+        name.push_str(&self.0);
+        StreamName::new(name).expect("an account id always makes a valid stream name")
     }
 }
 

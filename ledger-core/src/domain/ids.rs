@@ -209,12 +209,37 @@ impl fmt::Display for TransactionId {
 /// refuses to hold two events for it, on whatever stream. Option not taken: UUID v5
 /// (SHA-1), which would add a dependency for no gain.
 pub fn derived_uuid(domain: &str, name: &str) -> uuid::Uuid {
-    let mut h = blake3::Hasher::new();
-    h.update(domain.as_bytes());
-    h.update(name.as_bytes());
+    let hash = match concat_on_stack(domain.as_bytes(), name.as_bytes()) {
+        // `blake3::hash` of the concatenation is the hash of the two parts in turn:
+        // one call on the stack instead of a `Hasher` (~2 KiB of state, two updates
+        // and a finalize), ~400 instructions less, and a batched deposit derives its
+        // event id twice (the batch's ordering and the handler).
+        Some((buf, len)) => blake3::hash(&buf[..len]),
+        None => {
+            let mut h = blake3::Hasher::new();
+            h.update(domain.as_bytes());
+            h.update(name.as_bytes());
+            h.finalize()
+        }
+    };
     let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    bytes.copy_from_slice(&hash.as_bytes()[..16]);
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// Longest `domain ‖ name` [`derived_uuid`] hashes from the stack: every request id
+/// ([`REQUEST_ID_BYTES_MAX`]) and receipt name fits after its domain.
+const DERIVED_NAME_STACK_BYTES: usize = 256;
+
+fn concat_on_stack(a: &[u8], b: &[u8]) -> Option<([u8; DERIVED_NAME_STACK_BYTES], usize)> {
+    let len = a.len() + b.len();
+    if len > DERIVED_NAME_STACK_BYTES {
+        return None;
+    }
+    let mut buf = [0u8; DERIVED_NAME_STACK_BYTES];
+    buf[..a.len()].copy_from_slice(a);
+    buf[a.len()..len].copy_from_slice(b);
+    Some((buf, len))
 }
 
 /// The event id of the transaction a request produces.
@@ -257,6 +282,23 @@ mod tests {
         );
         assert_eq!(Note::new("a\nb"), Err(IdError::ControlCharacter));
         assert!(Note::new("wrong volunteer").is_ok());
+    }
+
+    #[test]
+    fn a_derived_id_is_the_hash_of_domain_then_name_however_long() {
+        for len in [0, 1, 100, 239, 240, 241, 300, 1000] {
+            let name = "n".repeat(len);
+            let mut h = blake3::Hasher::new();
+            h.update(b"timebank/request/");
+            h.update(name.as_bytes());
+            let mut bytes = [0u8; 16];
+            bytes.copy_from_slice(&h.finalize().as_bytes()[..16]);
+            assert_eq!(
+                derived_uuid("timebank/request/", &name),
+                uuid::Builder::from_custom_bytes(bytes).into_uuid(),
+                "{len}"
+            );
+        }
     }
 
     #[test]

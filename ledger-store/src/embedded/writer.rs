@@ -120,7 +120,26 @@ impl Writer {
             // (first sequence, request) of each append this group has decided so far:
             // where a retry within the group finds the event it repeats.
             let mut pending: Vec<(u64, usize)> = Vec::new();
+            // The group's encoded bytes from each append on, were every append to be
+            // written: a part opened for an append is sized for it and every append
+            // after it, so that it does not regrow (each time copying what it holds)
+            // as a group of tens of appends fills it. Exact, not `r.bytes`: that
+            // estimate falls a few bytes short of a record, and a buffer a few bytes
+            // short still doubles once, copying the whole group. Callgrind: ~1,000
+            // instructions per batched deposit.
+            let sizes: Vec<usize> = group
+                .iter()
+                .map(|r| {
+                    r.events
+                        .iter()
+                        .map(|e| record_len(r.stream.as_str(), &e.event_type, &e.data, &e.metadata))
+                        .sum()
+                })
+                .collect();
+            let mut left: usize = sizes.iter().sum();
             for (gi, r) in group.iter().enumerate() {
+                let ahead = left;
+                left -= sizes[gi];
                 let events = &r.events;
                 let durable_head = self.next_sequence;
                 let digest_of = |seq: u64| -> Result<ContentDigest, AppendError> {
@@ -157,14 +176,14 @@ impl Writer {
                                     start_hash: hash,
                                 }),
                                 offset: 0,
-                                bytes: Vec::with_capacity(size + SEGMENT_HEADER_LEN),
+                                bytes: Vec::with_capacity(size.max(ahead) + SEGMENT_HEADER_LEN),
                             });
                         } else if parts.last().is_none_or(|p| p.segment != segment) {
                             parts.push(WritePart {
                                 segment,
                                 new_segment: None,
                                 offset: segment_len,
-                                bytes: Vec::with_capacity(size),
+                                bytes: Vec::with_capacity(size.max(ahead)),
                             });
                         }
                         let part = parts.last_mut().expect("a part was just ensured");
