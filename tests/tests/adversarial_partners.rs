@@ -614,15 +614,13 @@ async fn a_closed_volunteer_can_still_withdraw_a_consent() {
 }
 
 /// partners.md, Merchant: the settlement statement holds "the captures with capture time
-/// in `[from, to)`". The read model keeps capture times in whole seconds and the
-/// statement cuts `from` and `to` down to the second, so with a boundary inside a
-/// second a capture made before `from` (in the same second) is in the statement and
-/// one made before `to` (in the same second) is not: it moves to the next statement.
-/// Contiguous statements still count every capture once; only sub-second boundaries
-/// are affected.
+/// in `[from, to)`". The read model keeps capture times in whole seconds, so with a
+/// boundary inside a second a capture made before `from` (in the same second) was in
+/// the statement and one made before `to` (in the same second) was not (found in
+/// review). Boundaries inside a second are refused now (`FIELD_MALFORMED`); on whole
+/// seconds the statement is exact.
 #[tokio::test]
-#[ignore = "defect found in review, not fixed: capture times are kept in whole seconds by the redemptions read model (its snapshot format); exact [from, to) needs them at full precision there, or sub-second boundaries refused as FIELD_MALFORMED, an API choice for the maintainers"]
-async fn a_settlement_boundary_inside_a_second_splits_captures_at_that_instant() {
+async fn a_settlement_boundary_inside_a_second_is_refused_and_whole_seconds_are_exact() {
     let s = Server::start().await;
     let token = s.token_for_v1("5").await;
     let hold = s
@@ -647,18 +645,27 @@ async fn a_settlement_boundary_inside_a_second_splits_captures_at_that_instant()
         async move {
             r.get_settlement_statement(with(MERCHANT, req))
                 .await
-                .unwrap()
-                .into_inner()
-                .captures
+                .map(|r| r.into_inner().captures)
         }
     };
-    // Captured at 12:01:00.2: inside [12:00, 12:01:00.5), outside [12:01:00.5, 13:00).
+    for (from, to) in [
+        ("2026-11-20T12:00:00Z", "2026-11-20T12:01:00.500Z"),
+        ("2026-11-20T12:01:00.500Z", "2026-11-20T13:00:00Z"),
+    ] {
+        let e = statement(from, to).await.expect_err("inside a second");
+        assert_eq!(why(&e), (Code::InvalidArgument, "FIELD_MALFORMED".into()));
+    }
+    // Captured at 12:01:00.2: in [12:01:00, 12:01:01), not in [12:01:01, 13:00).
     assert_eq!(
-        statement("2026-11-20T12:00:00Z", "2026-11-20T12:01:00.500Z").await,
+        statement("2026-11-20T12:01:00Z", "2026-11-20T12:01:01Z")
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(
-        statement("2026-11-20T12:01:00.500Z", "2026-11-20T13:00:00Z").await,
+        statement("2026-11-20T12:01:01Z", "2026-11-20T13:00:00Z")
+            .await
+            .unwrap(),
         0
     );
     s.stop().await;

@@ -239,6 +239,23 @@ impl RedemptionService {
         authz::require_merchant(caller, &merchant, "settle this merchant", false)?;
         let from: DateTime<Utc> = convert::timestamp("from", r.from).map_err(rejected)?;
         let to: DateTime<Utc> = convert::timestamp("to", r.to).map_err(rejected)?;
+        // Captures are settled to the second (the read model keeps capture times in
+        // whole seconds), so a boundary inside a second would put that second's
+        // captures on the wrong side of it. Refused rather than rounded: a statement
+        // must be exactly the `[from, to)` it names. Option not taken: capture times
+        // at full precision in the read model, a snapshot format change for boundaries
+        // no settlement period uses.
+        for (field, t) in [("from", from), ("to", to)] {
+            if t.timestamp_subsec_nanos() != 0 {
+                return Err(rejected(Rejection::input(
+                    field,
+                    InputProblem::Malformed(format!(
+                        "{} is inside a second; settlement periods start and end on whole seconds",
+                        t.to_rfc3339()
+                    )),
+                )));
+            }
+        }
         if to <= from {
             return Err(rejected(Rejection::input(
                 "to",
