@@ -120,3 +120,80 @@ pub fn reason(s: &tonic::Status) -> String {
         .map(|i| i.reason)
         .unwrap_or_default()
 }
+
+/// The code and machine-readable reason of a failure.
+pub fn why(s: &tonic::Status) -> (tonic::Code, String) {
+    (s.code(), reason(s))
+}
+
+/// The code and reason of a call expected to be refused.
+pub fn refused<T: std::fmt::Debug>(
+    r: Result<tonic::Response<T>, tonic::Status>,
+) -> (tonic::Code, String) {
+    why(&r.expect_err("expected the call to be refused"))
+}
+
+/// A server with access control on an empty memory log, its clock fixed where the test
+/// moves it, and a client of each service: the harness of the adversarial tests, which
+/// add their own accounts.
+pub struct Guarded {
+    pub log: ledger_core::log::memory::MemoryLog,
+    pub clock: Arc<FixedClock>,
+    pub channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ledger_server::ServeError>>,
+}
+
+impl Guarded {
+    /// Serve with `access`, the clock at `now` (RFC 3339).
+    pub async fn start(access: ledger_server::auth::Access, now: &str) -> Self {
+        let log = ledger_core::log::memory::MemoryLog::new();
+        let clock = Arc::new(FixedClock::new(at(now)));
+        let spawned = spawn_server_with_access(Arc::new(log.clone()), clock.clone(), access).await;
+        Self {
+            log,
+            clock,
+            channel: spawned.channel,
+            stop: Some(spawned.stop),
+            task: spawned.task,
+        }
+    }
+
+    /// Stop gracefully; the server must have stopped without an error.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task)
+            .await
+            .expect("the server task ends")
+            .expect("the server stops cleanly");
+    }
+
+    pub fn commands(
+        &self,
+    ) -> ledger_server::pb::ledger_commands_client::LedgerCommandsClient<Channel> {
+        ledger_server::pb::ledger_commands_client::LedgerCommandsClient::new(self.channel.clone())
+    }
+
+    pub fn consents(&self) -> ledger_server::pb::consents_client::ConsentsClient<Channel> {
+        ledger_server::pb::consents_client::ConsentsClient::new(self.channel.clone())
+    }
+
+    pub fn redemptions(&self) -> ledger_server::pb::redemptions_client::RedemptionsClient<Channel> {
+        ledger_server::pb::redemptions_client::RedemptionsClient::new(self.channel.clone())
+    }
+
+    pub fn banks(&self) -> ledger_server::pb::banks_client::BanksClient<Channel> {
+        ledger_server::pb::banks_client::BanksClient::new(self.channel.clone())
+    }
+
+    pub fn audit(&self) -> ledger_server::pb::audit_client::AuditClient<Channel> {
+        ledger_server::pb::audit_client::AuditClient::new(self.channel.clone())
+    }
+
+    /// The log's head position.
+    pub async fn head(&self) -> Option<ledger_core::log::Position> {
+        self.log.head().await.expect("a memory log answers")
+    }
+}

@@ -6,21 +6,9 @@
 // Every helper here returns tonic's `Status`, the error of every RPC.
 #![allow(clippy::result_large_err)]
 
-use std::sync::Arc;
-
-use ledger_core::app::FixedClock;
-use ledger_core::log::memory::MemoryLog;
-use ledger_core::log::EventLog;
 use ledger_server::auth::Access;
 use ledger_server::pb;
-use ledger_server::pb::audit_client::AuditClient;
-use ledger_server::pb::banks_client::BanksClient;
-use ledger_server::pb::consents_client::ConsentsClient;
-use ledger_server::pb::ledger_commands_client::LedgerCommandsClient;
-use ledger_server::pb::redemptions_client::RedemptionsClient;
-use timebank_tests::{at, caller_entry as entry, reason, spawn_server_with_access, with};
-use tokio::sync::oneshot;
-use tonic::transport::Channel;
+use timebank_tests::{at, caller_entry as entry, why, with, Guarded};
 use tonic::{Code, Status};
 
 const NOW: &str = "2026-11-20T12:00:00Z";
@@ -58,17 +46,14 @@ fn access() -> Access {
     Access::from_toml(&text).unwrap()
 }
 
-/// The code and machine-readable reason of a failure.
-fn why(s: &Status) -> (Code, String) {
-    (s.code(), reason(s))
-}
+/// [`Guarded`] with this file's accounts (`Server::start`).
+struct Server(Guarded);
 
-struct Server {
-    log: MemoryLog,
-    clock: Arc<FixedClock>,
-    channel: Channel,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), ledger_server::ServeError>>,
+impl std::ops::Deref for Server {
+    type Target = Guarded;
+    fn deref(&self) -> &Guarded {
+        &self.0
+    }
 }
 
 impl Server {
@@ -76,17 +61,7 @@ impl Server {
     /// org (organisation, xihu), v1 (volunteer, xihu), m-1 and m-2 (merchants), bank-a;
     /// v1 holds 50 points (8 hours deposited, 5 exchanged at 10 points an hour).
     async fn start() -> Self {
-        let log = MemoryLog::new();
-        let clock = Arc::new(FixedClock::new(at(NOW)));
-        let spawned =
-            spawn_server_with_access(Arc::new(log.clone()), clock.clone(), access()).await;
-        let s = Self {
-            log,
-            clock,
-            channel: spawned.channel,
-            stop: Some(spawned.stop),
-            task: spawned.task,
-        };
+        let s = Self(Guarded::start(access(), NOW).await);
         use pb::AccountKind as K;
         for (id, kind, region) in [
             ("org", K::Organisation, "hangzhou/xihu"),
@@ -147,33 +122,8 @@ impl Server {
         s
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
-
-    fn commands(&self) -> LedgerCommandsClient<Channel> {
-        LedgerCommandsClient::new(self.channel.clone())
-    }
-
-    fn consents(&self) -> ConsentsClient<Channel> {
-        ConsentsClient::new(self.channel.clone())
-    }
-
-    fn redemptions(&self) -> RedemptionsClient<Channel> {
-        RedemptionsClient::new(self.channel.clone())
-    }
-
-    fn banks(&self) -> BanksClient<Channel> {
-        BanksClient::new(self.channel.clone())
-    }
-
-    fn audit(&self) -> AuditClient<Channel> {
-        AuditClient::new(self.channel.clone())
-    }
-
-    async fn head(&self) -> Option<ledger_core::log::Position> {
-        self.log.head().await.unwrap()
+    async fn stop(self) {
+        self.0.stop().await
     }
 
     /// A token for up to `max` of v1's points, issued by the platform.
