@@ -740,50 +740,6 @@ async fn given_reversed_deposits_then_every_answer_is_that_of_the_history_withou
     );
 }
 
-/// A log that loses every receipt append, as a crash between a transaction and its
-/// receipt would.
-struct LosesReceipts(ledger_core::log::memory::MemoryLog);
-
-#[async_trait::async_trait]
-impl ledger_core::log::EventLog for LosesReceipts {
-    async fn append(
-        &self,
-        s: &ledger_core::log::StreamName,
-        e: ledger_core::log::ExpectedVersion,
-        ev: Vec<ledger_core::log::NewEvent>,
-    ) -> Result<ledger_core::log::AppendResult, ledger_core::log::AppendError> {
-        if ev.iter().any(|e| e.event_type == "HoursReceived.v1") {
-            return Err(ledger_core::log::AppendError::Unavailable(
-                "simulated crash".into(),
-            ));
-        }
-        self.0.append(s, e, ev).await
-    }
-    async fn read_stream(
-        &self,
-        s: &ledger_core::log::StreamName,
-        f: u64,
-        m: usize,
-    ) -> Result<Vec<ledger_core::log::RecordedEvent>, ledger_core::log::ReadError> {
-        self.0.read_stream(s, f, m).await
-    }
-    async fn read_all(
-        &self,
-        f: ledger_core::log::ReadFrom,
-        m: usize,
-    ) -> Result<Vec<ledger_core::log::RecordedEvent>, ledger_core::log::ReadError> {
-        self.0.read_all(f, m).await
-    }
-    async fn head(
-        &self,
-    ) -> Result<Option<ledger_core::log::Position>, ledger_core::log::ReadError> {
-        self.0.head().await
-    }
-    fn subscribe_all(&self, f: ledger_core::log::ReadFrom) -> ledger_core::log::EventStream {
-        self.0.subscribe_all(f)
-    }
-}
-
 /// A receipt is appended after its transaction, and after a crash only by the receipts
 /// catch-up, minutes later. A report as of T asked before the receipt landed and one
 /// asked after it must agree (docs/credit-score.md: re-asking with the same as_of gives
@@ -797,7 +753,11 @@ async fn given_a_receipt_that_lands_late_when_re_asking_as_of_t_then_the_digest_
     c.deposit("wang", "org-a", "2026-11-06", "3").await;
     // The transfer commits at NOW; its receipt to wang is lost in a crash.
     let lossy = ledger_core::app::Handler::new(
-        std::sync::Arc::new(LosesReceipts(c.log.clone())),
+        std::sync::Arc::new(ledger_core::log::faulty::FaultyLog {
+            log: c.log.clone(),
+            loses_appends_of: Some("HoursReceived.v1"),
+            ..Default::default()
+        }),
         c.clock.clone(),
         ledger_core::app::LedgerConfig::default(),
     );

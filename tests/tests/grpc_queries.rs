@@ -307,60 +307,12 @@ async fn a_command_then_a_query_with_its_position_sees_the_command() {
     s.stop().await;
 }
 
-/// A log whose subscription delivers the first `delivered` events and then nothing:
-/// read models stuck behind the head, as behind a slow or stalled worker.
-struct StalledSubscription {
-    log: MemoryLog,
-    delivered: usize,
-}
-
-#[async_trait::async_trait]
-impl EventLog for StalledSubscription {
-    async fn append(
-        &self,
-        s: &ledger_core::log::StreamName,
-        e: ledger_core::log::ExpectedVersion,
-        ev: Vec<ledger_core::log::NewEvent>,
-    ) -> Result<ledger_core::log::AppendResult, ledger_core::log::AppendError> {
-        self.log.append(s, e, ev).await
-    }
-    async fn read_stream(
-        &self,
-        s: &ledger_core::log::StreamName,
-        f: u64,
-        m: usize,
-    ) -> Result<Vec<ledger_core::log::RecordedEvent>, ledger_core::log::ReadError> {
-        self.log.read_stream(s, f, m).await
-    }
-    async fn read_all(
-        &self,
-        f: ledger_core::log::ReadFrom,
-        m: usize,
-    ) -> Result<Vec<ledger_core::log::RecordedEvent>, ledger_core::log::ReadError> {
-        self.log.read_all(f, m).await
-    }
-    async fn head(
-        &self,
-    ) -> Result<Option<ledger_core::log::Position>, ledger_core::log::ReadError> {
-        self.log.head().await
-    }
-    fn subscribe_all(&self, f: ledger_core::log::ReadFrom) -> ledger_core::log::EventStream {
-        use futures::StreamExt;
-        Box::pin(
-            self.log
-                .subscribe_all(f)
-                .take(self.delivered)
-                .chain(futures::stream::pending()),
-        )
-    }
-}
-
 #[tokio::test]
 async fn a_position_the_read_models_have_not_reached_is_not_caught_up() {
     // The read models see the city's first two events only (positions 0 and 1 of 4).
-    let log = Arc::new(StalledSubscription {
-        log: MemoryLog::new(),
-        delivered: 2,
+    let log = Arc::new(ledger_core::log::faulty::FaultyLog {
+        delivers_at_most: Some(2),
+        ..Default::default()
     });
     let mut s = Server::start(log.clone()).await;
     city(&mut s).await;

@@ -13,6 +13,8 @@
 pub mod conformance;
 pub mod dense;
 mod error;
+#[cfg(feature = "conformance")]
+pub mod faulty;
 pub mod limits;
 mod mark;
 pub mod memory;
