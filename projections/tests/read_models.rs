@@ -753,11 +753,10 @@ async fn given_a_receipt_that_lands_late_when_re_asking_as_of_t_then_the_digest_
     c.deposit("wang", "org-a", "2026-11-06", "3").await;
     // The transfer commits at NOW; its receipt to wang is lost in a crash.
     let lossy = ledger_core::app::Handler::new(
-        std::sync::Arc::new(ledger_core::log::faulty::FaultyLog {
-            log: c.log.clone(),
-            loses_appends_of: Some("HoursReceived.v1"),
-            ..Default::default()
-        }),
+        std::sync::Arc::new(
+            ledger_core::log::faulty::FaultyLog::over(c.log.clone())
+                .losing_appends_of("HoursReceived.v1"),
+        ),
         c.clock.clone(),
         ledger_core::app::LedgerConfig::default(),
     );

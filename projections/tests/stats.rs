@@ -7,16 +7,13 @@ mod common;
 
 use std::ops::ControlFlow;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use ledger_core::log::memory::MemoryLog;
-use ledger_core::log::{
-    AppendError, AppendResult, EventLog, EventStream, ExpectedVersion, NewEvent, Position,
-    ReadError, ReadFrom, RecordedEvent, StreamName,
-};
+use ledger_core::log::{EventLog, Position, ReadFrom, StreamName};
 use ledger_store::{copy_log, EmbeddedConfig, EmbeddedLog};
 use projections::{runtime, LagCounting, LagSampler, ProjectionConfig, Projections};
 
@@ -179,80 +176,10 @@ async fn a_snapshot_past_the_logs_head_is_dropped_and_the_models_rebuilt() {
     w.stop().await.unwrap();
 }
 
-/// A log that notes where each subscription of the worker starts (from the start: a
-/// rebuild; after a checkpoint: a resume), answers its first `failing_stream_reads`
-/// stream reads with `Unavailable` (a log briefly away), and never answers its first
-/// `hanging_stream_reads` (a remote log that hangs instead of failing).
-#[derive(Clone)]
-struct Watched {
-    inner: Arc<dyn EventLog>,
-    subscribed: Arc<Mutex<Vec<ReadFrom>>>,
-    failing_stream_reads: Arc<AtomicUsize>,
-    hanging_stream_reads: Arc<AtomicUsize>,
-}
-
-impl Watched {
-    fn new(inner: impl EventLog) -> Self {
-        Self {
-            inner: Arc::new(inner),
-            subscribed: Arc::default(),
-            failing_stream_reads: Arc::default(),
-            hanging_stream_reads: Arc::default(),
-        }
-    }
-
-    fn subscriptions(&self) -> Vec<ReadFrom> {
-        self.subscribed.lock().unwrap().clone()
-    }
-}
-
-#[async_trait::async_trait]
-impl EventLog for Watched {
-    async fn append(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult, AppendError> {
-        self.inner.append(stream, expected, events).await
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamName,
-        from_version: u64,
-        max: usize,
-    ) -> Result<Vec<RecordedEvent>, ReadError> {
-        let fail = self
-            .failing_stream_reads
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if fail {
-            return Err(ReadError::Unavailable("played by the test".into()));
-        }
-        let hang = self
-            .hanging_stream_reads
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if hang {
-            std::future::pending::<()>().await;
-        }
-        self.inner.read_stream(stream, from_version, max).await
-    }
-
-    async fn read_all(&self, from: ReadFrom, max: usize) -> Result<Vec<RecordedEvent>, ReadError> {
-        self.inner.read_all(from, max).await
-    }
-
-    async fn head(&self) -> Result<Option<Position>, ReadError> {
-        self.inner.head().await
-    }
-
-    fn subscribe_all(&self, from: ReadFrom) -> EventStream {
-        self.subscribed.lock().unwrap().push(from);
-        self.inner.subscribe_all(from)
-    }
-}
+/// The worker's log in these tests: notes where each subscription starts (from the
+/// start: a rebuild; after a checkpoint: a resume), and can fail or hang its next
+/// stream reads.
+type Watched = ledger_core::log::faulty::FaultyLog;
 
 /// `history` in an embedded log in `dir`, the backend a data directory holds: copied
 /// in global order, so every event keeps its stream, version, id and position.
@@ -323,7 +250,7 @@ async fn a_restored_log_beyond_the_checkpoint_with_another_event_there_is_detect
         .unwrap();
     assert_eq!(there[0].position, checkpoint);
     assert_ne!(there[0].id, snapshot_event.id);
-    let restored = Watched::new(restored);
+    let restored = Watched::over(restored);
 
     // When the worker starts on the restored log with that snapshot,
     let (p, w) = runtime::start(Arc::new(restored.clone()), cfg()).await;
@@ -364,7 +291,7 @@ async fn a_restart_on_the_same_log_resumes_from_the_snapshot_without_a_rebuild()
     log.close();
 
     // when the process starts again (the log reopened),
-    let log = Watched::new(EmbeddedLog::open(&log_dir, EmbeddedConfig::default()).unwrap());
+    let log = Watched::over(EmbeddedLog::open(&log_dir, EmbeddedConfig::default()).unwrap());
     let (p, w) = runtime::start(Arc::new(log.clone()), cfg()).await;
 
     // then the snapshot is served at once and the worker goes on after its checkpoint,
@@ -424,7 +351,7 @@ async fn a_log_that_hangs_on_the_check_at_start_does_not_hang_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let (c, cfg, checkpoint, head) = snapshot_then_one_more(dir.path()).await;
     // when the worker starts while the log never answers the check's first read,
-    let log = Watched::new(c.log.clone());
+    let log = Watched::over(c.log.clone());
     log.hanging_stream_reads.store(1, Ordering::SeqCst);
     let started = tokio::time::Instant::now();
     let (p, w) = runtime::start(Arc::new(log.clone()), cfg).await;
@@ -442,7 +369,7 @@ async fn a_snapshot_the_log_cannot_be_asked_about_at_start_is_held_back_then_res
     let dir = tempfile::tempdir().unwrap();
     let (c, cfg, checkpoint, head) = snapshot_then_one_more(dir.path()).await;
     // when the worker starts while the log cannot answer the check,
-    let log = Watched::new(c.log.clone());
+    let log = Watched::over(c.log.clone());
     log.failing_stream_reads.store(1, Ordering::SeqCst);
     let (p, w) = runtime::start(Arc::new(log.clone()), cfg).await;
 

@@ -162,15 +162,7 @@ async fn the_seeded_city_keeps_every_ledger_rule() {
         }
     }
     assert_eq!(events, report.events);
-    for t in [
-        "ConsentGranted.v1",
-        "ConsentWithdrawn.v1",
-        "CreditReportServed.v1",
-        "RedemptionAuthorized.v1",
-        "RedemptionCaptured.v1",
-        "RedemptionVoided.v1",
-        "RedemptionHoldExpired.v1",
-    ] {
+    for &t in ledger_core::domain::events::LedgerEvent::PARTNER_TYPE_NAMES {
         assert!(types.get(t).copied().unwrap_or(0) > 0, "no {t}: {types:?}");
     }
     assert!(partial_captures > 0, "no partial capture");

@@ -310,10 +310,8 @@ async fn a_command_then_a_query_with_its_position_sees_the_command() {
 #[tokio::test]
 async fn a_position_the_read_models_have_not_reached_is_not_caught_up() {
     // The read models see the city's first two events only (positions 0 and 1 of 4).
-    let log = Arc::new(ledger_core::log::faulty::FaultyLog {
-        delivers_at_most: Some(2),
-        ..Default::default()
-    });
+    let log =
+        Arc::new(ledger_core::log::faulty::FaultyLog::over(MemoryLog::new()).delivering_at_most(2));
     let mut s = Server::start(log.clone()).await;
     city(&mut s).await;
     let head = log.head().await.unwrap().unwrap();

@@ -61,7 +61,8 @@ pub mod utc {
         // The UTC reading itself: `DateTime<Utc>`'s own accessors add the (zero) offset
         // again on every call, which cost more than writing the digits.
         let t = t.naive_utc();
-        let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+        // The date part is what `date` writes; a year it leaves to chrono, so do we.
+        let day = super::date::write(&t.date())?;
         let (hour, minute, mut second) = (t.hour(), t.minute(), t.second());
         let mut nano = t.nanosecond();
         // A leap second: chrono writes second 60 and the rest of the fraction.
@@ -70,19 +71,9 @@ pub mod utc {
             nano -= 1_000_000_000;
         }
         let digit = |n: u32| b'0' + (n % 10) as u8;
-        let (month, day) = (t.month(), t.day());
         const HEAD: usize = 19;
-        out[..HEAD].copy_from_slice(&[
-            digit(year / 1000),
-            digit(year / 100),
-            digit(year / 10),
-            digit(year),
-            b'-',
-            digit(month / 10),
-            digit(month),
-            b'-',
-            digit(day / 10),
-            digit(day),
+        out[..day.len()].copy_from_slice(&day);
+        out[day.len()..HEAD].copy_from_slice(&[
             b'T',
             digit(hour / 10),
             digit(hour),
@@ -148,7 +139,7 @@ pub mod date {
     use super::*;
 
     /// `YYYY-MM-DD`.
-    const DATE_LEN: usize = 10;
+    pub(super) const DATE_LEN: usize = 10;
 
     pub fn serialize<S: Serializer>(d: &NaiveDate, s: S) -> Result<S::Ok, S::Error> {
         match write(d) {
@@ -166,7 +157,7 @@ pub mod date {
 
     /// `d` as chrono's `Display` writes it, for years 0–9999 (the rest carry a sign and
     /// are left to chrono).
-    fn write(d: &NaiveDate) -> Option<[u8; DATE_LEN]> {
+    pub(super) fn write(d: &NaiveDate) -> Option<[u8; DATE_LEN]> {
         let year = u32::try_from(d.year()).ok().filter(|y| *y <= 9999)?;
         let digit = |n: u32| b'0' + (n % 10) as u8;
         let (month, day) = (d.month(), d.day());

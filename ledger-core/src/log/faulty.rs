@@ -1,25 +1,74 @@
-//! A [`MemoryLog`] with faults a test turns on: the failures the ledger must survive
-//! without a crash to stage (a receipt lost between its transaction and its append, a
-//! subscription that stops delivering). Test support, behind the `conformance` feature.
+//! A log with faults a test turns on: the failures the ledger must survive without a
+//! crash to stage (a receipt lost between its transaction and its append, a
+//! subscription that stops delivering, a log briefly away or hanging), and a record of
+//! where each subscription started. Test support, behind the `conformance` feature.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 
-use super::memory::MemoryLog;
 use super::{
     AppendError, AppendResult, EventLog, EventStream, ExpectedVersion, NewEvent, Position,
     ReadError, ReadFrom, RecordedEvent, StreamName,
 };
 
-/// [`MemoryLog`] `log`, but for the faults set.
-#[derive(Clone, Default)]
+/// `inner`, but for the faults set. Clones share the counters and the record.
+#[derive(Clone)]
 pub struct FaultyLog {
-    pub log: MemoryLog,
+    inner: Arc<dyn EventLog>,
     /// An append holding an event of this type fails with `Unavailable`, as a crash
     /// between a transaction and its receipt would (`"HoursReceived.v1"`).
-    pub loses_appends_of: Option<&'static str>,
+    loses_appends_of: Option<&'static str>,
     /// A subscription delivers this many events, then nothing more: read models stuck
     /// behind the head, as behind a stalled worker.
-    pub delivers_at_most: Option<usize>,
+    delivers_at_most: Option<usize>,
+    /// The next this many stream reads answer `Unavailable` (a log briefly away).
+    pub failing_stream_reads: Arc<AtomicUsize>,
+    /// The next this many stream reads never answer (a remote log that hangs).
+    pub hanging_stream_reads: Arc<AtomicUsize>,
+    subscribed: Arc<Mutex<Vec<ReadFrom>>>,
+}
+
+impl FaultyLog {
+    /// `inner` with no fault on yet.
+    pub fn over(inner: impl EventLog) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            loses_appends_of: None,
+            delivers_at_most: None,
+            failing_stream_reads: Arc::default(),
+            hanging_stream_reads: Arc::default(),
+            subscribed: Arc::default(),
+        }
+    }
+
+    /// Appends holding an event of `event_type` fail with `Unavailable`.
+    pub fn losing_appends_of(mut self, event_type: &'static str) -> Self {
+        self.loses_appends_of = Some(event_type);
+        self
+    }
+
+    /// Subscriptions deliver `n` events, then nothing more.
+    pub fn delivering_at_most(mut self, n: usize) -> Self {
+        self.delivers_at_most = Some(n);
+        self
+    }
+
+    /// Where each subscription so far started, in order.
+    pub fn subscriptions(&self) -> Vec<ReadFrom> {
+        self.subscribed
+            .lock()
+            .expect("a test thread panicked while recording")
+            .clone()
+    }
+}
+
+/// Take one from `counter` if it is above zero.
+fn take_one(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 #[async_trait::async_trait]
@@ -37,7 +86,7 @@ impl EventLog for FaultyLog {
                 )));
             }
         }
-        self.log.append(stream, expected, events).await
+        self.inner.append(stream, expected, events).await
     }
 
     async fn read_stream(
@@ -46,19 +95,29 @@ impl EventLog for FaultyLog {
         from_version: u64,
         max: usize,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
-        self.log.read_stream(stream, from_version, max).await
+        if take_one(&self.failing_stream_reads) {
+            return Err(ReadError::Unavailable("played by the test".into()));
+        }
+        if take_one(&self.hanging_stream_reads) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.read_stream(stream, from_version, max).await
     }
 
     async fn read_all(&self, from: ReadFrom, max: usize) -> Result<Vec<RecordedEvent>, ReadError> {
-        self.log.read_all(from, max).await
+        self.inner.read_all(from, max).await
     }
 
     async fn head(&self) -> Result<Option<Position>, ReadError> {
-        self.log.head().await
+        self.inner.head().await
     }
 
     fn subscribe_all(&self, from: ReadFrom) -> EventStream {
-        let live = self.log.subscribe_all(from);
+        self.subscribed
+            .lock()
+            .expect("a test thread panicked while recording")
+            .push(from);
+        let live = self.inner.subscribe_all(from);
         match self.delivers_at_most {
             Some(n) => Box::pin(live.take(n).chain(futures::stream::pending())),
             None => live,
