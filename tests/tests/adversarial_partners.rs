@@ -143,6 +143,44 @@ impl Server {
             .token
     }
 
+    /// The platform grants `bank` v1's consent for `volunteer-loan` until 20 December.
+    async fn grant(
+        &self,
+        request_id: &str,
+        bank: &str,
+    ) -> Result<tonic::Response<pb::CommandResult>, Status> {
+        self.consents()
+            .grant_consent(with(
+                PLATFORM,
+                pb::GrantConsentRequest {
+                    request_id: request_id.into(),
+                    volunteer_id: "v1".into(),
+                    bank_id: bank.into(),
+                    purpose: "volunteer-loan".into(),
+                    expires_at: Some(ts("2026-12-20T00:00:00Z")),
+                },
+            ))
+            .await
+    }
+
+    /// The platform withdraws v1's consents to `bank`.
+    async fn withdraw(
+        &self,
+        request_id: &str,
+        bank: &str,
+    ) -> Result<tonic::Response<pb::CommandResult>, Status> {
+        self.consents()
+            .withdraw_consent(with(
+                PLATFORM,
+                pb::WithdrawConsentRequest {
+                    request_id: request_id.into(),
+                    volunteer_id: "v1".into(),
+                    bank_id: bank.into(),
+                },
+            ))
+            .await
+    }
+
     async fn authorize(
         &self,
         key: &str,
@@ -372,31 +410,9 @@ async fn a_token_is_spent_once_for_every_merchant_and_its_hold_replays_after_exp
 #[tokio::test]
 async fn a_bank_retry_after_withdrawal_is_the_original_inquiry_and_nothing_new() {
     let s = Server::start().await;
-    s.consents()
-        .grant_consent(with(
-            PLATFORM,
-            pb::GrantConsentRequest {
-                request_id: "c-1".into(),
-                volunteer_id: "v1".into(),
-                bank_id: "bank-a".into(),
-                purpose: "volunteer-loan".into(),
-                expires_at: Some(ts("2026-12-20T00:00:00Z")),
-            },
-        ))
-        .await
-        .unwrap();
+    s.grant("c-1", "bank-a").await.unwrap();
     let served = s.report("q-1", "volunteer-loan").await.unwrap();
-    s.consents()
-        .withdraw_consent(with(
-            PLATFORM,
-            pb::WithdrawConsentRequest {
-                request_id: "w-1".into(),
-                volunteer_id: "v1".into(),
-                bank_id: "bank-a".into(),
-            },
-        ))
-        .await
-        .unwrap();
+    s.withdraw("w-1", "bank-a").await.unwrap();
     let head = s.head().await;
     let again = s.report("q-1", "volunteer-loan").await.unwrap();
     assert!(again.replayed);
@@ -467,21 +483,7 @@ async fn refused_partner_calls_write_nothing() {
             .map(|_| ()),
     );
     refusals.push(s.report("q-1", "volunteer-loan").await.map(|_| ()));
-    refusals.push(
-        s.consents()
-            .grant_consent(with(
-                PLATFORM,
-                pb::GrantConsentRequest {
-                    request_id: "c-1".into(),
-                    volunteer_id: "v1".into(),
-                    bank_id: "m-1".into(),
-                    purpose: "volunteer-loan".into(),
-                    expires_at: Some(ts("2026-12-20T00:00:00Z")),
-                },
-            ))
-            .await
-            .map(|_| ()),
-    );
+    refusals.push(s.grant("c-1", "m-1").await.map(|_| ()));
     let reasons: Vec<(Code, String)> = refusals
         .iter()
         .map(|r| why(r.as_ref().expect_err("refused")))
@@ -510,19 +512,7 @@ async fn refused_partner_calls_write_nothing() {
 #[tokio::test]
 async fn a_closed_volunteer_can_still_withdraw_a_consent() {
     let s = Server::start().await;
-    s.consents()
-        .grant_consent(with(
-            PLATFORM,
-            pb::GrantConsentRequest {
-                request_id: "c-1".into(),
-                volunteer_id: "v1".into(),
-                bank_id: "bank-a".into(),
-                purpose: "volunteer-loan".into(),
-                expires_at: Some(ts("2026-12-20T00:00:00Z")),
-            },
-        ))
-        .await
-        .unwrap();
+    s.grant("c-1", "bank-a").await.unwrap();
     s.commands()
         .close_account(with(
             ADMIN,
@@ -536,28 +526,14 @@ async fn a_closed_volunteer_can_still_withdraw_a_consent() {
         .unwrap();
     // The consent still lets the bank read the closed volunteer's report.
     s.report("q-1", "volunteer-loan").await.unwrap();
-    let withdraw = |request_id: &'static str, bank: &'static str| {
-        let mut c = s.consents();
-        async move {
-            c.withdraw_consent(with(
-                PLATFORM,
-                pb::WithdrawConsentRequest {
-                    request_id: request_id.into(),
-                    volunteer_id: "v1".into(),
-                    bank_id: bank.into(),
-                },
-            ))
-            .await
-        }
-    };
     for bank in ["bank-nowhere", "m-1"] {
-        let e = withdraw("w-0", bank).await.unwrap_err();
+        let e = s.withdraw("w-0", bank).await.unwrap_err();
         assert_eq!(
             why(&e),
             (Code::FailedPrecondition, "NO_CURRENT_CONSENT".into())
         );
     }
-    withdraw("w-1", "bank-a").await.unwrap();
+    s.withdraw("w-1", "bank-a").await.unwrap();
     let e = s.report("q-2", "volunteer-loan").await.unwrap_err();
     assert_eq!(why(&e), (Code::PermissionDenied, "CONSENT_REQUIRED".into()));
     s.stop().await;
