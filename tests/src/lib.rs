@@ -176,6 +176,12 @@ impl Guarded {
         ledger_server::pb::ledger_commands_client::LedgerCommandsClient::new(self.channel.clone())
     }
 
+    pub fn queries(
+        &self,
+    ) -> ledger_server::pb::ledger_queries_client::LedgerQueriesClient<Channel> {
+        ledger_server::pb::ledger_queries_client::LedgerQueriesClient::new(self.channel.clone())
+    }
+
     pub fn consents(&self) -> ledger_server::pb::consents_client::ConsentsClient<Channel> {
         ledger_server::pb::consents_client::ConsentsClient::new(self.channel.clone())
     }

@@ -13,24 +13,13 @@
 // Every helper here returns tonic's `Status`, the error of every RPC.
 #![allow(clippy::result_large_err)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use ledger_core::app::FixedClock;
-use ledger_core::log::memory::MemoryLog;
 use ledger_server::auth::Access;
 use ledger_server::pb;
-use ledger_server::pb::audit_client::AuditClient;
-use ledger_server::pb::banks_client::BanksClient;
-use ledger_server::pb::consents_client::ConsentsClient;
-use ledger_server::pb::ledger_commands_client::LedgerCommandsClient;
-use ledger_server::pb::ledger_queries_client::LedgerQueriesClient;
-use ledger_server::pb::redemptions_client::RedemptionsClient;
-use timebank_tests::{at, caller_entry as entry, reason, spawn_server_with_access, with};
-use tokio::sync::oneshot;
-use tonic::transport::Channel;
+use timebank_tests::{at, caller_entry as entry, reason, with, Guarded};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -77,50 +66,25 @@ fn access() -> Access {
     Access::from_toml(&text).unwrap()
 }
 
-struct Server {
-    channel: Channel,
-    clock: Arc<FixedClock>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), ledger_server::ServeError>>,
+/// [`Guarded`] with this file's accounts (`Server::seed`).
+struct Server(Guarded);
+
+impl std::ops::Deref for Server {
+    type Target = Guarded;
+    fn deref(&self) -> &Guarded {
+        &self.0
+    }
 }
 
 impl Server {
     async fn start() -> Self {
-        let clock = Arc::new(FixedClock::new(at(NOW)));
-        let spawned =
-            spawn_server_with_access(Arc::new(MemoryLog::new()), clock.clone(), access()).await;
-        let mut s = Self {
-            channel: spawned.channel,
-            clock,
-            stop: Some(spawned.stop),
-            task: spawned.task,
-        };
+        let mut s = Self(Guarded::start(access(), NOW).await);
         s.seed().await;
         s
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
-
-    fn commands(&self) -> LedgerCommandsClient<Channel> {
-        LedgerCommandsClient::new(self.channel.clone())
-    }
-    fn queries(&self) -> LedgerQueriesClient<Channel> {
-        LedgerQueriesClient::new(self.channel.clone())
-    }
-    fn consents(&self) -> ConsentsClient<Channel> {
-        ConsentsClient::new(self.channel.clone())
-    }
-    fn banks(&self) -> BanksClient<Channel> {
-        BanksClient::new(self.channel.clone())
-    }
-    fn redemptions(&self) -> RedemptionsClient<Channel> {
-        RedemptionsClient::new(self.channel.clone())
-    }
-    fn audit(&self) -> AuditClient<Channel> {
-        AuditClient::new(self.channel.clone())
+    async fn stop(self) {
+        self.0.stop().await
     }
 
     async fn register(&self, id: &str, kind: pb::AccountKind, region: &str) -> pb::CommandResult {
