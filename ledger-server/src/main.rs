@@ -14,6 +14,7 @@ use std::str::FromStr;
 use chrono::FixedOffset;
 use clap::{Parser, Subcommand};
 use ledger_core::app::LedgerConfig;
+use ledger_core::domain::events::PayloadEncoding;
 use ledger_core::domain::units::ExchangeRate;
 use ledger_server::auth::{Access, TlsFiles};
 use ledger_server::demo::DemoConfig;
@@ -46,6 +47,14 @@ enum LogFormat {
 /// clap reads a bare `Option<T>` field as "optional T".
 #[derive(Clone, Copy, Debug)]
 struct MetricsListen(Option<SocketAddr>);
+
+/// `--payload-encoding`: one of the encodings' names.
+fn payload_encoding(text: &str) -> Result<PayloadEncoding, String> {
+    [PayloadEncoding::Json, PayloadEncoding::Binary]
+        .into_iter()
+        .find(|e| e.name() == text)
+        .ok_or_else(|| format!("{text:?} is not a payload encoding; give json or binary"))
+}
 
 fn metrics_listen(text: &str) -> Result<MetricsListen, String> {
     if text == "off" {
@@ -85,6 +94,12 @@ enum Cmd {
         /// before it expires and they return (e.g. 15m, 90s).
         #[arg(long, default_value = "15m", value_parser = ledger_server::load::parse_duration)]
         redemption_hold_timeout: std::time::Duration,
+        /// How new events' payloads are stored: `json` (readable text) or `binary`
+        /// (postcard; several times cheaper to write, hash and replay). Reading accepts
+        /// both in any mix, so this may change between restarts; docs/events.md,
+        /// "Binary payloads".
+        #[arg(long, default_value = "json", value_parser = payload_encoding)]
+        payload_encoding: PayloadEncoding,
         /// Prometheus metrics listener (`/metrics`), or `off`.
         #[arg(long, default_value = "127.0.0.1:9090", value_parser = metrics_listen)]
         metrics_listen: MetricsListen,
@@ -149,6 +164,9 @@ enum Cmd {
         /// Seed of the generator: the same seed and size give the same log.
         #[arg(long, default_value_t = ledger_server::demo::DEFAULT_SEED)]
         seed: u64,
+        /// How the city's events are stored: `json` or `binary` (as for `serve`).
+        #[arg(long, default_value = "json", value_parser = payload_encoding)]
+        payload_encoding: PayloadEncoding,
         /// Prometheus metrics listener (`/metrics`), or `off`.
         #[arg(long, default_value = "127.0.0.1:9090", value_parser = metrics_listen)]
         metrics_listen: MetricsListen,
@@ -163,6 +181,9 @@ enum Cmd {
         volunteers: u32,
         #[arg(long, default_value_t = ledger_server::demo::DEFAULT_SEED)]
         seed: u64,
+        /// How the city's events are stored: `json` or `binary` (as for `serve`).
+        #[arg(long, default_value = "json", value_parser = payload_encoding)]
+        payload_encoding: PayloadEncoding,
     },
     /// Rebuild the read models from position zero and write a fresh snapshot to
     /// DATA_DIR/projections/ (stop the server first). Prints the event count, the
@@ -250,6 +271,7 @@ async fn main() -> ExitCode {
             points_per_hour,
             calendar_offset,
             redemption_hold_timeout,
+            payload_encoding,
             metrics_listen,
             access,
             insecure_no_auth,
@@ -304,6 +326,7 @@ async fn main() -> ExitCode {
                             return ExitCode::FAILURE;
                         }
                     },
+                    payload_encoding,
                 },
                 store: Some(store),
                 serve,
@@ -321,6 +344,7 @@ async fn main() -> ExitCode {
             listen,
             volunteers,
             seed,
+            payload_encoding,
             metrics_listen,
             star,
         } => {
@@ -334,6 +358,7 @@ async fn main() -> ExitCode {
             let config = DemoConfig {
                 seed,
                 volunteers,
+                payload_encoding,
                 ..DemoConfig::default()
             };
             match ledger_server::metrics::install(metrics_listen.0) {
@@ -353,10 +378,12 @@ async fn main() -> ExitCode {
             data_dir,
             volunteers,
             seed,
+            payload_encoding,
         } => {
             let config = DemoConfig {
                 seed,
                 volunteers,
+                payload_encoding,
                 ..DemoConfig::default()
             };
             ledger_server::demo::seed_only(data_dir, config)

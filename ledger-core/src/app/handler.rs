@@ -13,7 +13,7 @@ use super::receipts::{receipts_for, Receipt, ReceiptMark, ReceiptReport};
 use crate::domain::account::AccountId;
 use crate::domain::chain::{encode_metadata, event_hash, verify_chain, ChainError, EventHash};
 use crate::domain::commands::{Command, Context};
-use crate::domain::events::{HoursReceived, LedgerEvent};
+use crate::domain::events::{HoursReceived, LedgerEvent, PayloadEncoding};
 use crate::domain::ids::{event_id_for_receipt, RequestId, TransactionId};
 use crate::domain::postings::{balanced, net_for};
 use crate::domain::state::{AccountState, Envelope, FoldError, Outcome, TxKind};
@@ -44,6 +44,9 @@ pub struct LedgerConfig {
     /// How long a merchant's redemption hold keeps a volunteer's points before it
     /// expires and they return ([`REDEMPTION_HOLD_TIMEOUT_DEFAULT`]).
     pub redemption_hold_timeout: chrono::Duration,
+    /// How new events' payloads are written: JSON (the default) or binary. Reading
+    /// accepts both in any mix, so this can change between restarts.
+    pub payload_encoding: PayloadEncoding,
 }
 
 /// Default redemption hold timeout. A till captures within seconds to minutes of
@@ -58,6 +61,7 @@ impl Default for LedgerConfig {
             exchange_rate: ExchangeRate::default(),
             calendar_offset: FixedOffset::east_opt(0).expect("zero is a valid offset"),
             redemption_hold_timeout: REDEMPTION_HOLD_TIMEOUT_DEFAULT,
+            payload_encoding: PayloadEncoding::Json,
         }
     }
 }
@@ -400,7 +404,7 @@ impl Handler {
             let new = NewEvent {
                 id: event_id,
                 event_type: event.event_type().to_owned(),
-                data: event.encode(),
+                data: event.encode_as(self.config.payload_encoding),
                 metadata: encode_metadata(
                     Some((command.request_id(), &digest)),
                     &target.last_hash,
@@ -478,7 +482,7 @@ impl Handler {
             let new = NewEvent {
                 id: event_id_for_receipt(receipt.transaction, receipt.to.as_str()),
                 event_type: event.event_type().to_owned(),
-                data: event.encode(),
+                data: event.encode_as(self.config.payload_encoding),
                 metadata: encode_metadata(None, &state.last_hash, Some(receipt.transaction)),
             };
             let event = Arc::new(event);

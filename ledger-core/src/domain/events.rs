@@ -19,13 +19,117 @@ use super::ids::{ActivityId, Category, Note, Purpose, TransactionId, VerifierId}
 use super::postings::Posting;
 use super::units::{ExchangeRate, Hours, Points};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Serialised by hand (below): in JSON the kind's fields sit beside the account's
+/// (`"kind":"volunteer","region":…`), a shape only self-describing formats can read
+/// back, so a binary payload carries the kind as a tagged value instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountRegistered {
     pub account: AccountId,
-    #[serde(flatten)]
     pub kind: AccountKind,
-    #[serde(with = "crate::domain::serde_time::utc")]
     pub registered_at: DateTime<Utc>,
+}
+
+/// [`AccountRegistered`] as JSON: the kind flattened into the object.
+#[derive(Serialize, Deserialize)]
+struct AccountRegisteredJson {
+    account: AccountId,
+    #[serde(flatten)]
+    kind: AccountKind,
+    #[serde(with = "crate::domain::serde_time::utc")]
+    registered_at: DateTime<Utc>,
+}
+
+/// [`AccountRegistered`] in a binary payload: the kind as an enum value (its variant
+/// index, then its fields). The variants' order is the wire format: append only.
+#[derive(Serialize, Deserialize)]
+struct AccountRegisteredBinary {
+    account: AccountId,
+    kind: AccountKindBinary,
+    #[serde(with = "crate::domain::serde_time::utc")]
+    registered_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum AccountKindBinary {
+    Volunteer {
+        region: super::account::RegionCode,
+        #[serde(with = "crate::domain::serde_time::date")]
+        joined_on: NaiveDate,
+    },
+    Organisation {
+        region: super::account::RegionCode,
+    },
+    Merchant,
+    Project,
+    Bank,
+}
+
+impl From<AccountKind> for AccountKindBinary {
+    fn from(k: AccountKind) -> Self {
+        match k {
+            AccountKind::Volunteer { region, joined_on } => Self::Volunteer { region, joined_on },
+            AccountKind::Organisation { region } => Self::Organisation { region },
+            AccountKind::Merchant => Self::Merchant,
+            AccountKind::Project => Self::Project,
+            AccountKind::Bank => Self::Bank,
+        }
+    }
+}
+
+impl From<AccountKindBinary> for AccountKind {
+    fn from(k: AccountKindBinary) -> Self {
+        match k {
+            AccountKindBinary::Volunteer { region, joined_on } => {
+                Self::Volunteer { region, joined_on }
+            }
+            AccountKindBinary::Organisation { region } => Self::Organisation { region },
+            AccountKindBinary::Merchant => Self::Merchant,
+            AccountKindBinary::Project => Self::Project,
+            AccountKindBinary::Bank => Self::Bank,
+        }
+    }
+}
+
+// Registrations are rare (one per account): the copies into the mirrors cost nothing
+// that shows, and keep one definition of each shape.
+impl Serialize for AccountRegistered {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            AccountRegisteredJson {
+                account: self.account.clone(),
+                kind: self.kind.clone(),
+                registered_at: self.registered_at,
+            }
+            .serialize(s)
+        } else {
+            AccountRegisteredBinary {
+                account: self.account.clone(),
+                kind: self.kind.clone().into(),
+                registered_at: self.registered_at,
+            }
+            .serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AccountRegistered {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let r = AccountRegisteredJson::deserialize(d)?;
+            Ok(Self {
+                account: r.account,
+                kind: r.kind,
+                registered_at: r.registered_at,
+            })
+        } else {
+            let r = AccountRegisteredBinary::deserialize(d)?;
+            Ok(Self {
+                account: r.account,
+                kind: r.kind.into(),
+                registered_at: r.registered_at,
+            })
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -351,6 +455,85 @@ pub enum DecodeError {
         event_type: String,
         source: serde_json::Error,
     },
+    #[error("event of type {event_type} has a binary payload that does not decode: {what}")]
+    BinaryPayload { event_type: String, what: String },
+}
+
+/// How the handler writes event payloads (`LedgerConfig::payload_encoding`). Reading
+/// accepts both, event by event, so a log may hold either or a mix: a payload whose
+/// first byte is [`BINARY_PAYLOAD_TAG`] is binary, any other is JSON (JSON text never
+/// starts with that byte). The event type names do not change with the encoding: the
+/// fields, their meaning and their checks are the same (`docs/events.md`, "Binary
+/// payloads").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadEncoding {
+    /// Readable JSON text: what any JSON tool reads, and what the log held before
+    /// binary payloads existed. The default, because the log is what auditors read.
+    #[default]
+    Json,
+    /// [`BINARY_PAYLOAD_TAG`] then the event's fields in postcard 1.0's wire format:
+    /// several times cheaper to write, hash and read than JSON (docs/benchmarks.md).
+    Binary,
+}
+
+impl PayloadEncoding {
+    /// The name used in configuration and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Binary => "binary",
+        }
+    }
+}
+
+/// First byte of a binary payload: a control character, which JSON text (RFC 8259)
+/// never starts with, so one byte tells the two encodings apart without a field in
+/// the log's record (the option not taken: a content-type flag in every backend's
+/// record, which the embedded log's format and its readers would all have to carry).
+/// A later binary layout would take another control character.
+pub const BINARY_PAYLOAD_TAG: u8 = 0x01;
+
+/// True if `data` is a binary payload ([`BINARY_PAYLOAD_TAG`]).
+pub fn is_binary_payload(data: &[u8]) -> bool {
+    data.first() == Some(&BINARY_PAYLOAD_TAG)
+}
+
+/// Room reserved for an event's binary payload: a deposit is ~250 bytes.
+const EVENT_BINARY_BYTES_TYPICAL: usize = 512;
+
+/// Decode the postcard bytes after the tag, refusing bytes left over: two different
+/// payloads must not read as one event (the hash chain is over the bytes).
+fn from_binary<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    match postcard::take_from_bytes::<T>(body) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(format!("{} bytes after the last field", rest.len())),
+        Err(_) => Err(binary_error::<T>(body)),
+    }
+}
+
+/// Why `body` does not decode, naming the field: postcard's errors carry no text of
+/// their own (a rule's refusal, e.g. "amount 2.505 is not …", reaches it as a bare
+/// "custom" error), so the bytes are read again, on this error path only, through
+/// `serde_path_to_error`, which records where the decoder was when it failed.
+fn binary_error<T: serde::de::DeserializeOwned>(body: &[u8]) -> String {
+    let mut de = postcard::Deserializer::from_bytes(body);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(_) => "it decodes when read again".to_owned(),
+        Err(e) => {
+            let what = match e.inner() {
+                postcard::Error::SerdeDeCustom => {
+                    "its value breaks its rule (an id, amount, instant or date the ledger refuses)"
+                        .to_owned()
+                }
+                other => other.to_string(),
+            };
+            // postcard reads a struct as a sequence, so the path counts fields from 0
+            // in their order (docs/events.md lists them in that order): `[11].[0].[2]`
+            // is the amount of a deposit's first posting.
+            format!("field {} (fields counted from 0): {what}", e.path())
+        }
+    }
 }
 
 /// `data` as text, checked to be UTF-8 once, as a whole, for `serde_json::from_str`.
@@ -397,7 +580,30 @@ macro_rules! ledger_event_codec {
                 bytes
             }
 
+            /// The payload in `encoding`.
+            pub fn encode_as(&self, encoding: PayloadEncoding) -> Vec<u8> {
+                match encoding {
+                    PayloadEncoding::Json => self.encode(),
+                    PayloadEncoding::Binary => {
+                        let mut bytes = Vec::with_capacity(EVENT_BINARY_BYTES_TYPICAL);
+                        bytes.push(BINARY_PAYLOAD_TAG);
+                        let written = match self {
+                            $(Self::$variant(e) => postcard::to_extend(e, bytes)),*
+                        };
+                        written.expect("ledger events always serialise")
+                    }
+                }
+            }
+
+            /// Decode a stored payload of either encoding ([`PayloadEncoding`]).
             pub fn decode(event_type: &str, data: &[u8]) -> Result<Self, DecodeError> {
+                if let Some(body) = data.strip_prefix(&[BINARY_PAYLOAD_TAG]) {
+                    let payload = |what| DecodeError::BinaryPayload { event_type: event_type.to_owned(), what };
+                    return match event_type {
+                        $($name => from_binary(body).map(Self::$variant).map_err(payload),)*
+                        other => Err(DecodeError::UnknownType(other.to_owned())),
+                    };
+                }
                 let payload = |source| DecodeError::Payload { event_type: event_type.to_owned(), source };
                 match event_type {
                     $($name => serde_json::from_str(json_text(data).map_err(payload)?).map(Self::$variant).map_err(payload),)*
@@ -599,6 +805,122 @@ mod tests {
         assert!(matches!(
             LedgerEvent::decode("HoursDeposited.v9", b"\xFF"),
             Err(DecodeError::UnknownType(t)) if t == "HoursDeposited.v9"
+        ));
+        assert!(matches!(
+            LedgerEvent::decode("HoursDeposited.v9", &[BINARY_PAYLOAD_TAG, 0xFF]),
+            Err(DecodeError::UnknownType(t)) if t == "HoursDeposited.v9"
+        ));
+    }
+
+    fn deposit_with_postings() -> LedgerEvent {
+        let json = DEPOSIT.replace(
+            r#""postings":[]"#,
+            r#""postings":[{"account":"vol-1","unit":"hours","amount":"2.50"},{"account":"system:hours-issued","unit":"hours","amount":"-2.50"}]"#,
+        );
+        LedgerEvent::decode("HoursDeposited.v1", json.as_bytes()).expect("decodes")
+    }
+
+    /// Given a deposit read from JSON; when it is written as a binary payload and read
+    /// back; then it is the same event, and written as JSON again it is the very bytes
+    /// it was read from: the encodings are two spellings of one value.
+    #[test]
+    fn a_binary_payload_reads_back_as_the_event_it_was_written_from() {
+        let event = deposit_with_postings();
+        let binary = event.encode_as(PayloadEncoding::Binary);
+        assert!(is_binary_payload(&binary));
+        assert!(!is_binary_payload(&event.encode()));
+        let back = LedgerEvent::decode("HoursDeposited.v1", &binary).expect("decodes");
+        assert_eq!(back, event);
+        assert_eq!(back.encode(), event.encode());
+        assert_eq!(event.encode_as(PayloadEncoding::Json), event.encode());
+        assert!(
+            binary.len() * 2 < event.encode().len(),
+            "{} binary bytes against {} of JSON",
+            binary.len(),
+            event.encode().len()
+        );
+    }
+
+    /// The binary layout is a stored format: these bytes must read the same in every
+    /// later build (docs/events.md, "Binary payloads", walks through them).
+    #[test]
+    fn a_binary_deposit_has_the_documented_bytes() {
+        let binary = deposit_with_postings().encode_as(PayloadEncoding::Binary);
+        assert_eq!(hex::encode(&binary), PINNED_DEPOSIT_HEX);
+        let back = LedgerEvent::decode(
+            "HoursDeposited.v1",
+            &hex::decode(PINNED_DEPOSIT_HEX).expect("hex"),
+        )
+        .expect("decodes");
+        assert_eq!(back, deposit_with_postings());
+    }
+
+    const PINNED_DEPOSIT_HEX: &str = "01107d5f3c3e6a554f0e9d0b2f2f6b1e9a0105766f6c2d31056f72672d31056163742d310a323032362d30332d303514323032362d30332d30355430393a30303a30305a14323032362d30332d30355431313a33303a30305a0c656c6465726c792d6361726504322e353000057665722d310205766f6c2d310004322e35301373797374656d3a686f7572732d69737375656400052d322e353018323032362d30332d30355431323a30303a30302e3132335a";
+
+    #[test]
+    fn every_account_kind_registers_alike_in_both_encodings() {
+        let kinds = [
+            r#""kind":"volunteer","region":"330102-01","joined_on":"2024-02-29""#,
+            r#""kind":"organisation","region":"330102""#,
+            r#""kind":"merchant""#,
+            r#""kind":"project""#,
+            r#""kind":"bank""#,
+        ];
+        for kind in kinds {
+            let json =
+                format!(r#"{{"account":"a-1",{kind},"registered_at":"2026-01-02T03:04:05Z"}}"#);
+            let event =
+                LedgerEvent::decode("AccountRegistered.v1", json.as_bytes()).expect("decodes");
+            assert_eq!(
+                event.encode(),
+                json.as_bytes(),
+                "the JSON shape is unchanged"
+            );
+            let binary = event.encode_as(PayloadEncoding::Binary);
+            let back = LedgerEvent::decode("AccountRegistered.v1", &binary).expect("decodes");
+            assert_eq!(back, event, "{kind}");
+        }
+    }
+
+    /// A binary payload is held to the same rules as a JSON one, and to its own
+    /// length: truncated, padded, or holding an amount the units refuse, it does not
+    /// decode, and the refusal names the field (and a JSON payload never reads as
+    /// binary).
+    #[test]
+    fn a_spoiled_binary_payload_does_not_decode() {
+        let binary = deposit_with_postings().encode_as(PayloadEncoding::Binary);
+        let refused =
+            |bytes: &[u8], why: &str| match LedgerEvent::decode("HoursDeposited.v1", bytes) {
+                Err(DecodeError::BinaryPayload { event_type, what }) => {
+                    assert_eq!(event_type, "HoursDeposited.v1");
+                    what
+                }
+                other => panic!("{why}: expected a binary payload error, got {other:?}"),
+            };
+        for cut in [1, 2, binary.len() / 2, binary.len() - 1] {
+            refused(&binary[..cut], "truncated");
+        }
+        let mut padded = binary.clone();
+        padded.push(0);
+        assert!(refused(&padded, "padded").contains("1 bytes after"));
+        // The hours are the text "2.50" in the payload; "2.505" breaks the units' rule.
+        let at = binary
+            .windows(5)
+            .position(|w| w == b"\x042.50")
+            .expect("the hours' length and text");
+        let mut bad = binary[..at].to_vec();
+        bad.extend_from_slice(b"\x052.505");
+        bad.extend_from_slice(&binary[at + 5..]);
+        let why = refused(&bad, "2.505 hours");
+        // `hours` is a deposit's ninth field.
+        assert!(
+            why.starts_with("field [8] ") && why.contains("rule"),
+            "{why}"
+        );
+        // A JSON payload is JSON whatever it holds.
+        assert!(matches!(
+            LedgerEvent::decode("HoursDeposited.v1", b"\x02"),
+            Err(DecodeError::Payload { .. })
         ));
     }
 }

@@ -49,6 +49,7 @@ use chrono::FixedOffset;
 use indicatif::{ProgressBar, ProgressStyle};
 use ledger_core::app::{CommandError, FixedClock, Handler, LedgerConfig, ReceiptMark};
 use ledger_core::domain::commands::Command;
+use ledger_core::domain::events::PayloadEncoding;
 use ledger_core::log::{EventId, EventLog, ReadError, ReadFrom};
 use projections::StarPolicies;
 use rand::SeedableRng;
@@ -112,6 +113,8 @@ pub struct DemoConfig {
     pub scenario: Scenario,
     /// Draw a progress bar on stderr (hidden anyway when stderr is not a terminal).
     pub progress: bool,
+    /// How the city's events are stored (and, for `demo`, the ones served later).
+    pub payload_encoding: PayloadEncoding,
 }
 
 impl Default for DemoConfig {
@@ -122,6 +125,7 @@ impl Default for DemoConfig {
             year: DEMO_YEAR,
             scenario: Scenario::default(),
             progress: true,
+            payload_encoding: PayloadEncoding::Json,
         }
     }
 }
@@ -292,7 +296,10 @@ pub async fn seed(log: Arc<dyn EventLog>, config: &DemoConfig) -> Result<SeedRep
     let handler = Handler::new(
         staging.clone() as Arc<dyn EventLog>,
         clock.clone(),
-        ledger_config(),
+        LedgerConfig {
+            payload_encoding: config.payload_encoding,
+            ..ledger_config()
+        },
     )
     .with_state_cache_accounts_max(SEED_STATE_CACHE_ACCOUNTS_MAX);
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{Days, FixedOffset, Utc};
+use ledger_core::app::LedgerConfig;
 use ledger_core::log::EventLog;
 use ledger_store::EmbeddedLog;
 
@@ -222,6 +223,7 @@ pub async fn seed_and_serve(
     star_policies: projections::StarPolicies,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DemoRunError> {
+    let payload_encoding = config.payload_encoding;
     let log = open(data_dir.clone()).await?;
     let access = match demo_access(&data_dir) {
         Ok(a) => a,
@@ -258,7 +260,10 @@ pub async fn seed_and_serve(
     let run = RunConfig {
         data_dir: data_dir.clone(),
         listen,
-        ledger: ledger_config(),
+        ledger: LedgerConfig {
+            payload_encoding,
+            ..ledger_config()
+        },
         store: None,
         serve: ServeOptions::with_access(access),
         star_policies,
