@@ -161,7 +161,8 @@ async fn a_city_written_with_binary_payloads_tells_the_same_history() {
             (LedgerEvent::CreditReportServed(e), LedgerEvent::CreditReportServed(t)) => {
                 let blank = |i: &ledger_core::domain::events::CreditReportServed| {
                     let mut i = i.clone();
-                    (i.report.clear(), i.report_digest.clear());
+                    i.report.clear();
+                    i.report_digest.clear();
                     i
                 };
                 assert_eq!(blank(e), blank(t));
