@@ -10,6 +10,8 @@
 #   ledger-server/benches/cpu-per-op-side-by-side.sh /tmp/before /tmp/after 3
 #   MIX=credit-report=1 CONCURRENCY=2 ledger-server/benches/cpu-per-op-side-by-side.sh ...
 #   EXTRA="--batch 100" ledger-server/benches/cpu-per-op-side-by-side.sh ...
+#   AFTER_DEMO_FLAGS="--payload-encoding binary" \
+#     ledger-server/benches/cpu-per-op-side-by-side.sh B B    # one build, two flags
 #
 # Each line: build, the machine's steal ticks over the run (/proc/stat, 1/100 s), the
 # server's CPU µs per operation (utime + stime from /proc/PID/stat over the run,
@@ -22,6 +24,8 @@ MIX=${MIX:-deposit=1}
 CONCURRENCY=${CONCURRENCY:-64}
 DURATION=${DURATION:-12s}
 EXTRA=${EXTRA:-}
+BEFORE_DEMO_FLAGS=${BEFORE_DEMO_FLAGS:-}  # extra `demo` flags of each server
+AFTER_DEMO_FLAGS=${AFTER_DEMO_FLAGS:-}
 KEY=tbk_DEMO-ONLY-admin-key-published-in-the-docs
 WORK=$(mktemp -d)
 PIDS=()
@@ -32,12 +36,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start() { # binary label port
-  RUST_LOG=warn "$1" demo --data-dir "$WORK/$2" --listen "127.0.0.1:$3" --metrics-listen off >"$WORK/$2.log" 2>&1 &
+start() { # binary label port demo-flags
+  # shellcheck disable=SC2086 # $4 is a list of flags
+  RUST_LOG=warn "$1" demo --data-dir "$WORK/$2" --listen "127.0.0.1:$3" --metrics-listen off $4 \
+    >"$WORK/$2.log" 2>&1 &
   PIDS+=($!)
 }
-start "$BEFORE" before 50097
-start "$AFTER" after 50098
+start "$BEFORE" before 50097 "$BEFORE_DEMO_FLAGS"
+start "$AFTER" after 50098 "$AFTER_DEMO_FLAGS"
 # Seeding the default city takes seconds; wait for both banners (at most 2 minutes).
 for _ in $(seq 1 120); do
   grep -q 50097 "$WORK/before.log" && grep -q 50098 "$WORK/after.log" && break

@@ -10,6 +10,8 @@
 #
 #   ledger-server/benches/instructions-per-op.sh /tmp/before /tmp/after
 #   EXTRA="" ledger-server/benches/instructions-per-op.sh ...    # unary deposits
+#   AFTER_SERVE_FLAGS="--payload-encoding binary" \
+#     ledger-server/benches/instructions-per-op.sh B B             # one build, two flags
 #
 # Each build serves on a fresh data directory without the demo city (seeding under
 # valgrind would take an hour; the load generator registers its own accounts), runs
@@ -23,6 +25,8 @@ MIX=${MIX:-deposit=1}
 CONCURRENCY=${CONCURRENCY:-16}
 DURATION=${DURATION:-40s}
 EXTRA=${EXTRA-"--batch 100"}  # set and empty: unary calls
+BEFORE_SERVE_FLAGS=${BEFORE_SERVE_FLAGS-}  # extra `serve` flags of each run
+AFTER_SERVE_FLAGS=${AFTER_SERVE_FLAGS-}
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
 WORK=$(mktemp -d)
 PID=""
@@ -33,10 +37,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-run() { # binary label port
+run() { # binary label port serve-flags
+  # shellcheck disable=SC2086 # $4 is a list of flags
   RUST_LOG=warn valgrind --tool=cachegrind --cache-sim=no \
     --cachegrind-out-file="$WORK/$2.cg" "$1" serve --insecure-no-auth \
-    --data-dir "$WORK/$2" --listen "127.0.0.1:$3" --metrics-listen off \
+    --data-dir "$WORK/$2" --listen "127.0.0.1:$3" --metrics-listen off $4 \
     >"$WORK/$2.log" 2>&1 &
   PID=$!
   # Start-up under valgrind takes seconds; wait until the port takes connections (at
@@ -57,5 +62,5 @@ run() { # binary label port
 }
 
 echo "operation columns: ok, per s (under valgrind), errors, p50 ms, p90 ms, p99 ms, p99.9 ms, max ms"
-run "$BEFORE" before 50197
-run "$AFTER" after 50198
+run "$BEFORE" before 50197 "$BEFORE_SERVE_FLAGS"
+run "$AFTER" after 50198 "$AFTER_SERVE_FLAGS"
