@@ -653,7 +653,10 @@ fn replay_bench() {
         rate(binary_replay)
     );
     let (json_digest, binary_digest) = (m.digest(), from_binary.digest());
-    assert_eq!(json_digest, binary_digest, "both encodings fold to one state");
+    assert_eq!(
+        json_digest, binary_digest,
+        "both encodings fold to one state"
+    );
     drop(from_binary);
     println!(
         "read-model memory: {:.0} MiB live heap ({:.0} B per event), ~{:.0} MiB RSS growth, for {} accounts, {} standing deposits, {} service-index activity counts",

@@ -855,7 +855,7 @@ mod tests {
         assert_eq!(back, deposit_with_postings());
     }
 
-    const PINNED_DEPOSIT_HEX: &str = "01107d5f3c3e6a554f0e9d0b2f2f6b1e9a0105766f6c2d31056f72672d31056163742d310a323032362d30332d303514323032362d30332d30355430393a30303a30305a14323032362d30332d30355431313a33303a30305a0c656c6465726c792d6361726504322e353000057665722d310205766f6c2d310004322e35301373797374656d3a686f7572732d69737375656400052d322e353018323032362d30332d30355431323a30303a30302e3132335a";
+    const PINNED_DEPOSIT_HEX: &str = "01107d5f3c3e6a554f0e9d0b2f2f6b1e9a0105766f6c2d31056f72672d31056163742d31c0a55aa098ca9a0d00f0a4cb9a0d000c656c6465726c792d63617265f40300057665722d310205766f6c2d3100f4031373797374656d3a686f7572732d69737375656400f30380c1cb9a0dc0a9d33a";
 
     #[test]
     fn every_account_kind_registers_alike_in_both_encodings() {
@@ -903,15 +903,18 @@ mod tests {
         let mut padded = binary.clone();
         padded.push(0);
         assert!(refused(&padded, "padded").contains("1 bytes after"));
-        // The hours are the text "2.50" in the payload; "2.505" breaks the units' rule.
+        // The hours are 250 hundredths (zigzag varint f4 03, after the category);
+        // zero hours break the units' rule.
         let at = binary
-            .windows(5)
-            .position(|w| w == b"\x042.50")
-            .expect("the hours' length and text");
+            .windows(13)
+            .position(|w| w == b"\x0celderly-care")
+            .expect("the category")
+            + 13;
+        assert_eq!(binary[at..at + 2], [0xf4, 0x03]);
         let mut bad = binary[..at].to_vec();
-        bad.extend_from_slice(b"\x052.505");
-        bad.extend_from_slice(&binary[at + 5..]);
-        let why = refused(&bad, "2.505 hours");
+        bad.push(0x00);
+        bad.extend_from_slice(&binary[at + 2..]);
+        let why = refused(&bad, "zero hours");
         // `hours` is a deposit's ninth field.
         assert!(
             why.starts_with("field [8] ") && why.contains("rule"),

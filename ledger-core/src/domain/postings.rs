@@ -17,7 +17,10 @@ use super::units::{in_hundredths, Unit, POSTING_AMOUNT_MAX, UNIT_SCALE_MAX};
 pub struct Posting {
     pub account: AccountId,
     pub unit: Unit,
-    #[serde(deserialize_with = "stored_amount")]
+    #[serde(
+        serialize_with = "super::units::amount_serde::serialize",
+        deserialize_with = "stored_amount"
+    )]
     pub amount: Decimal,
 }
 
@@ -25,7 +28,7 @@ pub struct Posting {
 /// [`POSTING_AMOUNT_MAX`] either way. Checked when read, like the amount types
 /// (`units.rs` says why): a payload is not trusted to have come through the handler.
 fn stored_amount<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
-    let value = <Decimal as Deserialize>::deserialize(d)?;
+    let value = super::units::amount_serde::deserialize(d)?;
     if value.is_zero() || value.abs() > POSTING_AMOUNT_MAX || !in_hundredths(value) {
         return Err(serde::de::Error::custom(format_args!(
             "posting amount {value} is not a non-zero amount of at most {UNIT_SCALE_MAX} places and at most {POSTING_AMOUNT_MAX} either way"

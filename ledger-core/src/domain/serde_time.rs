@@ -24,6 +24,10 @@
 //!   `Display` for those years) and read from exactly that shape; any other year or
 //!   shape goes through chrono.
 //!
+//! Binary payloads (a serializer that is not human-readable, postcard) carry an
+//! instant as `(seconds since 1970, nanoseconds)` and a date as days from CE: the
+//! same values, without writing or parsing text.
+//!
 //! Option not taken: a newtype for instants in every event. It would have put the
 //! speed-up in one place, but changed the type of ~30 public fields that every crate
 //! reads, for no difference in the JSON.
@@ -39,6 +43,12 @@ pub mod utc {
     use super::*;
 
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            // Binary payloads (`docs/events.md`, "Binary payloads"): whole seconds
+            // since 1970 and the nanoseconds past them, exactly the value the text
+            // holds (a leap second's nanoseconds run past 10^9, as in chrono).
+            return serde::Serialize::serialize(&(t.timestamp(), t.timestamp_subsec_nanos()), s);
+        }
         let mut text = [0u8; INSTANT_BYTES_MAX];
         match write(t, &mut text) {
             Some(len) => s.serialize_str(
@@ -108,6 +118,14 @@ pub mod utc {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        if !d.is_human_readable() {
+            let (secs, nanos): (i64, u32) = serde::Deserialize::deserialize(d)?;
+            return DateTime::from_timestamp(secs, nanos).ok_or_else(|| {
+                de::Error::custom(format_args!(
+                    "instant {secs} s {nanos} ns is out of chrono's range"
+                ))
+            });
+        }
         d.deserialize_str(InstantVisitor)
     }
 
@@ -142,6 +160,10 @@ pub mod date {
     pub(super) const DATE_LEN: usize = 10;
 
     pub fn serialize<S: Serializer>(d: &NaiveDate, s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            // Binary payloads: days since 0001-01-01 (that day is 1), chrono's count.
+            return s.serialize_i32(d.num_days_from_ce());
+        }
         match write(d) {
             Some(bytes) => {
                 let text = std::str::from_utf8(&bytes).expect("digits and dashes are ASCII");
@@ -152,6 +174,12 @@ pub mod date {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
+        if !d.is_human_readable() {
+            let days: i32 = serde::Deserialize::deserialize(d)?;
+            return NaiveDate::from_num_days_from_ce_opt(days).ok_or_else(|| {
+                de::Error::custom(format_args!("date {days} days from CE is out of range"))
+            });
+        }
         d.deserialize_str(DateVisitor)
     }
 
@@ -281,6 +309,25 @@ mod tests {
             assert_eq!(o, c);
             read_alike(&o);
         }
+        // A leap second, far years and the range's ends read back from binary too.
+        for at in [
+            leap,
+            DateTime::<Utc>::MIN_UTC,
+            DateTime::<Utc>::MAX_UTC,
+            DateTime::from_timestamp(-8_000_000_000_000, 7).expect("in range"),
+        ] {
+            let ours = Ours {
+                at,
+                on: at.date_naive(),
+            };
+            let bytes = postcard::to_allocvec(&ours).expect("encodes");
+            assert_eq!(postcard::from_bytes::<Ours>(&bytes).expect("reads"), ours);
+        }
+        // Out of range in binary: refused, not a panic.
+        let bad = postcard::to_allocvec(&(i64::MAX, 0u32, 1i32)).expect("encodes");
+        assert!(postcard::from_bytes::<Ours>(&bad).is_err());
+        let bad = postcard::to_allocvec(&(0i64, 0u32, i32::MAX)).expect("encodes");
+        assert!(postcard::from_bytes::<Ours>(&bad).is_err());
         for (y, m, d) in [
             (0, 1, 1),
             (9999, 12, 31),
@@ -344,6 +391,10 @@ mod tests {
             prop_assert_eq!(&o, &c);
             let back: Ours = serde_json::from_str(&o).expect("reads");
             prop_assert_eq!(back, Ours { at, on: at.date_naive() });
+            // And in a binary payload (postcard: not human-readable), as integers.
+            let ours = Ours { at, on: at.date_naive() };
+            let bytes = postcard::to_allocvec(&ours).expect("encodes");
+            prop_assert_eq!(postcard::from_bytes::<Ours>(&bytes).expect("reads"), ours);
         }
 
         /// Texts near the RFC 3339 shape (any separators, offsets, fractions, digits):

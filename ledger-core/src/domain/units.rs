@@ -152,15 +152,54 @@ pub fn in_hundredths(value: Decimal) -> bool {
     v == value
 }
 
+/// Serde for amounts (entries and posting legs): in JSON the decimal's text, as
+/// `rust_decimal` writes and reads it; in a binary payload (a serializer that is not
+/// human-readable) the whole number of hundredths, as an `i64`. Amounts are whole
+/// hundredths by the units' rules; the reader checks those rules on the value either
+/// way. A JSON amount written with fewer places (`"2.5"`, which the ledger never
+/// writes) reads back from binary at two (`2.50`): the same value.
+pub mod amount_serde {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Serialize};
+
+    use super::UNIT_SCALE_MAX;
+
+    pub fn serialize<S: serde::Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return Serialize::serialize(value, s);
+        }
+        let mut v = *value;
+        v.rescale(UNIT_SCALE_MAX);
+        // The types that carry amounts hold whole hundredths far below 2^63.
+        assert_eq!(v, *value, "an amount is whole hundredths");
+        let hundredths = i64::try_from(v.mantissa()).expect("an amount fits an i64");
+        s.serialize_i64(hundredths)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        if d.is_human_readable() {
+            return <Decimal as Deserialize>::deserialize(d);
+        }
+        let hundredths = i64::deserialize(d)?;
+        Ok(Decimal::new(hundredths, UNIT_SCALE_MAX))
+    }
+}
+
 /// The largest amount a posting moves: the larger per-entry maximum (points).
 pub const POSTING_AMOUNT_MAX: Decimal = POINTS_PER_ENTRY_MAX;
 
 macro_rules! amount_type {
     ($(#[$doc:meta])* $name:ident, $max:expr) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-        #[serde(transparent)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(Decimal);
+
+        /// The decimal's text in JSON (`"2.50"`); whole hundredths in a binary payload.
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                amount_serde::serialize(&self.0, s)
+            }
+        }
 
         /// Read from a stored payload: the same rules as [`Self::parse`] (positive, at
         /// most two places, at most [`Self::MAX`]), checked on the value. A payload is
@@ -170,7 +209,7 @@ macro_rules! amount_type {
         /// is a decode error (the worker reports `ApplyError::Decode`), not a panic.
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let value = <Decimal as Deserialize>::deserialize(d)?;
+                let value = amount_serde::deserialize(d)?;
                 if value <= Decimal::ZERO || value > Self::MAX || !in_hundredths(value) {
                     return Err(serde::de::Error::custom(format_args!(
                         "amount {value} is not positive with at most {UNIT_SCALE_MAX} places and at most {}",
@@ -288,6 +327,32 @@ mod tests {
 
     fn d(s: &str) -> Decimal {
         Decimal::from_str(s).unwrap()
+    }
+
+    /// In a binary payload an amount is its hundredths; it reads back as the same
+    /// value at two places, and a count of hundredths the unit refuses is refused.
+    #[test]
+    fn an_amount_in_a_binary_payload_is_its_hundredths() {
+        for (text, hundredths) in [("0.01", 1i64), ("2.5", 250), ("10000", 1_000_000)] {
+            let h = Hours::parse(text).unwrap();
+            let bytes = postcard::to_allocvec(&h).unwrap();
+            assert_eq!(bytes, postcard::to_allocvec(&hundredths).unwrap());
+            let back: Hours = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(back, h);
+            assert_eq!(back.value().scale(), 2, "read back at two places");
+        }
+        let p = Points::parse("1000000").unwrap();
+        let back: Points = postcard::from_bytes(&postcard::to_allocvec(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+        for refused in [0i64, -1, 1_000_001] {
+            let bytes = postcard::to_allocvec(&refused).unwrap();
+            assert!(postcard::from_bytes::<Hours>(&bytes).is_err(), "{refused}");
+        }
+        // JSON is unchanged: the decimal's text.
+        assert_eq!(
+            serde_json::to_string(&Hours::parse("2.50").unwrap()).unwrap(),
+            "\"2.50\""
+        );
     }
 
     #[test]
