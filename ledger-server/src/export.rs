@@ -14,19 +14,31 @@
 //!   the raw text of both fields can recompute `hash` (see
 //!   `ledger_core::domain::chain`). Re-encoding through `serde_json::Value` was not
 //!   taken: it sorts object keys and would make the stored hash unverifiable.
-//! - A payload that is not JSON means the log is corrupt: the export stops with an
-//!   error naming the event rather than skip it (an audit with a hole is worse than
-//!   none).
+//! - A **binary** payload (`docs/events.md#binary-payloads`) cannot go into a JSON line
+//!   verbatim. Its line's `data` is the event's JSON rendering (exactly what a ledger
+//!   writing JSON would have stored), followed by `"payload_encoding":"binary"` and
+//!   `"stored_data"`, the stored bytes in standard base64: `hash` is then recomputed
+//!   from `stored_data`, not from `data`. Lines of JSON payloads are byte for byte what
+//!   they were before binary payloads existed, so existing auditors' tools read a JSON
+//!   log unchanged. The options not taken: only base64 in `data` (every tool would
+//!   have to decode postcard to read the event), or only the rendering (`hash` could
+//!   no longer be recomputed from the file).
+//! - A payload that is not JSON, or a binary payload that does not decode, means the
+//!   log is corrupt: the export stops with an error naming the event rather than skip
+//!   it (an audit with a hole is worse than none).
 //!
 //! The embedded log is opened exclusively, so this cannot run against the data
 //! directory of a running server (stop it, or export a copy of the directory; the
 //! live alternative is the auditor `StreamLog` RPC).
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use base64::Engine as _;
 use ledger_core::domain::chain::{recorded_hash, EventMetadata};
+use ledger_core::domain::events::{is_binary_payload, DecodeError, LedgerEvent};
 use ledger_core::log::limits::READ_EVENTS_MAX;
 use ledger_core::log::{EventLog, Position, ReadError, ReadFrom, RecordedEvent};
 use ledger_store::{OpenError, Store, StoreError};
@@ -75,8 +87,13 @@ pub struct ExportLine<'a> {
     pub id: String,
     /// `type`: the versioned event type, e.g. `HoursDeposited.v1`.
     pub event_type: &'a str,
-    /// The payload, the stored JSON text verbatim.
-    pub data: &'a str,
+    /// The payload as JSON text: the stored text verbatim for a JSON payload, the
+    /// event's JSON rendering (`LedgerEvent::encode`) for a binary one.
+    pub data: Cow<'a, str>,
+    /// For a binary payload only: the stored bytes in standard base64, written as
+    /// `"payload_encoding":"binary","stored_data":"…"` right after `data`; `hash` is
+    /// over these bytes. None for a JSON payload, whose line is unchanged.
+    pub stored_data: Option<String>,
     /// The metadata, the stored JSON text verbatim.
     pub metadata: &'a str,
     /// The metadata's `prev_hash`: hex hash of the previous event of the same stream
@@ -88,7 +105,8 @@ pub struct ExportLine<'a> {
 }
 
 impl<'a> ExportLine<'a> {
-    /// The line of `e`, or why `e` cannot be exported (not JSON: the log is corrupt).
+    /// The line of `e`, or why `e` cannot be exported (not JSON, or a binary payload
+    /// that does not decode: the log is corrupt).
     pub fn of(e: &'a RecordedEvent) -> Result<Self, ExportError> {
         let bad = |field: &'static str, what: String| ExportError::NotJson {
             position: e.position,
@@ -98,7 +116,23 @@ impl<'a> ExportLine<'a> {
             field,
             what,
         };
-        let data = verbatim_json(&e.data).map_err(|w| bad("data", w))?;
+        let (data, stored_data) = if is_binary_payload(&e.data) {
+            let event = LedgerEvent::decode(&e.event_type, &e.data).map_err(|source| {
+                ExportError::Undecodable {
+                    position: e.position,
+                    stream: e.stream.to_string(),
+                    version: e.version,
+                    source,
+                }
+            })?;
+            // serde_json writes UTF-8 only: a failure here is a bug, not the log's.
+            let json = String::from_utf8(event.encode()).expect("serde_json writes UTF-8");
+            let base64 = base64::engine::general_purpose::STANDARD.encode(&e.data);
+            (Cow::Owned(json), Some(base64))
+        } else {
+            let text = verbatim_json(&e.data).map_err(|w| bad("data", w))?;
+            (Cow::Borrowed(text), None)
+        };
         let metadata = verbatim_json(&e.metadata).map_err(|w| bad("metadata", w))?;
         let prev_hash = EventMetadata::decode(&e.metadata)
             .map_err(|err| bad("metadata", format!("not ledger metadata: {err}")))?
@@ -110,6 +144,7 @@ impl<'a> ExportLine<'a> {
             id: e.id.0.hyphenated().to_string(),
             event_type: &e.event_type,
             data,
+            stored_data,
             metadata,
             prev_hash,
             hash: blake3::Hash::from(recorded_hash(e)).to_hex().to_string(),
@@ -136,11 +171,17 @@ impl<'a> ExportLine<'a> {
             self.version, self.id
         )?;
         serde_json::to_writer(&mut *out, self.event_type)?;
-        write!(
-            out,
-            ",\"data\":{},\"metadata\":{},\"prev_hash\":",
-            self.data, self.metadata
-        )?;
+        write!(out, ",\"data\":{}", self.data)?;
+        if let Some(stored) = &self.stored_data {
+            // Right after `data`, beside what it describes; at the end of the line was
+            // the option not taken: it would split the fields a verifier cuts out of
+            // the line around `metadata`'s. Base64's alphabet needs no JSON escaping.
+            write!(
+                out,
+                ",\"payload_encoding\":\"binary\",\"stored_data\":\"{stored}\""
+            )?;
+        }
+        write!(out, ",\"metadata\":{},\"prev_hash\":", self.metadata)?;
         serde_json::to_writer(&mut *out, &self.prev_hash)?;
         writeln!(out, ",\"hash\":\"{}\"}}", self.hash)
     }
@@ -220,6 +261,13 @@ pub enum ExportError {
         event_type: String,
         field: &'static str,
         what: String,
+    },
+    #[error("event at position {position} ({stream} version {version}) has a binary payload the ledger cannot read: {source}; the log is corrupt, or was written by a newer ledger (an unknown event type): run `timebank-log verify`, and export with the ledger build that wrote the log")]
+    Undecodable {
+        position: Position,
+        stream: String,
+        version: u64,
+        source: DecodeError,
     },
     #[error("the log returned position {found} after {previous}, out of order; the store is broken: report it with the store's name and version")]
     OutOfOrder { previous: Position, found: Position },
@@ -457,6 +505,75 @@ mod tests {
             assert!(matches!(err, ExportError::NotJson { .. }), "{text}");
             assert!(text.contains("position 7 (account-v-1 version 0, AccountClosed.v1)"));
         }
+    }
+
+    /// A JSON payload's line is byte for byte the line of the build before binary
+    /// payloads: existing auditors' tools read it unchanged.
+    #[test]
+    fn a_json_payload_line_has_no_new_fields() {
+        // Given an event with a JSON payload
+        let e = recorded(br#"{"a":1}"#, META);
+        // When its line is written
+        let mut out = Vec::new();
+        ExportLine::of(&e).unwrap().write_to(&mut out).unwrap();
+        // Then it is the envelope of docs/events.md and nothing else
+        let hash = blake3::Hash::from(recorded_hash(&e)).to_hex();
+        let zeros = "0".repeat(64);
+        let expected = format!(
+            "{{\"position\":{{\"commit\":7,\"prepare\":7}},\"stream\":\"account-v-1\",\"version\":0,\"id\":\"01010101-0101-0101-0101-010101010101\",\"type\":\"AccountClosed.v1\",\"data\":{{\"a\":1}},\"metadata\":{},\"prev_hash\":\"{zeros}\",\"hash\":\"{hash}\"}}\n",
+            std::str::from_utf8(META).unwrap()
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_binary_payload_line_renders_json_and_carries_the_stored_bytes() {
+        // Given an event whose payload is binary
+        let event = LedgerEvent::AccountClosed(ledger_core::domain::events::AccountClosed {
+            account: ledger_core::domain::account::AccountId::new("v-1").unwrap(),
+            reason: ledger_core::domain::ids::Note::new("moved away").unwrap(),
+            closed_at: "2026-11-20T12:00:00Z".parse().unwrap(),
+        });
+        let stored = event.encode_as(ledger_core::domain::events::PayloadEncoding::Binary);
+        let e = recorded(&stored, META);
+        // When its line is written
+        let mut out = Vec::new();
+        ExportLine::of(&e).unwrap().write_to(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        // Then data is the JSON a JSON-writing ledger would have stored, followed by
+        // the encoding and the stored bytes in base64, which `hash` is over
+        let json = String::from_utf8(event.encode()).unwrap();
+        let base64 = base64::engine::general_purpose::STANDARD.encode(&stored);
+        assert!(
+            text.contains(&format!(
+                ",\"data\":{json},\"payload_encoding\":\"binary\",\"stored_data\":\"{base64}\",\"metadata\":{{\"schema\":1,"
+            )),
+            "{text}"
+        );
+        assert!(text.ends_with('\n') && text.matches('\n').count() == 1);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v["hash"],
+            blake3::Hash::from(recorded_hash(&e)).to_hex().as_str()
+        );
+    }
+
+    #[test]
+    fn a_binary_payload_that_does_not_decode_is_refused_by_name() {
+        // Given a binary tag followed by garbage
+        let e = recorded(
+            &[ledger_core::domain::events::BINARY_PAYLOAD_TAG, 0xff, 0xff],
+            META,
+        );
+        // When its line is made
+        let err = ExportLine::of(&e).unwrap_err();
+        // Then the export stops, naming the event and why
+        let text = err.to_string();
+        assert!(matches!(err, ExportError::Undecodable { .. }), "{text}");
+        assert!(
+            text.starts_with("event at position 7 (account-v-1 version 0) has a binary payload the ledger cannot read: event of type AccountClosed.v1 has a binary payload that does not decode: "),
+            "{text}"
+        );
     }
 
     #[test]

@@ -3,13 +3,15 @@
 //! hours and star level **from the JSON lines alone** (`serde_json::Value` and
 //! `rust_decimal`, no ledger types), then compare them with what the server answers
 //! over gRPC. Also: the export is deterministic, resumes after a position, and every
-//! line's `hash` is recomputable from the line and chains per stream.
+//! line's `hash` is recomputable from the line and chains per stream, on a log of JSON
+//! payloads and on one of binary payloads (whose lines carry `stored_data`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use base64::Engine as _;
 use chrono::{DateTime, Days, Duration, NaiveDate, Utc};
 use ledger_core::app::{FixedClock, Handler, LedgerConfig};
 use ledger_core::domain::account::{AccountId, AccountKind};
@@ -18,7 +20,7 @@ use ledger_core::domain::commands::{
     ExpireRedemptionHold, GrantConsent, RegisterAccount, ServeCreditReport, ServedReport,
     VoidRedemption, WithdrawConsent,
 };
-use ledger_core::domain::events::HourKind;
+use ledger_core::domain::events::{HourKind, LedgerEvent, PayloadEncoding};
 use ledger_core::domain::ids::{
     ActivityId, Category, Purpose, RequestId, TransactionId, VerifierId,
 };
@@ -408,15 +410,24 @@ async fn balances_recomputed_from_the_export_alone_match_the_server() {
         "the city exercises points, honour hours, closures, stars and holds"
     );
 
-    // The server, on the same log, asked to be at least as fresh as the export's head.
-    let log = ledger_server::open_log(dir.path()).unwrap();
+    assert_served_as_audited(dir.path(), &audited, &head).await;
+}
+
+/// The server, on the log of `dir`, asked to be at least as fresh as the export's
+/// head, answers for every account what the auditor recomputed from the lines.
+async fn assert_served_as_audited(
+    dir: &Path,
+    audited: &BTreeMap<String, Audited>,
+    head: &export::ExportHead,
+) {
+    let log = ledger_server::open_log(dir).unwrap();
     let server = timebank_tests::spawn_server(Arc::new(log.clone()), NOW).await;
     let mut queries = LedgerQueriesClient::new(server.channel.clone());
     let min_position = pb::LogPosition {
         commit: head.position.commit(),
         prepare: head.position.prepare(),
     };
-    for (id, a) in &audited {
+    for (id, a) in audited {
         let view = queries
             .get_account(pb::GetAccountRequest {
                 min_position: Some(min_position),
@@ -458,8 +469,27 @@ fn raw_value(text: &str) -> &str {
     &text[..values.byte_offset()]
 }
 
+/// The payload bytes `hash` is over (docs/events.md, "Checking the hash chain"): the
+/// raw text of `data`, or for a binary payload the bytes `stored_data` holds in base64.
+fn stored_payload(line: &str, v: &Value) -> Vec<u8> {
+    match v.get("stored_data") {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(text(b64))
+            .unwrap_or_else(|e| panic!("stored_data is standard base64 ({e}): {line}")),
+        None => raw_data(line).as_bytes().to_vec(),
+    }
+}
+
+/// The raw text of the line's `data`.
+fn raw_data(line: &str) -> &str {
+    let key = ",\"data\":";
+    let at = line.find(key).expect("envelope key") + key.len();
+    raw_value(&line[at..])
+}
+
 /// `hash` recomputed from the line's own text (docs/events.md, "Checking the hash
-/// chain"): `data` and `metadata` are the stored bytes, so their raw text hashes.
+/// chain"): `metadata` and (for a JSON payload) `data` are the stored bytes, so their
+/// raw text hashes; a binary payload's stored bytes are `stored_data`.
 fn line_hash(line: &str, v: &Value) -> String {
     let after = |key: &str, from: usize| {
         let at = line[from..].find(key).expect("envelope key") + from + key.len();
@@ -476,34 +506,19 @@ fn line_hash(line: &str, v: &Value) -> String {
     h.update(&v["version"].as_u64().unwrap().to_le_bytes());
     h.update(&hex::decode(text(&v["id"]).replace('-', "")).unwrap());
     part(&mut h, text(&v["type"]).as_bytes());
-    part(&mut h, data.as_bytes());
+    part(&mut h, &stored_payload(line, v));
     part(&mut h, metadata.as_bytes());
     h.finalize().to_hex().to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_export_is_deterministic_resumable_and_chains_per_stream() {
-    let dir = seeded_dir().await;
-    let (_, first, a) = export_file(dir.path(), "a.jsonl", None).await;
-    let (_, second, b) = export_file(dir.path(), "b.jsonl", None).await;
-    assert!(a == b, "the same log gives the same bytes");
-    assert_eq!(first, second);
-
-    // Resuming after a position gives exactly the rest of the full export.
-    let all: Vec<&str> = a.lines().collect();
-    let middle = all.len() / 2;
-    let v: Value = serde_json::from_str(all[middle - 1]).unwrap();
-    let after = format!("{}:{}", v["position"]["commit"], v["position"]["prepare"]);
-    let (_, rest, c) = export_file(dir.path(), "c.jsonl", Some(&after)).await;
-    assert_eq!(c.lines().collect::<Vec<_>>(), all[middle..]);
-    assert_eq!(rest.head, first.head);
-
-    // Positions increase; per stream, versions count from 0, prev_hash is the previous
-    // line's hash (zeros first) and equals the metadata's; each hash recomputes.
+/// Positions increase; per stream, versions count from 0, prev_hash is the previous
+/// line's hash (zeros first) and equals the metadata's; each hash recomputes from the
+/// line alone. Returns each stream's last (version, hash).
+fn assert_chains(all: &[&str]) -> BTreeMap<String, (u64, String)> {
     let zeros = "0".repeat(64);
     let mut streams: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut previous: Option<(u64, u64)> = None;
-    for line in &all {
+    for line in all {
         let v: Value = serde_json::from_str(line).unwrap();
         let position = (
             v["position"]["commit"].as_u64().unwrap(),
@@ -524,12 +539,99 @@ async fn the_export_is_deterministic_resumable_and_chains_per_stream() {
         assert_eq!(line_hash(line, &v), hash, "{line}");
         streams.insert(text(&v["stream"]), (version, hash));
     }
+    streams
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_export_is_deterministic_resumable_and_chains_per_stream() {
+    let dir = seeded_dir().await;
+    let (_, first, a) = export_file(dir.path(), "a.jsonl", None).await;
+    let (_, second, b) = export_file(dir.path(), "b.jsonl", None).await;
+    assert!(a == b, "the same log gives the same bytes");
+    assert_eq!(first, second);
+
+    // Resuming after a position gives exactly the rest of the full export.
+    let all: Vec<&str> = a.lines().collect();
+    let middle = all.len() / 2;
+    let v: Value = serde_json::from_str(all[middle - 1]).unwrap();
+    let after = format!("{}:{}", v["position"]["commit"], v["position"]["prepare"]);
+    let (_, rest, c) = export_file(dir.path(), "c.jsonl", Some(&after)).await;
+    assert_eq!(c.lines().collect::<Vec<_>>(), all[middle..]);
+    assert_eq!(rest.head, first.head);
+
+    // A log of JSON payloads has none of the binary fields.
+    assert!(!a.contains("\"stored_data\":") && !a.contains("\"payload_encoding\":"));
+    let streams = assert_chains(&all);
     assert_eq!(
         first.head.as_ref().map(|h| h.hash.clone()),
         streams
             .get(&first.head.as_ref().unwrap().stream)
             .map(|s| s.1.clone())
     );
+}
+
+/// A city written with binary payloads (`--payload-encoding binary`): every line's
+/// `data` is JSON that decodes to the event the log holds, `stored_data` is the
+/// log's bytes, every hash recomputes from `stored_data` and chains per stream, and the
+/// auditor's program, reading only `data`, recomputes what the server answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_log_exports_json_data_beside_the_stored_bytes_that_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = ledger_server::open_log(dir.path()).unwrap();
+    let config = DemoConfig {
+        seed: SEED,
+        volunteers: VOLUNTEERS,
+        progress: false,
+        payload_encoding: PayloadEncoding::Binary,
+        ..DemoConfig::default()
+    };
+    let report = demo::seed(Arc::new(log.clone()) as Arc<dyn EventLog>, &config)
+        .await
+        .unwrap();
+    assert_eq!(report.rejected(), 0, "{}", report.render());
+    let mut stored = Vec::new();
+    let mut from = ReadFrom::Start;
+    loop {
+        let page = log.read_all(from, 4096).await.unwrap();
+        let Some(last) = page.last() else { break };
+        from = ReadFrom::After(last.position);
+        stored.extend(page);
+    }
+    log.close();
+
+    let (_, summary, exported) = export_file(dir.path(), "binary.jsonl", None).await;
+    let all: Vec<&str> = exported.lines().collect();
+    assert_eq!(
+        (all.len(), summary.events),
+        (stored.len(), stored.len() as u64)
+    );
+    for (line, e) in all.iter().zip(&stored) {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            (v["position"]["commit"].as_u64(), v["version"].as_u64()),
+            (Some(e.position.commit()), Some(e.version))
+        );
+        assert_eq!(v["payload_encoding"], "binary", "{line}");
+        let bytes = stored_payload(line, &v);
+        assert_eq!(bytes, e.data, "stored_data is the log's bytes: {line}");
+        let data = raw_data(line);
+        assert!(data.starts_with('{'), "data is a JSON object: {line}");
+        assert_eq!(
+            LedgerEvent::decode(&e.event_type, data.as_bytes()).unwrap(),
+            LedgerEvent::decode(&e.event_type, &bytes).unwrap(),
+            "data is the stored event: {line}"
+        );
+    }
+    let streams = assert_chains(&all);
+    let head = summary.head.clone().expect("the city is not empty");
+    assert_eq!(streams.get(&head.stream).map(|s| &s.1), Some(&head.hash));
+
+    let audited = recompute(&lines(&exported));
+    assert_eq!(
+        audited.values().filter(|a| a.kind == "volunteer").count(),
+        VOLUNTEERS as usize
+    );
+    assert_served_as_audited(dir.path(), &audited, &head).await;
 }
 
 #[tokio::test]

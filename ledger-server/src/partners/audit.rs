@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use ledger_core::domain::chain::{hex32, recorded_hash, EventMetadata, GENESIS_HASH};
-use ledger_core::domain::events::{HourKind, LedgerEvent};
+use ledger_core::domain::events::{is_binary_payload, HourKind, LedgerEvent, PayloadEncoding};
 use ledger_core::domain::state::AccountState;
 use ledger_core::domain::units::Unit;
 use ledger_core::domain::{InputProblem, Rejection};
@@ -61,18 +61,40 @@ fn position_read_failed(field: &str, e: ReadError) -> Described {
 }
 
 /// The wire form of one record with its chain values.
+///
+/// `data` is JSON text in either payload encoding, so an auditor's tools read every
+/// record the same way: a JSON payload is its stored text, a binary one is decoded and
+/// rendered as the JSON a JSON-writing ledger would have stored. `stored_data` is
+/// always the stored bytes, what `hash` is over. The option not taken: binary bytes
+/// in `data` as base64 or hex text, which would keep `data` verbatim but make every
+/// reader of `data` tell the encodings apart and decode postcard itself.
 pub fn log_record(e: &RecordedEvent) -> Result<pb::LogRecord, Described> {
+    let corrupt = |message: String| internal(Code::DataLoss, "LOG_CORRUPT", message);
     let text = |bytes: &[u8], what: &str| {
         String::from_utf8(bytes.to_vec()).map_err(|_| {
-            internal(
-                Code::DataLoss,
-                "LOG_CORRUPT",
-                format!(
-                    "the {what} of {} version {} is not UTF-8 JSON",
-                    e.stream, e.version
-                ),
-            )
+            corrupt(format!(
+                "the {what} of {} version {} is not UTF-8 JSON",
+                e.stream, e.version
+            ))
         })
+    };
+    let encoding = if is_binary_payload(&e.data) {
+        PayloadEncoding::Binary
+    } else {
+        PayloadEncoding::Json
+    };
+    let data = match encoding {
+        PayloadEncoding::Json => text(&e.data, "payload")?,
+        PayloadEncoding::Binary => {
+            let event = LedgerEvent::decode(&e.event_type, &e.data).map_err(|err| {
+                corrupt(format!(
+                    "the binary payload of {} version {} does not decode: {err}",
+                    e.stream, e.version
+                ))
+            })?;
+            // serde_json writes UTF-8 only: a failure here is a bug, not the log's.
+            String::from_utf8(event.encode()).expect("serde_json writes UTF-8")
+        }
     };
     let prev_hash = EventMetadata::decode(&e.metadata)
         .map(|m| m.prev_hash)
@@ -83,10 +105,12 @@ pub fn log_record(e: &RecordedEvent) -> Result<pb::LogRecord, Described> {
         version: e.version,
         id: e.id.0.to_string(),
         r#type: e.event_type.clone(),
-        data: text(&e.data, "payload")?,
+        data,
         metadata: text(&e.metadata, "metadata")?,
         prev_hash,
         hash: hex32(&recorded_hash(e)),
+        stored_data: e.data.clone(),
+        payload_encoding: encoding.name().to_owned(),
     })
 }
 
@@ -413,5 +437,81 @@ impl pb::audit_server::Audit for AuditService {
         self.allow(&caller, "replay accounts")
             .map_err(Described::into_status)?;
         respond(self.replay(r.into_inner()).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ledger_core::domain::account::AccountId;
+    use ledger_core::domain::chain::encode_metadata;
+    use ledger_core::domain::events::{AccountClosed, BINARY_PAYLOAD_TAG};
+    use ledger_core::domain::ids::Note;
+    use ledger_core::log::EventId;
+
+    use super::*;
+
+    fn closed() -> LedgerEvent {
+        LedgerEvent::AccountClosed(AccountClosed {
+            account: AccountId::new("v-1").unwrap(),
+            reason: Note::new("moved away").unwrap(),
+            closed_at: "2026-11-20T12:00:00Z".parse().unwrap(),
+        })
+    }
+
+    fn recorded(data: Vec<u8>) -> RecordedEvent {
+        RecordedEvent {
+            stream: StreamName::new("account-v-1").unwrap(),
+            version: 3,
+            position: Position::from_sequence(7),
+            id: EventId::from_bytes([1; 16]),
+            event_type: "AccountClosed.v1".into(),
+            data,
+            metadata: encode_metadata(None, &GENESIS_HASH, None),
+        }
+    }
+
+    #[test]
+    fn a_json_payload_is_served_as_stored() {
+        // Given a record whose payload is JSON
+        let e = recorded(closed().encode());
+        // When it is served
+        let r = log_record(&e).unwrap();
+        // Then data is the stored text, stored_data the same bytes, hash over them
+        assert_eq!(r.data.as_bytes(), &e.data[..]);
+        assert_eq!(r.stored_data, e.data);
+        assert_eq!(r.payload_encoding, "json");
+        assert_eq!(r.hash, hex32(&recorded_hash(&e)));
+    }
+
+    #[test]
+    fn a_binary_payload_is_served_as_its_json_rendering_beside_the_stored_bytes() {
+        // Given a record whose payload is binary
+        let e = recorded(closed().encode_as(PayloadEncoding::Binary));
+        // When it is served
+        let r = log_record(&e).unwrap();
+        // Then data is what a JSON-writing ledger would have stored, stored_data the
+        // binary bytes, and hash is over those (not over data)
+        assert_eq!(r.data.as_bytes(), &closed().encode()[..]);
+        assert_eq!(r.stored_data, e.data);
+        assert_eq!(r.payload_encoding, "binary");
+        assert_eq!(r.hash, hex32(&recorded_hash(&e)));
+        assert_ne!(r.hash, hex32(&recorded_hash(&recorded(closed().encode()))));
+    }
+
+    #[test]
+    fn a_binary_payload_that_does_not_decode_is_log_corrupt_by_name() {
+        // Given a record with the binary tag followed by garbage
+        let e = recorded(vec![BINARY_PAYLOAD_TAG, 0xff, 0xff, 0xff]);
+        // When it is served
+        let err = log_record(&e).unwrap_err();
+        // Then it is DATA_LOSS naming stream, version and the decode error
+        assert_eq!((err.code, err.reason), (Code::DataLoss, "LOG_CORRUPT"));
+        assert!(
+            err.message.starts_with(
+                "the binary payload of account-v-1 version 3 does not decode: event of type AccountClosed.v1 has a binary payload that does not decode: "
+            ),
+            "{}",
+            err.message
+        );
     }
 }

@@ -394,6 +394,52 @@ mod tests {
         }
     }
 
+    /// A ledger writing binary payloads (`PayloadEncoding::Binary`) stores them on
+    /// KurrentDB as binary content, bytes untouched, and reads them back as written:
+    /// the per-stream hash is over those bytes.
+    #[test]
+    fn a_binary_ledger_payload_goes_over_as_binary_and_comes_back_unchanged() {
+        use ledger_core::domain::account::AccountId;
+        use ledger_core::domain::events::{
+            is_binary_payload, AccountClosed, LedgerEvent, PayloadEncoding,
+        };
+        use ledger_core::domain::ids::Note;
+        // Given a ledger event encoded as a binary payload
+        let event = LedgerEvent::AccountClosed(AccountClosed {
+            account: AccountId::new("v-1").expect("valid id"),
+            reason: Note::new("moved away").expect("valid note"),
+            closed_at: "2026-11-20T12:00:00Z".parse().expect("an RFC 3339 instant"),
+        });
+        let data = event.encode_as(PayloadEncoding::Binary);
+        assert!(is_binary_payload(&data));
+        let mut e = new_event(&data);
+        e.event_type = event.event_type().into();
+        // When it goes over the wire
+        let w = wire_event(&e);
+        // Then it is binary content with the bytes unchanged
+        assert!(!w.json);
+        assert_eq!(w.content_type(), CONTENT_TYPE_BINARY);
+        assert_eq!(&w.data[..], &data[..]);
+        let shown = format!("{:?}", to_event_data(w.clone()));
+        assert!(shown.contains(CONTENT_TYPE_BINARY), "{shown}");
+        // And read back, it is the same bytes, which decode to the same event
+        let ours = RecordedEvent {
+            stream: name("account-v-1"),
+            version: 0,
+            position: Position::new(10, 10),
+            id: e.id,
+            event_type: e.event_type.clone(),
+            data: w.data.to_vec(),
+            metadata: w.metadata.to_vec(),
+        };
+        let back = recorded_event(wire_from_recorded(&ours)).expect("convert");
+        assert_eq!(back.data, data);
+        assert_eq!(
+            LedgerEvent::decode(&back.event_type, &back.data).expect("decodes"),
+            event
+        );
+    }
+
     #[test]
     fn event_ids_types_and_metadata_go_over_unchanged() {
         let e = new_event(br#"{"x":1}"#);
