@@ -154,9 +154,11 @@ impl<'a> ExportLine<'a> {
     /// Write the line, ending in `\n`.
     ///
     /// Written by hand rather than derived through `Serialize`, because `data` and
-    /// `metadata` must go out as raw JSON text and serde_json only does that with its
-    /// `raw_value` feature, which would rebuild every crate depending on serde_json
-    /// for one call site. Strings are escaped by serde_json.
+    /// `metadata` must go out as raw JSON text, in a fixed field order that auditors'
+    /// parsers rely on. (serde_json's `RawValue` could carry them too: the workspace
+    /// enables `raw_value` for the KurrentDB backend, `ledger-store`; the hand-written
+    /// line came first and is pinned byte for byte by the tests.) Strings are escaped
+    /// by serde_json.
     pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
         write!(
             out,
