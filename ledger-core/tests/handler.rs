@@ -480,3 +480,67 @@ async fn a_project_credited_by_every_donation_stays_folded_among_many_one_off_vo
         dec(&donors.to_string())
     );
 }
+
+/// A handler over `log` that writes `encoding` payloads.
+fn handler_writing(
+    log: ledger_core::log::memory::MemoryLog,
+    encoding: ledger_core::domain::events::PayloadEncoding,
+) -> ledger_core::app::Handler {
+    ledger_core::app::Handler::new(
+        Arc::new(log),
+        Arc::new(ledger_core::app::FixedClock::new(ts(NOW))),
+        ledger_core::app::LedgerConfig {
+            payload_encoding: encoding,
+            ..Default::default()
+        },
+    )
+}
+
+/// Given a deposit written by a ledger with one payload encoding; when the server
+/// restarts with the other and the client retries; then the retry gets the original
+/// outcome (the stored digest says which form it is of), other content under the same
+/// request id is still refused, and each digest has the form of the setting that
+/// wrote it.
+#[tokio::test]
+async fn a_retry_is_recognised_after_the_payload_encoding_changed() {
+    use ledger_core::domain::chain::EventMetadata;
+    use ledger_core::domain::commands::BINARY_DIGEST_PREFIX;
+    use ledger_core::domain::events::PayloadEncoding::{Binary, Json};
+    for (first, then) in [(Json, Binary), (Binary, Json)] {
+        let log = ledger_core::log::memory::MemoryLog::new();
+        let before = handler_writing(log.clone(), first);
+        setup(&before).await;
+        let original = before
+            .execute(&deposit("d1", "v1", "2", 0, 9))
+            .await
+            .unwrap();
+        let head = log.head().await.unwrap();
+        let stored = log
+            .read_stream(&acc("v1").stream(), 0, 100)
+            .await
+            .unwrap()
+            .pop()
+            .expect("the deposit");
+        let digest = EventMetadata::decode(&stored.metadata)
+            .unwrap()
+            .request_digest
+            .expect("a command's digest");
+        assert_eq!(digest.starts_with(BINARY_DIGEST_PREFIX), first == Binary);
+
+        let after = handler_writing(log.clone(), then);
+        let again = after
+            .execute(&deposit("d1", "v1", "2.00", 0, 9))
+            .await
+            .unwrap();
+        assert!(again.replayed, "{first:?} then {then:?}");
+        assert_eq!(
+            (again.transaction, again.position),
+            (original.transaction, original.position)
+        );
+        assert_eq!(
+            reason(after.execute(&deposit("d1", "v1", "3", 0, 9)).await),
+            "REQUEST_ID_REUSED"
+        );
+        assert_eq!(log.head().await.unwrap(), head, "nothing written");
+    }
+}

@@ -357,7 +357,7 @@ impl Handler {
     /// Execute one command: its outcome, the original outcome of an identical earlier
     /// request (`replayed`), or why not.
     pub async fn execute(&self, command: &Command) -> Result<Outcome, CommandError> {
-        let digest = command.digest();
+        let digest = command.digest_as(self.config.payload_encoding);
         let event_id = command.event_id();
         let transaction = TransactionId::from(event_id);
         let target_id = command.target();
@@ -366,7 +366,8 @@ impl Handler {
         for _ in 0..=COMMAND_RETRIES_MAX {
             let target = self.load(target_id).await?;
             if let Some(seen) = target.requests.get(command.request_id()) {
-                return if seen.digest == digest {
+                // The same form as ours, or (the setting changed since) the other one.
+                return if seen.digest == digest || command.matches_digest(&seen.digest) {
                     Ok(seen.outcome.clone())
                 } else {
                     Err(Rejection::RequestIdReused {

@@ -53,7 +53,7 @@ pub use spend_hours::SpendHours;
 pub use transfer_hours::TransferHours;
 
 use super::account::AccountId;
-use super::events::LedgerEvent;
+use super::events::{LedgerEvent, PayloadEncoding};
 use super::ids::{event_id_for_request, RequestId, TransactionId};
 use super::rejection::Rejection;
 use super::state::AccountState;
@@ -101,6 +101,14 @@ impl Context<'_> {
 /// Room reserved for a command's JSON when its digest is computed: a deposit's is
 /// ~450 bytes. Not a limit: a longer command (a note of 500 characters) grows it.
 const COMMAND_JSON_BYTES_TYPICAL: usize = 1024;
+
+/// Room for a command's postcard bytes (a deposit is ~150), so they are written
+/// without growing the buffer.
+const COMMAND_BINARY_BYTES_TYPICAL: usize = 256;
+
+/// How a request digest over a command's binary form starts: `bin:` then 64 hex
+/// digits. A digest over its JSON is the 64 hex digits alone, as it always was.
+pub const BINARY_DIGEST_PREFIX: &str = "bin:";
 
 /// Every command of the write API.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -265,6 +273,39 @@ impl Command {
         let mut json = Vec::with_capacity(COMMAND_JSON_BYTES_TYPICAL);
         serde_json::to_writer(&mut json, self).expect("commands always serialise");
         super::chain::hex32(blake3::hash(&json).as_bytes())
+    }
+
+    /// The digest a ledger writing `encoding` payloads stores for this command. With
+    /// JSON payloads, [`Command::digest`]. With binary payloads, [`BINARY_DIGEST_PREFIX`]
+    /// then the hex BLAKE3 of the command's postcard bytes: ~4 times fewer bytes to
+    /// write and hash than its JSON, which was ~9,000 of a batched deposit's
+    /// instructions (docs/benchmarks.md, "Eighth session"). The prefix says which
+    /// form a stored digest is of, so a retry compares like with like whichever
+    /// setting wrote the original ([`Command::matches_digest`]).
+    pub fn digest_as(&self, encoding: PayloadEncoding) -> String {
+        match encoding {
+            PayloadEncoding::Json => self.digest(),
+            PayloadEncoding::Binary => {
+                let mut bytes = Vec::with_capacity(COMMAND_BINARY_BYTES_TYPICAL);
+                bytes = postcard::to_extend(self, bytes).expect("commands always serialise");
+                let mut digest = String::with_capacity(BINARY_DIGEST_PREFIX.len() + 64);
+                digest.push_str(BINARY_DIGEST_PREFIX);
+                digest.push_str(&super::chain::hex32(blake3::hash(&bytes).as_bytes()));
+                digest
+            }
+        }
+    }
+
+    /// True if `stored` (a request digest from an event's metadata) is this command's
+    /// digest in the form it was stored in: the retry of the same request, whichever
+    /// payload encoding the ledger wrote then or writes now.
+    pub fn matches_digest(&self, stored: &str) -> bool {
+        let encoding = if stored.starts_with(BINARY_DIGEST_PREFIX) {
+            PayloadEncoding::Binary
+        } else {
+            PayloadEncoding::Json
+        };
+        self.digest_as(encoding) == stored
     }
 
     pub fn decide(&self, ctx: &Context<'_>) -> Result<LedgerEvent, Rejection> {
