@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use chrono::{Days, FixedOffset, Utc};
 use ledger_core::app::LedgerConfig;
+use ledger_core::domain::events::PayloadEncoding;
 use ledger_core::log::EventLog;
 use ledger_store::EmbeddedLog;
 
@@ -251,7 +252,12 @@ pub async fn seed_and_serve(
         read_sample(&data_dir)
     };
     if let Some(s) = &sample {
-        renew_sample_consent(Arc::new(log.clone()) as Arc<dyn EventLog>, s).await;
+        renew_sample_consent(
+            Arc::new(log.clone()) as Arc<dyn EventLog>,
+            s,
+            payload_encoding,
+        )
+        .await;
     }
     println!(
         "{}",
@@ -283,7 +289,11 @@ const SAMPLE_CONSENT_RENEWAL_DAYS: i64 = 365;
 /// Option not taken: a longer consent in the seeded log, which the ledger's own rule
 /// refuses. The renewal changes the log only after seeding, so the same seed still
 /// seeds the same log; a failure is only a warning (the demo serves regardless).
-async fn renew_sample_consent(log: Arc<dyn EventLog>, sample: &Sample) -> bool {
+async fn renew_sample_consent(
+    log: Arc<dyn EventLog>,
+    sample: &Sample,
+    payload_encoding: PayloadEncoding,
+) -> bool {
     use ledger_core::app::{Clock, Handler, SystemClock};
     use ledger_core::domain::account::AccountId;
     use ledger_core::domain::commands::{Command, GrantConsent};
@@ -296,7 +306,12 @@ async fn renew_sample_consent(log: Arc<dyn EventLog>, sample: &Sample) -> bool {
     ) else {
         return false; // an older sample file without a consenting volunteer
     };
-    let handler = Handler::new(log, Arc::new(SystemClock), ledger_config());
+    // In the city's encoding, like the events the server writes after it.
+    let config = LedgerConfig {
+        payload_encoding,
+        ..ledger_config()
+    };
+    let handler = Handler::new(log, Arc::new(SystemClock), config);
     let now = SystemClock.now();
     match handler.load(&volunteer).await {
         Ok(state) if state.current_consent(&bank, &purpose, now).is_some() => return false,
@@ -415,7 +430,42 @@ mod tests {
         };
         let report = seed(log.clone(), &config).await.unwrap();
         assert_eq!(report.rejected(), 0, "{}", report.render());
-        assert!(renew_sample_consent(log.clone(), &report.sample).await);
-        assert!(!renew_sample_consent(log, &report.sample).await);
+        assert!(renew_sample_consent(log.clone(), &report.sample, PayloadEncoding::Json).await);
+        assert!(!renew_sample_consent(log, &report.sample, PayloadEncoding::Json).await);
+    }
+
+    /// `demo --payload-encoding binary`: the consent renewed at a later start is
+    /// written in the city's encoding, like every event the demo's server writes.
+    #[tokio::test]
+    async fn a_renewed_sample_consent_is_written_in_the_demo_encoding() {
+        let log = Arc::new(MemoryLog::new()) as Arc<dyn EventLog>;
+        let config = DemoConfig {
+            volunteers: 30,
+            year: 2024,
+            progress: false,
+            payload_encoding: PayloadEncoding::Binary,
+            ..DemoConfig::default()
+        };
+        let report = seed(log.clone(), &config).await.unwrap();
+        assert!(renew_sample_consent(log.clone(), &report.sample, PayloadEncoding::Binary).await);
+        let volunteer = ledger_core::domain::account::AccountId::new(
+            report.sample.consenting_volunteer.clone(),
+        )
+        .unwrap();
+        let events = log
+            .read_stream(
+                &volunteer.stream(),
+                0,
+                ledger_core::log::limits::READ_EVENTS_MAX,
+            )
+            .await
+            .unwrap();
+        let renewal = events.last().expect("the renewal");
+        assert_eq!(renewal.event_type, "ConsentGranted.v1");
+        assert!(
+            ledger_core::domain::events::is_binary_payload(&renewal.data),
+            "{}",
+            String::from_utf8_lossy(&renewal.data)
+        );
     }
 }
