@@ -502,8 +502,17 @@ pub fn is_binary_payload(data: &[u8]) -> bool {
 /// Room reserved for an event's binary payload: a deposit is ~250 bytes.
 const EVENT_BINARY_BYTES_TYPICAL: usize = 512;
 
-/// Decode the postcard bytes after the tag, refusing bytes left over: two different
-/// payloads must not read as one event (the hash chain is over the bytes).
+/// Decode the postcard bytes after the tag, refusing bytes left over (as serde_json
+/// refuses text after the value): a payload is one event and nothing else.
+///
+/// Not refused: another spelling of the same values, such as a varint with redundant
+/// continuation bytes (`85 00` for 5), as JSON reads `"A"` and `"\u0041"`, or a key
+/// order or spacing the ledger does not write, as the same event. The hash chain is
+/// over the stored bytes, and the audit service and the export hand those out beside
+/// the JSON rendering, so two spellings never pass for one record. Option not taken:
+/// encoding every decoded event again and comparing with the stored bytes, which
+/// roughly doubles a binary decode for every reader of the log to enforce a property
+/// the JSON payloads never had.
 fn from_binary<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     match postcard::take_from_bytes::<T>(body) {
         Ok((value, [])) => Ok(value),
