@@ -824,7 +824,7 @@ mod tests {
     fn deposit_with_postings() -> LedgerEvent {
         let json = DEPOSIT.replace(
             r#""postings":[]"#,
-            r#""postings":[{"account":"vol-1","unit":"hours","amount":"2.50"},{"account":"system:hours-issued","unit":"hours","amount":"-2.50"}]"#,
+            r#""postings":[{"account":"vol-1","unit":"hours","amount":"2.50"},{"account":"system:hour-issuance","unit":"hours","amount":"-2.50"}]"#,
         );
         LedgerEvent::decode("HoursDeposited.v1", json.as_bytes()).expect("decodes")
     }
@@ -864,7 +864,7 @@ mod tests {
         assert_eq!(back, deposit_with_postings());
     }
 
-    const PINNED_DEPOSIT_HEX: &str = "01107d5f3c3e6a554f0e9d0b2f2f6b1e9a0105766f6c2d31056f72672d31056163742d31c0a55aa098ca9a0d00f0a4cb9a0d000c656c6465726c792d63617265f40300057665722d310205766f6c2d3100f4031373797374656d3a686f7572732d69737375656400f30380c1cb9a0dc0a9d33a";
+    const PINNED_DEPOSIT_HEX: &str = "01107d5f3c3e6a554f0e9d0b2f2f6b1e9a0105766f6c2d31056f72672d31056163742d31c0a55aa098ca9a0d00f0a4cb9a0d000c656c6465726c792d63617265f40300057665722d310205766f6c2d3100f4031473797374656d3a686f75722d69737375616e636500f30380c1cb9a0dc0a9d33a";
 
     #[test]
     fn every_account_kind_registers_alike_in_both_encodings() {
