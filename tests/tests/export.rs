@@ -206,20 +206,31 @@ async fn partner_activity(log: &Arc<dyn EventLog>, volunteer: &str, merchant: &s
     exec(&later, Command::ExpireRedemptionHold(expire)).await;
 }
 
-/// Seed the demo city into a fresh data directory and close its log.
-async fn seeded_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let log = ledger_server::open_log(dir.path()).unwrap();
+/// The demo city, its payloads in `encoding`, seeded into an embedded log in `dir`
+/// (left open).
+async fn seed_city(
+    dir: &Path,
+    encoding: PayloadEncoding,
+) -> (ledger_store::EmbeddedLog, demo::SeedReport) {
+    let log = ledger_server::open_log(dir).unwrap();
     let config = DemoConfig {
         seed: SEED,
         volunteers: VOLUNTEERS,
         progress: false,
+        payload_encoding: encoding,
         ..DemoConfig::default()
     };
     let report = demo::seed(Arc::new(log.clone()) as Arc<dyn EventLog>, &config)
         .await
         .unwrap();
     assert_eq!(report.rejected(), 0, "{}", report.render());
+    (log, report)
+}
+
+/// Seed the demo city into a fresh data directory and close its log.
+async fn seeded_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, report) = seed_city(dir.path(), PayloadEncoding::Json).await;
     let shared: Arc<dyn EventLog> = Arc::new(log.clone());
     top_up(
         &shared,
@@ -577,18 +588,7 @@ async fn the_export_is_deterministic_resumable_and_chains_per_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binary_log_exports_json_data_beside_the_stored_bytes_that_hash() {
     let dir = tempfile::tempdir().unwrap();
-    let log = ledger_server::open_log(dir.path()).unwrap();
-    let config = DemoConfig {
-        seed: SEED,
-        volunteers: VOLUNTEERS,
-        progress: false,
-        payload_encoding: PayloadEncoding::Binary,
-        ..DemoConfig::default()
-    };
-    let report = demo::seed(Arc::new(log.clone()) as Arc<dyn EventLog>, &config)
-        .await
-        .unwrap();
-    assert_eq!(report.rejected(), 0, "{}", report.render());
+    let (log, _) = seed_city(dir.path(), PayloadEncoding::Binary).await;
     let mut stored = Vec::new();
     let mut from = ReadFrom::Start;
     loop {

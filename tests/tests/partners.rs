@@ -664,16 +664,20 @@ async fn redemption_tokens_and_holds_follow_their_rules() {
     s.stop().await;
 }
 
+/// The auditor's StreamLog from the start of the log.
+async fn whole_log(s: &Guarded) -> tonic::Streaming<pb::LogRecord> {
+    s.audit()
+        .stream_log(with(AUDITOR, pb::StreamLogRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 #[tokio::test]
 async fn auditors_stream_verify_and_replay_the_log() {
     let s = Server::start().await;
     let mut records = Vec::new();
-    let mut stream = s
-        .audit()
-        .stream_log(with(AUDITOR, pb::StreamLogRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = whole_log(&s).await;
     while let Some(r) = stream.next().await {
         records.push(r.unwrap());
     }
@@ -973,12 +977,7 @@ async fn a_binary_payload_that_does_not_decode_is_data_loss_in_the_audit_api() {
         )
         .await
         .unwrap();
-    let mut stream = s
-        .audit()
-        .stream_log(with(AUDITOR, pb::StreamLogRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = whole_log(&s).await;
     let refused = stream
         .next()
         .await
