@@ -499,15 +499,16 @@ pub fn is_binary_payload(data: &[u8]) -> bool {
     data.first() == Some(&BINARY_PAYLOAD_TAG)
 }
 
-/// Room reserved for an event's binary payload: a deposit is ~250 bytes.
-const EVENT_BINARY_BYTES_TYPICAL: usize = 512;
+/// Room reserved for an event's binary payload: a deposit is ~120 bytes; an
+/// inquiry, which keeps its ~2 KiB report, grows the buffer as JSON's would.
+const EVENT_BINARY_BYTES_TYPICAL: usize = 256;
 
 /// Decode the postcard bytes after the tag, refusing bytes left over (as serde_json
 /// refuses text after the value): a payload is one event and nothing else.
 ///
 /// Not refused: another spelling of the same values, such as a varint with redundant
-/// continuation bytes (`85 00` for 5), as JSON reads `"A"` and `"\u0041"`, or a key
-/// order or spacing the ledger does not write, as the same event. The hash chain is
+/// continuation bytes (`85 00` for 5), as a JSON reader takes `"A"` and `"\u0041"`,
+/// or any spacing, for the same text. The hash chain is
 /// over the stored bytes, and the audit service and the export hand those out beside
 /// the JSON rendering, so two spellings never pass for one record. Option not taken:
 /// encoding every decoded event again and comparing with the stored bytes, which
@@ -522,7 +523,7 @@ fn from_binary<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String>
 }
 
 /// Why `body` does not decode, naming the field: postcard's errors carry no text of
-/// their own (a rule's refusal, e.g. "amount 2.505 is not …", reaches it as a bare
+/// their own (a rule's refusal, e.g. "amount 0 is not positive …", reaches it as a bare
 /// "custom" error), so the bytes are read again, on this error path only, through
 /// `serde_path_to_error`, which records where the decoder was when it failed.
 fn binary_error<T: serde::de::DeserializeOwned>(body: &[u8]) -> String {
