@@ -22,7 +22,9 @@
 //!   they were before binary payloads existed, so existing auditors' tools read a JSON
 //!   log unchanged. The options not taken: only base64 in `data` (every tool would
 //!   have to decode postcard to read the event), or only the rendering (`hash` could
-//!   no longer be recomputed from the file).
+//!   no longer be recomputed from the file). Binary metadata (written beside binary
+//!   payloads) goes out the same way: its JSON rendering as `metadata`, then
+//!   `"stored_metadata"` with the stored bytes in base64.
 //! - A payload that is not JSON, or a binary payload that does not decode, means the
 //!   log is corrupt: the export stops with an error naming the event rather than skip
 //!   it (an audit with a hole is worse than none).
@@ -94,8 +96,12 @@ pub struct ExportLine<'a> {
     /// `"payload_encoding":"binary","stored_data":"…"` right after `data`; `hash` is
     /// over these bytes. None for a JSON payload, whose line is unchanged.
     pub stored_data: Option<String>,
-    /// The metadata, the stored JSON text verbatim.
-    pub metadata: &'a str,
+    /// The metadata: the stored JSON text verbatim, or binary metadata's JSON
+    /// rendering (`EventMetadata::encode` of what it decodes to).
+    pub metadata: Cow<'a, str>,
+    /// For binary metadata only: the stored bytes in standard base64, written as
+    /// `"stored_metadata":"…"` right after `metadata`; `hash` is over these bytes.
+    pub stored_metadata: Option<String>,
     /// The metadata's `prev_hash`: hex hash of the previous event of the same stream
     /// (64 zeros at version 0).
     pub prev_hash: String,
@@ -133,10 +139,20 @@ impl<'a> ExportLine<'a> {
             let text = verbatim_json(&e.data).map_err(|w| bad("data", w))?;
             (Cow::Borrowed(text), None)
         };
-        let metadata = verbatim_json(&e.metadata).map_err(|w| bad("metadata", w))?;
-        let prev_hash = EventMetadata::decode(&e.metadata)
-            .map_err(|err| bad("metadata", format!("not ledger metadata: {err}")))?
-            .prev_hash;
+        let decoded = EventMetadata::decode(&e.metadata)
+            .map_err(|err| bad("metadata", format!("not ledger metadata: {err}")))?;
+        // Binary metadata (written beside binary payloads) goes out as its JSON
+        // rendering, with the stored bytes beside it, as a binary payload does.
+        let (metadata, stored_metadata) = if is_binary_payload(&e.metadata) {
+            // serde_json writes UTF-8 only: a failure here is a bug, not the log's.
+            let json = String::from_utf8(decoded.encode()).expect("serde_json writes UTF-8");
+            let base64 = base64::engine::general_purpose::STANDARD.encode(&e.metadata);
+            (Cow::Owned(json), Some(base64))
+        } else {
+            let text = verbatim_json(&e.metadata).map_err(|w| bad("metadata", w))?;
+            (Cow::Borrowed(text), None)
+        };
+        let prev_hash = decoded.prev_hash;
         Ok(Self {
             position: e.position,
             stream: e.stream.as_str(),
@@ -146,6 +162,7 @@ impl<'a> ExportLine<'a> {
             data,
             stored_data,
             metadata,
+            stored_metadata,
             prev_hash,
             hash: blake3::Hash::from(recorded_hash(e)).to_hex().to_string(),
         })
@@ -183,7 +200,11 @@ impl<'a> ExportLine<'a> {
                 ",\"payload_encoding\":\"binary\",\"stored_data\":\"{stored}\""
             )?;
         }
-        write!(out, ",\"metadata\":{},\"prev_hash\":", self.metadata)?;
+        write!(out, ",\"metadata\":{}", self.metadata)?;
+        if let Some(stored) = &self.stored_metadata {
+            write!(out, ",\"stored_metadata\":\"{stored}\"")?;
+        }
+        write!(out, ",\"prev_hash\":")?;
         serde_json::to_writer(&mut *out, &self.prev_hash)?;
         writeln!(out, ",\"hash\":\"{}\"}}", self.hash)
     }

@@ -518,7 +518,16 @@ fn line_hash(line: &str, v: &Value) -> String {
     h.update(&hex::decode(text(&v["id"]).replace('-', "")).unwrap());
     part(&mut h, text(&v["type"]).as_bytes());
     part(&mut h, &stored_payload(line, v));
-    part(&mut h, metadata.as_bytes());
+    // Binary metadata: its stored bytes; JSON metadata: its raw text in the line.
+    match v.get("stored_metadata") {
+        Some(b64) => part(
+            &mut h,
+            &base64::engine::general_purpose::STANDARD
+                .decode(text(b64))
+                .unwrap_or_else(|e| panic!("stored_metadata is standard base64 ({e}): {line}")),
+        ),
+        None => part(&mut h, metadata.as_bytes()),
+    }
     h.finalize().to_hex().to_string()
 }
 

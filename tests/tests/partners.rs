@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use ledger_core::domain::chain::{encode_metadata, event_hash, hex32, GENESIS_HASH};
+use ledger_core::domain::chain::{encode_metadata, event_hash, hex32, EventMetadata, GENESIS_HASH};
 use ledger_core::domain::events::{LedgerEvent, PayloadEncoding, BINARY_PAYLOAD_TAG};
 use ledger_core::log::{
     EventId, EventLog, ExpectedVersion, NewEvent, ReadFrom, RecordedEvent, StreamName,
@@ -695,6 +695,7 @@ async fn auditors_stream_verify_and_replay_the_log() {
         // A JSON payload: data is the stored text, and stored_data the same bytes.
         assert_eq!(r.payload_encoding, "json");
         assert_eq!(r.stored_data, r.data.as_bytes());
+        assert_eq!(r.stored_metadata, r.metadata.as_bytes());
     }
     let verified = s
         .audit()
@@ -876,14 +877,20 @@ async fn auditors_read_a_binary_log_as_json_beside_its_stored_bytes() {
             LedgerEvent::decode(&r.r#type, &r.stored_data).unwrap(),
             "{at}: data is the stored event"
         );
-        // One rule for the verifier: hash over stored_data and metadata.
+        assert_eq!(r.stored_metadata, e.metadata, "{at}: the metadata's bytes");
+        assert_eq!(
+            EventMetadata::decode(r.metadata.as_bytes()).unwrap(),
+            EventMetadata::decode(&r.stored_metadata).unwrap(),
+            "{at}: metadata is the stored metadata, rendered"
+        );
+        // One rule for the verifier: hash over stored_data and stored_metadata.
         let hash = event_hash(
             &StreamName::new(r.stream.clone()).unwrap(),
             r.version,
             &EventId(r.id.parse().unwrap()),
             &r.r#type,
             &r.stored_data,
-            r.metadata.as_bytes(),
+            &r.stored_metadata,
         );
         assert_eq!(r.hash, hex32(&hash), "{at}");
         let expected = last

@@ -11,7 +11,7 @@ use super::clock::Clock;
 use super::decoded::DecodedEvents;
 use super::receipts::{receipts_for, Receipt, ReceiptMark, ReceiptReport};
 use crate::domain::account::AccountId;
-use crate::domain::chain::{encode_metadata, event_hash, verify_chain, ChainError, EventHash};
+use crate::domain::chain::{encode_metadata_as, event_hash, verify_chain, ChainError, EventHash};
 use crate::domain::commands::{Command, Context};
 use crate::domain::events::{HoursReceived, LedgerEvent, PayloadEncoding};
 use crate::domain::ids::{event_id_for_receipt, RequestId, TransactionId};
@@ -406,7 +406,8 @@ impl Handler {
                 id: event_id,
                 event_type: event.event_type().to_owned(),
                 data: event.encode_as(self.config.payload_encoding),
-                metadata: encode_metadata(
+                metadata: encode_metadata_as(
+                    self.config.payload_encoding,
                     Some((command.request_id(), &digest)),
                     &target.last_hash,
                     None,
@@ -484,7 +485,12 @@ impl Handler {
                 id: event_id_for_receipt(receipt.transaction, receipt.to.as_str()),
                 event_type: event.event_type().to_owned(),
                 data: event.encode_as(self.config.payload_encoding),
-                metadata: encode_metadata(None, &state.last_hash, Some(receipt.transaction)),
+                metadata: encode_metadata_as(
+                    self.config.payload_encoding,
+                    None,
+                    &state.last_hash,
+                    Some(receipt.transaction),
+                ),
             };
             let event = Arc::new(event);
             self.leave_decoded(&new, &event);

@@ -15,6 +15,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::commands::BINARY_DIGEST_PREFIX;
+use super::events::{PayloadEncoding, BINARY_PAYLOAD_TAG};
 use super::ids::{RequestId, TransactionId};
 use crate::log::{EventId, RecordedEvent, StreamName};
 
@@ -68,6 +70,93 @@ impl MetadataText<'_> {
     }
 }
 
+/// The metadata of a new event in `encoding`: JSON ([`encode_metadata`]) or binary.
+/// The handler writes metadata in the encoding it writes payloads in.
+pub fn encode_metadata_as(
+    encoding: PayloadEncoding,
+    request: Option<(&RequestId, &str)>,
+    prev: &EventHash,
+    causation: Option<TransactionId>,
+) -> Vec<u8> {
+    match encoding {
+        PayloadEncoding::Json => encode_metadata(request, prev, causation),
+        PayloadEncoding::Binary => {
+            let binary = MetadataBinaryOut {
+                schema: METADATA_SCHEMA,
+                request_id: request.map(|(id, _)| id),
+                request_digest: request.map(|(_, digest)| DigestBinary::of(digest)),
+                prev_hash: *prev,
+                causation,
+            };
+            let mut bytes = Vec::with_capacity(METADATA_BINARY_BYTES_TYPICAL);
+            bytes.push(BINARY_PAYLOAD_TAG);
+            postcard::to_extend(&binary, bytes).expect("metadata always serialises")
+        }
+    }
+}
+
+/// Room for binary metadata: ~100 bytes with a 36-byte request id.
+const METADATA_BINARY_BYTES_TYPICAL: usize = 160;
+
+/// Metadata in a binary record: [`BINARY_PAYLOAD_TAG`], then these fields in postcard
+/// (`docs/events.md`, "Binary payloads"): the same values as the JSON's, with the two
+/// hashes as their 32 bytes instead of 64 hex digits. Written from borrowed fields,
+/// read into [`MetadataBinaryIn`]: the same fields in the same order (the unit test
+/// `binary_metadata_reads_back_as_its_json_twin` holds them together).
+#[derive(Serialize)]
+struct MetadataBinaryOut<'a> {
+    schema: u32,
+    request_id: Option<&'a RequestId>,
+    request_digest: Option<DigestBinary>,
+    prev_hash: EventHash,
+    causation: Option<TransactionId>,
+}
+
+/// [`MetadataBinaryOut`] as read. The request id is read as JSON metadata reads it.
+#[derive(Deserialize)]
+struct MetadataBinaryIn {
+    schema: u32,
+    request_id: Option<RequestId>,
+    request_digest: Option<DigestBinary>,
+    prev_hash: EventHash,
+    causation: Option<TransactionId>,
+}
+
+/// A request digest's 32 bytes, and which form of the command they are the BLAKE3
+/// of (`Command::digest_as`). The variants' order is the wire format.
+#[derive(Serialize, Deserialize)]
+enum DigestBinary {
+    /// Of the command's JSON: the text form is the 64 hex digits.
+    Json(EventHash),
+    /// Of its binary form: the text form is `bin:` and the 64 hex digits.
+    Binary(EventHash),
+}
+
+impl DigestBinary {
+    /// From the text form the handler computes ([`crate::domain::commands::Command::digest_as`]).
+    fn of(text: &str) -> Self {
+        let (binary, hex_digits) = match text.strip_prefix(BINARY_DIGEST_PREFIX) {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(hex_digits, &mut bytes)
+            .expect("a request digest is 64 hex digits, after its prefix");
+        if binary {
+            Self::Binary(bytes)
+        } else {
+            Self::Json(bytes)
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Self::Json(b) => hex32(b),
+            Self::Binary(b) => format!("{BINARY_DIGEST_PREFIX}{}", hex32(b)),
+        }
+    }
+}
+
 /// The metadata JSON of a new event: exactly what [`EventMetadata::encode`] writes for
 /// `EventMetadata { schema: METADATA_SCHEMA, request_id, request_digest, prev_hash:
 /// hex32(prev), causation }`, where `request` is the request id and its digest (none
@@ -115,10 +204,41 @@ impl EventMetadata {
         .encode()
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+    /// Read stored metadata of either encoding (binary when it starts with
+    /// [`BINARY_PAYLOAD_TAG`], as payloads do). The hashes of binary metadata come back
+    /// as the hex text JSON metadata holds, so every reader sees one shape.
+    pub fn decode(bytes: &[u8]) -> Result<Self, MetadataError> {
+        if let Some(body) = bytes.strip_prefix(&[BINARY_PAYLOAD_TAG]) {
+            let b = match postcard::take_from_bytes::<MetadataBinaryIn>(body) {
+                Ok((b, [])) => b,
+                Ok((_, rest)) => {
+                    return Err(MetadataError::Binary(format!(
+                        "{} bytes after the last field",
+                        rest.len()
+                    )))
+                }
+                Err(e) => return Err(MetadataError::Binary(e.to_string())),
+            };
+            return Ok(Self {
+                schema: b.schema,
+                request_id: b.request_id,
+                request_digest: b.request_digest.map(|d| d.text()),
+                prev_hash: hex32(&b.prev_hash),
+                causation: b.causation,
+            });
+        }
         // Checked as UTF-8 once, then read as text (`events::json_text`).
-        serde_json::from_str(super::events::json_text(bytes)?)
+        serde_json::from_str(super::events::json_text(bytes)?).map_err(MetadataError::Json)
     }
+}
+
+/// Stored metadata that does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("binary metadata: {0}")]
+    Binary(String),
 }
 
 /// The hash of one event, as defined in the module documentation.
@@ -300,6 +420,54 @@ mod tests {
             assert_eq!(owned.encode(), derived);
             assert_eq!(encode_metadata(request, &prev, causation), derived);
             assert_eq!(EventMetadata::decode(&derived).unwrap(), owned);
+        }
+    }
+
+    /// Binary metadata reads back as the very fields its JSON twin holds, for every
+    /// mix of request, digest form and causation, in under half the bytes; spoiled
+    /// (truncated, padded) it does not decode.
+    #[test]
+    fn binary_metadata_reads_back_as_its_json_twin() {
+        let request = RequestId::new("req-7:a_b.c").unwrap();
+        let json_digest = hex32(blake3::hash(b"command").as_bytes());
+        let binary_digest = format!("{BINARY_DIGEST_PREFIX}{json_digest}");
+        let prev = *blake3::hash(b"previous").as_bytes();
+        let transaction = TransactionId(uuid::Uuid::from_bytes([7; 16]));
+        for digest in [&json_digest, &binary_digest] {
+            for (request, causation) in [
+                (Some((&request, digest.as_str())), None),
+                (None, Some(transaction)),
+                (None, None),
+                (Some((&request, digest.as_str())), Some(transaction)),
+            ] {
+                let json = encode_metadata(request, &prev, causation);
+                let binary = encode_metadata_as(PayloadEncoding::Binary, request, &prev, causation);
+                assert_eq!(binary[0], BINARY_PAYLOAD_TAG);
+                assert!(
+                    binary.len() * 2 < json.len(),
+                    "{} of {}",
+                    binary.len(),
+                    json.len()
+                );
+                let twin = EventMetadata::decode(&json).unwrap();
+                assert_eq!(EventMetadata::decode(&binary).unwrap(), twin);
+                assert_eq!(
+                    encode_metadata_as(PayloadEncoding::Json, request, &prev, causation),
+                    json
+                );
+                for cut in [1, binary.len() - 1] {
+                    assert!(matches!(
+                        EventMetadata::decode(&binary[..cut]),
+                        Err(MetadataError::Binary(_))
+                    ));
+                }
+                let mut padded = binary.clone();
+                padded.push(0);
+                assert!(matches!(
+                    EventMetadata::decode(&padded),
+                    Err(MetadataError::Binary(m)) if m.contains("after the last field")
+                ));
+            }
         }
     }
 

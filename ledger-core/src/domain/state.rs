@@ -213,7 +213,7 @@ pub enum FoldError {
     Metadata {
         stream: String,
         version: u64,
-        source: serde_json::Error,
+        source: crate::domain::chain::MetadataError,
     },
 }
 

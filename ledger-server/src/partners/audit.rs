@@ -96,9 +96,23 @@ pub fn log_record(e: &RecordedEvent) -> Result<pb::LogRecord, Described> {
             String::from_utf8(event.encode()).expect("serde_json writes UTF-8")
         }
     };
-    let prev_hash = EventMetadata::decode(&e.metadata)
-        .map(|m| m.prev_hash)
-        .unwrap_or_default();
+    // Binary metadata (beside binary payloads) is served as its JSON rendering, like
+    // the payload; JSON metadata as stored. A record whose metadata does not decode
+    // keeps an empty prev_hash, as before: VerifyLog reports such a record.
+    let decoded = EventMetadata::decode(&e.metadata);
+    let metadata = if is_binary_payload(&e.metadata) {
+        let m = decoded.as_ref().map_err(|err| {
+            corrupt(format!(
+                "the binary metadata of {} version {} does not decode: {err}",
+                e.stream, e.version
+            ))
+        })?;
+        // serde_json writes UTF-8 only: a failure here is a bug, not the log's.
+        String::from_utf8(m.encode()).expect("serde_json writes UTF-8")
+    } else {
+        text(&e.metadata, "metadata")?
+    };
+    let prev_hash = decoded.map(|m| m.prev_hash).unwrap_or_default();
     Ok(pb::LogRecord {
         position: Some(position(e.position)),
         stream: e.stream.to_string(),
@@ -106,10 +120,11 @@ pub fn log_record(e: &RecordedEvent) -> Result<pb::LogRecord, Described> {
         id: e.id.0.to_string(),
         r#type: e.event_type.clone(),
         data,
-        metadata: text(&e.metadata, "metadata")?,
+        metadata,
         prev_hash,
         hash: hex32(&recorded_hash(e)),
         stored_data: e.data.clone(),
+        stored_metadata: e.metadata.clone(),
         payload_encoding: encoding.name().to_owned(),
     })
 }
@@ -496,6 +511,33 @@ mod tests {
         assert_eq!(r.payload_encoding, "binary");
         assert_eq!(r.hash, hex32(&recorded_hash(&e)));
         assert_ne!(r.hash, hex32(&recorded_hash(&recorded(closed().encode()))));
+    }
+
+    #[test]
+    fn binary_metadata_is_served_as_its_json_beside_its_stored_bytes() {
+        use ledger_core::domain::chain::encode_metadata_as;
+        // Given a record written by a ledger with binary payloads (binary metadata)
+        let mut e = recorded(closed().encode_as(PayloadEncoding::Binary));
+        e.metadata = encode_metadata_as(PayloadEncoding::Binary, None, &GENESIS_HASH, None);
+        // When it is served
+        let r = log_record(&e).unwrap();
+        // Then metadata is the JSON twin, stored_metadata the bytes, hash over them
+        assert_eq!(
+            r.metadata.as_bytes(),
+            &ledger_core::domain::chain::encode_metadata(None, &GENESIS_HASH, None)[..]
+        );
+        assert_eq!(r.stored_metadata, e.metadata);
+        assert_eq!(r.hash, hex32(&recorded_hash(&e)));
+        // And spoiled binary metadata is DATA_LOSS naming the record
+        e.metadata = vec![BINARY_PAYLOAD_TAG, 0xff];
+        let err = log_record(&e).unwrap_err();
+        assert_eq!((err.code, err.reason), (Code::DataLoss, "LOG_CORRUPT"));
+        assert!(
+            err.message
+                .starts_with("the binary metadata of account-v-1 version 3 does not decode: "),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
