@@ -178,7 +178,8 @@ pub fn encode_metadata(
     .encode()
 }
 
-/// The metadata of every ledger event, as JSON.
+/// The metadata of every ledger event, as stored in JSON or read from binary
+/// metadata ([`EventMetadata::decode`]); [`EventMetadata::encode`] writes its JSON.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventMetadata {
     pub schema: u32,
