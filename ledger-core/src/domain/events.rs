@@ -472,8 +472,9 @@ pub enum PayloadEncoding {
     /// binary payloads existed. The default, because the log is what auditors read.
     #[default]
     Json,
-    /// [`BINARY_PAYLOAD_TAG`] then the event's fields in postcard 1.0's wire format:
-    /// several times cheaper to write, hash and read than JSON (docs/benchmarks.md).
+    /// [`BINARY_PAYLOAD_TAG`] then the event's fields in postcard 1.0's wire format,
+    /// and binary metadata likewise: less than half the bytes, cheaper to write, hash
+    /// and read than JSON (docs/benchmarks.md, "Eighth session").
     Binary,
 }
 
