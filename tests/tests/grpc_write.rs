@@ -35,7 +35,11 @@ struct Server {
 
 impl Server {
     async fn start() -> Self {
-        let log = MemoryLog::new();
+        Self::start_over(MemoryLog::new()).await
+    }
+
+    /// A server over `log` as it is (a restart).
+    async fn start_over(log: MemoryLog) -> Self {
         let s = timebank_tests::spawn_server(Arc::new(log.clone()) as Arc<dyn EventLog>, NOW).await;
         Self {
             log,
@@ -1054,25 +1058,27 @@ async fn shutdown_lets_in_flight_commands_finish() {
     let server = Server::start().await;
     let mut c = server.client.clone();
     setup(&mut c).await;
+    let request = |i: u32| {
+        let start = format!("2026-11-{:02}T{:02}:00:00Z", 10 + i / 20, i % 20);
+        let end = format!("2026-11-{:02}T{:02}:30:00Z", 10 + i / 20, i % 20);
+        deposit(&format!("d{i}"), "v1", "0.5", &start, &end)
+    };
     let mut calls = Vec::new();
     for i in 0..40u32 {
         let mut c = server.client.clone();
-        let start = format!("2026-11-{:02}T{:02}:00:00Z", 10 + i / 20, i % 20);
-        let end = format!("2026-11-{:02}T{:02}:30:00Z", 10 + i / 20, i % 20);
-        calls.push(tokio::spawn(async move {
-            c.deposit_hours(deposit(&format!("d{i}"), "v1", "0.5", &start, &end))
-                .await
-        }));
+        let r = request(i);
+        calls.push(tokio::spawn(async move { c.deposit_hours(r).await }));
     }
     tokio::task::yield_now().await;
     let log = server.log.clone();
     server.stop().await;
-    // Every call ends: a success is in the log, a failure is a clean status.
-    let mut ok = 0;
-    for call in calls {
+    // Every call ends: a success is in the log; a failure is a clean status, an
+    // unknown outcome to the client.
+    let mut acknowledged = Vec::new();
+    let mut unknown = Vec::new();
+    for (i, call) in calls.into_iter().enumerate() {
         match call.await.unwrap() {
             Ok(r) => {
-                ok += 1;
                 let p = r.into_inner().position.unwrap();
                 let page = log
                     .read_all(
@@ -1082,26 +1088,47 @@ async fn shutdown_lets_in_flight_commands_finish() {
                     .await
                     .unwrap();
                 assert!(page.iter().any(|e| e.position.commit() == p.commit));
+                acknowledged.push(i as u32);
             }
-            // Refused before it was accepted (connection closed, GOAWAY): fine, as long
-            // as nothing was written for it (checked below).
-            Err(s) => eprintln!("not accepted: {:?} {}", s.code(), s.message()),
+            // Refused before it was accepted (connection closed, GOAWAY), or, rarely,
+            // a response lost at shutdown for a command that was written (seen once
+            // in a few hundred runs under load: the command task finishes by design,
+            // its connection may be gone): either way the client does not know, and
+            // its retry with the same request id settles it (below).
+            Err(s) => {
+                eprintln!("not acknowledged: {:?} {}", s.code(), s.message());
+                unknown.push(i as u32);
+            }
         }
     }
-    eprintln!("acknowledged {ok} of 40");
-    let written = log
-        .read_stream(
-            &ledger_core::domain::account::AccountId::new("v1")
-                .unwrap()
-                .stream(),
-            0,
-            100,
-        )
-        .await
-        .unwrap();
+    eprintln!("acknowledged {} of 40", acknowledged.len());
+    let v1 = ledger_core::domain::account::AccountId::new("v1")
+        .unwrap()
+        .stream();
+    let written = log.read_stream(&v1, 0, 100).await.unwrap().len() - 1;
+    assert!(
+        written >= acknowledged.len(),
+        "every acknowledged deposit was written"
+    );
+    // A restart over the same log; each unacknowledged call retried: a deposit that
+    // was written comes back as the original (replayed), one that was not is
+    // written now, and no request is written twice.
+    let again = Server::start_over(log.clone()).await;
+    let mut c = again.client.clone();
+    let mut replayed = 0;
+    for i in &unknown {
+        let r = c.deposit_hours(request(*i)).await.unwrap().into_inner();
+        replayed += usize::from(r.replayed);
+    }
+    again.stop().await;
     assert_eq!(
-        written.len(),
-        ok + 1,
-        "exactly the acknowledged deposits (plus registration) were written"
+        replayed,
+        written - acknowledged.len(),
+        "the retries replay exactly the deposits written without an acknowledgement"
+    );
+    assert_eq!(
+        log.read_stream(&v1, 0, 100).await.unwrap().len(),
+        41,
+        "each of the 40 deposits once (plus the registration)"
     );
 }
