@@ -93,6 +93,36 @@ pub fn at(s: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// An RFC 3339 instant as the protobuf `Timestamp` the API takes (whole seconds).
+pub fn timestamp(s: &str) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at(s).timestamp(),
+        nanos: 0,
+    }
+}
+
+/// A `RegisterAccount` request; a volunteer joins on `joined_on`, other kinds carry no
+/// join date.
+pub fn registration(
+    request_id: &str,
+    id: &str,
+    kind: ledger_server::pb::AccountKind,
+    region: &str,
+    joined_on: &str,
+) -> ledger_server::pb::RegisterAccountRequest {
+    ledger_server::pb::RegisterAccountRequest {
+        request_id: request_id.into(),
+        account_id: id.into(),
+        kind: kind as i32,
+        region_code: region.into(),
+        join_date: if kind == ledger_server::pb::AccountKind::Volunteer {
+            joined_on.into()
+        } else {
+            String::new()
+        },
+    }
+}
+
 /// `message` with `key` as its bearer credential.
 pub fn with<T>(key: &str, message: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);

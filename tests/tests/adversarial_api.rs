@@ -8,7 +8,7 @@
 
 use ledger_server::auth::Access;
 use ledger_server::pb;
-use timebank_tests::{at, caller_entry as entry, refused, why, with, Guarded};
+use timebank_tests::{at, caller_entry as entry, refused, registration, why, with, Guarded};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -20,13 +20,7 @@ const MERCHANT: &str = "tbk_merchant_1";
 const BANK: &str = "tbk_bank_a";
 const AUDITOR: &str = "tbk_auditor";
 
-fn ts(s: &str) -> prost_types::Timestamp {
-    let t = at(s);
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: 0,
-    }
-}
+use timebank_tests::timestamp as ts;
 
 fn access() -> Access {
     let text = [
@@ -180,17 +174,7 @@ fn register(
     kind: pb::AccountKind,
     region: &str,
 ) -> pb::RegisterAccountRequest {
-    pb::RegisterAccountRequest {
-        request_id: req.into(),
-        account_id: id.into(),
-        kind: kind as i32,
-        region_code: region.into(),
-        join_date: if kind == pb::AccountKind::Volunteer {
-            "2021-03-01".into()
-        } else {
-            String::new()
-        },
-    }
+    registration(req, id, kind, region, "2021-03-01")
 }
 
 fn deposit(req: &str, who: &str, hours: &str, start: &str, end: &str) -> pb::DepositHoursRequest {

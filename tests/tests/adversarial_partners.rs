@@ -8,7 +8,7 @@
 
 use ledger_server::auth::Access;
 use ledger_server::pb;
-use timebank_tests::{at, caller_entry as entry, why, with, Guarded};
+use timebank_tests::{at, caller_entry as entry, registration, why, with, Guarded};
 use tonic::{Code, Status};
 
 const NOW: &str = "2026-11-20T12:00:00Z";
@@ -20,13 +20,7 @@ const OTHER_MERCHANT: &str = "tbk_merchant_2";
 const BANK: &str = "tbk_bank_a";
 const AUDITOR: &str = "tbk_auditor";
 
-fn ts(s: &str) -> prost_types::Timestamp {
-    let t = at(s);
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: 0,
-    }
-}
+use timebank_tests::timestamp as ts;
 
 fn access() -> Access {
     let text = [
@@ -73,17 +67,7 @@ impl Server {
             s.commands()
                 .register_account(with(
                     ADMIN,
-                    pb::RegisterAccountRequest {
-                        request_id: format!("reg-{id}"),
-                        account_id: id.into(),
-                        kind: kind as i32,
-                        region_code: region.into(),
-                        join_date: if kind == K::Volunteer {
-                            "2021-03-01".into()
-                        } else {
-                            String::new()
-                        },
-                    },
+                    registration(&format!("reg-{id}"), id, kind, region, "2021-03-01"),
                 ))
                 .await
                 .unwrap();

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use ledger_core::log::memory::MemoryLog;
 use ledger_core::log::EventLog;
 use ledger_server::pb;
@@ -20,13 +20,7 @@ use tonic_types::StatusExt;
 
 const NOW: &str = "2026-11-20T12:00:00Z";
 
-fn ts(s: &str) -> prost_types::Timestamp {
-    let t: DateTime<Utc> = DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: 0,
-    }
-}
+use timebank_tests::timestamp as ts;
 
 struct Server {
     commands: LedgerCommandsClient<Channel>,

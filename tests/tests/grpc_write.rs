@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use ledger_core::app::LedgerConfig;
 use ledger_core::log::memory::MemoryLog;
 use ledger_core::log::EventLog;
@@ -17,13 +16,7 @@ use tonic_types::StatusExt;
 
 const NOW: &str = "2026-11-20T12:00:00Z";
 
-fn ts(s: &str) -> prost_types::Timestamp {
-    let t: DateTime<Utc> = DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: 0,
-    }
-}
+use timebank_tests::timestamp as ts;
 
 struct Server {
     log: MemoryLog,

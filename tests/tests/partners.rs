@@ -26,7 +26,7 @@ use ledger_core::log::{
 use ledger_server::auth::Access;
 use ledger_server::demo::{self, DemoConfig};
 use ledger_server::pb;
-use timebank_tests::{at, caller_entry as entry, reason, with, Guarded};
+use timebank_tests::{at, caller_entry as entry, reason, registration, with, Guarded};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -95,21 +95,10 @@ impl Server {
     }
 
     async fn register(&self, id: &str, kind: pb::AccountKind, region: &str) -> pb::CommandResult {
-        let join = if kind == pb::AccountKind::Volunteer {
-            "2024-11-20"
-        } else {
-            ""
-        };
         self.commands()
             .register_account(with(
                 ADMIN,
-                pb::RegisterAccountRequest {
-                    request_id: format!("reg-{id}"),
-                    account_id: id.into(),
-                    kind: kind as i32,
-                    region_code: region.into(),
-                    join_date: join.into(),
-                },
+                registration(&format!("reg-{id}"), id, kind, region, "2024-11-20"),
             ))
             .await
             .unwrap()
