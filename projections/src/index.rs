@@ -2,31 +2,46 @@
 //! tree: registered volunteers, active volunteers, activities, participations and total
 //! hours.
 //!
-//! Each cell is kept incrementally for every node on the volunteer's lineage (at most
-//! four) and the three periods of the service day (all time, year, month), so a query
-//! is one lookup. Distinct counts (active volunteers, activities) do not add up a tree,
-//! so they are kept per node: a volunteer is active in a cell when they have a standing
-//! deposit in it; an activity counts once per cell however many volunteers served in
-//! it. Service is attributed to the volunteer's registered region and the service date.
+//! Service is attributed to the volunteer's registered region and the service date. A
+//! volunteer is registered at exactly one node, so registered volunteers, active
+//! volunteers (a volunteer is active in a period when they have a standing deposit in
+//! it), participations and hours add up the tree: each cell keeps them for the
+//! volunteers registered at exactly its node (three cells per deposit: the node's
+//! month, year and all time), and a query sums the node's subtree
+//! ([`ServiceIndex::rolled_up`]; a city is ~1,450 nodes). Distinct activities do not
+//! add up (one activity served in two communities is one activity of their district),
+//! so each cell keeps them for its whole subtree, counted by [`ActivityRefs`] and
+//! carried up the tree only when an activity comes into or leaves a cell.
+//!
+//! Option not taken: every cell kept rolled up, for each node of the volunteer's
+//! lineage (what this replaced). A query was one lookup, but every deposit touched
+//! twelve cells (four levels × three periods) and looked its activity up in four of
+//! them, ~2,000 instructions of the fold's ~3,600 per event; queries of the index are
+//! rare next to deposits (docs/benchmarks.md, "Ninth session").
 
 use chrono::{Datelike, NaiveDate};
 use rustc_hash::FxHashMap;
 use serde::ser::{SerializeSeq, SerializeTuple};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::account::Transitions;
-use crate::model::{decimal, Centi, Period, ReadModels};
+use ledger_core::domain::account::REGION_LEVELS_MAX;
 
-/// One (region node, period) cell.
+use crate::account::Transitions;
+use crate::model::{decimal, Centi, Period, ReadModels, Regions};
+
+/// One (region node, period) cell. The sums (`registered`, `active`, `participations`,
+/// `centi`) are those of the volunteers registered at exactly this node; `activities`
+/// is the whole subtree's. [`ServiceIndex::rolled_up`] gives a node's figures.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cell {
-    /// Volunteers who joined in the period (all time: every registered volunteer).
+    /// Volunteers of this node who joined in the period (all time: every one).
     pub registered: u32,
-    /// Volunteers with at least one standing deposit in the period.
+    /// Volunteers of this node with at least one standing deposit in the period.
     pub active: u32,
-    /// Distinct activities with at least one standing deposit in the period.
+    /// Distinct activities with at least one standing deposit in the period by a
+    /// volunteer of this node's subtree.
     pub activities: u32,
-    /// Standing deposits.
+    /// Standing deposits by volunteers of this node.
     pub participations: u64,
     pub centi: Centi,
 }
@@ -42,16 +57,19 @@ pub const INDEX_CELLS_MAX: usize = u32::MAX as usize;
 const NO_SLOT: u32 = u32::MAX;
 
 /// Per activity, what keeps it counted in each cell's distinct activities, keyed by
-/// the cell's slot: in a month's cell its standing deposits; in a year's cell the
-/// months of the year in which it has one; in the all-time cell the years. An activity
-/// counts in a cell while its entry is there (non-zero), and a level is touched only
-/// when the level below crosses zero, so a deposit into a month the activity already
-/// had costs one lookup per node instead of three.
+/// the cell's slot: in a node's month cell, its standing deposits by the node's own
+/// volunteers plus the node's children in whose month cell it counts; in a year's cell
+/// the months of the year in which it counts at that node; in the all-time cell the
+/// years. An activity counts in a cell while its entry is there (non-zero). An entry
+/// is stepped only when the one it derives from crosses zero (a month's below it in
+/// the tree, a node's months and years), so a deposit into a month in which the
+/// activity already counts at the volunteer's node costs one lookup, and the node's
+/// ancestors are not visited at all.
 ///
-/// Kept per activity, not per cell: the 4 to 12 lookups of one deposit then all land
-/// in one small list (an activity is served in a few communities' months), one or two
-/// cache misses, where per-cell maps (the option this replaced) cost one miss per
-/// node, in maps that for a city's month hold every activity of the month.
+/// Kept per activity, not per cell: the lookups of one deposit then all land in one
+/// small list (an activity is served in a few communities' months), one or two cache
+/// misses, where per-cell maps (an option replaced earlier) cost one miss per node,
+/// in maps that for a city's month hold every activity of the month.
 ///
 /// A `Vec` of `(slot, count)` sorted by slot, strictly increasing, no zero count,
 /// looked up by binary search: one allocation of 8 bytes per entry, so cloning the
@@ -123,6 +141,14 @@ impl ActivityRefs {
                     sign > 0,
                     "a standing deposit's activity is counted in its cells"
                 );
+                if v.capacity() == 0 {
+                    // An activity's first deposit makes up to 12 entries (four levels
+                    // × three periods) one after another: one allocation for them, not
+                    // a growth at 4 and 8 (~700 instructions per deposit in a replay
+                    // whose activities are new, measured). Option not taken: more up
+                    // front, which activities served in one month would never use.
+                    v.reserve_exact(REGION_LEVELS_MAX * 3);
+                }
                 v.insert(i, (s, 1));
                 // Where binary search put it; two comparisons beside a move of the tail.
                 assert!(
@@ -176,6 +202,11 @@ pub struct ServiceIndex {
     /// Node → period id → slot (`NO_SLOT` if untouched); derived from `keys`.
     #[serde(skip_serializing)]
     node_slots: Vec<Vec<u32>>,
+    /// Month key ([`crate::model::month_key`]) → the ids of its all-time, year and
+    /// month periods: one lookup per deposit instead of three. A cache of
+    /// `period_ids`, filled as months are met (empty after a load).
+    #[serde(skip)]
+    month_pids: FxHashMap<u32, [u32; 3]>,
 }
 
 /// Equal when the stored fields are: the two addressing tables are derived from them
@@ -252,6 +283,7 @@ impl TryFrom<StoredIndex> for ServiceIndex {
             activity_refs: s.activity_refs,
             period_ids,
             node_slots,
+            month_pids: FxHashMap::default(),
         })
     }
 }
@@ -287,7 +319,8 @@ pub struct Canonical<'a> {
 }
 
 impl ServiceIndex {
-    /// The cell of `node` in `period`, if anything ever touched it.
+    /// The cell of `node` in `period` as stored (its own volunteers' sums, its
+    /// subtree's activities), if anything ever touched it.
     pub fn cell(&self, node: u32, period: Period) -> Option<&Cell> {
         let pid = *self.period_ids.get(&period)? as usize;
         let slot = *self.node_slots.get(node as usize)?.get(pid)?;
@@ -301,6 +334,40 @@ impl ServiceIndex {
             .enumerate()
             .filter(|(_, &s)| s != NO_SLOT)
             .map(|(pid, &s)| (self.periods[pid], &self.cells[s as usize]))
+    }
+
+    /// `node`'s figures for `period`: the sums of every cell in its subtree, and its
+    /// own distinct activities.
+    pub fn rolled_up(&self, regions: &Regions, node: u32, period: Period) -> Cell {
+        let Some(&pid) = self.period_ids.get(&period) else {
+            return Cell::default();
+        };
+        let own = |n: u32| {
+            let slot = *self.node_slots.get(n as usize)?.get(pid as usize)?;
+            (slot != NO_SLOT).then(|| self.cells[slot as usize])
+        };
+        let mut sum = Cell::default();
+        for n in regions.subtree(node) {
+            if let Some(c) = own(n) {
+                sum.registered += c.registered;
+                sum.active += c.active;
+                sum.participations += c.participations;
+                sum.centi += c.centi;
+            }
+        }
+        sum.activities = own(node).map_or(0, |c| c.activities);
+        sum
+    }
+
+    /// The ids of the all-time, year and month periods of `day`, made if new.
+    fn period_ids_of(&mut self, day: NaiveDate) -> [u32; 3] {
+        let month = crate::model::month_key(day);
+        if let Some(&pids) = self.month_pids.get(&month) {
+            return pids;
+        }
+        let pids = Period::of_day(day).map(|p| self.period_id(p));
+        self.month_pids.insert(month, pids);
+        pids
     }
 
     /// The id of `period`, made if new.
@@ -332,16 +399,19 @@ impl ServiceIndex {
         next
     }
 
-    pub(crate) fn on_registered(&mut self, lineage: &[u32], joined: NaiveDate) {
-        let pids = Period::of_day(joined).map(|p| self.period_id(p));
-        for &n in lineage {
-            for &p in &pids {
-                let s = self.slot(n, p);
-                self.cells[s].registered += 1;
-            }
+    /// A volunteer registered at `node`, who joined on `joined`.
+    pub(crate) fn on_registered(&mut self, node: u32, joined: NaiveDate) {
+        for p in self.period_ids_of(joined) {
+            let s = self.slot(node, p);
+            self.cells[s].registered += 1;
         }
     }
 
+    /// Add (`sign` = 1) or take back (-1) a standing deposit of `c` hundredths in
+    /// `activity` on `day` by a volunteer registered at `lineage[0]` (`lineage`: that
+    /// node and its ancestors, leaf first; empty for a volunteer in no region, who
+    /// counts nowhere). `transitions` says whether the volunteer became active (1) or
+    /// inactive (-1) in the day's all-time, year and month periods.
     pub(crate) fn on_deposit(
         &mut self,
         lineage: &[u32],
@@ -351,33 +421,51 @@ impl ServiceIndex {
         sign: i64,
         transitions: Transitions,
     ) {
-        let pids = Period::of_day(day).map(|p| self.period_id(p));
         let a = activity as usize;
         if self.activity_refs.len() <= a {
             self.activity_refs.resize_with(a + 1, ActivityRefs::default);
         }
-        for &n in lineage {
-            let slots = pids.map(|p| self.slot(n, p));
-            for (k, &s) in slots.iter().enumerate() {
-                let cell = &mut self.cells[s];
-                cell.centi += c;
-                cell.participations = cell
-                    .participations
-                    .checked_add_signed(sign)
-                    .expect("participations never go below zero");
-                cell.active = cell
-                    .active
-                    .checked_add_signed(i32::from(transitions[k]))
-                    .expect("active volunteers never go below zero");
+        let Some(&own) = lineage.first() else {
+            return;
+        };
+        let pids = self.period_ids_of(day);
+        let slots = pids.map(|p| self.slot(own, p));
+        for (k, &s) in slots.iter().enumerate() {
+            let cell = &mut self.cells[s];
+            cell.centi += c;
+            cell.participations = cell
+                .participations
+                .checked_add_signed(sign)
+                .expect("participations never go below zero");
+            cell.active = cell
+                .active
+                .checked_add_signed(i32::from(transitions[k]))
+                .expect("active volunteers never go below zero");
+        }
+        // Distinct activities, leaf first: the node's month; if the activity came or
+        // went there, the node's year (and if that crossed, its all time) and the
+        // parent's month, whose count is one per child the activity counts in.
+        // Taken out of the list for the walk, as `slot` may add cells meanwhile.
+        let mut refs = std::mem::take(&mut self.activity_refs[a]);
+        for (level, &n) in lineage.iter().enumerate() {
+            let [all, year, month] = if level == 0 {
+                slots
+            } else {
+                pids.map(|p| self.slot(n, p))
+            };
+            if !count_activity(&mut refs, &mut self.cells[month], month as u32, sign) {
+                break;
             }
-            // Month, then year, then all time, each only if the one below crossed zero.
-            let refs = &mut self.activity_refs[a];
-            for &s in slots.iter().rev() {
-                if !count_activity(refs, &mut self.cells[s], s as u32, sign) {
-                    break;
-                }
+            if count_activity(&mut refs, &mut self.cells[year], year as u32, sign) {
+                count_activity(&mut refs, &mut self.cells[all], all as u32, sign);
             }
         }
+        self.activity_refs[a] = refs;
+    }
+
+    /// How many (node, period) cells are held (for memory figures).
+    pub fn cell_count(&self) -> usize {
+        self.cells.len()
     }
 
     /// How many (node, period, activity) counts are held (for memory figures).
@@ -536,27 +624,30 @@ impl ReadModels {
     /// join date) up to the end of the period: the size of the scheme then.
     pub fn service_index(&self, region: &str, period: Period) -> Option<IndexView> {
         let node = self.regions.paths.get(region)?;
-        let cell = |p| self.index.cell(node, p).copied().unwrap_or_default();
-        let c = cell(period);
+        let c = self.index.rolled_up(&self.regions, node, period);
         let registered = match period {
             Period::All => c.registered,
             Period::Year(y) | Period::Month(y, _) => {
                 // Cumulative to the period's end: the years before, plus this year's
-                // months up to the period's last month.
+                // months up to the period's last month, over the subtree.
                 let last_month = match period {
                     Period::Month(_, m) => m,
                     _ => 12,
                 };
-                let earlier: u32 = self
-                    .index
-                    .cells_of(node)
-                    .filter(|(p, _)| matches!(p, Period::Year(py) if *py < y))
-                    .map(|(_, c)| c.registered)
-                    .sum();
-                let this_year: u32 = (1..=last_month)
-                    .map(|m| cell(Period::Month(y, m)).registered)
-                    .sum();
-                earlier + this_year
+                let mut total = 0;
+                for n in self.regions.subtree(node) {
+                    total += self
+                        .index
+                        .cells_of(n)
+                        .filter(|(p, _)| match *p {
+                            Period::Year(py) => py < y,
+                            Period::Month(py, m) => py == y && m <= last_month,
+                            Period::All => false,
+                        })
+                        .map(|(_, c)| c.registered)
+                        .sum::<u32>();
+                }
+                total
             }
         };
         Some(IndexView {

@@ -17,7 +17,8 @@
 //! - [`credit`]: the credit-score model (`docs/credit-score.md`), computed on demand
 //!   from the volunteer's own stream up to an `as_of` time;
 //! - [`rankings`]: top volunteers, projects and regions;
-//! - [`index`]: the service index per region node and period, rolled up the tree;
+//! - [`index`]: the service index per region node and period: sums kept per node and
+//!   added up the tree when asked, distinct activities carried up as they change;
 //! - [`annual`]: volunteers below an annual minimum;
 //! - [`redemptions`]: merchants' holds and captures (lists, settlement), points on
 //!   hold, and the open holds the server's sweeper expires;

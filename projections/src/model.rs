@@ -15,7 +15,7 @@ use std::hash::BuildHasher;
 
 use chrono::{Datelike, NaiveDate};
 use hashbrown::HashTable;
-use ledger_core::domain::account::AccountKind;
+use ledger_core::domain::account::{AccountKind, REGION_LEVELS_MAX};
 use ledger_core::domain::events::{DecodeError, HourKind, LedgerEvent};
 use ledger_core::domain::units::Unit;
 use ledger_core::log::{EventId, EventMark, Position, RecordedEvent, StreamName};
@@ -326,15 +326,29 @@ impl Regions {
     }
 
     /// `node` and its ancestors in a fixed array (no allocation on the hot path).
-    pub fn lineage_array(&self, node: u32) -> ([u32; 4], usize) {
-        let mut out = [0u32; 4];
+    pub fn lineage_array(&self, node: u32) -> ([u32; REGION_LEVELS_MAX], usize) {
+        let mut out = [0u32; REGION_LEVELS_MAX];
         let mut n = 0;
         for x in self.lineage(node) {
-            assert!(n < 4, "region codes have at most four levels");
+            assert!(
+                n < REGION_LEVELS_MAX,
+                "region codes have at most four levels"
+            );
             out[n] = x;
             n += 1;
         }
         (out, n)
+    }
+
+    /// `node` and every node below it, in no particular order.
+    pub fn subtree(&self, node: u32) -> Vec<u32> {
+        let mut out = vec![node];
+        let mut i = 0;
+        while let Some(&n) = out.get(i) {
+            out.extend_from_slice(&self.nodes[n as usize].children);
+            i += 1;
+        }
+        out
     }
 
     /// Every volunteer registered in `node`'s subtree (all volunteers for None).
@@ -591,12 +605,16 @@ impl ReadModels {
 
     /// Apply a decoded event whose event id is `id`.
     pub fn apply_event(&mut self, id: u128, event: &LedgerEvent) {
+        // The last account a posting named, so that a deposit does not look its
+        // volunteer up twice (its credit posting names them).
+        let mut posted: Option<(&str, u32)> = None;
         if let Some(postings) = event.postings() {
             for p in postings {
                 if p.account.is_system() {
                     continue;
                 }
                 let a = self.account(p.account.as_str());
+                posted = Some((p.account.as_str(), a));
                 let slot = match p.unit {
                     Unit::Hours => 0,
                     Unit::HonourHours => 1,
@@ -628,8 +646,7 @@ impl ReadModels {
                     Kind::Volunteer => {
                         self.regions.nodes[node as usize].members.push(a);
                         let joined = joined.expect("volunteers have a join date");
-                        let lineage: Vec<u32> = self.regions.lineage(node).collect();
-                        self.index.on_registered(&lineage, joined);
+                        self.index.on_registered(node, joined);
                     }
                     Kind::Project => self.projects.push(a),
                     _ => {}
@@ -642,7 +659,10 @@ impl ReadModels {
                 row.closed_at = e.closed_at.timestamp();
             }
             LedgerEvent::HoursDeposited(e) => {
-                let account = self.account(e.volunteer.as_str());
+                let account = match posted {
+                    Some((name, a)) if name == e.volunteer.as_str() => a,
+                    _ => self.account(e.volunteer.as_str()),
+                };
                 let organisation = self.account(e.organisation.as_str());
                 // A reused buffer: no allocation unless the activity is new.
                 let mut key = std::mem::take(&mut self.scratch);

@@ -119,7 +119,11 @@ pub mod pairs {
 /// 8: the event at the checkpoint ([`ReadModels::checkpoint_event`]).
 /// 9: an account row's closure as an instant (`AccountRow::closed_at`), not a UTC day:
 /// the same varint width, so a format-8 row would read as a wrong instant, not fail.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 9;
+/// 10: the service index's cells hold the sums of their own node's volunteers, not of
+/// the subtree, and an activity's month count at a node counts its children, not their
+/// deposits (`index.rs`): the same shape, so a format-9 index would read as wrong
+/// figures, not fail.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 10;
 const MAGIC: &[u8; 8] = b"TBPROJ\0\0";
 const HEADER_BYTES: usize = 8 + 4 + 8 + 32;
 pub const SNAPSHOT_FILE: &str = "read-models.snap";
