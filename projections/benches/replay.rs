@@ -530,7 +530,7 @@ fn replay_stream(n: u64) {
         count as f64 / apply.as_secs_f64()
     );
     println!(
-        "read-model memory: {:.0} MiB live heap ({:.0} B per event), {:.0} MiB RSS growth, for {} accounts, {} standing deposits, {} service-index activity counts",
+        "read-model memory: {:.0} MiB live heap ({:.0} B per event), {:.0} MiB RSS growth, for {} accounts, {} standing deposits, {} service-index activity entries",
         heap as f64 / (1 << 20) as f64,
         heap as f64 / count as f64,
         rss_after.saturating_sub(rss_before) as f64 / (1 << 20) as f64,
@@ -659,7 +659,7 @@ fn replay_bench() {
     );
     drop(from_binary);
     println!(
-        "read-model memory: {:.0} MiB live heap ({:.0} B per event), ~{:.0} MiB RSS growth, for {} accounts, {} standing deposits, {} service-index activity counts",
+        "read-model memory: {:.0} MiB live heap ({:.0} B per event), ~{:.0} MiB RSS growth, for {} accounts, {} standing deposits, {} service-index activity entries",
         heap as f64 / (1 << 20) as f64,
         heap as f64 / events.len() as f64,
         rss_after.saturating_sub(rss_before) as f64 / (1 << 20) as f64,

@@ -56,81 +56,89 @@ pub const INDEX_CELLS_MAX: usize = u32::MAX as usize;
 /// "No cell yet" in a node's row of slots.
 const NO_SLOT: u32 = u32::MAX;
 
-/// Per activity, what keeps it counted in each cell's distinct activities, keyed by
-/// the cell's slot: in a node's month cell, its standing deposits by the node's own
-/// volunteers plus the node's children in whose month cell it counts; in a year's cell
-/// the months of the year in which it counts at that node; in the all-time cell the
-/// years. An activity counts in a cell while its entry is there (non-zero). An entry
-/// is stepped only when the one it derives from crosses zero (a month's below it in
-/// the tree, a node's months and years), so a deposit into a month in which the
-/// activity already counts at the volunteer's node costs one lookup, and the node's
-/// ancestors are not visited at all.
-///
-/// Kept per activity, not per cell: the lookups of one deposit then all land in one
-/// small list (an activity is served in a few communities' months), one or two cache
-/// misses, where per-cell maps (an option replaced earlier) cost one miss per node,
-/// in maps that for a city's month hold every activity of the month.
-///
-/// A `Vec` of `(slot, count)` sorted by slot, strictly increasing, no zero count,
-/// looked up by binary search: one allocation of 8 bytes per entry, so cloning the
-/// state for a periodic snapshot copies each activity's entries in one `memcpy`, and
-/// reading a snapshot back pushes them in order, no hashing. Slots are numbered in
-/// first-touch (log) order, so the cells of a month new to the log go at the end; an
-/// insert elsewhere moves the entries after it (at 1 M events an activity holds 27
-/// on average, 58 at p99, 94 at most). Option not taken: the `FxHashMap<u32, u32>`
-/// this replaced (fourth session): O(1) lookups, but hundreds of thousands of small
-/// tables (control bytes plus power-of-two buckets) to allocate and rebuild: at 3 M
-/// events, measured side by side, the snapshot's clone took 0.99–1.03 s instead of
-/// 0.22–0.29 s, its read back 0.89–1.12 s instead of 0.57 s, and the read models
-/// 51 MiB more heap, for a fold that was not faster (docs/benchmarks.md, "The service
-/// index per activity as sorted vectors (fifth session)").
-///
-/// Stored as the sequence of its pairs, the bytes `crate::snapshot::pairs` writes for
-/// a map with these entries, so snapshot format 8 is unchanged. Pairs are written in
-/// slot order; a map wrote them in its iteration order, so a snapshot written by a
-/// build with the map is sorted once on load ([`From`]); a slot twice, a zero count or
-/// a missing cell is then refused by [`ServiceIndex::validate`] (`snapshot::read`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "Vec<(u32, u32)>")]
-pub struct ActivityRefs(Vec<(u32, u32)>);
+/// A month as `year * 12 + month0`: ordered like the months, one number per month
+/// of any year chrono can hold (unlike [`crate::model::month_key`], which folds the
+/// years before 1 CE into year 0).
+pub fn month_number(d: NaiveDate) -> i32 {
+    d.year() * 12 + d.month0() as i32
+}
 
-impl From<Vec<(u32, u32)>> for ActivityRefs {
-    /// As decoded; sorted by slot if it is not (a map's iteration order).
-    fn from(mut pairs: Vec<(u32, u32)>) -> Self {
-        if !pairs.is_sorted_by_key(|e| e.0) {
-            pairs.sort_unstable_by_key(|e| e.0);
-        }
-        Self(pairs)
+/// The month period of a [`month_number`].
+fn month_period(month: i32) -> Period {
+    Period::Month(month.div_euclid(12), month.rem_euclid(12) as u32 + 1)
+}
+
+/// One activity's standing deposits in one month by volunteers registered at one
+/// node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Served {
+    /// The service month ([`month_number`]).
+    pub month: i32,
+    /// The volunteers' registered region node.
+    pub node: u32,
+    /// Standing deposits; never zero (the entry goes with the last one).
+    pub count: u32,
+}
+
+impl Served {
+    fn key(&self) -> (i32, u32) {
+        (self.month, self.node)
     }
 }
 
+/// Per activity, where it was served: its standing deposits per (month, volunteer's
+/// node), sorted by (month, node), strictly increasing, no zero count. An activity
+/// counts in the distinct activities of a node's cell for a period while one of its
+/// entries lies in that node's subtree and in that period. So a deposit into a
+/// (month, node) the activity already has changes no cell's distinct count and costs
+/// one binary search; only when an entry comes or goes does the fold look at the
+/// activity's other entries ([`ActivityRefs::kept`]) to find the cells, of the node
+/// and its ancestors, that it enters or leaves.
+///
+/// Kept per activity, not per cell: one deposit's lookups land in one short list (an
+/// activity is served in a few communities' months), where per-cell maps (an option
+/// replaced earlier) cost one miss per node, in maps that for a city's month hold
+/// every activity of the month. A `Vec`, not a map: one allocation per activity, so
+/// cloning the state for a periodic snapshot copies an activity's entries in one
+/// `memcpy`, and reading a snapshot back pushes them in order, no hashing (fifth
+/// session: the hash maps this replaced made the clone 3.4–4.7× slower at 3 M events).
+///
+/// Option not taken: an entry per (cell, activity) for every cell the activity counts
+/// in, each ancestor's and each year's and all time's too (what this replaced, up to
+/// twelve per (month, node)). A cell's distinct count was then one step of one entry,
+/// but a deposit new to its (month, node) stepped up to twelve entries, and the entries
+/// were the largest part of the read models: 6.0 M of 8 bytes at 1 M events, where
+/// these are ~0.6 M of 12 bytes (docs/benchmarks.md, "Ninth session").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityRefs(Vec<Served>);
+
 impl ActivityRefs {
-    /// `(slot, count)`, by slot.
-    pub fn counts(&self) -> &[(u32, u32)] {
+    /// The entries, by (month, node).
+    pub fn entries(&self) -> &[Served] {
         &self.0
     }
 
-    /// Set slot `s`'s count (tests build arbitrary counts with it).
+    /// Set the count of (month, node) (tests build arbitrary entries with it).
     #[cfg(test)]
-    fn set(&mut self, s: u32, count: u32) {
-        match self.0.binary_search_by_key(&s, |e| e.0) {
-            Ok(i) => self.0[i].1 = count,
-            Err(i) => self.0.insert(i, (s, count)),
+    fn set(&mut self, month: i32, node: u32, count: u32) {
+        match self.0.binary_search_by_key(&(month, node), Served::key) {
+            Ok(i) => self.0[i].count = count,
+            Err(i) => self.0.insert(i, Served { month, node, count }),
         }
     }
 
-    /// Count the activity up (`sign` > 0) or down by one in slot `s`; true if the
-    /// entry came or went (the count left or reached zero).
-    fn step(&mut self, s: u32, sign: i64) -> bool {
+    /// Count one deposit in (`month`, `node`) up (`sign` > 0) or down; true if the
+    /// entry came or went.
+    fn step(&mut self, month: i32, node: u32, sign: i64) -> bool {
         let v = &mut self.0;
-        match v.binary_search_by_key(&s, |e| e.0) {
+        match v.binary_search_by_key(&(month, node), Served::key) {
             Ok(i) if sign > 0 => {
-                v[i].1 += 1;
+                v[i].count += 1;
                 false
             }
             Ok(i) => {
-                v[i].1 -= 1;
-                if v[i].1 == 0 {
+                v[i].count -= 1;
+                if v[i].count == 0 {
                     v.remove(i);
                     return true;
                 }
@@ -139,25 +147,84 @@ impl ActivityRefs {
             Err(i) => {
                 assert!(
                     sign > 0,
-                    "a standing deposit's activity is counted in its cells"
+                    "a standing deposit's activity is counted where it was served"
                 );
-                if v.capacity() == 0 {
-                    // An activity's first deposit makes up to 12 entries (four levels
-                    // × three periods) one after another: one allocation for them, not
-                    // a growth at 4 and 8 (~700 instructions per deposit in a replay
-                    // whose activities are new, measured). Option not taken: more up
-                    // front, which activities served in one month would never use.
-                    v.reserve_exact(REGION_LEVELS_MAX * 3);
-                }
-                v.insert(i, (s, 1));
-                // Where binary search put it; two comparisons beside a move of the tail.
-                assert!(
-                    (i == 0 || v[i - 1].0 < s) && v.get(i + 1).is_none_or(|e| e.0 > s),
-                    "an activity's counts stay sorted by slot"
+                v.insert(
+                    i,
+                    Served {
+                        month,
+                        node,
+                        count: 1,
+                    },
                 );
                 true
             }
         }
+    }
+
+    /// For each node of `lineage` (a node, then its ancestors) and each period of
+    /// `month` (all time, year, month): whether an entry other than (`month`,
+    /// `lineage[0]`) keeps the activity counted there. Bit `level * 3 + period`.
+    ///
+    /// A month's cells can only be kept by entries of that month and a year's by
+    /// entries of that year, which are contiguous in the list; an entry of a node
+    /// keeps every ancestor of it too. So it looks at the month's entries, then the
+    /// rest of the year's until every year is settled, then the rest until every
+    /// all-time is: for an activity served mostly in one community the first entry
+    /// of each stage settles it. At most every entry once.
+    fn kept(&self, lineage: &[u32], month: i32, regions: &Regions) -> u16 {
+        let levels = lineage.len();
+        assert!(
+            levels <= REGION_LEVELS_MAX,
+            "a region node has at most four levels"
+        );
+        let own = (month, lineage[0]);
+        let v = &self.0;
+        let year = month.div_euclid(12) * 12;
+        let year_lo = v.partition_point(|e| e.month < year);
+        let year_hi = v.partition_point(|e| e.month < year + 12);
+        let month_lo = v.partition_point(|e| e.month < month);
+        let month_hi = v.partition_point(|e| e.month <= month);
+        // Bits of every level for one period.
+        let every = |period: usize| (0..levels).fold(0u16, |m, l| m | 1 << (l * 3 + period));
+        let (all, in_year) = (every(0), every(1));
+        // The bits `e` keeps in its first `periods` periods: from the lowest level of
+        // `lineage` that is its node or an ancestor of it, up.
+        let keeps = |e: &Served, periods: usize| -> u16 {
+            if e.key() == own {
+                return 0;
+            }
+            let Some(level) = regions
+                .lineage(e.node)
+                .find_map(|x| lineage.iter().position(|&n| n == x))
+            else {
+                return 0;
+            };
+            let mut bits = 0;
+            for l in level..levels {
+                for p in 0..periods {
+                    bits |= 1 << (l * 3 + p);
+                }
+            }
+            bits
+        };
+        let mut kept = 0u16;
+        for e in &v[month_lo..month_hi] {
+            kept |= keeps(e, 3);
+        }
+        for e in v[year_lo..month_lo].iter().chain(&v[month_hi..year_hi]) {
+            if kept & in_year == in_year {
+                break;
+            }
+            kept |= keeps(e, 2);
+        }
+        for e in v[..year_lo].iter().chain(&v[year_hi..]) {
+            if kept & all == all {
+                break;
+            }
+            kept |= keeps(e, 1);
+        }
+        kept
     }
 }
 
@@ -166,16 +233,39 @@ impl ActivityRefs {
 /// recomputed) could hold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidIndex {
-    #[error("activity {activity} counts cell slot {slot} twice")]
-    SlotTwice { activity: u32, slot: u32 },
-    #[error("activity {activity} holds a zero count for cell slot {slot}")]
-    ZeroCount { activity: u32, slot: u32 },
-    #[error("activity {activity} counts cell slot {slot}, but there are {cells} cells")]
-    NoSuchSlot {
+    #[error("activity {activity}'s entries are not in (month, node) order, or name one twice, at month {month:?}, node {node}")]
+    OutOfOrder {
         activity: u32,
-        slot: u32,
-        cells: usize,
+        month: Period,
+        node: u32,
     },
+    #[error("activity {activity} holds a zero count for month {month:?}, node {node}")]
+    ZeroCount {
+        activity: u32,
+        month: Period,
+        node: u32,
+    },
+    #[error("activity {activity} was served in month {month:?} at node {node}, which has no cell")]
+    NoSuchCell {
+        activity: u32,
+        month: Period,
+        node: u32,
+    },
+}
+
+/// What one standing deposit, added or taken back, changes in the index.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DepositChange {
+    /// The service date.
+    pub day: NaiveDate,
+    pub activity: u32,
+    /// Hundredths of an hour, negative when the deposit is taken back.
+    pub centi: Centi,
+    /// 1 for a deposit added, -1 for one taken back.
+    pub sign: i64,
+    /// Whether the volunteer became active (1) or inactive (-1) in the day's all-time,
+    /// year and month periods.
+    pub transitions: Transitions,
 }
 
 /// Cells in slots, addressed without hashing on the hot path: periods get dense ids in
@@ -194,7 +284,7 @@ pub struct ServiceIndex {
     /// Slot → (node, period id), in first-touch (log) order.
     keys: Vec<(u32, u32)>,
     cells: Vec<Cell>,
-    /// Activity id (`ReadModels::activities`) → its counts per cell slot.
+    /// Activity id (`ReadModels::activities`) → where it was served.
     activity_refs: Vec<ActivityRefs>,
     /// Period → period id; derived from `periods` (rebuilt on load, not stored).
     #[serde(skip_serializing)]
@@ -202,11 +292,12 @@ pub struct ServiceIndex {
     /// Node → period id → slot (`NO_SLOT` if untouched); derived from `keys`.
     #[serde(skip_serializing)]
     node_slots: Vec<Vec<u32>>,
-    /// Month key ([`crate::model::month_key`]) → the ids of its all-time, year and
-    /// month periods: one lookup per deposit instead of three. A cache of
-    /// `period_ids`, filled as months are met (empty after a load).
+    /// (year, month) → the ids of its all-time, year and month periods: one lookup
+    /// per deposit instead of three. A cache of `period_ids`, filled as months are met
+    /// (empty after a load). Keyed by the pair, not by [`crate::model::month_key`],
+    /// which folds every year before 1 CE into year 0.
     #[serde(skip)]
-    month_pids: FxHashMap<u32, [u32; 3]>,
+    month_pids: FxHashMap<(i32, u32), [u32; 3]>,
 }
 
 /// Equal when the stored fields are: the two addressing tables are derived from them
@@ -303,15 +394,12 @@ fn row_of(node_slots: &mut Vec<Vec<u32>>, node: u32, periods: usize) -> &mut Vec
 
 /// The index in a canonical form, for the state digest, without building it:
 /// serialised, it is the pair (every cell sorted by (node, period), every
-/// `((node, period, activity), count)` activity by activity in id order and, within an
-/// activity, by (node, period)), in the bytes of
+/// `((node, month, activity), count)` activity by activity in id order and, within an
+/// activity, by (month, node), as kept), in the bytes of
 /// `(Vec<((u32, Period), Cell)>, Vec<((u32, Period, u32), u32)>)`. Only the cell keys
-/// (~80 k at a city) are sorted up front; each activity's counts are sorted when it is
-/// written, so the largest transient is one activity's counts instead of a list of
-/// all of them (34 M entries, ~1 GB, at 10 M events). Activity ids are assigned in log
-/// order, so equal states list them in the same order. Option not taken: the fully
-/// key-sorted list the digest hashed before the index was kept per activity, which
-/// needs every count regrouped by cell first.
+/// (~80 k at a city) are sorted up front; the entries are written as they are kept,
+/// in an order that is a function of the state alone. Activity ids are assigned in log
+/// order, so equal states list them in the same order.
 pub struct Canonical<'a> {
     index: &'a ServiceIndex,
     /// Every (node, period) with its slot, sorted by (node, period).
@@ -361,7 +449,7 @@ impl ServiceIndex {
 
     /// The ids of the all-time, year and month periods of `day`, made if new.
     fn period_ids_of(&mut self, day: NaiveDate) -> [u32; 3] {
-        let month = crate::model::month_key(day);
+        let month = (day.year(), day.month());
         if let Some(&pids) = self.month_pids.get(&month) {
             return pids;
         }
@@ -407,20 +495,17 @@ impl ServiceIndex {
         }
     }
 
-    /// Add (`sign` = 1) or take back (-1) a standing deposit of `c` hundredths in
-    /// `activity` on `day` by a volunteer registered at `lineage[0]` (`lineage`: that
-    /// node and its ancestors, leaf first; empty for a volunteer in no region, who
-    /// counts nowhere). `transitions` says whether the volunteer became active (1) or
-    /// inactive (-1) in the day's all-time, year and month periods.
-    pub(crate) fn on_deposit(
-        &mut self,
-        lineage: &[u32],
-        day: NaiveDate,
-        activity: u32,
-        c: Centi,
-        sign: i64,
-        transitions: Transitions,
-    ) {
+    /// Add or take back a standing deposit by a volunteer registered at `lineage[0]`
+    /// (`lineage`: that node and its ancestors, leaf first; empty for a volunteer in no
+    /// region, who counts nowhere).
+    pub(crate) fn on_deposit(&mut self, lineage: &[u32], regions: &Regions, change: DepositChange) {
+        let DepositChange {
+            day,
+            activity,
+            centi: c,
+            sign,
+            transitions,
+        } = change;
         let a = activity as usize;
         if self.activity_refs.len() <= a {
             self.activity_refs.resize_with(a + 1, ActivityRefs::default);
@@ -442,25 +527,32 @@ impl ServiceIndex {
                 .checked_add_signed(i32::from(transitions[k]))
                 .expect("active volunteers never go below zero");
         }
-        // Distinct activities, leaf first: the node's month; if the activity came or
-        // went there, the node's year (and if that crossed, its all time) and the
-        // parent's month, whose count is one per child the activity counts in.
-        // Taken out of the list for the walk, as `slot` may add cells meanwhile.
-        let mut refs = std::mem::take(&mut self.activity_refs[a]);
+        // Distinct activities: only if the activity's (month, node) entry came or went
+        // does any cell's count change, and then in the cells of the node and its
+        // ancestors that no other entry keeps it in.
+        let month = month_number(day);
+        let refs = &mut self.activity_refs[a];
+        if !refs.step(month, own, sign) {
+            return;
+        }
+        let kept = refs.kept(lineage, month, regions);
         for (level, &n) in lineage.iter().enumerate() {
-            let [all, year, month] = if level == 0 {
-                slots
-            } else {
-                pids.map(|p| self.slot(n, p))
-            };
-            if !count_activity(&mut refs, &mut self.cells[month], month as u32, sign) {
-                break;
-            }
-            if count_activity(&mut refs, &mut self.cells[year], year as u32, sign) {
-                count_activity(&mut refs, &mut self.cells[all], all as u32, sign);
+            for (p, &pid) in pids.iter().enumerate() {
+                if kept & 1 << (level * 3 + p) != 0 {
+                    continue;
+                }
+                let s = if level == 0 {
+                    slots[p]
+                } else {
+                    self.slot(n, pid)
+                };
+                let cell = &mut self.cells[s];
+                cell.activities = cell
+                    .activities
+                    .checked_add_signed(if sign > 0 { 1 } else { -1 })
+                    .expect("an activity leaves only a cell it counts in");
             }
         }
-        self.activity_refs[a] = refs;
     }
 
     /// How many (node, period) cells are held (for memory figures).
@@ -468,36 +560,44 @@ impl ServiceIndex {
         self.cells.len()
     }
 
-    /// How many (node, period, activity) counts are held (for memory figures).
+    /// How many (month, node, activity) entries are held (for memory figures).
     pub fn activity_ref_count(&self) -> usize {
         self.activity_refs.iter().map(|r| r.0.len()).sum()
     }
 
-    /// Check what a fold guarantees and a decode cannot: every activity's counts are
-    /// strictly increasing by slot (no slot twice: [`ActivityRefs::from`] has sorted
-    /// them), non-zero, and name existing cells. One pass over the counts.
+    /// Check what a fold guarantees and a decode cannot: every activity's entries are
+    /// strictly increasing by (month, node) (so none twice), non-zero, and name a
+    /// month cell the index holds. One pass over the entries. Not checked: that each
+    /// cell's distinct count is the number of activities with an entry under it,
+    /// which a later reversal relies on.
     pub fn validate(&self) -> Result<(), InvalidIndex> {
-        let cells = self.cells.len();
         for (a, refs) in self.activity_refs.iter().enumerate() {
             let activity = a as u32;
-            let mut last: Option<u32> = None;
-            for &(slot, count) in &refs.0 {
-                if last == Some(slot) {
-                    return Err(InvalidIndex::SlotTwice { activity, slot });
-                }
-                // Sorted on decode, so anything else out of order is a bug here.
-                assert!(last.is_none_or(|l| l < slot), "sorted on decode");
-                if count == 0 {
-                    return Err(InvalidIndex::ZeroCount { activity, slot });
-                }
-                if slot as usize >= cells {
-                    return Err(InvalidIndex::NoSuchSlot {
+            let mut last: Option<(i32, u32)> = None;
+            for e in &refs.0 {
+                let (month, node) = (month_period(e.month), e.node);
+                if last.is_some_and(|l| l >= e.key()) {
+                    return Err(InvalidIndex::OutOfOrder {
                         activity,
-                        slot,
-                        cells,
+                        month,
+                        node,
                     });
                 }
-                last = Some(slot);
+                if e.count == 0 {
+                    return Err(InvalidIndex::ZeroCount {
+                        activity,
+                        month,
+                        node,
+                    });
+                }
+                if self.cell(node, month).is_none() {
+                    return Err(InvalidIndex::NoSuchCell {
+                        activity,
+                        month,
+                        node,
+                    });
+                }
+                last = Some(e.key());
             }
         }
         Ok(())
@@ -537,10 +637,7 @@ impl Canonical<'_> {
             counts_len += refs
                 .0
                 .iter()
-                .map(|&(s, n)| {
-                    let (node, period) = ix.key(s);
-                    size_of(&((node, period, a), n))
-                })
+                .map(|e| size_of(&((e.node, month_period(e.month), a), e.count)))
                 .sum::<u64>();
         }
         size_of(&Cells(self)) + counts_len
@@ -570,40 +667,21 @@ impl Serialize for Cells<'_> {
     }
 }
 
-/// Every activity count, as a sequence of `((node, period, activity), count)`:
-/// activity by activity, each one's counts sorted in one reused buffer.
+/// Every activity entry, as a sequence of `((node, month, activity), count)`:
+/// activity by activity, each one's entries as kept.
 struct Counts<'a>(&'a Canonical<'a>);
 
 impl Serialize for Counts<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let ix = self.0.index;
         let mut seq = s.serialize_seq(Some(ix.activity_ref_count()))?;
-        let mut counts: Vec<((u32, Period), u32)> = Vec::new();
         for (a, refs) in ix.activity_refs.iter().enumerate() {
-            counts.clear();
-            counts.extend(refs.0.iter().map(|&(s, n)| (ix.key(s), n)));
-            counts.sort_unstable_by_key(|e| e.0);
-            for &((node, period), n) in &counts {
-                seq.serialize_element(&((node, period, a as u32), n))?;
+            for e in &refs.0 {
+                seq.serialize_element(&((e.node, month_period(e.month), a as u32), e.count))?;
             }
         }
         seq.end()
     }
-}
-
-/// Count an activity up (`sign` > 0) or down by one in `cell` (slot `s`), given the
-/// activity's counts `refs`; true if it came into the cell or left it (which changes
-/// the cell's distinct count, and is a step for the period above).
-fn count_activity(refs: &mut ActivityRefs, cell: &mut Cell, s: u32, sign: i64) -> bool {
-    if !refs.step(s, sign) {
-        return false;
-    }
-    if sign > 0 {
-        cell.activities += 1;
-    } else {
-        cell.activities -= 1;
-    }
-    true
 }
 
 /// The service index of one node and period (`GetServiceIndex`).
@@ -681,15 +759,9 @@ mod tests {
         cells.sort_unstable_by_key(|e| e.0);
         let mut refs = Vec::new();
         for (a, r) in ix.activity_refs.iter().enumerate() {
-            let mut mine: Vec<((u32, Period, u32), u32)> =
-                r.0.iter()
-                    .map(|&(s, count)| {
-                        let (n, p) = ix.key(s);
-                        ((n, p, a as u32), count)
-                    })
-                    .collect();
-            mine.sort_unstable_by_key(|e| e.0);
-            refs.extend(mine);
+            for e in &r.0 {
+                refs.push(((e.node, month_period(e.month), a as u32), e.count));
+            }
         }
         (cells, refs)
     }
@@ -771,42 +843,80 @@ mod tests {
                         .resize_with(activity + 1, ActivityRefs::default);
                 }
                 let count = edges[next() as usize % edges.len()].max(1);
-                ix.activity_refs[activity].set(s as u32, count);
+                // Months on both sides of zero, and far out.
+                let month = [-40_000, -1, 0, 1, 24_300, 24_311, 3_000_000][next() as usize % 7];
+                ix.activity_refs[activity].set(month, node, count);
             }
         }
         assert!(ix.activity_ref_count() > 10_000);
         assert_streams_the_flat_bytes(&ix);
     }
 
-    /// An index with two cells and one activity counted in both, built by the fold.
+    fn change(
+        day: NaiveDate,
+        activity: u32,
+        centi: Centi,
+        sign: i64,
+        transitions: Transitions,
+    ) -> DepositChange {
+        DepositChange {
+            day,
+            activity,
+            centi,
+            sign,
+            transitions,
+        }
+    }
+
+    /// Nodes 0 (`a`) and 1 (`a/b`, a child of 0).
+    fn regions() -> Regions {
+        let mut r = Regions::default();
+        assert_eq!(r.node("a/b"), 1);
+        r
+    }
+
+    /// An activity served in March 2025 by a volunteer of node 0 and one of node 1,
+    /// built by the fold: six cells, two entries.
     fn small() -> ServiceIndex {
         let mut ix = ServiceIndex::default();
+        let r = regions();
         let day = NaiveDate::from_ymd_opt(2025, 3, 14).unwrap();
-        ix.on_deposit(&[0], day, 0, 100, 1, [1, 1, 1]);
-        ix.on_deposit(&[1, 0], day, 0, 100, 1, [1, 1, 1]);
+        ix.on_deposit(&[0], &r, change(day, 0, 100, 1, [1, 1, 1]));
+        ix.on_deposit(&[1, 0], &r, change(day, 0, 100, 1, [1, 1, 1]));
         assert_eq!(ix.cells.len(), 6);
-        assert_eq!(ix.activity_ref_count(), 6);
+        assert_eq!(ix.activity_ref_count(), 2);
+        // Counted once in each of node 0's cells though served under it twice.
+        for p in Period::of_day(day) {
+            assert_eq!(ix.cell(0, p).unwrap().activities, 1);
+            assert_eq!(ix.cell(1, p).unwrap().activities, 1);
+        }
         ix
     }
 
     #[test]
-    fn counts_come_and_go_in_slot_order() {
+    fn entries_come_and_go_and_stay_in_month_node_order() {
         let mut ix = small();
-        let day = NaiveDate::from_ymd_opt(2025, 4, 1).unwrap();
-        ix.on_deposit(&[1, 0], day, 0, 100, 1, [0, 0, 0]);
-        ix.on_deposit(&[1, 0], day, 0, 100, 1, [0, 0, 0]);
-        let counts = ix.activity_refs[0].counts().to_vec();
-        assert!(counts.windows(2).all(|w| w[0].0 < w[1].0));
+        let r = regions();
+        let april = NaiveDate::from_ymd_opt(2025, 4, 1).unwrap();
+        ix.on_deposit(&[1, 0], &r, change(april, 0, 100, 1, [0, 0, 0]));
+        ix.on_deposit(&[1, 0], &r, change(april, 0, 100, 1, [0, 0, 0]));
+        let entries = ix.activity_refs[0].entries().to_vec();
+        assert!(entries.windows(2).all(|w| w[0].key() < w[1].key()));
+        assert_eq!(entries.len(), 3);
         assert!(ix.validate().is_ok());
-        // Take both April deposits back: the April cells' entries go, and so does the
-        // activity from those cells' distinct counts; the year and all-time stay.
-        ix.on_deposit(&[1, 0], day, 0, -100, -1, [0, 0, 0]);
-        ix.on_deposit(&[1, 0], day, 0, -100, -1, [0, 0, 0]);
-        assert_eq!(ix.activity_ref_count(), 6);
+        // April counts the activity at node 1 and, through it, at node 0.
+        assert_eq!(ix.cell(1, Period::Month(2025, 4)).unwrap().activities, 1);
+        assert_eq!(ix.cell(0, Period::Month(2025, 4)).unwrap().activities, 1);
+        assert_eq!(ix.cell(0, Period::Year(2025)).unwrap().activities, 1);
+        // Take both April deposits back: the April entry goes, and so does the
+        // activity from April's cells; the year and all time stay.
+        ix.on_deposit(&[1, 0], &r, change(april, 0, -100, -1, [0, 0, 0]));
+        ix.on_deposit(&[1, 0], &r, change(april, 0, -100, -1, [0, 0, 0]));
+        assert_eq!(ix.activity_ref_count(), 2);
         assert_eq!(ix, small_with_april_cells());
     }
 
-    /// `small()` then April's cells touched and emptied again: cells stay, counts go.
+    /// `small()` then April's cells touched and emptied again: cells stay, entries go.
     fn small_with_april_cells() -> ServiceIndex {
         let mut ix = small();
         let april = ix.period_id(Period::Month(2025, 4));
@@ -816,31 +926,17 @@ mod tests {
     }
 
     #[test]
-    fn stored_as_the_pairs_a_map_of_the_same_counts_is_stored_as() {
-        #[derive(Serialize)]
-        struct Map(#[serde(with = "crate::snapshot::pairs")] FxHashMap<u32, u32>);
-        #[derive(Serialize)]
-        struct Sorted(std::collections::BTreeMap<u32, u32>);
-        // Slots on both sides of varint byte boundaries, counts too.
-        let entries: Vec<(u32, u32)> = [0, 1, 127, 128, 300, 16_384, 70_000, u32::MAX - 1]
-            .iter()
-            .enumerate()
-            .map(|(i, &s)| (s, [1, 127, 128, 16_384, u32::MAX][i % 5]))
-            .collect();
-        let refs = ActivityRefs(entries.clone());
-        let map: FxHashMap<u32, u32> = entries.iter().copied().collect();
-        let bytes = postcard::to_stdvec(&refs).unwrap();
-        // The same bytes as the map's pairs written in slot order (a count, then pairs)
-        assert_eq!(
-            bytes,
-            postcard::to_stdvec(&Sorted(map.clone().into_iter().collect())).unwrap()
-        );
-        // and the same length as the map's pairs in its own iteration order,
-        let old = postcard::to_stdvec(&Map(map)).unwrap();
-        assert_eq!(bytes.len(), old.len());
-        // which reads back sorted: a snapshot written with the map loads as it was.
-        assert_eq!(postcard::from_bytes::<ActivityRefs>(&old).unwrap(), refs);
-        assert_eq!(postcard::from_bytes::<ActivityRefs>(&bytes).unwrap(), refs);
+    fn months_of_years_before_the_common_era_keep_cells_of_their_own() {
+        let mut ix = ServiceIndex::default();
+        let r = regions();
+        let a = NaiveDate::from_ymd_opt(-5, 3, 1).unwrap();
+        let b = NaiveDate::from_ymd_opt(-3, 3, 1).unwrap();
+        ix.on_deposit(&[0], &r, change(a, 0, 100, 1, [1, 1, 1]));
+        ix.on_deposit(&[0], &r, change(b, 0, 200, 1, [0, 1, 1]));
+        assert_eq!(ix.cell(0, Period::Month(-5, 3)).unwrap().centi, 100);
+        assert_eq!(ix.cell(0, Period::Month(-3, 3)).unwrap().centi, 200);
+        assert_eq!(ix.cell(0, Period::All).unwrap().activities, 1);
+        assert!(ix.validate().is_ok());
     }
 
     /// `models` written as a snapshot and read back.
@@ -853,24 +949,9 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_with_counts_out_of_slot_order_loads_sorted() {
-        let mut models = ReadModels::new();
-        models.index = small();
-        let sorted = models.index.clone();
-        models.index.activity_refs[0].0.reverse();
-        let back = round_trip(&models).unwrap().unwrap();
-        assert_eq!(back.index, sorted);
-        assert_eq!(back.digest(), {
-            let mut m = ReadModels::new();
-            m.index = sorted;
-            m.digest()
-        });
-    }
-
-    #[test]
     fn a_snapshot_with_invalid_activity_counts_is_refused() {
         use crate::snapshot::SnapshotError;
-        type Edit = fn(&mut Vec<(u32, u32)>);
+        type Edit = fn(&mut Vec<Served>);
         let refused = |edit: Edit| {
             let mut models = ReadModels::new();
             models.index = small();
@@ -880,26 +961,41 @@ mod tests {
                 other => panic!("not refused as an invalid index: {other:?}"),
             }
         };
+        let march = Period::Month(2025, 3);
         assert_eq!(
-            refused(|v| v.push((2, 5))),
-            InvalidIndex::SlotTwice {
+            refused(|v| v.reverse()),
+            InvalidIndex::OutOfOrder {
                 activity: 0,
-                slot: 2
+                month: march,
+                node: 0
             }
         );
         assert_eq!(
-            refused(|v| v[3].1 = 0),
+            refused(|v| v.push(v[1])),
+            InvalidIndex::OutOfOrder {
+                activity: 0,
+                month: march,
+                node: 1
+            }
+        );
+        assert_eq!(
+            refused(|v| v[1].count = 0),
             InvalidIndex::ZeroCount {
                 activity: 0,
-                slot: 3
+                month: march,
+                node: 1
             }
         );
         assert_eq!(
-            refused(|v| v.push((6, 1))),
-            InvalidIndex::NoSuchSlot {
+            refused(|v| v.push(Served {
+                month: v[1].month + 1,
+                node: 1,
+                count: 1
+            })),
+            InvalidIndex::NoSuchCell {
                 activity: 0,
-                slot: 6,
-                cells: 6
+                month: Period::Month(2025, 4),
+                node: 1
             }
         );
         // The error says what is wrong and what happens next.
@@ -907,11 +1003,15 @@ mod tests {
             path: "read-models.snap".into(),
             source: InvalidIndex::ZeroCount {
                 activity: 0,
-                slot: 3,
+                month: march,
+                node: 1,
             },
         }
         .to_string();
-        assert!(message.contains("zero count for cell slot 3"), "{message}");
+        assert!(
+            message.contains("zero count for month Month(2025, 3), node 1"),
+            "{message}"
+        );
         assert!(message.contains("rebuilt from the log"), "{message}");
     }
 }

@@ -46,10 +46,11 @@
 //!   original transaction, so its volunteer, activity, day and hours must be kept; the
 //!   organisation follows from the activity), plus the hash table's slack;
 //! - the service index: a slot per (region node, period) cell, and per activity one
-//!   8-byte count per cell it was served in (kept per activity so one deposit's
-//!   lookups land in one short list sorted by cell, [`index::ActivityRefs`]). This is
-//!   not small: 14 M counts at 3 M events, 34 M at 10 M (more entries than the deposit
-//!   index).
+//!   12-byte entry per (month, volunteer's node) it was served in (kept per activity
+//!   so one deposit's lookup lands in one short list, [`index::ActivityRefs`]): fewer
+//!   than the standing deposits. Until the ninth session an activity kept an entry
+//!   for every cell it counted in, up to twelve per (month, node): 14 M at 3 M
+//!   events, 34 M at 10 M, more than the deposit index.
 //!
 //! Measured (`benches/replay.rs`, live heap counted by the allocator, docs/benchmarks.md
 //! "Snapshot load and read-model memory" and "…as sorted vectors"): 471 MiB at 3 M

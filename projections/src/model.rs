@@ -24,7 +24,7 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::account::{AccountRow, Kind};
-use crate::index::ServiceIndex;
+use crate::index::{DepositChange, ServiceIndex};
 use crate::redemptions::{RedemptionStatus, Redemptions};
 
 /// Hours or points in hundredths. Every ledger amount has at most two places.
@@ -782,8 +782,17 @@ impl ReadModels {
             self.rows[dep.account as usize].deposit_effect(dep, organisation, day, c, sign);
         let region = self.rows[dep.account as usize].region;
         let (lineage, n) = self.regions.lineage_array(region);
-        self.index
-            .on_deposit(&lineage[..n], day, dep.activity, c, sign, transitions);
+        self.index.on_deposit(
+            &lineage[..n],
+            &self.regions,
+            DepositChange {
+                day,
+                activity: dep.activity,
+                centi: c,
+                sign,
+                transitions,
+            },
+        );
     }
 
     /// BLAKE3 over a canonical encoding of the whole state: equal digests mean equal

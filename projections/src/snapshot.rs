@@ -123,7 +123,9 @@ pub mod pairs {
 /// the subtree, and an activity's month count at a node counts its children, not their
 /// deposits (`index.rs`): the same shape, so a format-9 index would read as wrong
 /// figures, not fail.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 10;
+/// 11: an activity's service-index entries are (month, node, count) where it was
+/// served, not a count per cell slot it counts in.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 11;
 const MAGIC: &[u8; 8] = b"TBPROJ\0\0";
 const HEADER_BYTES: usize = 8 + 4 + 8 + 32;
 pub const SNAPSHOT_FILE: &str = "read-models.snap";
