@@ -53,10 +53,10 @@
 //!   events, 34 M at 10 M, more than the deposit index.
 //!
 //! Measured (`benches/replay.rs`, live heap counted by the allocator, docs/benchmarks.md
-//! "Snapshot load and read-model memory" and "…as sorted vectors"): 471 MiB at 3 M
-//! events since the per-activity counts became sorted vectors (522 MiB with hash maps
-//! in the same run; 804 MiB before the deposit index and the service index were
-//! compacted) and
+//! "Snapshot load and read-model memory", "…as sorted vectors" and "Ninth session"):
+//! 347 MiB at 3 M events since an activity keeps its entries where it was served
+//! (471 MiB before in the same run; 804 MiB before the deposit index and the service
+//! index were first compacted) and
 //! 1,257 MiB at 10 M events streamed (132 B per event; 2,498 MiB before). Before the
 //! compaction, 30 M events streamed through the read models took **6.4 GiB** of
 //! resident memory (2.73 M accounts, 20.5 M standing deposits; not measured again
