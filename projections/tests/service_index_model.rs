@@ -40,8 +40,10 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn decode(event_type: &str, json: &str) -> LedgerEvent {
-    LedgerEvent::decode(event_type, json.as_bytes()).expect("a test payload decodes")
+/// Fold the event of transaction `t` given as its JSON payload.
+fn apply(m: &mut ReadModels, t: u64, event_type: &str, json: &str) {
+    let event = LedgerEvent::decode(event_type, json.as_bytes()).expect("a test payload decodes");
+    m.apply_event(id(t), &event);
 }
 
 /// Transaction `n` as its UUID's text, and as the event id the fold keys deposits by
@@ -89,14 +91,13 @@ fn run(ops: &[Op]) {
                 if !registered.iter().any(|r| r.0 == v) {
                     // Joined in a month of its own, so registrations spread too.
                     let joined = day_of(v % 20);
-                    m.apply_event(
-                        id(next_tx),
-                        &decode(
-                            "AccountRegistered.v1",
-                            &format!(
-                                r#"{{"account":"v-{v}","kind":"volunteer","region":"{}","joined_on":"{joined}","registered_at":"2025-01-01T00:00:00Z"}}"#,
-                                region_of(v)
-                            ),
+                    apply(
+                        &mut m,
+                        next_tx,
+                        "AccountRegistered.v1",
+                        &format!(
+                            r#"{{"account":"v-{v}","kind":"volunteer","region":"{}","joined_on":"{joined}","registered_at":"2025-01-01T00:00:00Z"}}"#,
+                            region_of(v)
                         ),
                     );
                     next_tx += 1;
@@ -107,15 +108,14 @@ fn run(ops: &[Op]) {
                 let hours = Decimal::new(centi, 2);
                 let t = next_tx;
                 next_tx += 1;
-                m.apply_event(
-                    id(t),
-                    &decode(
-                        "HoursDeposited.v1",
-                        &format!(
-                            r#"{{"transaction":"{}","volunteer":"v-{v}","organisation":"org-{o}","activity":"act-{activity}","service_date":"{day}","started_at":"{day}T09:00:00Z","ended_at":"{day}T11:00:00Z","category":"elderly-care","hours":"{hours}","kind":"credit","verifier":"ver-1","postings":[{{"account":"system:hour-issuance","unit":"hours","amount":"-{hours}"}},{{"account":"v-{v}","unit":"hours","amount":"{hours}"}}],"recorded_at":"{day}T12:00:00Z"}}"#,
-                            tx(t),
-                            o = activity % 2,
-                        ),
+                apply(
+                    &mut m,
+                    t,
+                    "HoursDeposited.v1",
+                    &format!(
+                        r#"{{"transaction":"{}","volunteer":"v-{v}","organisation":"org-{o}","activity":"act-{activity}","service_date":"{day}","started_at":"{day}T09:00:00Z","ended_at":"{day}T11:00:00Z","category":"elderly-care","hours":"{hours}","kind":"credit","verifier":"ver-1","postings":[{{"account":"system:hour-issuance","unit":"hours","amount":"-{hours}"}},{{"account":"v-{v}","unit":"hours","amount":"{hours}"}}],"recorded_at":"{day}T12:00:00Z"}}"#,
+                        tx(t),
+                        o = activity % 2,
                     ),
                 );
                 standing.push(Deposit {
@@ -134,16 +134,15 @@ fn run(ops: &[Op]) {
                 let hours = Decimal::new(d.centi, 2);
                 let t = next_tx;
                 next_tx += 1;
-                m.apply_event(
-                    id(t),
-                    &decode(
-                        "TransactionReversed.v1",
-                        &format!(
-                            r#"{{"transaction":"{}","original":"{}","account":"v-{v}","reason":"entered twice","postings":[{{"account":"system:hour-issuance","unit":"hours","amount":"{hours}"}},{{"account":"v-{v}","unit":"hours","amount":"-{hours}"}}],"recorded_at":"2026-12-01T00:00:00Z"}}"#,
-                            tx(t),
-                            tx(d.tx),
-                            v = d.v,
-                        ),
+                apply(
+                    &mut m,
+                    t,
+                    "TransactionReversed.v1",
+                    &format!(
+                        r#"{{"transaction":"{}","original":"{}","account":"v-{v}","reason":"entered twice","postings":[{{"account":"system:hour-issuance","unit":"hours","amount":"{hours}"}},{{"account":"v-{v}","unit":"hours","amount":"-{hours}"}}],"recorded_at":"2026-12-01T00:00:00Z"}}"#,
+                        tx(t),
+                        tx(d.tx),
+                        v = d.v,
                     ),
                 );
             }
