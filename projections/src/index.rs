@@ -245,6 +245,8 @@ pub enum InvalidIndex {
         month: Period,
         node: u32,
     },
+    #[error("the service index names region node {node}, but the region tree has {nodes} nodes")]
+    NoSuchNode { node: u32, nodes: usize },
     #[error("activity {activity} was served in month {month:?} at node {node}, which has no cell")]
     NoSuchCell {
         activity: u32,
@@ -328,11 +330,11 @@ struct StoredIndex {
 /// names a period it does not list, or that names one (node, period) twice, is refused
 /// (the snapshot is then not used and the models are rebuilt from the log) instead of
 /// panicking or addressing the wrong cell. A snapshot is checksummed, so only a payload
-/// this build did not write gets here. Not checked: a node id far beyond the region
-/// tree, which the tables would try to allocate a row for (region nodes are not part
-/// of the index). `snapshot::read` then checks the counts ([`ServiceIndex::validate`]);
-/// not checked anywhere: that each cell's `activities` equals the number of activities
-/// counting it, which a later reversal relies on.
+/// this build did not write gets here. A node id beyond the region tree is refused
+/// only after the decode, by [`ServiceIndex::validate`] (`snapshot::read`, which
+/// knows the tree; the index does not), so a far one costs its row's allocation
+/// first. Not checked anywhere: that each cell's `activities` equals the number of
+/// activities with an entry under it, which a later reversal relies on.
 impl TryFrom<StoredIndex> for ServiceIndex {
     type Error = String;
 
@@ -565,12 +567,23 @@ impl ServiceIndex {
         self.activity_refs.iter().map(|r| r.0.len()).sum()
     }
 
-    /// Check what a fold guarantees and a decode cannot: every activity's entries are
-    /// strictly increasing by (month, node) (so none twice), non-zero, and name a
-    /// month cell the index holds. One pass over the entries. Not checked: that each
-    /// cell's distinct count is the number of activities with an entry under it,
-    /// which a later reversal relies on.
-    pub fn validate(&self) -> Result<(), InvalidIndex> {
+    /// Check what a fold guarantees and a decode cannot: every cell and entry names a
+    /// node of the region tree (`nodes` of them; the fold walks an entry's ancestors),
+    /// and every activity's entries are strictly increasing by (month, node) (so none
+    /// twice), non-zero, and name a month cell the index holds. One pass over the cells
+    /// and one over the entries. Not checked: that each cell's distinct count is the
+    /// number of activities with an entry under it, which a later reversal relies on.
+    pub fn validate(&self, nodes: usize) -> Result<(), InvalidIndex> {
+        let node_in_tree = |node: u32| {
+            if (node as usize) < nodes {
+                Ok(())
+            } else {
+                Err(InvalidIndex::NoSuchNode { node, nodes })
+            }
+        };
+        for &(node, _) in &self.keys {
+            node_in_tree(node)?;
+        }
         for (a, refs) in self.activity_refs.iter().enumerate() {
             let activity = a as u32;
             let mut last: Option<(i32, u32)> = None;
@@ -590,6 +603,7 @@ impl ServiceIndex {
                         node,
                     });
                 }
+                node_in_tree(node)?;
                 if self.cell(node, month).is_none() {
                     return Err(InvalidIndex::NoSuchCell {
                         activity,
@@ -903,7 +917,7 @@ mod tests {
         let entries = ix.activity_refs[0].entries().to_vec();
         assert!(entries.windows(2).all(|w| w[0].key() < w[1].key()));
         assert_eq!(entries.len(), 3);
-        assert!(ix.validate().is_ok());
+        assert!(ix.validate(2).is_ok());
         // April counts the activity at node 1 and, through it, at node 0.
         assert_eq!(ix.cell(1, Period::Month(2025, 4)).unwrap().activities, 1);
         assert_eq!(ix.cell(0, Period::Month(2025, 4)).unwrap().activities, 1);
@@ -936,7 +950,7 @@ mod tests {
         assert_eq!(ix.cell(0, Period::Month(-5, 3)).unwrap().centi, 100);
         assert_eq!(ix.cell(0, Period::Month(-3, 3)).unwrap().centi, 200);
         assert_eq!(ix.cell(0, Period::All).unwrap().activities, 1);
-        assert!(ix.validate().is_ok());
+        assert!(ix.validate(2).is_ok());
     }
 
     /// `models` written as a snapshot and read back.
@@ -954,6 +968,7 @@ mod tests {
         type Edit = fn(&mut Vec<Served>);
         let refused = |edit: Edit| {
             let mut models = ReadModels::new();
+            models.regions = regions();
             models.index = small();
             edit(&mut models.index.activity_refs[0].0);
             match round_trip(&models) {
@@ -997,6 +1012,15 @@ mod tests {
                 month: Period::Month(2025, 4),
                 node: 1
             }
+        );
+        // A node the region tree does not have (the fold would walk its ancestors).
+        assert_eq!(
+            refused(|v| v.push(Served {
+                month: v[1].month,
+                node: 7,
+                count: 1
+            })),
+            InvalidIndex::NoSuchNode { node: 7, nodes: 2 }
         );
         // The error says what is wrong and what happens next.
         let message = SnapshotError::ServiceIndex {

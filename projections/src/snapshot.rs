@@ -262,9 +262,9 @@ pub fn read(dir: &Path) -> Result<Option<ReadModels>, SnapshotError> {
         return Err(SnapshotError::CheckpointEvent { path });
     }
     // What the index's fold keeps true and its decode does not check (sorted, non-zero
-    // activity counts naming existing cells): a payload that breaks it would make
-    // later deposits and reversals miscount or panic.
-    if let Err(source) = models.index.validate() {
+    // activity entries naming existing cells, nodes of the region tree): a payload
+    // that breaks it would make later deposits and reversals miscount or panic.
+    if let Err(source) = models.index.validate(models.regions.nodes.len()) {
         return Err(SnapshotError::ServiceIndex { path, source });
     }
     Ok(Some(models))
