@@ -15,6 +15,8 @@
 //!   crate (the worker runs in this process; snapshots under `DATA_DIR/projections/`);
 //! - [`auth`]: the access file, authentication (API keys, client certificates), the
 //!   per-caller rate limit, the named request limits and TLS ([`ServeOptions`]);
+//! - `linger`: the connections' lingering close (a response finished during a graceful
+//!   shutdown is not lost to a TCP reset);
 //! - this file: [`serve`] (tests and embedders) and [`run`] (the binary).
 //!
 //! Protobuf types stay in this crate; `ledger-core` knows nothing of tonic.
@@ -38,6 +40,7 @@ pub mod codec;
 pub mod convert;
 pub mod demo;
 pub mod export;
+mod linger;
 pub mod load;
 pub mod metrics;
 pub mod partners;
@@ -365,12 +368,15 @@ pub async fn serve_with_options(
     // Without TCP_NODELAY a response written in more than one segment waits for the
     // client's delayed ACK (~40 ms on Linux): unary calls would take 40 ms instead of
     // a fraction of one.
+    // Each connection closes by lingering (`linger.rs`): a response finished during a
+    // graceful shutdown is not lost to a reset.
     let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |s| {
         s.inspect(|s| {
             if let Err(e) = s.set_nodelay(true) {
                 tracing::warn!("cannot set TCP_NODELAY on a connection: {e}");
             }
         })
+        .map(linger::Lingering::new)
     });
     let served = server
         .layer(metrics::GrpcMetricsLayer)
