@@ -1006,6 +1006,77 @@ async fn a_binary_payload_that_does_not_decode_is_data_loss_in_the_audit_api() {
         ))
         .await;
     assert_refused(replay, Code::DataLoss, "LOG_CORRUPT");
+    // The record links to its stream's genesis, but no reader can fold it: VerifyLog
+    // says so, an answer and not an error, naming the record.
+    let verified = s
+        .audit()
+        .verify_log(with(AUDITOR, pb::VerifyLogRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!verified.ok, "{verified:?}");
+    assert_eq!(verified.records_verified, 0);
+    assert_eq!(verified.failed_stream, "account-v-1");
+    assert_eq!(verified.failed_position.map(|p| p.commit), Some(0));
+    assert!(
+        verified
+            .problem
+            .starts_with("linked, but its payload does not decode: "),
+        "{}",
+        verified.problem
+    );
+    s.stop().await;
+}
+
+/// partners.md, Auditor: VerifyLog checks that each record is readable, not only
+/// linked. A JSON payload that names a field wrongly, appended after a good history
+/// with a correct link, ends the verification there; the records before it verified.
+#[tokio::test]
+async fn a_linked_json_record_that_does_not_decode_fails_verification_at_it() {
+    let s = Server::start().await;
+    let v1 = StreamName::new("account-v1").unwrap();
+    let history = s.log.read_stream(&v1, 0, 100).await.unwrap();
+    let last = history.last().expect("v1 has a history");
+    let before = s
+        .log
+        .read_all(ReadFrom::Start, ledger_core::log::limits::READ_EVENTS_MAX)
+        .await
+        .unwrap()
+        .len() as u64;
+    s.log
+        .append(
+            &v1,
+            ExpectedVersion::Exact(last.version),
+            vec![NewEvent {
+                id: EventId::from_bytes([7; 16]),
+                event_type: "AccountClosed.v1".into(),
+                data: br#"{"account":"v1","closed_at":"yesterday"}"#.to_vec(),
+                metadata: encode_metadata(
+                    None,
+                    &ledger_core::domain::chain::recorded_hash(last),
+                    None,
+                ),
+            }],
+        )
+        .await
+        .unwrap();
+    let verified = s
+        .audit()
+        .verify_log(with(AUDITOR, pb::VerifyLogRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!verified.ok, "{verified:?}");
+    assert_eq!(verified.records_verified, before);
+    assert_eq!(verified.failed_stream, "account-v1");
+    assert!(
+        verified
+            .problem
+            .starts_with("linked, but its payload does not decode: event of type AccountClosed.v1")
+            && verified.problem.contains("column 39"),
+        "{}",
+        verified.problem
+    );
     s.stop().await;
 }
 
