@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::ids::{validate_token, IdError};
+use super::ids::{deserialize_through_new, validate_token, IdError};
 use crate::log::StreamName;
 
 /// Longest account id. Platform ids, national volunteer numbers and prefixed UUIDs fit;
@@ -25,9 +25,11 @@ pub const REGION_LEVELS_MAX: usize = 4;
 pub const REGION_LEVEL_BYTES_MAX: usize = 32;
 
 /// An account id: 1..=64 bytes of `[A-Za-z0-9._:-]`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct AccountId(String);
+
+deserialize_through_new!(AccountId);
 
 impl AccountId {
     pub fn new(text: impl Into<String>) -> Result<Self, IdError> {
@@ -106,9 +108,11 @@ impl SystemAccount {
 /// A node of the region tree, written as its path from the city down, levels joined by
 /// '/': `hangzhou/xihu/lingyin/community-3`. Each level is 1..=32 bytes of
 /// `[a-z0-9-]`; 1..=4 levels. Statistics roll up by prefix.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct RegionCode(String);
+
+deserialize_through_new!(RegionCode, "");
 
 /// Why a region code is not one.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

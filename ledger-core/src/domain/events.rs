@@ -792,6 +792,48 @@ mod tests {
         }
     }
 
+    /// Ids and region codes are checked when read, like amounts: a payload whose id
+    /// breaks the id rules, or a registration whose region has five levels (the read
+    /// models' region tree has at most four and asserted it, a worker panic), was not
+    /// written by this ledger and does not decode; the refusal names the rule.
+    #[test]
+    fn a_stored_id_or_region_outside_the_rules_does_not_decode() {
+        let refused = [
+            (
+                "HoursDeposited.v1",
+                DEPOSIT.replace(r#""volunteer":"vol-1""#, r#""volunteer":"vol 1""#),
+                "AccountId may hold only ASCII letters",
+            ),
+            (
+                "HoursDeposited.v1",
+                DEPOSIT.replace(r#""activity":"act-1""#, r#""activity":"""#),
+                "ActivityId is empty",
+            ),
+            (
+                "HoursDeposited.v1",
+                DEPOSIT.replace(
+                    r#""organisation":"org-1""#,
+                    &format!(r#""organisation":"{}""#, "o".repeat(65)),
+                ),
+                "AccountId is 65 bytes; at most 64",
+            ),
+            (
+                "AccountRegistered.v1",
+                r#"{"account":"v-1","kind":"volunteer","region":"a/b/c/d/e","joined_on":"2025-06-21","registered_at":"2025-06-21T16:00:00Z"}"#.to_owned(),
+                "region code \"a/b/c/d/e\" must be 1 to 4 levels",
+            ),
+        ];
+        for (event_type, payload, rule) in refused {
+            match LedgerEvent::decode(event_type, payload.as_bytes()) {
+                Err(DecodeError::Payload { source, .. }) => {
+                    assert!(source.to_string().contains(rule), "{rule}: {source}")
+                }
+                other => panic!("{payload}: expected a payload error, got {other:?}"),
+            }
+        }
+        assert!(LedgerEvent::decode("HoursDeposited.v1", DEPOSIT.as_bytes()).is_ok());
+    }
+
     /// Every partner type name is a type this build reads, and the list is the one
     /// the credit model's exclusion documents (docs/credit-score.md).
     #[test]

@@ -77,12 +77,38 @@ pub fn validate_token(text: &str, max: usize) -> Result<(), IdError> {
     Ok(())
 }
 
+/// `Deserialize` for a text newtype through its `new`: a stored payload is held to
+/// the rules it was written under, as its amounts are (`units.rs`), so a record no
+/// writer of this ledger produced (an id of the wrong characters or length, a region
+/// of five levels) is refused where it is read, with the rule it breaks, instead of
+/// being folded into the read models, where such a value could only surface later as
+/// a panic or a wrong figure. Serialisation stays the derived, transparent one.
+/// The refusal is the rule's own message after the type's name (`AccountId is
+/// empty; …`), or after `$prefix` for a type whose message names it already.
+macro_rules! deserialize_through_new {
+    ($name:ident) => {
+        deserialize_through_new!($name, concat!(stringify!($name), " "));
+    };
+    ($name:ident, $prefix:expr) => {
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                Self::new(text)
+                    .map_err(|e| serde::de::Error::custom(format_args!("{}{e}", $prefix)))
+            }
+        }
+    };
+}
+pub(crate) use deserialize_through_new;
+
 macro_rules! token_type {
     ($(#[$doc:meta])* $name:ident, $max:expr) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
         #[serde(transparent)]
         pub struct $name(String);
+
+        deserialize_through_new!($name);
 
         impl $name {
             pub fn new(text: impl Into<String>) -> Result<Self, IdError> {
@@ -133,9 +159,11 @@ token_type!(
 
 /// Free text for people (a reason, a memo): 1..=[`NOTE_CHARS_MAX`] characters, no
 /// control characters.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Note(String);
+
+deserialize_through_new!(Note);
 
 impl Note {
     pub fn new(text: impl Into<String>) -> Result<Self, IdError> {
