@@ -124,14 +124,17 @@ pub enum RegionError {
 impl RegionCode {
     pub fn new(text: impl Into<String>) -> Result<Self, RegionError> {
         let text = text.into();
-        let levels: Vec<&str> = text.split('/').collect();
-        let ok = levels.len() <= REGION_LEVELS_MAX
-            && levels.iter().all(|l| {
-                !l.is_empty()
-                    && l.len() <= REGION_LEVEL_BYTES_MAX
-                    && l.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            });
+        // Counted as they are checked, no list of levels: every registration read
+        // from the log comes through here.
+        let mut levels = 0;
+        let ok = text.split('/').all(|l| {
+            levels += 1;
+            levels <= REGION_LEVELS_MAX
+                && !l.is_empty()
+                && l.len() <= REGION_LEVEL_BYTES_MAX
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
         if ok {
             Ok(Self(text))
         } else {
