@@ -662,6 +662,15 @@ async fn whole_log(s: &Guarded) -> tonic::Streaming<pb::LogRecord> {
         .into_inner()
 }
 
+/// The auditor's `VerifyLog` over the whole log.
+async fn verify_whole_log(s: &Guarded) -> pb::VerifyLogResponse {
+    s.audit()
+        .verify_log(with(AUDITOR, pb::VerifyLogRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 #[tokio::test]
 async fn auditors_stream_verify_and_replay_the_log() {
     let s = Server::start().await;
@@ -686,12 +695,7 @@ async fn auditors_stream_verify_and_replay_the_log() {
         assert_eq!(r.stored_data, r.data.as_bytes());
         assert_eq!(r.stored_metadata, r.metadata.as_bytes());
     }
-    let verified = s
-        .audit()
-        .verify_log(with(AUDITOR, pb::VerifyLogRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let verified = verify_whole_log(&s).await;
     assert!(verified.ok, "{verified:?}");
     assert_eq!(verified.records_verified, 10);
     assert_eq!(verified.head_hash, records[9].hash);
@@ -1008,12 +1012,7 @@ async fn a_binary_payload_that_does_not_decode_is_data_loss_in_the_audit_api() {
     assert_refused(replay, Code::DataLoss, "LOG_CORRUPT");
     // The record links to its stream's genesis, but no reader can fold it: VerifyLog
     // says so, an answer and not an error, naming the record.
-    let verified = s
-        .audit()
-        .verify_log(with(AUDITOR, pb::VerifyLogRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let verified = verify_whole_log(&s).await;
     assert!(!verified.ok, "{verified:?}");
     assert_eq!(verified.records_verified, 0);
     assert_eq!(verified.failed_stream, "account-v-1");
@@ -1060,12 +1059,7 @@ async fn a_linked_json_record_that_does_not_decode_fails_verification_at_it() {
         )
         .await
         .unwrap();
-    let verified = s
-        .audit()
-        .verify_log(with(AUDITOR, pb::VerifyLogRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let verified = verify_whole_log(&s).await;
     assert!(!verified.ok, "{verified:?}");
     assert_eq!(verified.records_verified, before);
     assert_eq!(verified.failed_stream, "account-v1");
