@@ -346,6 +346,11 @@ impl Regions {
         let mut i = 0;
         while let Some(&n) = out.get(i) {
             out.extend_from_slice(&self.nodes[n as usize].children);
+            // Each node is some other's child at most once: a tree, never a cycle.
+            assert!(
+                out.len() <= self.nodes.len(),
+                "the region tree has no cycle"
+            );
             i += 1;
         }
         out
