@@ -667,6 +667,7 @@ fn replay_bench() {
         m.deposits.len(),
         m.index.activity_ref_count(),
     );
+    service_index_queries(&m);
     let target = 1_000_000.0;
     let verdict = |d: Duration| if rate(d) >= target { "met" } else { "NOT met" };
     println!(
@@ -678,6 +679,42 @@ fn replay_bench() {
     );
 
     snapshot_steps(m);
+}
+
+/// `GetServiceIndex`'s cost on the replayed state: the index keeps its sums per node
+/// and a query adds up the node's subtree (`index.rs`), so the city's root is the
+/// dearest node. Every node in three periods, and the root alone.
+fn service_index_queries(m: &ReadModels) {
+    let periods = [
+        projections::Period::All,
+        projections::Period::Year(2024),
+        projections::Period::Month(2024, 3),
+    ];
+    let nodes: Vec<&str> = m.regions.paths.names().collect();
+    let t = Instant::now();
+    for &path in &nodes {
+        for p in periods {
+            std::hint::black_box(m.service_index(path, p));
+        }
+    }
+    let all = t.elapsed();
+    let rounds = 100u32;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        for p in periods {
+            std::hint::black_box(m.service_index("hangzhou", p));
+        }
+    }
+    let root = t.elapsed() / (rounds * periods.len() as u32);
+    println!(
+        "GetServiceIndex in process: {} nodes × {} periods in {:.1} ms ({:.1} µs per query); the city's root (all {} nodes) {:.1} µs per query",
+        nodes.len(),
+        periods.len(),
+        all.as_secs_f64() * 1e3,
+        all.as_secs_f64() * 1e6 / (nodes.len() * periods.len()) as f64,
+        nodes.len(),
+        root.as_secs_f64() * 1e6
+    );
 }
 
 /// The digest and the snapshot steps on the replayed state. The state is dropped before
