@@ -131,8 +131,7 @@ impl<'a> ExportLine<'a> {
                     source,
                 }
             })?;
-            // serde_json writes UTF-8 only: a failure here is a bug, not the log's.
-            let json = String::from_utf8(event.encode()).expect("serde_json writes UTF-8");
+            let json = event.to_json_string();
             let base64 = base64::engine::general_purpose::STANDARD.encode(&e.data);
             (Cow::Owned(json), Some(base64))
         } else {
@@ -144,8 +143,7 @@ impl<'a> ExportLine<'a> {
         // Binary metadata (written beside binary payloads) goes out as its JSON
         // rendering, with the stored bytes beside it, as a binary payload does.
         let (metadata, stored_metadata) = if is_binary_payload(&e.metadata) {
-            // serde_json writes UTF-8 only: a failure here is a bug, not the log's.
-            let json = String::from_utf8(decoded.encode()).expect("serde_json writes UTF-8");
+            let json = decoded.to_json_string();
             let base64 = base64::engine::general_purpose::STANDARD.encode(&e.metadata);
             (Cow::Owned(json), Some(base64))
         } else {

@@ -195,6 +195,16 @@ pub struct EventMetadata {
 
 impl EventMetadata {
     pub fn encode(&self) -> Vec<u8> {
+        self.text().encode()
+    }
+
+    /// The JSON metadata as text: the bytes of [`EventMetadata::encode`], for readers
+    /// that show binary metadata as its JSON rendering.
+    pub fn to_json_string(&self) -> String {
+        serde_json::to_string(&self.text()).expect("metadata always serialises")
+    }
+
+    fn text(&self) -> MetadataText<'_> {
         MetadataText {
             schema: self.schema,
             request_id: self.request_id.as_ref(),
@@ -202,7 +212,6 @@ impl EventMetadata {
             prev_hash: &self.prev_hash,
             causation: self.causation,
         }
-        .encode()
     }
 
     /// Read stored metadata of either encoding (binary when it starts with

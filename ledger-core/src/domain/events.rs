@@ -591,6 +591,16 @@ macro_rules! ledger_event_codec {
                 bytes
             }
 
+            /// The JSON payload as text: the bytes of [`LedgerEvent::encode`], for
+            /// readers that show a binary payload as the JSON a JSON-writing ledger
+            /// would have stored (the audit API, the export).
+            pub fn to_json_string(&self) -> String {
+                let text = match self {
+                    $(Self::$variant(e) => serde_json::to_string(e)),*
+                };
+                text.expect("ledger events always serialise")
+            }
+
             /// The payload in `encoding`.
             pub fn encode_as(&self, encoding: PayloadEncoding) -> Vec<u8> {
                 match encoding {
@@ -729,6 +739,12 @@ mod tests {
     fn a_payload_round_trips_through_its_text() {
         let event = LedgerEvent::decode("HoursDeposited.v1", DEPOSIT.as_bytes()).expect("decodes");
         assert_eq!(event.encode(), DEPOSIT.as_bytes(), "the same bytes back");
+        assert_eq!(event.to_json_string(), DEPOSIT, "and as text, the same");
+        let metadata = crate::domain::chain::EventMetadata::decode(
+            &crate::domain::chain::encode_metadata(None, &[7; 32], None),
+        )
+        .expect("decodes");
+        assert_eq!(metadata.to_json_string().as_bytes(), metadata.encode());
     }
 
     #[test]

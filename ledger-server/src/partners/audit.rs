@@ -92,8 +92,7 @@ pub fn log_record(e: &RecordedEvent) -> Result<pb::LogRecord, Described> {
                     e.stream, e.version
                 ))
             })?;
-            // serde_json writes UTF-8 only: a failure here is a bug, not the log's.
-            String::from_utf8(event.encode()).expect("serde_json writes UTF-8")
+            event.to_json_string()
         }
     };
     // Binary metadata (beside binary payloads) is served as its JSON rendering, like
@@ -107,8 +106,7 @@ pub fn log_record(e: &RecordedEvent) -> Result<pb::LogRecord, Described> {
                 e.stream, e.version
             ))
         })?;
-        // serde_json writes UTF-8 only: a failure here is a bug, not the log's.
-        String::from_utf8(m.encode()).expect("serde_json writes UTF-8")
+        m.to_json_string()
     } else {
         text(&e.metadata, "metadata")?
     };
