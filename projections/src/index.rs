@@ -59,7 +59,7 @@ const NO_SLOT: u32 = u32::MAX;
 /// A month as `year * 12 + month0`: ordered like the months, one number per month
 /// of any year chrono can hold (unlike [`crate::model::month_key`], which folds the
 /// years before 1 CE into year 0).
-pub fn month_number(d: NaiveDate) -> i32 {
+fn month_number(d: NaiveDate) -> i32 {
     d.year() * 12 + d.month0() as i32
 }
 
@@ -426,9 +426,13 @@ impl ServiceIndex {
             .map(|(pid, &s)| (self.periods[pid], &self.cells[s as usize]))
     }
 
-    /// `node`'s figures for `period`: the sums of every cell in its subtree, and its
-    /// own distinct activities.
-    pub fn rolled_up(&self, regions: &Regions, node: u32, period: Period) -> Cell {
+    /// `subtree[0]`'s figures for `period`: the sums of the cells of every node of
+    /// `subtree` (`Regions::subtree`, the node first), and the node's own distinct
+    /// activities.
+    pub fn rolled_up(&self, subtree: &[u32], period: Period) -> Cell {
+        let Some(&node) = subtree.first() else {
+            return Cell::default();
+        };
         let Some(&pid) = self.period_ids.get(&period) else {
             return Cell::default();
         };
@@ -437,7 +441,7 @@ impl ServiceIndex {
             (slot != NO_SLOT).then(|| self.cells[slot as usize])
         };
         let mut sum = Cell::default();
-        for n in regions.subtree(node) {
+        for &n in subtree {
             if let Some(c) = own(n) {
                 sum.registered += c.registered;
                 sum.active += c.active;
@@ -555,11 +559,6 @@ impl ServiceIndex {
                     .expect("an activity leaves only a cell it counts in");
             }
         }
-    }
-
-    /// How many (node, period) cells are held (for memory figures).
-    pub fn cell_count(&self) -> usize {
-        self.cells.len()
     }
 
     /// How many (month, node, activity) entries are held (for memory figures).
@@ -716,7 +715,9 @@ impl ReadModels {
     /// join date) up to the end of the period: the size of the scheme then.
     pub fn service_index(&self, region: &str, period: Period) -> Option<IndexView> {
         let node = self.regions.paths.get(region)?;
-        let c = self.index.rolled_up(&self.regions, node, period);
+        // Walked once: the sums and the registrations to the period's end both need it.
+        let subtree = self.regions.subtree(node);
+        let c = self.index.rolled_up(&subtree, period);
         let registered = match period {
             Period::All => c.registered,
             Period::Year(y) | Period::Month(y, _) => {
@@ -727,7 +728,7 @@ impl ReadModels {
                     _ => 12,
                 };
                 let mut total = 0;
-                for n in self.regions.subtree(node) {
+                for &n in &subtree {
                     total += self
                         .index
                         .cells_of(n)

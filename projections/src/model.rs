@@ -340,7 +340,7 @@ impl Regions {
         (out, n)
     }
 
-    /// `node` and every node below it, in no particular order.
+    /// `node` and every node below it: `node` first, the rest in no particular order.
     pub fn subtree(&self, node: u32) -> Vec<u32> {
         let mut out = vec![node];
         let mut i = 0;

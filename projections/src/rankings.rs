@@ -121,7 +121,7 @@ impl ReadModels {
         let mut v: Vec<(Centi, &str)> = children
             .iter()
             .map(|&n| {
-                let c = self.index.rolled_up(&self.regions, n, period).centi;
+                let c = self.index.rolled_up(&self.regions.subtree(n), period).centi;
                 (c, self.regions.path(n))
             })
             .filter(|(c, _)| *c > 0)
