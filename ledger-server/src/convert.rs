@@ -25,7 +25,15 @@ use crate::pb;
 const DATE_TEXT_BYTES_MAX: usize = 10;
 
 /// Largest `nanos` of a `google.protobuf.Timestamp`.
-pub(crate) const TIMESTAMP_NANOS_MAX: u32 = 999_999_999;
+const TIMESTAMP_NANOS_MAX: u32 = 999_999_999;
+
+/// The range of a `google.protobuf.Timestamp`'s `seconds` as its definition states
+/// it: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z. chrono reads far wider
+/// (±262,000 years), and an instant near its ends cannot be moved into a calendar
+/// west of UTC (`Context::day_of` would panic); inside this range every offset the
+/// ledger accepts is fine, and every instant writes as RFC 3339.
+const TIMESTAMP_SECONDS_MIN: i64 = -62_135_596_800;
+const TIMESTAMP_SECONDS_MAX: i64 = 253_402_300_799;
 
 type Field<T> = Result<T, Rejection>;
 
@@ -131,18 +139,24 @@ fn date(field: &str, text: &str) -> Field<NaiveDate> {
 }
 
 pub(crate) fn timestamp(field: &str, ts: Option<prost_types::Timestamp>) -> Field<DateTime<Utc>> {
-    let ts = ts.ok_or_else(|| Rejection::missing(field))?;
+    instant(field, ts.ok_or_else(|| Rejection::missing(field))?)
+}
+
+/// A `google.protobuf.Timestamp` inside its defined range, as an instant.
+pub(crate) fn instant(field: &str, ts: prost_types::Timestamp) -> Field<DateTime<Utc>> {
     u32::try_from(ts.nanos)
         .ok()
         // A Timestamp's nanos are 0..=999,999,999; chrono would read more at a :59
         // second as a leap second.
         .filter(|n| *n <= TIMESTAMP_NANOS_MAX)
+        .filter(|_| (TIMESTAMP_SECONDS_MIN..=TIMESTAMP_SECONDS_MAX).contains(&ts.seconds))
         .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
         .ok_or_else(|| {
             Rejection::input(
                 field,
                 InputProblem::Malformed(format!(
-                    "timestamp {}s {}ns is out of range",
+                    "timestamp {}s {}ns is out of range: a Timestamp is 0001-01-01T00:00:00Z to \
+                     9999-12-31T23:59:59.999999999Z, nanos 0 to 999,999,999",
                     ts.seconds, ts.nanos
                 )),
             )
@@ -455,6 +469,38 @@ pub fn command_result(o: &Outcome) -> pb::CommandResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Timestamp's defined range, to the second and nanosecond, and nothing past it:
+    /// an instant near chrono's own ends panicked when moved into a calendar west of
+    /// UTC (`Context::day_of`), so none may reach a command.
+    #[test]
+    fn an_instant_is_read_inside_the_timestamp_range_only() {
+        let at = |seconds, nanos| instant("at", prost_types::Timestamp { seconds, nanos });
+        let first = at(TIMESTAMP_SECONDS_MIN, 0).expect("0001-01-01T00:00:00Z");
+        assert_eq!(first.to_rfc3339(), "0001-01-01T00:00:00+00:00");
+        let last = at(TIMESTAMP_SECONDS_MAX, 999_999_999).expect("9999-12-31T23:59:59.999999999Z");
+        assert_eq!(last.to_rfc3339(), "9999-12-31T23:59:59.999999999+00:00");
+        let west = chrono::FixedOffset::west_opt(12 * 3600).expect("an offset");
+        assert_eq!(
+            first.with_timezone(&west).date_naive().to_string(),
+            "0000-12-31"
+        );
+        for (seconds, nanos) in [
+            (TIMESTAMP_SECONDS_MIN - 1, 999_999_999),
+            (TIMESTAMP_SECONDS_MAX + 1, 0),
+            (-8_334_601_228_800, 0),
+            (i64::MIN, 0),
+            (i64::MAX, 0),
+            (0, -1),
+            (0, 1_000_000_000),
+        ] {
+            let e = at(seconds, nanos).expect_err("outside the range");
+            assert!(
+                e.to_string().contains("out of range"),
+                "{seconds} {nanos}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn a_shaped_date_reads_as_chronos_format_reads_it() {

@@ -252,6 +252,41 @@ async fn a_timestamp_with_a_second_or_more_of_nanos_is_malformed() {
     s.stop().await;
 }
 
+/// ledger-rules.md, "Bad input": an instant outside a `google.protobuf.Timestamp`'s
+/// defined range (0001-01-01 to 9999-12-31) is `FIELD_MALFORMED` and nothing is
+/// written. chrono reads far wider, and such an instant panicked the command's task
+/// (INTERNAL) in a calendar west of UTC.
+#[tokio::test]
+async fn an_instant_outside_the_timestamp_range_is_malformed() {
+    let s = Server::start().await;
+    let head = s.head().await;
+    for (i, seconds) in [-62_135_596_801, -8_334_601_228_800, 253_402_300_800]
+        .into_iter()
+        .enumerate()
+    {
+        let mut d = deposit(
+            &format!("dep-far-{i}"),
+            "v1",
+            "1",
+            "2026-11-19T08:00:00Z",
+            "2026-11-19T09:00:00Z",
+        );
+        d.started_at = Some(prost_types::Timestamp { seconds, nanos: 0 });
+        d.ended_at = Some(prost_types::Timestamp {
+            seconds: seconds.saturating_add(3600),
+            nanos: 0,
+        });
+        let (code, reason) = why(&s.deposit(d).await.expect_err("out of range"));
+        assert_eq!(
+            (code, reason.as_str()),
+            (Code::InvalidArgument, "FIELD_MALFORMED"),
+            "{seconds}"
+        );
+    }
+    assert_eq!(s.head().await, head, "a refused command writes nothing");
+    s.stop().await;
+}
+
 /// ledger-rules.md: calendar days are `"YYYY-MM-DD"` strings; a date that is not one
 /// is `FIELD_MALFORMED` and nothing is written. Signed, short or space-padded years are
 /// not that shape (chrono's `%Y` reads them as years -1, 2 and 2026).

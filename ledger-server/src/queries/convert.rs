@@ -91,21 +91,7 @@ pub fn period_text(p: Period) -> String {
 }
 
 pub fn timestamp(field: &str, ts: Option<prost_types::Timestamp>) -> Field<Option<DateTime<Utc>>> {
-    let Some(ts) = ts else { return Ok(None) };
-    u32::try_from(ts.nanos)
-        .ok()
-        .filter(|n| *n <= crate::convert::TIMESTAMP_NANOS_MAX)
-        .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
-        .map(Some)
-        .ok_or_else(|| {
-            Rejection::input(
-                field,
-                InputProblem::Malformed(format!(
-                    "timestamp {}s {}ns is out of range",
-                    ts.seconds, ts.nanos
-                )),
-            )
-        })
+    ts.map(|ts| crate::convert::instant(field, ts)).transpose()
 }
 
 pub fn to_timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
