@@ -278,6 +278,7 @@ pub async fn serve_with_options(
         delivered = report.delivered,
         "receipts caught up"
     );
+    receipts::warn_skipped(&report);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -325,6 +326,7 @@ pub async fn serve_with_options(
                         if r.delivered > 0 {
                             tracing::info!(delivered = r.delivered, "receipts healed");
                         }
+                        receipts::warn_skipped(&r);
                     }
                     Err(e) => {
                         tracing::warn!("receipt catch-up failed, will retry: {e}");

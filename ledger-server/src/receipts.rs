@@ -203,6 +203,23 @@ impl ReceiptCatchUp {
     }
 }
 
+/// Name in the server's log each transaction a catch-up left alone because its
+/// payload does not decode or credits another stream with what a receipt cannot carry
+/// (a log written by something else): its receipts are not delivered, and an
+/// operator should look at it (`timebank-log`, `VerifyLog`). Events of unknown types
+/// are counted in `skipped` but not named: a newer build's events are expected.
+pub fn warn_skipped(report: &ReceiptReport) {
+    for s in &report.skipped_noted {
+        tracing::warn!(position = %s.position, stream = %s.stream, "receipts not delivered for this transaction: {}", s.reason);
+    }
+    let unnamed = report
+        .skipped
+        .saturating_sub(report.skipped_noted.len() as u64);
+    if !report.skipped_noted.is_empty() && unnamed > 0 {
+        tracing::warn!(skipped = report.skipped, "and {unnamed} more events skipped by the receipts catch-up (unknown types, or as above)");
+    }
+}
+
 /// The checkpoint file's mark if the log holds the event it names there; None (read
 /// the whole log) for no file, an unreadable one or a foreign mark.
 async fn trusted_mark(
@@ -251,6 +268,91 @@ mod tests {
             .await
             .unwrap();
         }
+    }
+
+    /// Given a log written by something else, holding a reversal that decodes (each
+    /// posting is valid alone) but credits another stream with points, and one that
+    /// credits it with more hours than an amount may be: when the catch-up runs, then
+    /// it skips and names both, delivers nothing for them and does not panic (it
+    /// asserted "only hours are credited across streams", which crash-looped the
+    /// server's start on such a log).
+    #[tokio::test]
+    async fn a_foreign_transaction_that_credits_what_a_receipt_cannot_carry_is_skipped() {
+        use ledger_core::domain::account::AccountId;
+        use ledger_core::domain::events::{LedgerEvent, TransactionReversed};
+        use ledger_core::domain::ids::{Note, TransactionId};
+        use ledger_core::domain::postings::Posting;
+        use ledger_core::domain::units::Unit;
+        let log = MemoryLog::new();
+        let a = AccountId::new("v-a").unwrap();
+        let b = AccountId::new("v-b").unwrap();
+        let reversal = |unit: Unit, amount: &str| {
+            let amount: rust_decimal::Decimal = amount.parse().unwrap();
+            LedgerEvent::TransactionReversed(TransactionReversed {
+                transaction: TransactionId::from(ledger_core::log::EventId::new_random()),
+                original: TransactionId::from(ledger_core::log::EventId::new_random()),
+                account: a.clone(),
+                reason: Note::new("imported").unwrap(),
+                postings: vec![
+                    Posting {
+                        account: a.clone(),
+                        unit,
+                        amount: -amount,
+                    },
+                    Posting {
+                        account: b.clone(),
+                        unit,
+                        amount,
+                    },
+                ],
+                recorded_at: chrono::Utc::now(),
+            })
+        };
+        for (i, event) in [reversal(Unit::Points, "5"), reversal(Unit::Hours, "20000")]
+            .into_iter()
+            .enumerate()
+        {
+            let data = event.encode();
+            assert!(
+                LedgerEvent::decode(event.event_type(), &data).is_ok(),
+                "case {i} decodes: only its shape is wrong"
+            );
+            log.append(
+                &a.stream(),
+                ExpectedVersion::Any,
+                vec![NewEvent {
+                    id: ledger_core::log::EventId::new_random(),
+                    event_type: event.event_type().into(),
+                    data,
+                    metadata: b"{}".to_vec(),
+                }],
+            )
+            .await
+            .unwrap();
+        }
+        let report = handler(&log)
+            .deliver_receipts(ledger_core::log::ReadFrom::Start)
+            .await
+            .expect("the catch-up runs to the end");
+        assert_eq!(
+            (report.scanned, report.delivered, report.skipped),
+            (2, 0, 2)
+        );
+        let reasons: Vec<&str> = report
+            .skipped_noted
+            .iter()
+            .map(|s| s.reason.as_str())
+            .collect();
+        assert!(reasons[0].contains("with 5 points"), "{reasons:?}");
+        assert!(reasons[1].contains("with 20000 hours"), "{reasons:?}");
+        assert!(report.skipped_noted.iter().all(|s| s.stream == a.stream()));
+        assert!(
+            log.read_stream(&b.stream(), 0, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "no receipt reached v-b"
+        );
     }
 
     /// The catch-up of a server that starts now: it reads the checkpoint file.

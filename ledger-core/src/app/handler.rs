@@ -430,7 +430,9 @@ impl Handler {
                     drop(others);
                     let request = Some((command.request_id().clone(), digest));
                     folded.cache(&self.states, target, &result, request, &event);
-                    for receipt in receipts_for(target_id, transaction, &event) {
+                    let receipts = receipts_for(target_id, transaction, &event)
+                        .expect("a decided transaction credits other streams only with hours");
+                    for receipt in receipts {
                         if self.deliver(&receipt).await.is_err() {
                             // The transaction stands; the receipt is healed by a catch-up.
                             self.receipts_pending.store(true, Ordering::Release);
@@ -539,14 +541,24 @@ impl Handler {
                     }
                     continue;
                 }
-                let Ok(event) = LedgerEvent::decode(&e.event_type, &e.data) else {
-                    report.skipped += 1;
-                    continue;
+                let event = match LedgerEvent::decode(&e.event_type, &e.data) {
+                    Ok(event) => event,
+                    Err(why) => {
+                        report.skip(e, format!("its payload does not decode: {why}"));
+                        continue;
+                    }
                 };
                 let Some(source) = source_account(&event) else {
                     continue;
                 };
-                for receipt in receipts_for(&source, TransactionId::from(e.id), &event) {
+                let receipts = match receipts_for(&source, TransactionId::from(e.id), &event) {
+                    Ok(receipts) => receipts,
+                    Err(why) => {
+                        report.skip(e, why.to_string());
+                        continue;
+                    }
+                };
+                for receipt in receipts {
                     if self.deliver(&receipt).await? {
                         report.delivered += 1;
                     }

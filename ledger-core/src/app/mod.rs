@@ -37,4 +37,7 @@ pub use decoded::{DecodedEvents, DECODED_EVENTS_SLOTS};
 pub use handler::{
     CommandError, Handler, LedgerConfig, VerifyError, COMMAND_RETRIES_MAX, STATE_CACHE_ACCOUNTS_MAX,
 };
-pub use receipts::{receipts_for, Receipt, ReceiptMark, ReceiptReport};
+pub use receipts::{
+    receipts_for, Receipt, ReceiptMark, ReceiptReport, SkippedTransaction, UnreceiptablePosting,
+    SKIPPED_NOTED_MAX,
+};
