@@ -371,8 +371,10 @@ pub fn banner(listen: SocketAddr, data_dir: &Path, events: u64, sample: Option<&
         let offset = FixedOffset::east_opt(DEMO_CALENDAR_OFFSET_SECS).expect("UTC+8");
         // Yesterday in the ledger's calendar: the whole interval is in the past.
         let day = Utc::now().with_timezone(&offset).date_naive() - Days::new(1);
-        // 09:00 to 12:00 at UTC+8.
-        let (start, end) = (format!("{day}T01:00:00Z"), format!("{day}T04:00:00Z"));
+        // 14:00 to 17:00 at UTC+8: not the quickstart's 09:00 to 12:00 for the same
+        // volunteer, so that pasting these calls first does not make its deposit
+        // `OVERLAPPING_SERVICE` (or the other way round).
+        let (start, end) = (format!("{day}T06:00:00Z"), format!("{day}T09:00:00Z"));
         let stamp = Utc::now().format("%Y%m%d%H%M%S");
         out.push_str(&format!(
             "grpcurl -plaintext {platform} -d '{{\"request_id\":\"try-dep-{stamp}\",\"volunteer_id\":\"{v}\",\"organisation_id\":\"{o}\",\"activity_id\":\"try-river-patrol-{day}\",\"service_date\":\"{day}\",\"started_at\":\"{start}\",\"ended_at\":\"{end}\",\"category\":\"river-patrol\",\"hours\":\"3\",\"kind\":\"HOUR_KIND_CREDIT\",\"verifier_id\":\"staff-017\"}}' {a} timebank.v1.LedgerCommands/DepositHours\n\
