@@ -17,6 +17,7 @@
 //! | `UNAVAILABLE` | `LOG_UNAVAILABLE`: retry with the same request id; queries: `NOT_CAUGHT_UP` (the read models have not reached `min_position` within the wait bound; retry) |
 //! | `NOT_FOUND` (queries) | `UNKNOWN_ACCOUNT`, `NOT_A_VOLUNTEER`, `UNKNOWN_REGION` |
 //! | `INVALID_ARGUMENT` (queries) | bad fields as for commands, `UNKNOWN_POLICY_VERSION`, `UNKNOWN_MODEL_VERSION` |
+//! | `FAILED_PRECONDITION` (queries) | `STREAM_TOO_LONG`: a report or replay reads the account's whole stream, and it holds more than `CREDIT_STREAM_EVENTS_MAX` events; retrying cannot help, call an operator |
 //! | `DATA_LOSS` | `LOG_CORRUPT`: stored data failed a check; call an operator |
 //! | `UNAUTHENTICATED` | `UNAUTHENTICATED`: no, a malformed or an unknown credential (the message says what to send) |
 //! | `RESOURCE_EXHAUSTED` | `RATE_LIMITED`: the caller is over its `requests_per_second_max`; a `RetryInfo` says when to retry |
@@ -158,6 +159,7 @@ pub fn query_status_described(e: &crate::queries::QueryError) -> Described {
         Q::UnknownModel(_) => (Code::InvalidArgument, "UNKNOWN_MODEL_VERSION"),
         Q::LogUnavailable(_) => (Code::Unavailable, "LOG_UNAVAILABLE"),
         Q::LogCorrupt(_) => (Code::DataLoss, "LOG_CORRUPT"),
+        Q::StreamTooLong(_) => (Code::FailedPrecondition, "STREAM_TOO_LONG"),
         Q::Internal(_) => (Code::Internal, "INTERNAL"),
     };
     Described {

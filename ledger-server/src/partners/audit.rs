@@ -290,7 +290,7 @@ impl AuditService {
         }
         let events = projections::credit::read_account_stream(self.0.log().as_ref(), &account)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| super::stream_read_failed(&e))?;
         let mut state = AccountState::empty(account.clone());
         // Lifetime hours: standing deposits by transaction (a reversal removes one).
         let mut deposits: HashMap<uuid::Uuid, (Decimal, bool)> = HashMap::new();

@@ -177,10 +177,12 @@ pub enum PrepareReportError {
 }
 
 impl PrepareReportError {
-    /// The status a bank gets: a read failure is worth a retry, the rest is ours.
+    /// The status a bank gets: a read failure as any stream read's
+    /// ([`super::stream_read_failed`]: only an unavailable log is worth a retry), the
+    /// rest is ours.
     pub fn describe(&self) -> Described {
         match self {
-            Self::Read(_) => internal(Code::Unavailable, "LOG_UNAVAILABLE", self.to_string()),
+            Self::Read(e) => super::stream_read_failed(e),
             Self::Compute(_) | Self::Serialise(_) => {
                 internal(Code::Internal, "INTERNAL", self.to_string())
             }
@@ -318,7 +320,7 @@ impl Partners {
         };
         let events = credit::read_account_stream(self.log().as_ref(), &volunteer)
             .await
-            .map_err(|e| internal(Code::Unavailable, "LOG_UNAVAILABLE", e.to_string()))?;
+            .map_err(|e| super::stream_read_failed(&e))?;
         for r in events.iter().rev() {
             if r.event_type != "CreditReportServed.v1" {
                 continue;

@@ -165,6 +165,14 @@ pub(crate) fn respond<T>(r: Result<T, Described>) -> Result<tonic::Response<T>, 
     r.map(tonic::Response::new).map_err(Described::into_status)
 }
 
+/// How a failed read of a whole account stream (`credit::read_account_stream`) reaches
+/// a partner: as the query API reports it (`status.rs`), so that a stream too long to
+/// read is `FAILED_PRECONDITION` and damage `DATA_LOSS`, and only an unavailable log
+/// is `UNAVAILABLE`, which clients retry.
+pub(crate) fn stream_read_failed(e: &projections::credit::CreditError) -> Described {
+    crate::status::query_status_described(&crate::queries::QueryError::from(e))
+}
+
 pub(crate) fn internal(code: Code, reason: &'static str, message: String) -> Described {
     Described {
         code,
@@ -199,4 +207,34 @@ pub(crate) fn page_size(asked: u32) -> usize {
         0 => PARTNER_PAGE_DEFAULT,
         n => n.min(PARTNER_PAGE_MAX),
     }) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledger_core::log::ReadError;
+    use projections::credit::CreditError;
+
+    /// A stream too long to read whole is not retryable (it was `UNAVAILABLE`, which
+    /// clients retry by default), damage is `DATA_LOSS`, an unavailable log is
+    /// `UNAVAILABLE`: for every partner call that reads a whole stream alike.
+    #[test]
+    fn a_whole_stream_read_fails_with_the_status_its_cause_calls_for() {
+        let of = |e: CreditError| {
+            let d = stream_read_failed(&e);
+            (d.code, d.reason)
+        };
+        assert_eq!(
+            of(CreditError::StreamTooLong),
+            (Code::FailedPrecondition, "STREAM_TOO_LONG")
+        );
+        assert_eq!(
+            of(CreditError::Read(ReadError::Corrupt("crc".into()))),
+            (Code::DataLoss, "LOG_CORRUPT")
+        );
+        assert_eq!(
+            of(CreditError::Read(ReadError::Unavailable("down".into()))),
+            (Code::Unavailable, "LOG_UNAVAILABLE")
+        );
+    }
 }

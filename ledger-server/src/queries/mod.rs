@@ -148,6 +148,10 @@ pub enum QueryError {
     LogUnavailable(String),
     #[error("event log holds data this server cannot read: {0}; call an operator")]
     LogCorrupt(String),
+    /// The account's stream is longer than a whole-stream read may be
+    /// (`projections::credit::CREDIT_STREAM_EVENTS_MAX`): retrying cannot help.
+    #[error("{0}")]
+    StreamTooLong(String),
     #[error("internal error: {0}")]
     Internal(String),
     /// Outside the caller's role or scope (`crate::authz`).
@@ -174,12 +178,19 @@ impl From<RankingError> for QueryError {
 
 impl From<CreditError> for QueryError {
     fn from(e: CreditError) -> Self {
+        Self::from(&e)
+    }
+}
+
+impl From<&CreditError> for QueryError {
+    fn from(e: &CreditError) -> Self {
         match e {
-            CreditError::UnknownModel(m) => Self::UnknownModel(m),
-            CreditError::NotAVolunteer(v) => Self::NotAVolunteer(v),
-            CreditError::Read(r) => r.into(),
+            CreditError::UnknownModel(m) => Self::UnknownModel(m.clone()),
+            CreditError::NotAVolunteer(v) => Self::NotAVolunteer(v.clone()),
+            CreditError::Read(ReadError::Unavailable(m)) => Self::LogUnavailable(m.clone()),
+            CreditError::Read(r) => Self::LogCorrupt(r.to_string()),
             CreditError::Decode(d) => Self::LogCorrupt(d.to_string()),
-            e @ CreditError::StreamTooLong => Self::Internal(e.to_string()),
+            CreditError::StreamTooLong => Self::StreamTooLong(e.to_string()),
         }
     }
 }
