@@ -365,6 +365,7 @@ pub async fn serve_with_options(
         queries.partners,
     );
     let sweeper = tokio::spawn(partners::redemptions::sweep_holds(partners.clone()));
+    let closing = partners.clone();
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "serving timebank.v1.LedgerCommands");
     // Without TCP_NODELAY a response written in more than one segment waits for the
@@ -417,6 +418,9 @@ pub async fn serve_with_options(
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             tracing::info!("shutdown requested: no new connections; finishing in-flight commands");
+            // A StreamLog that follows the log never ends by itself: end it, or the
+            // graceful shutdown waits for its client to hang up.
+            closing.close();
         })
         .await;
     // The sweeper writes through the command service: stop it before draining.

@@ -461,6 +461,88 @@ async fn a_platform_cannot_take_a_merchants_scoped_request_id() {
     s.stop().await;
 }
 
+/// partners.md, StreamLog: a caller holds at most `STREAM_LOG_FOLLOWS_PER_CALLER_MAX`
+/// follows open (the next is `RESOURCE_EXHAUSTED`), a follow whose client hung up
+/// frees its place, and a graceful shutdown ends the open follows with `UNAVAILABLE`
+/// `SHUTTING_DOWN` instead of waiting for their clients: one auditor tailing a quiet
+/// log held the server's shutdown until it hung up (~58 s in the review that found it).
+#[tokio::test]
+async fn follows_are_bounded_per_caller_freed_by_hanging_up_and_ended_by_shutdown() {
+    use ledger_server::partners::audit::STREAM_LOG_FOLLOWS_PER_CALLER_MAX as MAX;
+    let s = Server::start().await;
+    let follow = || pb::StreamLogRequest {
+        after: None,
+        max_records: 0,
+        follow: true,
+    };
+    let mut open = Vec::new();
+    for _ in 0..MAX {
+        open.push(
+            s.audit()
+                .stream_log(with(AUDITOR, follow()))
+                .await
+                .expect("within the limit")
+                .into_inner(),
+        );
+    }
+    let over = s
+        .audit()
+        .stream_log(with(AUDITOR, follow()))
+        .await
+        .expect_err("one more than the limit");
+    let (code, reason) = why(&over);
+    assert_eq!(
+        (code, reason.as_str()),
+        (Code::ResourceExhausted, "STREAM_LOG_FOLLOWS_EXHAUSTED")
+    );
+    // Without follow, a caller at the limit still reads.
+    let (records, status) = stream_log_outcome(
+        &s,
+        pb::StreamLogRequest {
+            after: None,
+            max_records: 0,
+            follow: false,
+        },
+    )
+    .await;
+    assert!(records > 0 && status.is_none(), "{records} {status:?}");
+    // Hanging up frees a place, once the server has seen it (the log is quiet: only
+    // the hang-up can end that reader).
+    drop(open.pop());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match s.audit().stream_log(with(AUDITOR, follow())).await {
+            Ok(r) => {
+                open.push(r.into_inner());
+                break;
+            }
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("a hung-up follow still counted after 10 s: {e:?}"),
+        }
+    }
+    // Shutdown with every follow open finishes, and each follow ends retryably.
+    let mut first = open.remove(0);
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.stop())
+        .await
+        .expect("a graceful shutdown does not wait for follows");
+    let end = loop {
+        match first.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    let end = end.expect("the follow ends with a status, not as if complete");
+    let (code, reason) = why(&end);
+    assert_eq!(
+        (code, reason.as_str()),
+        (Code::Unavailable, "SHUTTING_DOWN")
+    );
+}
+
 /// The first status a `StreamLog` call ends with (the call's own, or the first failed
 /// item of its stream), if any, and how many records came before it.
 async fn stream_log_outcome(s: &Server, request: pb::StreamLogRequest) -> (usize, Option<Status>) {

@@ -29,6 +29,71 @@ use crate::status::{describe_rejection, Described};
 /// Records buffered between the log reader and a slow client of `StreamLog`: enough
 /// to keep the reader a page ahead, bounded so a stalled client holds little memory.
 pub const STREAM_LOG_BUFFER_RECORDS: usize = 1024;
+
+/// `StreamLog` calls with `follow` one caller may hold open at once. A follow never
+/// ends by itself and holds a reader task, a subscription and up to
+/// [`STREAM_LOG_BUFFER_RECORDS`] records; an auditor tails the log with one, and a few
+/// more cover reconnects that overlap the old stream's end. Per caller, not in total,
+/// so that one caller's leak cannot lock another auditor out.
+pub const STREAM_LOG_FOLLOWS_PER_CALLER_MAX: usize = 4;
+
+/// The open follows of each caller.
+#[derive(Clone, Default)]
+pub struct StreamLogFollows(std::sync::Arc<std::sync::Mutex<HashMap<String, usize>>>);
+
+/// One open follow, counted until dropped (when its reader task ends).
+pub struct StreamLogFollow {
+    follows: StreamLogFollows,
+    caller: String,
+}
+
+impl StreamLogFollows {
+    /// Count a new follow for `caller`, or refuse it at the limit.
+    fn open(&self, caller: &str) -> Result<StreamLogFollow, Described> {
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(caller.to_owned()).or_insert(0);
+        if *n >= STREAM_LOG_FOLLOWS_PER_CALLER_MAX {
+            return Err(Described {
+                code: Code::ResourceExhausted,
+                reason: "STREAM_LOG_FOLLOWS_EXHAUSTED",
+                message: format!(
+                    "{caller} already holds {n} StreamLog calls with follow open, the most a caller may \
+                     (STREAM_LOG_FOLLOWS_PER_CALLER_MAX); close one, or read without follow"
+                ),
+                metadata: [("max".to_owned(), n.to_string())].into(),
+            });
+        }
+        *n += 1;
+        Ok(StreamLogFollow {
+            follows: self.clone(),
+            caller: caller.to_owned(),
+        })
+    }
+}
+
+impl Drop for StreamLogFollow {
+    fn drop(&mut self) {
+        let mut open = self.follows.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.caller) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.caller);
+            }
+        }
+    }
+}
+
+/// The status a `StreamLog` ends with when the server shuts down: retryable, and the
+/// client resumes with `after` set to the last record it received.
+fn shutting_down() -> Status {
+    Described {
+        code: Code::Unavailable,
+        reason: "SHUTTING_DOWN",
+        message: "the server is shutting down; call StreamLog again later (or on another instance) with after set to the last record you received".into(),
+        metadata: Default::default(),
+    }
+    .into_status()
+}
 /// Streams `VerifyLog` tracks at once (their last hash). A range bigger than this is
 /// refused with a hint to verify it in parts; 4 M covers a city's accounts.
 pub const VERIFY_STREAMS_MAX: usize = 4_000_000;
@@ -399,8 +464,20 @@ impl pb::audit_server::Audit for AuditService {
         };
         let max = (r.max_records > 0).then_some(r.max_records);
         let log = self.0.log().clone();
+        let follow = if r.follow {
+            Some(
+                self.0
+                    .follows
+                    .open(&caller.name)
+                    .map_err(Described::into_status)?,
+            )
+        } else {
+            None
+        };
+        let mut closing = self.0.closing.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_LOG_BUFFER_RECORDS);
-        tokio::spawn(async move {
+        let ends = tx.clone();
+        let reader = async move {
             // Send one item; false once the stream must end (client gone, an error
             // sent, or `max_records` reached).
             let mut sent = 0u64;
@@ -412,7 +489,7 @@ impl pb::audit_server::Audit for AuditService {
                 sent += 1;
                 max.is_none_or(|m| sent < m)
             };
-            if r.follow {
+            if let Some(_counted) = follow {
                 // Catch-up then live, as the projections read it.
                 let mut events = log.subscribe_all(from);
                 while let Some(item) = events.next().await {
@@ -443,6 +520,23 @@ impl pb::audit_server::Audit for AuditService {
                 match page.last() {
                     Some(l) if page.len() == READ_EVENTS_MAX => from = ReadFrom::After(l.position),
                     _ => return,
+                }
+            }
+        };
+        tokio::spawn(async move {
+            // The reader ends by itself, except a follow on a quiet log, which waits
+            // for the next event forever: also end it when the client is gone (its
+            // sends would fail, but none is tried while nothing happens) and when the
+            // server shuts down (a graceful shutdown waits for every open answer).
+            tokio::select! {
+                () = reader => {}
+                () = ends.closed() => {}
+                // Err: every `Partners` is gone, which only a server past its
+                // shutdown sees.
+                _ = closing.wait_for(|closing| *closing) => {
+                    // Not awaited: a client that stopped reading would hold the task
+                    // (and the shutdown) on a full buffer; its stream then just ends.
+                    let _ = ends.try_send(Err(shutting_down()));
                 }
             }
         });

@@ -106,6 +106,11 @@ pub struct Partners {
     pub(crate) projections: Projections,
     pub(crate) policies: Arc<StarPolicies>,
     pub(crate) config: PartnerConfig,
+    /// Set once the server shuts down: long-lived answers (`StreamLog`) end, so a
+    /// graceful shutdown does not wait on a client that follows the log forever.
+    pub(crate) closing: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Open `StreamLog` calls with `follow` per caller (`audit::StreamLogFollows`).
+    pub(crate) follows: audit::StreamLogFollows,
 }
 
 impl Partners {
@@ -122,7 +127,14 @@ impl Partners {
             projections,
             policies,
             config,
+            closing: Arc::new(tokio::sync::watch::Sender::new(false)),
+            follows: audit::StreamLogFollows::default(),
         }
+    }
+
+    /// End the long-lived answers (`StreamLog`) now: the server is shutting down.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     pub(crate) fn log(&self) -> &Arc<dyn EventLog> {
