@@ -207,7 +207,15 @@ impl RedemptionService {
         let m = self.0.projections.read();
         let (page, more) = match m.account_index(merchant.as_str()) {
             Some(i) => {
-                let all: Vec<&Redemption> = m.redemptions.of_merchant(i).skip(from).collect();
+                // One more than the page tells whether another follows, without
+                // collecting the rest (which made paging through all O(N²), under the
+                // read models' lock).
+                let all: Vec<&Redemption> = m
+                    .redemptions
+                    .of_merchant(i)
+                    .skip(from)
+                    .take(size.saturating_add(1))
+                    .collect();
                 let more = all.len() > size;
                 (
                     all.into_iter()
