@@ -60,7 +60,11 @@ impl StreamLogFollows {
                     "{caller} already holds {n} StreamLog calls with follow open, the most a caller may \
                      (STREAM_LOG_FOLLOWS_PER_CALLER_MAX); close one, or read without follow"
                 ),
-                metadata: [("max".to_owned(), n.to_string())].into(),
+                metadata: [(
+                    "max".to_owned(),
+                    STREAM_LOG_FOLLOWS_PER_CALLER_MAX.to_string(),
+                )]
+                .into(),
             });
         }
         *n += 1;
