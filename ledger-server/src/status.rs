@@ -75,6 +75,7 @@ pub fn rejection_code(r: &Rejection) -> Code {
         | R::InsufficientHours { .. }
         | R::InsufficientBalanceForReversal { .. }
         | R::HoursPerDayExceeded { .. }
+        | R::InquiriesPerDayExceeded { .. }
         | R::OverlappingService { .. }
         | R::ExchangeRateChanged { .. }
         | R::ExchangeTooSmall { .. }

@@ -441,6 +441,43 @@ async fn consents_gate_credit_reports_and_every_report_served_is_an_inquiry() {
     s.stop().await;
 }
 
+/// ledger-rules.md, inquiries: a bank makes at most `INQUIRIES_PER_CONSENT_PER_DAY_MAX`
+/// inquiries under one consent in any 24 hours (each is an event on the volunteer's
+/// stream, which every report reads whole); the next is `INQUIRIES_PER_DAY_EXCEEDED`
+/// and writes nothing, a retry of one already served is still its original, and the
+/// oldest one's place is free 24 hours after it.
+#[tokio::test]
+async fn a_bank_makes_a_bounded_number_of_inquiries_a_day_under_one_consent() {
+    use ledger_core::domain::state::INQUIRIES_PER_CONSENT_PER_DAY_MAX as MAX;
+    let s = Server::start().await;
+    s.grant("c-1", "v1", "bank-a", "2026-12-20T00:00:00Z")
+        .await
+        .unwrap();
+    for i in 0..MAX {
+        s.report(BANK_A, &format!("q-{i}"), "v1", "volunteer-loan")
+            .await
+            .unwrap();
+    }
+    let head = s.head().await;
+    let refused = assert_refused(
+        s.report(BANK_A, "q-over", "v1", "volunteer-loan").await,
+        Code::FailedPrecondition,
+        "INQUIRIES_PER_DAY_EXCEEDED",
+    );
+    assert!(refused.message().contains("GetServedReport"), "{refused:?}");
+    assert_eq!(s.head().await, head, "a refused inquiry writes nothing");
+    let again = s
+        .report(BANK_A, "q-0", "v1", "volunteer-loan")
+        .await
+        .unwrap();
+    assert!(again.replayed, "a retry is its original, limit or not");
+    s.clock.set(at("2026-11-21T12:00:00Z"));
+    s.report(BANK_A, "q-next-day", "v1", "volunteer-loan")
+        .await
+        .expect("a day later the oldest inquiry's place is free");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn redemption_tokens_and_holds_follow_their_rules() {
     let s = Server::start().await;

@@ -213,6 +213,11 @@ pub enum Rejection {
     #[error("no current consent of this volunteer to your bank for purpose {purpose:?}; the volunteer must grant one through their platform")]
     ConsentRequired { purpose: String },
 
+    /// `INQUIRIES_PER_CONSENT_PER_DAY_MAX` inquiries under this consent in the 24 hours
+    /// before now (`ServeCreditReport`).
+    #[error("your bank already made {max} inquiries under this consent in the last 24 hours, the most allowed; the next is possible after {next_at}, or fetch a report already served with GetServedReport")]
+    InquiriesPerDayExceeded { max: usize, next_at: DateTime<Utc> },
+
     #[error("the redemption token expired at {expires_at}; ask the volunteer to show a fresh one")]
     TokenExpired { expires_at: DateTime<Utc> },
 
@@ -307,6 +312,7 @@ impl Rejection {
             Self::ConsentTooLong { .. } => "CONSENT_TOO_LONG",
             Self::NoCurrentConsent { .. } => "NO_CURRENT_CONSENT",
             Self::ConsentRequired { .. } => "CONSENT_REQUIRED",
+            Self::InquiriesPerDayExceeded { .. } => "INQUIRIES_PER_DAY_EXCEEDED",
             Self::TokenExpired { .. } => "TOKEN_EXPIRED",
             Self::TokenAlreadyUsed => "TOKEN_ALREADY_USED",
             Self::TokenMaximumExceeded { .. } => "TOKEN_MAXIMUM_EXCEEDED",

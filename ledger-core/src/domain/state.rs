@@ -119,7 +119,20 @@ pub struct ConsentRecord {
     pub consent: TransactionId,
     pub purpose: Purpose,
     pub expires_at: DateTime<Utc>,
+    /// When the latest inquiries under this consent were served, oldest first, at most
+    /// [`INQUIRIES_PER_CONSENT_PER_DAY_MAX`]: enough to tell whether one more would
+    /// exceed the limit in the 24 hours before it.
+    pub recent_inquiries: std::collections::VecDeque<DateTime<Utc>>,
 }
+
+/// Inquiries one bank may make under one consent in any 24 hours. Each inquiry is an
+/// event on the volunteer's own stream, which every credit report and replay reads
+/// whole (`CREDIT_STREAM_EVENTS_MAX`): without a limit a bank holding one consent
+/// could append enough of them to make the volunteer's reports unreadable for every
+/// bank. A lender checks a volunteer's record a few times around one application;
+/// 20 a day leaves room for retries under new request ids and several products, and
+/// keeps one consent's inquiries to ~7,300 a year.
+pub const INQUIRIES_PER_CONSENT_PER_DAY_MAX: usize = 20;
 
 /// Where a redemption hold stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -394,6 +407,7 @@ impl AccountState {
                         consent: e.consent,
                         purpose: e.purpose.clone(),
                         expires_at: e.expires_at,
+                        recent_inquiries: Default::default(),
                     },
                 );
                 record(TxKind::Consent, &[], None)
@@ -404,7 +418,19 @@ impl AccountState {
                 }
                 record(TxKind::Consent, &[], None)
             }
-            LedgerEvent::CreditReportServed(_) => record(TxKind::Inquiry, &[], None),
+            LedgerEvent::CreditReportServed(e) => {
+                if let Some(c) = self
+                    .consents
+                    .get_mut(&e.bank)
+                    .filter(|c| c.consent == e.consent)
+                {
+                    if c.recent_inquiries.len() == INQUIRIES_PER_CONSENT_PER_DAY_MAX {
+                        c.recent_inquiries.pop_front();
+                    }
+                    c.recent_inquiries.push_back(e.recorded_at);
+                }
+                record(TxKind::Inquiry, &[], None)
+            }
             LedgerEvent::RedemptionAuthorized(e) => {
                 self.tokens_used.insert(e.token);
                 self.holds.insert(

@@ -13,6 +13,7 @@ use crate::domain::account::AccountId;
 use crate::domain::events::{CreditReportServed, LedgerEvent};
 use crate::domain::ids::{Purpose, RequestId};
 use crate::domain::rejection::Rejection;
+use crate::domain::state::INQUIRIES_PER_CONSENT_PER_DAY_MAX;
 
 /// Largest report kept in an inquiry. A `tb-credit-1` report is under 2 KiB of JSON;
 /// 16 KiB leaves room for later models and keeps every inquiry far below the log's
@@ -48,8 +49,10 @@ impl ServeCreditReport {
     /// is the caller, so this tells it nothing about anyone else); the volunteer has a
     /// consent to the bank for the purpose that is current now (`ConsentRequired`, also
     /// for an unknown volunteer: the answer must not tell a bank whether the volunteer
-    /// exists). A retry of an inquiry served before the closure still returns it (the
-    /// request index is read before any rule).
+    /// exists); fewer than `INQUIRIES_PER_CONSENT_PER_DAY_MAX` inquiries under that
+    /// consent in the 24 hours before now (`InquiriesPerDayExceeded`). A retry of an
+    /// inquiry served before the closure still returns it (the request index is read
+    /// before any rule).
     pub fn decide(&self, ctx: &Context<'_>) -> Result<LedgerEvent, Rejection> {
         assert!(
             self.served.report.len() <= REPORT_BYTES_MAX,
@@ -66,6 +69,20 @@ impl ServeCreditReport {
             .ok_or_else(|| Rejection::ConsentRequired {
                 purpose: self.purpose.to_string(),
             })?;
+        // The oldest of the last MAX inquiries frees its place 24 hours after it.
+        if consent.recent_inquiries.len() == INQUIRIES_PER_CONSENT_PER_DAY_MAX {
+            if let Some(next_at) = consent
+                .recent_inquiries
+                .front()
+                .map(|oldest| *oldest + chrono::TimeDelta::hours(24))
+                .filter(|next_at| ctx.now < *next_at)
+            {
+                return Err(Rejection::InquiriesPerDayExceeded {
+                    max: INQUIRIES_PER_CONSENT_PER_DAY_MAX,
+                    next_at,
+                });
+            }
+        }
         Ok(LedgerEvent::CreditReportServed(CreditReportServed {
             inquiry: ctx.transaction,
             volunteer: self.volunteer.clone(),
@@ -184,6 +201,46 @@ mod tests {
             reason(w.when(&inquiry("v1", "b1", "volunteer-loan"))),
             "CONSENT_REQUIRED"
         );
+    }
+
+    /// Found in review: nothing bounded a bank's inquiries, and each is an event on
+    /// the volunteer's stream, which reports read whole: one consent could append
+    /// enough to make every bank's report of the volunteer STREAM_TOO_LONG.
+    #[test]
+    fn given_the_days_inquiries_under_a_consent_when_one_more_then_inquiries_per_day_exceeded() {
+        let mut w = World::standard();
+        w.bank("b1").bank("b2");
+        w.given(grant("v1", "b1", "2027-01-01T00:00:00Z"));
+        w.given(grant("v1", "b2", "2027-01-01T00:00:00Z"));
+        let first = w.now;
+        for i in 0..INQUIRIES_PER_CONSENT_PER_DAY_MAX {
+            w.now = first + chrono::TimeDelta::minutes(i as i64);
+            w.given(inquiry("v1", "b1", "volunteer-loan"));
+        }
+        w.now = first + chrono::TimeDelta::hours(23);
+        let refused = w
+            .when(&inquiry("v1", "b1", "volunteer-loan"))
+            .expect_err("one over the limit");
+        assert_eq!(refused.reason(), "INQUIRIES_PER_DAY_EXCEEDED");
+        assert_eq!(
+            refused,
+            Rejection::InquiriesPerDayExceeded {
+                max: INQUIRIES_PER_CONSENT_PER_DAY_MAX,
+                next_at: first + chrono::TimeDelta::hours(24),
+            }
+        );
+        // Another bank's consent has its own count.
+        assert!(w.when(&inquiry("v1", "b2", "volunteer-loan")).is_ok());
+        // 24 hours after the oldest, its place is free again, and only its place.
+        w.now = first + chrono::TimeDelta::hours(24);
+        w.given(inquiry("v1", "b1", "volunteer-loan"));
+        assert_eq!(
+            reason(w.when(&inquiry("v1", "b1", "volunteer-loan"))),
+            "INQUIRIES_PER_DAY_EXCEEDED"
+        );
+        // A new consent starts a new count.
+        w.given(grant("v1", "b1", "2027-02-01T00:00:00Z"));
+        assert!(w.when(&inquiry("v1", "b1", "volunteer-loan")).is_ok());
     }
 
     #[test]
