@@ -6,11 +6,10 @@ use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 use futures::StreamExt;
-use ledger_core::domain::account::AccountId;
-use ledger_core::domain::ids::RequestId;
-
 use ledger_core::app::Handler;
+use ledger_core::domain::account::AccountId;
 use ledger_core::domain::commands::Command;
+use ledger_core::domain::ids::RequestId;
 use ledger_core::domain::state::Outcome;
 use ledger_core::domain::Rejection;
 use tokio::sync::Semaphore;
@@ -108,11 +107,10 @@ impl LedgerService {
     /// Execute a command the caller has been authorised for (partner services check
     /// their own rules first).
     pub(crate) async fn execute_authorized(&self, command: Command) -> Result<Outcome, Described> {
-        let permit = self.inflight.clone().acquire_owned().await.map_err(|_| Described {
-            code: Code::Unavailable,
-            reason: "SHUTTING_DOWN",
-            message: "the server is shutting down; retry with the same request id on another instance or later".into(),
-            metadata: Default::default(),
+        let permit = self.inflight.clone().acquire_owned().await.map_err(|_| {
+            crate::status::shutting_down(
+                "retry with the same request id on another instance or later",
+            )
         })?;
         let handler = self.handler.clone();
         // Every line logged while the command is handled (here, in the handler, in the

@@ -171,6 +171,17 @@ pub fn query_status_described(e: &crate::queries::QueryError) -> Described {
     }
 }
 
+/// `UNAVAILABLE` `SHUTTING_DOWN`: the server stops; `then` says what the caller does
+/// (retry a command with the same request id, resume a stream after its last record).
+pub fn shutting_down(then: &str) -> Described {
+    Described {
+        code: Code::Unavailable,
+        reason: "SHUTTING_DOWN",
+        message: format!("the server is shutting down; {then}"),
+        metadata: Default::default(),
+    }
+}
+
 /// The status of a request that is not a valid protobuf message of its type
 /// (`codec.rs`): bad input, never retried as it is, so not tonic's `INTERNAL`.
 pub fn malformed_message_status(e: &prost::DecodeError) -> Status {

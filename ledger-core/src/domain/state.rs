@@ -125,6 +125,27 @@ pub struct ConsentRecord {
     pub recent_inquiries: std::collections::VecDeque<DateTime<Utc>>,
 }
 
+impl ConsentRecord {
+    /// When one more inquiry under this consent is allowed, if not at `now`: 24 hours
+    /// after the oldest of the last [`INQUIRIES_PER_CONSENT_PER_DAY_MAX`].
+    pub fn next_inquiry_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.recent_inquiries.len() < INQUIRIES_PER_CONSENT_PER_DAY_MAX {
+            return None;
+        }
+        let next_at = *self.recent_inquiries.front()? + chrono::TimeDelta::hours(24);
+        (now < next_at).then_some(next_at)
+    }
+
+    /// Count an inquiry served at `at`, keeping only the last
+    /// [`INQUIRIES_PER_CONSENT_PER_DAY_MAX`].
+    fn note_inquiry(&mut self, at: DateTime<Utc>) {
+        if self.recent_inquiries.len() == INQUIRIES_PER_CONSENT_PER_DAY_MAX {
+            self.recent_inquiries.pop_front();
+        }
+        self.recent_inquiries.push_back(at);
+    }
+}
+
 /// Inquiries one bank may make under one consent in any 24 hours. Each inquiry is an
 /// event on the volunteer's own stream, which every credit report and replay reads
 /// whole (`CREDIT_STREAM_EVENTS_MAX`): without a limit a bank holding one consent
@@ -424,10 +445,7 @@ impl AccountState {
                     .get_mut(&e.bank)
                     .filter(|c| c.consent == e.consent)
                 {
-                    if c.recent_inquiries.len() == INQUIRIES_PER_CONSENT_PER_DAY_MAX {
-                        c.recent_inquiries.pop_front();
-                    }
-                    c.recent_inquiries.push_back(e.recorded_at);
+                    c.note_inquiry(e.recorded_at);
                 }
                 record(TxKind::Inquiry, &[], None)
             }

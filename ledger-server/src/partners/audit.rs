@@ -87,17 +87,6 @@ impl Drop for StreamLogFollow {
     }
 }
 
-/// The status a `StreamLog` ends with when the server shuts down: retryable, and the
-/// client resumes with `after` set to the last record it received.
-fn shutting_down() -> Status {
-    Described {
-        code: Code::Unavailable,
-        reason: "SHUTTING_DOWN",
-        message: "the server is shutting down; call StreamLog again later (or on another instance) with after set to the last record you received".into(),
-        metadata: Default::default(),
-    }
-    .into_status()
-}
 /// Streams `VerifyLog` tracks at once (their last hash). A range bigger than this is
 /// refused with a hint to verify it in parts; 4 M covers a city's accounts.
 pub const VERIFY_STREAMS_MAX: usize = 4_000_000;
@@ -540,7 +529,10 @@ impl pb::audit_server::Audit for AuditService {
                 _ = closing.wait_for(|closing| *closing) => {
                     // Not awaited: a client that stopped reading would hold the task
                     // (and the shutdown) on a full buffer; its stream then just ends.
-                    let _ = ends.try_send(Err(shutting_down()));
+                    let _ = ends.try_send(Err(crate::status::shutting_down(
+                        "call StreamLog again later (or on another instance) with after set to the last record you received",
+                    )
+                    .into_status()));
                 }
             }
         });

@@ -161,8 +161,14 @@ pub enum QueryError {
 
 impl From<ReadError> for QueryError {
     fn from(e: ReadError) -> Self {
+        Self::from(&e)
+    }
+}
+
+impl From<&ReadError> for QueryError {
+    fn from(e: &ReadError) -> Self {
         match e {
-            ReadError::Unavailable(m) => Self::LogUnavailable(m),
+            ReadError::Unavailable(m) => Self::LogUnavailable(m.clone()),
             other => Self::LogCorrupt(other.to_string()),
         }
     }
@@ -187,8 +193,7 @@ impl From<&CreditError> for QueryError {
         match e {
             CreditError::UnknownModel(m) => Self::UnknownModel(m.clone()),
             CreditError::NotAVolunteer(v) => Self::NotAVolunteer(v.clone()),
-            CreditError::Read(ReadError::Unavailable(m)) => Self::LogUnavailable(m.clone()),
-            CreditError::Read(r) => Self::LogCorrupt(r.to_string()),
+            CreditError::Read(r) => r.into(),
             CreditError::Decode(d) => Self::LogCorrupt(d.to_string()),
             CreditError::StreamTooLong => Self::StreamTooLong(e.to_string()),
         }

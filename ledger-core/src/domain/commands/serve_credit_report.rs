@@ -69,19 +69,11 @@ impl ServeCreditReport {
             .ok_or_else(|| Rejection::ConsentRequired {
                 purpose: self.purpose.to_string(),
             })?;
-        // The oldest of the last MAX inquiries frees its place 24 hours after it.
-        if consent.recent_inquiries.len() == INQUIRIES_PER_CONSENT_PER_DAY_MAX {
-            if let Some(next_at) = consent
-                .recent_inquiries
-                .front()
-                .map(|oldest| *oldest + chrono::TimeDelta::hours(24))
-                .filter(|next_at| ctx.now < *next_at)
-            {
-                return Err(Rejection::InquiriesPerDayExceeded {
-                    max: INQUIRIES_PER_CONSENT_PER_DAY_MAX,
-                    next_at,
-                });
-            }
+        if let Some(next_at) = consent.next_inquiry_at(ctx.now) {
+            return Err(Rejection::InquiriesPerDayExceeded {
+                max: INQUIRIES_PER_CONSENT_PER_DAY_MAX,
+                next_at,
+            });
         }
         Ok(LedgerEvent::CreditReportServed(CreditReportServed {
             inquiry: ctx.transaction,
