@@ -543,6 +543,73 @@ async fn follows_are_bounded_per_caller_freed_by_hanging_up_and_ended_by_shutdow
     );
 }
 
+/// partners.md, StreamLog: an answer cut by a shutdown ends with `UNAVAILABLE`
+/// `SHUTTING_DOWN` after the records already buffered, also when the client read
+/// slower than the log was read. The status used to be put into the buffer at
+/// shutdown; with the buffer full it was dropped and the answer ended `OK`, as if
+/// the whole range had been sent (seen with a Python client on the demo city).
+#[tokio::test]
+async fn a_stream_cut_by_shutdown_says_so_even_behind_a_full_buffer() {
+    use ledger_core::log::{EventLog, ExpectedVersion, NewEvent, StreamName};
+    use ledger_server::partners::audit::STREAM_LOG_BUFFER_RECORDS;
+    let s = Server::start().await;
+    let stream = StreamName::new("other-stream").unwrap();
+    // Enough bytes that HTTP/2's windows and tonic's encoder cannot take the whole
+    // range before the shutdown: the rest waits in the buffer, which is full.
+    let extra = 4 * STREAM_LOG_BUFFER_RECORDS;
+    let data = format!(r#"{{"padding":"{}"}}"#, "x".repeat(8 * 1024)).into_bytes();
+    for _ in 0..extra {
+        s.0.log
+            .append(
+                &stream,
+                ExpectedVersion::Any,
+                vec![NewEvent {
+                    id: ledger_core::log::EventId::new_random(),
+                    event_type: "SomethingElse.v1".into(),
+                    data: data.clone(),
+                    metadata: b"{}".to_vec(),
+                }],
+            )
+            .await
+            .unwrap();
+    }
+    let mut answer = s
+        .audit()
+        .stream_log(with(
+            AUDITOR,
+            pb::StreamLogRequest {
+                after: None,
+                max_records: 0,
+                follow: false,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // Unread until the buffer is full, then the shutdown.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let stopping = tokio::spawn(s.stop());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut records = 0;
+    let end = loop {
+        match answer.message().await {
+            Ok(Some(_)) => records += 1,
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    let end = end.unwrap_or_else(|| panic!("ended OK after {records} records, as if complete"));
+    assert_eq!(
+        (end.code(), why(&end).1.as_str()),
+        (Code::Unavailable, "SHUTTING_DOWN")
+    );
+    assert!(records < extra, "cut, not complete: {records}");
+    tokio::time::timeout(std::time::Duration::from_secs(10), stopping)
+        .await
+        .expect("the shutdown finishes")
+        .unwrap();
+}
+
 /// The first status a `StreamLog` call ends with (the call's own, or the first failed
 /// item of its stream), if any, and how many records came before it.
 async fn stream_log_outcome(s: &Server, request: pb::StreamLogRequest) -> (usize, Option<Status>) {

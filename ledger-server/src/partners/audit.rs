@@ -5,9 +5,11 @@
 //! ground truth, with the same chain rules as `ledger_core::domain::chain`.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use ledger_core::domain::chain::{hex32, recorded_hash, EventMetadata, GENESIS_HASH};
 use ledger_core::domain::events::{is_binary_payload, HourKind, LedgerEvent, PayloadEncoding};
 use ledger_core::domain::state::AccountState;
@@ -39,7 +41,7 @@ pub const STREAM_LOG_FOLLOWS_PER_CALLER_MAX: usize = 4;
 
 /// The open follows of each caller.
 #[derive(Clone, Default)]
-pub struct StreamLogFollows(std::sync::Arc<std::sync::Mutex<HashMap<String, usize>>>);
+pub struct StreamLogFollows(Arc<std::sync::Mutex<HashMap<String, usize>>>);
 
 /// One open follow, counted until dropped (when its reader task ends).
 pub struct StreamLogFollow {
@@ -444,7 +446,8 @@ impl AuditService {
 
 #[tonic::async_trait]
 impl pb::audit_server::Audit for AuditService {
-    type StreamLogStream = ReceiverStream<Result<pb::LogRecord, Status>>;
+    type StreamLogStream =
+        std::pin::Pin<Box<dyn Stream<Item = Result<pb::LogRecord, Status>> + Send + 'static>>;
 
     async fn stream_log(&self, r: Request<pb::StreamLogRequest>) -> Answer<Self::StreamLogStream> {
         let caller = authz::caller(&r)?;
@@ -516,27 +519,38 @@ impl pb::audit_server::Audit for AuditService {
                 }
             }
         };
+        // Set when the reader ended by itself (its range read, `max_records` sent, an
+        // error sent, or the client gone): an answer that ends without it was cut by
+        // the shutdown and must say so, or a client would take a cut range for all.
+        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let finished_by_reader = finished.clone();
         tokio::spawn(async move {
             // The reader ends by itself, except a follow on a quiet log, which waits
             // for the next event forever: also end it when the client is gone (its
             // sends would fail, but none is tried while nothing happens) and when the
             // server shuts down (a graceful shutdown waits for every open answer).
             tokio::select! {
-                () = reader => {}
+                () = reader => finished_by_reader.store(true, Ordering::Release),
                 () = ends.closed() => {}
                 // Err: every `Partners` is gone, which only a server past its
                 // shutdown sees.
-                _ = closing.wait_for(|closing| *closing) => {
-                    // Not awaited: a client that stopped reading would hold the task
-                    // (and the shutdown) on a full buffer; its stream then just ends.
-                    let _ = ends.try_send(Err(crate::status::shutting_down(
-                        "call StreamLog again later (or on another instance) with after set to the last record you received",
-                    )
-                    .into_status()));
-                }
+                _ = closing.wait_for(|closing| *closing) => {}
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        // The status goes after the records already buffered, when the client has read
+        // them. Option not taken: sending it into the buffer at shutdown, which found
+        // the buffer full whenever the client read slower than the log was read, and
+        // then ended the answer as if complete.
+        let end = futures::stream::once(async move {
+            (!finished.load(Ordering::Acquire)).then(|| {
+                crate::status::shutting_down(
+                    "call StreamLog again later (or on another instance) with after set to the last record you received",
+                )
+                .into_status()
+            })
+        })
+        .filter_map(|cut| std::future::ready(cut.map(Err)));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).chain(end))))
     }
 
     async fn verify_log(&self, r: Request<pb::VerifyLogRequest>) -> Answer<pb::VerifyLogResponse> {
