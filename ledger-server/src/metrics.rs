@@ -52,6 +52,7 @@ pub const LOG_GROUP_COMMIT_APPENDS: &str = "timebank_log_group_commit_appends";
 pub const PROJECTION_LAG_EVENTS: &str = "timebank_projection_lag_events";
 pub const PROJECTION_LAG_SECONDS: &str = "timebank_projection_lag_seconds";
 pub const SNAPSHOT_AGE_SECONDS: &str = "timebank_snapshot_age_seconds";
+pub const PROJECTION_FOLD_ANOMALIES_TOTAL: &str = "timebank_projection_fold_anomalies_total";
 
 /// The `projection` label of the projection gauges: the one worker keeps every read
 /// model.
@@ -117,6 +118,11 @@ pub fn describe() {
         Unit::Seconds,
         "time since a projection last wrote its snapshot (or since it started, if none)"
     );
+    describe_counter!(
+        PROJECTION_FOLD_ANOMALIES_TOTAL,
+        Unit::Count,
+        "events a projection folded since the server started that this ledger's handler would not have written (a foreign or imported log; the server log names the first ones)"
+    );
 }
 
 /// Why the exporter did not start.
@@ -163,6 +169,8 @@ pub fn spawn_projection_gauges(
     let lag_events = metrics::gauge!(PROJECTION_LAG_EVENTS, "projection" => PROJECTION_LABEL);
     let lag_seconds = metrics::gauge!(PROJECTION_LAG_SECONDS, "projection" => PROJECTION_LABEL);
     let snapshot_age = metrics::gauge!(SNAPSHOT_AGE_SECONDS, "projection" => PROJECTION_LABEL);
+    let anomalies =
+        metrics::counter!(PROJECTION_FOLD_ANOMALIES_TOTAL, "projection" => PROJECTION_LABEL);
     let mut sampler = projections::LagSampler::new(counting);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(PROJECTION_SAMPLE_INTERVAL);
@@ -176,10 +184,12 @@ pub fn spawn_projection_gauges(
                     lag_events.set(s.lag_events as f64);
                     lag_seconds.set(s.lag.as_secs_f64());
                     snapshot_age.set(s.snapshot_age.as_secs_f64());
+                    anomalies.absolute(s.fold_anomalies);
                 }
                 Err(e) => {
                     // The lag is unknown; the snapshot age is not.
                     snapshot_age.set(projections.snapshot_age().as_secs_f64());
+                    anomalies.absolute(projections.fold_anomalies());
                     if !failing {
                         tracing::warn!(
                             "sampling the projection lag failed: {e}; retrying every second"

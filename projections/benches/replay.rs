@@ -505,7 +505,7 @@ fn replay_stream(n: u64) {
         let r = record(count, &stream, &e, &mut ids);
         payload += r.data.len();
         let t = Instant::now();
-        m.apply(&r).expect("synthetic events apply");
+        assert_eq!(m.apply(&r).expect("synthetic events apply"), None);
         apply += t.elapsed();
         count += 1;
         if count.is_multiple_of(5_000_000) {
@@ -604,7 +604,7 @@ fn replay_bench() {
     let mut m = ReadModels::new();
     let t = Instant::now();
     for e in &events {
-        m.apply(e).expect("synthetic events apply");
+        assert_eq!(m.apply(e).expect("synthetic events apply"), None);
     }
     let replay = t.elapsed();
     let rss_after = rss_bytes();
@@ -612,7 +612,7 @@ fn replay_bench() {
     let mut from_binary = ReadModels::new();
     let t = Instant::now();
     for e in &binary {
-        from_binary.apply(e).expect("synthetic events apply");
+        assert_eq!(from_binary.apply(e).expect("synthetic events apply"), None);
     }
     let binary_replay = t.elapsed();
     drop(binary);

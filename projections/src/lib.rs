@@ -11,6 +11,8 @@
 //! - [`model`]: [`ReadModels`], the one state every read model lives in, its interning
 //!   tables (account ids, regions, activities → `u32`), the deposit index
 //!   reversals need, and the event dispatch (`apply`);
+//! - [`anomaly`]: the rules of the handler's logs that a foreign log can break, and
+//!   what the fold does instead of stopping;
 //! - [`account`]: per-account rows (balances, lifetime hours, service days and months)
 //!   and the account view; transaction history entries read from a stream;
 //! - [`star`]: star-level policies (named, versioned) and levels;
@@ -65,6 +67,7 @@
 
 pub mod account;
 pub mod annual;
+pub mod anomaly;
 pub mod credit;
 pub mod index;
 pub mod model;
@@ -76,6 +79,7 @@ pub mod star;
 pub mod stats;
 pub mod wait;
 
+pub use anomaly::{AnomalyNotes, FoldAnomaly};
 pub use model::{ApplyError, Period, ReadModels};
 pub use runtime::{rebuild, ProjectionConfig, Projections, RuntimeError, WorkerHandle};
 pub use star::{StarPolicies, StarPolicy};

@@ -24,6 +24,7 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::account::{AccountRow, Kind};
+use crate::anomaly::FoldAnomaly;
 use crate::index::{DepositChange, ServiceIndex};
 use crate::redemptions::{RedemptionStatus, Redemptions};
 
@@ -538,8 +539,10 @@ impl ReadModels {
         &self.rows[i as usize]
     }
 
-    /// Apply one recorded event. Events must come in global order, each once.
-    pub fn apply(&mut self, recorded: &RecordedEvent) -> Result<(), ApplyError> {
+    /// Apply one recorded event. Events must come in global order, each once. An event
+    /// this ledger's handler would not have written is folded all the same, and the
+    /// rule it breaks is returned (`anomaly.rs`) for the caller to note.
+    pub fn apply(&mut self, recorded: &RecordedEvent) -> Result<Option<FoldAnomaly>, ApplyError> {
         self.check_order(recorded)?;
         let event =
             LedgerEvent::decode(&recorded.event_type, &recorded.data).map_err(|source| {
@@ -549,8 +552,7 @@ impl ReadModels {
                     source,
                 }
             })?;
-        self.apply_at(recorded, &event);
-        Ok(())
+        Ok(self.apply_at(recorded, &event))
     }
 
     /// [`ReadModels::apply`] of `recorded` given its payload already decoded: `event`
@@ -561,7 +563,7 @@ impl ReadModels {
         &mut self,
         recorded: &RecordedEvent,
         event: &LedgerEvent,
-    ) -> Result<(), ApplyError> {
+    ) -> Result<Option<FoldAnomaly>, ApplyError> {
         self.check_order(recorded)?;
         debug_assert_eq!(
             LedgerEvent::decode(&recorded.event_type, &recorded.data)
@@ -570,8 +572,7 @@ impl ReadModels {
             Some(event),
             "a decoded event handed over equals its stored payload"
         );
-        self.apply_at(recorded, event);
-        Ok(())
+        Ok(self.apply_at(recorded, event))
     }
 
     fn check_order(&self, recorded: &RecordedEvent) -> Result<(), ApplyError> {
@@ -585,8 +586,8 @@ impl ReadModels {
         }
     }
 
-    fn apply_at(&mut self, recorded: &RecordedEvent, event: &LedgerEvent) {
-        self.apply_event(recorded.id.0.as_u128(), event);
+    fn apply_at(&mut self, recorded: &RecordedEvent, event: &LedgerEvent) -> Option<FoldAnomaly> {
+        let anomaly = self.apply_event(recorded.id.0.as_u128(), event);
         self.checkpoint = Some(recorded.position);
         match &mut self.checkpoint_event {
             Some(at) => {
@@ -606,10 +607,12 @@ impl ReadModels {
             }
         }
         self.events += 1;
+        anomaly
     }
 
-    /// Apply a decoded event whose event id is `id`.
-    pub fn apply_event(&mut self, id: u128, event: &LedgerEvent) {
+    /// Apply a decoded event whose event id is `id`; the rule of the handler's logs it
+    /// breaks, if any ([`FoldAnomaly`]: folded all the same, as its message says).
+    pub fn apply_event(&mut self, id: u128, event: &LedgerEvent) -> Option<FoldAnomaly> {
         // The last account a posting named, so that a deposit does not look its
         // volunteer up twice (its credit posting names them).
         let mut posted: Option<(&str, u32)> = None;
@@ -631,6 +634,9 @@ impl ReadModels {
         match event {
             LedgerEvent::AccountRegistered(e) => {
                 let a = self.account(e.account.as_str());
+                if self.rows[a as usize].kind != Kind::Unregistered {
+                    return Some(FoldAnomaly::RegisteredTwice);
+                }
                 let (kind, region, joined) = match &e.kind {
                     AccountKind::Volunteer { region, joined_on } => {
                         (Kind::Volunteer, Some(region), Some(*joined_on))
@@ -642,13 +648,20 @@ impl ReadModels {
                     AccountKind::Project => (Kind::Project, None, None),
                     AccountKind::Bank => (Kind::Bank, None, None),
                 };
-                let node = region.map_or(NO_REGION, |r| self.regions.node(r.as_str()));
+                let mut node = region.map_or(NO_REGION, |r| self.regions.node(r.as_str()));
+                let mut anomaly = None;
+                if node != NO_REGION && self.rows[a as usize].activities > 0 {
+                    // Its standing deposits were counted in no region; a reversal takes
+                    // each back from the row's region (`deposit_effect`).
+                    node = NO_REGION;
+                    anomaly = Some(FoldAnomaly::RegisteredAfterService);
+                }
                 let row = &mut self.rows[a as usize];
                 row.kind = kind;
                 row.region = node;
                 row.joined_on = joined.map_or(0, day_number);
                 match kind {
-                    Kind::Volunteer => {
+                    Kind::Volunteer if node != NO_REGION => {
                         self.regions.nodes[node as usize].members.push(a);
                         let joined = joined.expect("volunteers have a join date");
                         self.index.on_registered(node, joined);
@@ -656,6 +669,7 @@ impl ReadModels {
                     Kind::Project => self.projects.push(a),
                     _ => {}
                 }
+                return anomaly;
             }
             LedgerEvent::AccountClosed(e) => {
                 let a = self.account(e.account.as_str());
@@ -693,15 +707,15 @@ impl ReadModels {
                     centi(e.hours.value()),
                     e.kind == HourKind::Honour,
                 );
-                match self.deposits.entry(id) {
-                    Entry::Occupied(_) => {
-                        panic!("the log holds each event id once; deposit {id:x} seen twice")
-                    }
+                let anomaly = match self.deposits.entry(id) {
+                    Entry::Occupied(_) => Some(FoldAnomaly::DepositSeenTwice),
                     Entry::Vacant(v) => {
                         v.insert(dep);
+                        None
                     }
-                }
+                };
                 self.deposit_effect(&dep, 1);
+                return anomaly;
             }
             LedgerEvent::HoursSpent(e) => {
                 let cp = self.account(e.counterparty.as_str());
@@ -739,7 +753,7 @@ impl ReadModels {
             LedgerEvent::RedemptionAuthorized(e) => {
                 let merchant = self.account(e.merchant.as_str());
                 let volunteer = self.account(e.volunteer.as_str());
-                self.redemptions.authorized(
+                return self.redemptions.authorized(
                     id,
                     merchant,
                     volunteer,
@@ -748,24 +762,30 @@ impl ReadModels {
                     e.expires_at,
                 );
             }
-            LedgerEvent::RedemptionCaptured(e) => self.redemptions.ended(
-                e.hold.0.as_u128(),
-                RedemptionStatus::Captured,
-                centi(e.points.value()),
-                e.recorded_at,
-            ),
-            LedgerEvent::RedemptionVoided(e) => self.redemptions.ended(
-                e.hold.0.as_u128(),
-                RedemptionStatus::Voided,
-                0,
-                e.recorded_at,
-            ),
-            LedgerEvent::RedemptionHoldExpired(e) => self.redemptions.ended(
-                e.hold.0.as_u128(),
-                RedemptionStatus::Expired,
-                0,
-                e.recorded_at,
-            ),
+            LedgerEvent::RedemptionCaptured(e) => {
+                return self.redemptions.ended(
+                    e.hold.0.as_u128(),
+                    RedemptionStatus::Captured,
+                    centi(e.points.value()),
+                    e.recorded_at,
+                )
+            }
+            LedgerEvent::RedemptionVoided(e) => {
+                return self.redemptions.ended(
+                    e.hold.0.as_u128(),
+                    RedemptionStatus::Voided,
+                    0,
+                    e.recorded_at,
+                )
+            }
+            LedgerEvent::RedemptionHoldExpired(e) => {
+                return self.redemptions.ended(
+                    e.hold.0.as_u128(),
+                    RedemptionStatus::Expired,
+                    0,
+                    e.recorded_at,
+                )
+            }
             LedgerEvent::HoursExchanged(_)
             | LedgerEvent::HoursTransferred(_)
             | LedgerEvent::HoursReceived(_)
@@ -775,6 +795,7 @@ impl ReadModels {
             | LedgerEvent::ConsentWithdrawn(_)
             | LedgerEvent::CreditReportServed(_) => {}
         }
+        None
     }
 
     /// Add (`sign` = 1) or remove (-1) a standing deposit's effect on the volunteer's
@@ -914,6 +935,99 @@ mod tests {
         m.apply_event(2, &deposit);
         let xihu = m.service_index("hangzhou", Period::All).unwrap();
         assert_eq!((xihu.total_hours, xihu.participations), (Decimal::ZERO, 0));
+    }
+
+    // A foreign log's events (`anomaly.rs`): each decodes, none is one the handler
+    // writes in that order, and before each stopped the fold with a panic.
+    const GHOST_DEPOSIT: &str = r#"{"transaction":"7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a01","volunteer":"ghost","organisation":"org-1","activity":"act-1","service_date":"2026-03-05","started_at":"2026-03-05T09:00:00Z","ended_at":"2026-03-05T11:30:00Z","category":"elderly-care","hours":"2.50","kind":"credit","verifier":"ver-1","postings":[{"account":"system:hour-issuance","unit":"hours","amount":"-2.50"},{"account":"ghost","unit":"hours","amount":"2.50"}],"recorded_at":"2026-03-05T12:00:00Z"}"#;
+    const GHOST_IN_XIHU: &str = r#"{"account":"ghost","kind":"volunteer","region":"hangzhou/xihu","joined_on":"2025-06-21","registered_at":"2025-06-21T16:00:00Z"}"#;
+    const GHOST_IN_BINJIANG: &str = r#"{"account":"ghost","kind":"volunteer","region":"hangzhou/binjiang","joined_on":"2025-06-21","registered_at":"2025-06-21T16:00:00Z"}"#;
+    const GHOST_REVERSAL: &str = r#"{"transaction":"7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a02","original":"7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a01","account":"ghost","reason":"entered twice","postings":[{"account":"system:hour-issuance","unit":"hours","amount":"2.50"},{"account":"ghost","unit":"hours","amount":"-2.50"}],"recorded_at":"2026-03-06T12:00:00Z"}"#;
+    /// The deposit's transaction id, which the handler also makes its event id.
+    const GHOST_DEPOSIT_ID: u128 = 0x7d5f3c3e_6a55_4f0e_9d0b_2f2f6b1e9a01;
+
+    fn ghost(m: &ReadModels) -> &AccountRow {
+        m.row(m.account_index("ghost").expect("ghost has a row"))
+    }
+
+    fn hangzhou_hours(m: &ReadModels) -> (Decimal, u64) {
+        let v = m
+            .service_index("hangzhou", Period::All)
+            .expect("hangzhou is a node");
+        (v.total_hours, v.participations)
+    }
+
+    #[test]
+    fn a_registration_after_service_keeps_the_volunteer_where_it_was_counted() {
+        let mut m = ReadModels::new();
+        assert_eq!(
+            m.apply_event(GHOST_DEPOSIT_ID, &event("HoursDeposited.v1", GHOST_DEPOSIT)),
+            None
+        );
+        // Given standing service counted in no region, when the volunteer registers,
+        // then it stays in no region (and is no member of Xihu).
+        assert_eq!(
+            m.apply_event(2, &event("AccountRegistered.v1", GHOST_IN_XIHU)),
+            Some(FoldAnomaly::RegisteredAfterService)
+        );
+        assert_eq!(ghost(&m).region, NO_REGION);
+        assert_eq!(ghost(&m).kind, Kind::Volunteer);
+        assert_eq!(hangzhou_hours(&m), (Decimal::ZERO, 0));
+        // The reversal takes the service back from where it was counted.
+        assert_eq!(
+            m.apply_event(3, &event("TransactionReversed.v1", GHOST_REVERSAL)),
+            None
+        );
+        assert_eq!(ghost(&m).lifetime_centi(), 0);
+        assert_eq!(ghost(&m).balances, [0; 3]);
+        assert_eq!(hangzhou_hours(&m), (Decimal::ZERO, 0));
+    }
+
+    #[test]
+    fn a_second_registration_changes_nothing() {
+        let mut m = ReadModels::new();
+        m.apply_event(1, &event("AccountRegistered.v1", GHOST_IN_XIHU));
+        m.apply_event(GHOST_DEPOSIT_ID, &event("HoursDeposited.v1", GHOST_DEPOSIT));
+        assert_eq!(hangzhou_hours(&m), (Decimal::new(250, 2), 1));
+        assert_eq!(
+            m.apply_event(2, &event("AccountRegistered.v1", GHOST_IN_BINJIANG)),
+            Some(FoldAnomaly::RegisteredTwice)
+        );
+        let xihu = m
+            .regions
+            .paths
+            .get("hangzhou/xihu")
+            .expect("xihu is a node");
+        assert_eq!(ghost(&m).region, xihu);
+        assert_eq!(m.regions.nodes[xihu as usize].members.len(), 1);
+        assert_eq!(m.regions.paths.get("hangzhou/binjiang"), None);
+        m.apply_event(3, &event("TransactionReversed.v1", GHOST_REVERSAL));
+        assert_eq!(hangzhou_hours(&m), (Decimal::ZERO, 0));
+    }
+
+    #[test]
+    fn a_deposit_seen_twice_counts_twice_and_a_reversal_takes_back_one() {
+        let mut m = ReadModels::new();
+        m.apply_event(1, &event("AccountRegistered.v1", GHOST_IN_XIHU));
+        let deposit = event("HoursDeposited.v1", GHOST_DEPOSIT);
+        assert_eq!(m.apply_event(GHOST_DEPOSIT_ID, &deposit), None);
+        assert_eq!(
+            m.apply_event(GHOST_DEPOSIT_ID, &deposit),
+            Some(FoldAnomaly::DepositSeenTwice)
+        );
+        assert_eq!(ghost(&m).lifetime_centi(), 500);
+        assert_eq!(ghost(&m).balances[0], 500);
+        assert_eq!(hangzhou_hours(&m), (Decimal::new(500, 2), 2));
+        m.apply_event(3, &event("TransactionReversed.v1", GHOST_REVERSAL));
+        assert_eq!(ghost(&m).lifetime_centi(), 250);
+        assert_eq!(ghost(&m).balances[0], 250);
+        assert_eq!(hangzhou_hours(&m), (Decimal::new(250, 2), 1));
+        // A second reversal of the id finds no standing deposit filed under it.
+        assert_eq!(
+            m.apply_event(4, &event("TransactionReversed.v1", GHOST_REVERSAL)),
+            None
+        );
+        assert_eq!(ghost(&m).lifetime_centi(), 250);
     }
 
     fn interner(names: &[&str]) -> Interner {

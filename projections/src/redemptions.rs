@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+use crate::anomaly::FoldAnomaly;
 use crate::model::Centi;
 
 /// Where a redemption stands.
@@ -90,7 +91,10 @@ impl Redemptions {
         points: Centi,
         at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
-    ) {
+    ) -> Option<FoldAnomaly> {
+        if self.by_hold.contains_key(&hold) {
+            return Some(FoldAnomaly::HoldAuthorisedTwice);
+        }
         let i = u32::try_from(self.all.len()).expect("fewer than 2^32 redemptions");
         let expires_at = expires_at.timestamp();
         self.all.push(Redemption {
@@ -104,13 +108,11 @@ impl Redemptions {
             expires_at,
             ended_at: 0,
         });
-        assert!(
-            self.by_hold.insert(hold, i).is_none(),
-            "the log holds each hold once"
-        );
+        self.by_hold.insert(hold, i);
         self.by_merchant.entry(merchant).or_default().push(i);
         *self.held.entry(volunteer).or_default() += points;
         self.open.insert((expires_at, hold));
+        None
     }
 
     /// A hold ended: captured (`captured` > 0), voided or expired.
@@ -120,13 +122,14 @@ impl Redemptions {
         status: RedemptionStatus,
         captured: Centi,
         at: DateTime<Utc>,
-    ) {
-        let i = *self
-            .by_hold
-            .get(&hold)
-            .expect("a hold ends after it was authorised");
+    ) -> Option<FoldAnomaly> {
+        let Some(&i) = self.by_hold.get(&hold) else {
+            return Some(FoldAnomaly::HoldEndedUnauthorised);
+        };
         let r = &mut self.all[i as usize];
-        assert_eq!(r.status, RedemptionStatus::Held, "a hold ends once");
+        if r.status != RedemptionStatus::Held {
+            return Some(FoldAnomaly::HoldEndedTwice);
+        }
         r.status = status;
         r.captured = captured;
         r.ended_at = at.timestamp();
@@ -136,6 +139,7 @@ impl Redemptions {
             self.held.remove(&r.volunteer);
         }
         self.open.remove(&(r.expires_at, hold));
+        None
     }
 
     pub fn held_by(&self, volunteer: u32) -> Centi {
@@ -235,6 +239,39 @@ mod tests {
             [2, 3],
             "oldest captures first, not the first holds authorised"
         );
+    }
+
+    /// A foreign log's holds (`anomaly.rs`): each case stopped the fold with a panic
+    /// before; now it changes nothing and says which rule it breaks.
+    #[test]
+    fn a_hold_authorised_twice_or_ended_unauthorised_or_twice_changes_nothing() {
+        let mut r = Redemptions::default();
+        assert_eq!(r.authorized(1, 7, 9, 100, t(0), t(900)), None);
+        let before = r.clone();
+        // Given hold 1 authorised, when it is authorised again (another merchant,
+        // volunteer and amount), then nothing changes.
+        assert_eq!(
+            r.authorized(1, 8, 10, 500, t(1), t(901)),
+            Some(FoldAnomaly::HoldAuthorisedTwice)
+        );
+        assert_eq!(r, before);
+        assert_eq!(
+            r.ended(2, RedemptionStatus::Captured, 100, t(5)),
+            Some(FoldAnomaly::HoldEndedUnauthorised)
+        );
+        assert_eq!(r, before);
+        assert_eq!(r.ended(1, RedemptionStatus::Captured, 60, t(5)), None);
+        let captured = r.clone();
+        assert_eq!(
+            r.ended(1, RedemptionStatus::Voided, 0, t(6)),
+            Some(FoldAnomaly::HoldEndedTwice)
+        );
+        assert_eq!(r, captured);
+        assert_eq!(
+            (r.all[0].status, r.all[0].captured),
+            (RedemptionStatus::Captured, 60)
+        );
+        assert_eq!(r.held_by(9), 0);
     }
 
     #[test]

@@ -51,6 +51,7 @@ use ledger_core::log::{
 };
 use tokio::sync::{oneshot, watch};
 
+use crate::anomaly::AnomalyNotes;
 use crate::model::{ApplyError, CheckpointEvent, ReadModels};
 use crate::snapshot::{self, SnapshotError};
 use crate::stats::WorkerStats;
@@ -155,6 +156,11 @@ impl Projections {
     /// (see [`crate::stats`]).
     pub fn snapshot_age(&self) -> Duration {
         self.stats.snapshot_age()
+    }
+
+    /// Events the worker folded with a [`crate::FoldAnomaly`] since it started.
+    pub fn fold_anomalies(&self) -> u64 {
+        self.stats.fold_anomalies()
     }
 }
 
@@ -487,6 +493,7 @@ async fn run(
         }
     }
     let mut since_snapshot = 0u64;
+    let mut anomalies = AnomalyNotes::default();
     let mut last_snapshot = Instant::now();
     let mut in_flight: Option<InFlight> = None;
     let mut tick = tokio::time::interval(config.snapshot_every.max(Duration::from_millis(10)));
@@ -537,9 +544,13 @@ async fn run(
                         for item in chunk {
                             match item {
                                 Ok(e) => {
-                                    match config.decoded.as_ref().and_then(|d| d.take(e.id, &e.data)) {
+                                    let anomaly = match config.decoded.as_ref().and_then(|d| d.take(e.id, &e.data)) {
                                         Some(event) => g.apply_decoded(&e, &event)?,
                                         None => g.apply(&e)?,
+                                    };
+                                    if let Some(a) = anomaly {
+                                        anomalies.note(e.id, e.position, a);
+                                        stats.set_fold_anomalies(anomalies.seen());
                                     }
                                     since_snapshot += 1;
                                 }
@@ -596,13 +607,16 @@ async fn run(
 /// the same checkpoint ([`ReadModels::digest`]).
 pub async fn rebuild(log: &dyn EventLog, dir: Option<&Path>) -> Result<ReadModels, RuntimeError> {
     let mut models = ReadModels::new();
+    let mut anomalies = AnomalyNotes::default();
     let mut from = ReadFrom::Start;
     loop {
         let page = log.read_all(from, READ_EVENTS_MAX).await?;
         let Some(last) = page.last() else { break };
         from = ReadFrom::After(last.position);
         for e in &page {
-            models.apply(e)?;
+            if let Some(a) = models.apply(e)? {
+                anomalies.note(e.id, e.position, a);
+            }
         }
     }
     if let Some(dir) = dir {

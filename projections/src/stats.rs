@@ -15,6 +15,8 @@
 //!   would grow whenever a sample lands between an append and its apply).
 //! - **Snapshot age**: time since the worker last wrote a snapshot, or since it
 //!   started if it has not written one (a snapshot loaded at start counts as new).
+//! - **Fold anomalies**: events folded since the worker started that break a rule of
+//!   the handler's logs (`anomaly.rs`); nonzero only on a log something else wrote.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +51,8 @@ pub(crate) struct WorkerStats {
     started: Instant,
     /// Nanoseconds after `started` of the last snapshot written; 0: none yet.
     last_snapshot_nanos: AtomicU64,
+    /// Events folded with a [`crate::FoldAnomaly`] since the worker started.
+    fold_anomalies: AtomicU64,
 }
 
 impl WorkerStats {
@@ -56,7 +60,16 @@ impl WorkerStats {
         Self {
             started: Instant::now(),
             last_snapshot_nanos: AtomicU64::new(0),
+            fold_anomalies: AtomicU64::new(0),
         }
+    }
+
+    pub(crate) fn set_fold_anomalies(&self, n: u64) {
+        self.fold_anomalies.store(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn fold_anomalies(&self) -> u64 {
+        self.fold_anomalies.load(Ordering::Relaxed)
     }
 
     pub(crate) fn snapshot_written(&self) {
@@ -79,6 +92,8 @@ pub struct WorkerSample {
     pub lag_events: u64,
     pub lag: Duration,
     pub snapshot_age: Duration,
+    /// Events folded with a [`crate::FoldAnomaly`] since the worker started.
+    pub fold_anomalies: u64,
 }
 
 /// Samples a worker's lag; keep one per worker and call [`LagSampler::sample`]
@@ -129,6 +144,7 @@ impl LagSampler {
             lag_events,
             lag,
             snapshot_age: projections.snapshot_age(),
+            fold_anomalies: projections.fold_anomalies(),
         })
     }
 

@@ -211,7 +211,11 @@ async fn apply_range(
 ) -> ReadFrom {
     let page = log.read_all(from, max).await.unwrap();
     for e in &page {
-        m.apply(e).unwrap();
+        assert_eq!(
+            m.apply(e).unwrap(),
+            None,
+            "the handler writes no fold anomaly"
+        );
     }
     page.last().map_or(from, |e| ReadFrom::After(e.position))
 }

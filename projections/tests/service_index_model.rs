@@ -43,7 +43,7 @@ fn op() -> impl Strategy<Value = Op> {
 /// Fold the event of transaction `t` given as its JSON payload.
 fn apply(m: &mut ReadModels, t: u64, event_type: &str, json: &str) {
     let event = LedgerEvent::decode(event_type, json.as_bytes()).expect("a test payload decodes");
-    m.apply_event(id(t), &event);
+    assert_eq!(m.apply_event(id(t), &event), None);
 }
 
 /// Transaction `n` as its UUID's text, and as the event id the fold keys deposits by

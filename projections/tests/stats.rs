@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use common::*;
 use ledger_core::log::memory::MemoryLog;
-use ledger_core::log::{EventLog, Position, ReadFrom, StreamName};
+use ledger_core::log::{
+    EventId, EventLog, ExpectedVersion, NewEvent, Position, ReadFrom, StreamName,
+};
 use ledger_store::{copy_log, EmbeddedConfig, EmbeddedLog};
 use projections::{runtime, LagCounting, LagSampler, ProjectionConfig, Projections};
 
@@ -193,6 +195,88 @@ async fn embedded(history: &MemoryLog, dir: &Path) -> EmbeddedLog {
 }
 
 /// Wait until the worker has applied up to `head`.
+/// Events no handler of this ledger writes in this order, appended as another writer
+/// would: a deposit before its volunteer's registration, the registration, the
+/// deposit's reversal (which took the service back from a region it was never counted
+/// in, and panicked), and the end of a hold never authorised (panicked).
+#[tokio::test]
+async fn a_foreign_logs_anomalies_are_counted_and_the_worker_folds_on() {
+    let log = Arc::new(MemoryLog::new());
+    let stream = StreamName::new("account-ghost").unwrap();
+    let tx = "7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a01";
+    let events = [
+        (
+            "HoursDeposited.v1",
+            tx,
+            r#"{"transaction":"7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a01","volunteer":"ghost","organisation":"org-1","activity":"act-1","service_date":"2026-03-05","started_at":"2026-03-05T09:00:00Z","ended_at":"2026-03-05T11:30:00Z","category":"elderly-care","hours":"2.50","kind":"credit","verifier":"ver-1","postings":[{"account":"system:hour-issuance","unit":"hours","amount":"-2.50"},{"account":"ghost","unit":"hours","amount":"2.50"}],"recorded_at":"2026-03-05T12:00:00Z"}"#,
+        ),
+        (
+            "AccountRegistered.v1",
+            "7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a00",
+            r#"{"account":"ghost","kind":"volunteer","region":"hangzhou/xihu","joined_on":"2025-06-21","registered_at":"2025-06-21T16:00:00Z"}"#,
+        ),
+        (
+            "TransactionReversed.v1",
+            "7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a02",
+            r#"{"transaction":"7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a02","original":"7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a01","account":"ghost","reason":"entered twice","postings":[{"account":"system:hour-issuance","unit":"hours","amount":"2.50"},{"account":"ghost","unit":"hours","amount":"-2.50"}],"recorded_at":"2026-03-06T12:00:00Z"}"#,
+        ),
+        (
+            "RedemptionVoided.v1",
+            "7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a03",
+            r#"{"hold":"7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a09","volunteer":"ghost","merchant":"shop","released":"1.00","recorded_at":"2026-03-07T12:00:00Z"}"#,
+        ),
+    ];
+    let mut head = None;
+    for (event_type, id, data) in events {
+        let e = NewEvent {
+            id: EventId(id.parse().unwrap()),
+            event_type: event_type.to_owned(),
+            data: data.as_bytes().to_vec(),
+            metadata: Vec::new(),
+        };
+        let appended = log
+            .append(&stream, ExpectedVersion::Any, vec![e])
+            .await
+            .unwrap();
+        head = Some(appended.last_position());
+    }
+    let (p, w) = runtime::start(log.clone(), ProjectionConfig::default()).await;
+    caught_up(&p, head.unwrap()).await;
+    assert_eq!(
+        p.fold_anomalies(),
+        2,
+        "RegisteredAfterService, HoldEndedUnauthorised"
+    );
+    let sample = LagSampler::new(LagCounting::Sequence)
+        .sample(&*log, &p)
+        .await
+        .unwrap();
+    assert_eq!(sample.fold_anomalies, 2);
+    {
+        let m = p.read();
+        let ghost = m.row(m.account_index("ghost").unwrap());
+        assert_eq!((ghost.lifetime_centi(), ghost.balances), (0, [0; 3]));
+    }
+    // Events after them are folded as ever.
+    let later = NewEvent {
+        id: EventId("7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a04".parse().unwrap()),
+        event_type: "AccountRegistered.v1".to_owned(),
+        data: br#"{"account":"v-2","kind":"volunteer","region":"hangzhou/xihu","joined_on":"2025-06-21","registered_at":"2025-06-21T16:00:00Z"}"#.to_vec(),
+        metadata: Vec::new(),
+    };
+    let appended = log
+        .append(
+            &StreamName::new("account-v-2").unwrap(),
+            ExpectedVersion::NoStream,
+            vec![later],
+        )
+        .await
+        .unwrap();
+    caught_up(&p, appended.last_position()).await;
+    assert!(p.read().account_index("v-2").is_some());
+    w.stop().await.unwrap();
+}
+
 async fn caught_up(p: &Projections, head: Position) {
     p.freshness()
         .wait_for(head, Duration::from_secs(5))
