@@ -68,6 +68,18 @@ pub mod pb {
 /// seconds after a transient log error; a check is one atomic load.
 pub const RECEIPT_HEAL_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Longest a shutdown waits for its connections to finish once asked: 20 s. Then the
+/// server stops serving without them and goes on to drain the commands in flight
+/// and write the final snapshot. Without a bound, one client that stops reading an
+/// answer (HTTP/2 flow control: the records already on their way must be taken)
+/// held the shutdown for as long as it kept its connection open. Nothing is lost by
+/// cutting it: every acknowledged append is durable, a command still running is
+/// drained, and a client cut off before its answer retries with the same request id
+/// and gets the original result. 20 s, not 30: an orchestrator's usual grace before
+/// it kills the process is 30 s (Kubernetes' default), and the final snapshot needs
+/// its share of it. [`ServeOptions::shutdown_grace`] sets another bound.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -253,6 +265,7 @@ pub async fn serve_with_options(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let limits = options.limits();
+    let shutdown_grace = options.shutdown_grace.unwrap_or(SHUTDOWN_GRACE);
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = options.tls {
         auth::tls::install_crypto_provider();
@@ -381,7 +394,8 @@ pub async fn serve_with_options(
         })
         .map(linger::Lingering::new)
     });
-    let served = server
+    let (shutdown_begun, begun) = tokio::sync::oneshot::channel::<()>();
+    let serving = server
         .layer(metrics::GrpcMetricsLayer)
         .layer(auth::AuthLayer::new(options.access))
         .add_service(health_service)
@@ -421,8 +435,27 @@ pub async fn serve_with_options(
             // A StreamLog that follows the log never ends by itself: end it, or the
             // graceful shutdown waits for its client to hang up.
             closing.close();
-        })
-        .await;
+            let _ = shutdown_begun.send(());
+        });
+    let grace_over = async {
+        match begun.await {
+            Ok(()) => tokio::time::sleep(shutdown_grace).await,
+            // Serving ended without a shutdown (an error): no deadline.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let served = tokio::select! {
+        served = serving => served,
+        () = grace_over => {
+            // Dropping the server stops accepting and polling; the connections' own
+            // tasks end with the runtime. Their commands are drained below.
+            tracing::warn!(
+                grace_ms = shutdown_grace.as_millis() as u64,
+                "connections still open after the shutdown grace; stopping without them"
+            );
+            Ok(())
+        }
+    };
     // The sweeper writes through the command service: stop it before draining.
     sweeper.abort();
     let _ = sweeper.await;

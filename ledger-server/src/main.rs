@@ -124,6 +124,11 @@ enum Cmd {
         /// still send a bearer key.
         #[arg(long, value_name = "PEM", requires = "tls_cert")]
         tls_client_ca: Option<PathBuf>,
+        /// Longest a shutdown (SIGTERM, Ctrl-C) waits for open connections before it
+        /// stops without them and writes the final snapshot (e.g. 20s, 5s). Commands
+        /// in flight are finished either way.
+        #[arg(long, default_value = "20s", value_parser = ledger_server::load::parse_duration)]
+        shutdown_grace: std::time::Duration,
         #[command(flatten)]
         star: StarPolicyArgs,
     },
@@ -279,6 +284,7 @@ async fn main() -> ExitCode {
             tls_cert,
             tls_key,
             tls_client_ca,
+            shutdown_grace,
             star,
         } => {
             if points_per_hour <= Decimal::ZERO {
@@ -301,7 +307,10 @@ async fn main() -> ExitCode {
                 _ => None,
             };
             let serve = match serve_options(access, insecure_no_auth, tls) {
-                Ok(s) => s,
+                Ok(s) => ServeOptions {
+                    shutdown_grace: Some(shutdown_grace),
+                    ..s
+                },
                 Err(e) => {
                     tracing::error!("{e}");
                     return ExitCode::FAILURE;

@@ -177,9 +177,14 @@ pub struct Guarded {
 impl Guarded {
     /// Serve with `access`, the clock at `now` (RFC 3339).
     pub async fn start(access: ledger_server::auth::Access, now: &str) -> Self {
+        Self::start_with(ServeOptions::with_access(access), now).await
+    }
+
+    /// [`Guarded::start`] with other `options` (an access file among them).
+    pub async fn start_with(options: ServeOptions, now: &str) -> Self {
         let log = ledger_core::log::memory::MemoryLog::new();
         let clock = Arc::new(FixedClock::new(at(now)));
-        let spawned = spawn_server_with_access(Arc::new(log.clone()), clock.clone(), access).await;
+        let spawned = spawn_with(Arc::new(log.clone()), clock.clone(), options).await;
         Self {
             log,
             clock,

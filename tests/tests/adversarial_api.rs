@@ -543,6 +543,76 @@ async fn follows_are_bounded_per_caller_freed_by_hanging_up_and_ended_by_shutdow
     );
 }
 
+/// A shutdown waits for open connections at most its grace (`SHUTDOWN_GRACE`,
+/// 500 ms here): an auditor that asked for a long `StreamLog` and stopped reading
+/// held a graceful shutdown for as long as it kept the connection open (HTTP/2 flow
+/// control keeps the answer's last records waiting for it). A command sent before the
+/// shutdown is still durable after it.
+#[tokio::test]
+async fn a_client_that_stops_reading_holds_a_shutdown_no_longer_than_its_grace() {
+    use ledger_core::log::{EventLog, ExpectedVersion, NewEvent, StreamName};
+    use std::time::{Duration, Instant};
+    let grace = Duration::from_millis(500);
+    let options = ledger_server::ServeOptions {
+        shutdown_grace: Some(grace),
+        ..ledger_server::ServeOptions::with_access(access())
+    };
+    let s = Guarded::start_with(options, NOW).await;
+    let log = s.log.clone();
+    let stream = StreamName::new("other-stream").unwrap();
+    let data = format!(r#"{{"padding":"{}"}}"#, "x".repeat(8 * 1024)).into_bytes();
+    for _ in 0..2_000 {
+        log.append(
+            &stream,
+            ExpectedVersion::Any,
+            vec![NewEvent {
+                id: ledger_core::log::EventId::new_random(),
+                event_type: "SomethingElse.v1".into(),
+                data: data.clone(),
+                metadata: b"{}".to_vec(),
+            }],
+        )
+        .await
+        .unwrap();
+    }
+    let registered = s
+        .commands()
+        .register_account(with(
+            ADMIN,
+            register("reg-v9", "v9", pb::AccountKind::Volunteer, "hangzhou/xihu"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // Asked for, never read.
+    let unread = s
+        .audit()
+        .stream_log(with(
+            AUDITOR,
+            pb::StreamLogRequest {
+                after: None,
+                max_records: 0,
+                follow: false,
+            },
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), s.stop())
+        .await
+        .expect("the shutdown ends within its grace, not when the client hangs up");
+    assert!(asked.elapsed() < grace * 6, "{:?}", asked.elapsed());
+    let stream = StreamName::new("account-v9").unwrap();
+    let v9 = log.read_stream(&stream, 0, 10).await.unwrap();
+    assert_eq!(
+        v9.len(),
+        1,
+        "the registration acknowledged before ({registered:?}) stays"
+    );
+    drop(unread);
+}
+
 /// partners.md, StreamLog: an answer cut by a shutdown ends with `UNAVAILABLE`
 /// `SHUTTING_DOWN` after the records already buffered, also when the client read
 /// slower than the log was read. The status used to be put into the buffer at

@@ -44,6 +44,8 @@ pub struct ServeOptions {
     /// for `serve` and `demo`; see [`crate::receipts`]). None: each start reads the
     /// whole log for missing receipts.
     pub receipts_checkpoint: crate::receipts::ReceiptCheckpoint,
+    /// Longest a shutdown waits for open connections; None: [`crate::SHUTDOWN_GRACE`].
+    pub shutdown_grace: Option<std::time::Duration>,
 }
 
 impl ServeOptions {
