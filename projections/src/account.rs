@@ -47,8 +47,8 @@ impl Kind {
 /// Standing service in one month.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonthTotal {
-    /// `year * 12 + month0`.
-    pub month: u32,
+    /// `year * 12 + month0` ([`crate::model::month_key`]).
+    pub month: i32,
     pub centi: Centi,
     /// Standing deposits (participations).
     pub count: u32,
@@ -171,9 +171,11 @@ impl AccountRow {
     }
 
     fn year_months(&self, year: i32) -> &[MonthTotal] {
-        let from = u32::try_from(year).unwrap_or(0) * 12;
+        let from = year.saturating_mul(12);
         let lo = self.months.partition_point(|e| e.month < from);
-        let hi = self.months.partition_point(|e| e.month < from + 12);
+        let hi = self
+            .months
+            .partition_point(|e| e.month < from.saturating_add(12));
         &self.months[lo..hi]
     }
 
@@ -187,7 +189,7 @@ impl AccountRow {
     }
 
     /// Standing hours in the months `[from, to]` (month keys), or all time.
-    pub fn period_centi(&self, range: Option<(u32, u32)>) -> Centi {
+    pub fn period_centi(&self, range: Option<(i32, i32)>) -> Centi {
         match range {
             None => self.lifetime[0] + self.lifetime[1],
             Some((from, to)) => {

@@ -32,11 +32,11 @@ pub const ANOMALIES_NOTED_MAX: u64 = 16;
 /// A rule of the handler's logs that an event breaks, and what the fold did instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FoldAnomaly {
-    #[error("a deposit with this transaction id was folded before (event ids are unique per stream on KurrentDB, not across streams): its hours are counted, but a reversal of the id reverses only the first")]
+    #[error("a deposit with this transaction id was folded before: its hours are counted, but a reversal of the id reverses only the first")]
     DepositSeenTwice,
     #[error("the account was registered before: this registration changes nothing")]
     RegisteredTwice,
-    #[error("the volunteer has standing service counted before this registration, in no region: the account stays in no region so that a reversal takes the service back from where it was counted")]
+    #[error("the account has standing service counted before this registration, in no region: it stays in no region for good, so that a reversal takes the service back from where it was counted")]
     RegisteredAfterService,
     #[error("a hold with this id was authorised before: this authorisation is not listed")]
     HoldAuthorisedTwice,

@@ -356,7 +356,7 @@ fn score(rec: &Record, joined_on: NaiveDate, today: NaiveDate) -> Vec<Contributi
 
     // Regularity: 150 × active months of the last 24 (this month included) / 24.
     let now_m = month_key(today);
-    let months: BTreeSet<u32> = standing
+    let months: BTreeSet<i32> = standing
         .iter()
         .map(|d| month_key(d.day))
         .filter(|&m| m + 24 > now_m && m <= now_m)

@@ -56,11 +56,10 @@ pub const INDEX_CELLS_MAX: usize = u32::MAX as usize;
 /// "No cell yet" in a node's row of slots.
 const NO_SLOT: u32 = u32::MAX;
 
-/// A month as `year * 12 + month0`: ordered like the months, one number per month
-/// of any year chrono can hold (unlike [`crate::model::month_key`], which folds the
-/// years before 1 CE into year 0).
+/// A month as `year * 12 + month0`: the rows' key ([`crate::model::month_key`]), so
+/// that a deposit's month is the same cell for both.
 fn month_number(d: NaiveDate) -> i32 {
-    d.year() * 12 + d.month0() as i32
+    crate::model::month_key(d)
 }
 
 /// The month period of a [`month_number`].

@@ -54,9 +54,14 @@ pub fn day_from_number(n: i32) -> NaiveDate {
     NaiveDate::from_num_days_from_ce_opt(n).expect("day numbers come from NaiveDates")
 }
 
-/// A month as `year * 12 + month0`, ordered like the months.
-pub fn month_key(d: NaiveDate) -> u32 {
-    u32::try_from(d.year()).unwrap_or(0) * 12 + d.month0()
+/// A month as `year * 12 + month0`, ordered like the months: one number per month of
+/// any year chrono holds (±262,143, so it fits an `i32`), the years before 1 CE
+/// included. The rows and the service index count a deposit's month by this one key.
+/// (Until snapshot format 12 the rows' key was unsigned and folded every year before
+/// 1 CE into year 0 while the index kept them apart: a foreign log's deposits in
+/// years -1 and -2, reversed, drove an index cell below zero and stopped the fold.)
+pub fn month_key(d: NaiveDate) -> i32 {
+    d.year() * 12 + d.month0() as i32
 }
 
 /// A statistics period: all time, a calendar year or a calendar month (of service
@@ -87,13 +92,17 @@ impl Period {
         }
     }
 
-    /// Month keys `[from, to]` this period spans, None for all time.
-    pub fn month_range(&self) -> Option<(u32, u32)> {
-        let y = |y: i32| u32::try_from(y).unwrap_or(0) * 12;
+    /// Month keys `[from, to]` this period spans, None for all time. Saturating: a
+    /// period's year is any `i32`, a month key's only chrono's.
+    pub fn month_range(&self) -> Option<(i32, i32)> {
+        let y = |y: i32| y.saturating_mul(12);
         match *self {
             Period::All => None,
-            Period::Year(yr) => Some((y(yr), y(yr) + 11)),
-            Period::Month(yr, m) => Some((y(yr) + m - 1, y(yr) + m - 1)),
+            Period::Year(yr) => Some((y(yr), y(yr).saturating_add(11))),
+            Period::Month(yr, m) => {
+                let k = y(yr).saturating_add(m as i32 - 1);
+                Some((k, k))
+            }
         }
     }
 }
@@ -425,10 +434,11 @@ impl DepositRef {
 }
 
 /// A stored event the projections cannot fold. The worker stops on it rather than
-/// skip a fact: a newer writer's event types need a newer build of the projections.
+/// skip a fact: a newer writer's event types need a newer build of the projections,
+/// and a payload of a known type that breaks its rules was not written by this ledger.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("event {id} at position {position}: {source}; upgrade the server to a build that knows this event, then restart")]
+    #[error("event {id} at position {position}: {source}; {}", decode_advice(.source))]
     Decode {
         id: ledger_core::log::EventId,
         position: Position,
@@ -440,6 +450,18 @@ pub enum ApplyError {
         position: Position,
         checkpoint: Position,
     },
+}
+
+/// What an operator does about an event the worker cannot decode.
+fn decode_advice(e: &DecodeError) -> &'static str {
+    match e {
+        DecodeError::UnknownType(_) => {
+            "upgrade the server to a build that knows this event, then restart"
+        }
+        DecodeError::Payload { .. } | DecodeError::BinaryPayload { .. } => {
+            "this ledger never writes such a payload: find what wrote it (`timebank-log verify` checks an embedded log's hash chains); the read models stay at the event before it"
+        }
+    }
 }
 
 /// The event at [`ReadModels::checkpoint`], by what names it in any log: its id, and
@@ -587,7 +609,7 @@ impl ReadModels {
     }
 
     fn apply_at(&mut self, recorded: &RecordedEvent, event: &LedgerEvent) -> Option<FoldAnomaly> {
-        let anomaly = self.apply_event(recorded.id.0.as_u128(), event);
+        let anomaly = self.apply_event(event);
         self.checkpoint = Some(recorded.position);
         match &mut self.checkpoint_event {
             Some(at) => {
@@ -610,9 +632,15 @@ impl ReadModels {
         anomaly
     }
 
-    /// Apply a decoded event whose event id is `id`; the rule of the handler's logs it
-    /// breaks, if any ([`FoldAnomaly`]: folded all the same, as its message says).
-    pub fn apply_event(&mut self, id: u128, event: &LedgerEvent) -> Option<FoldAnomaly> {
+    /// Apply a decoded event; the rule of the handler's logs it breaks, if any
+    /// ([`FoldAnomaly`]: folded all the same, as its message says).
+    ///
+    /// Deposits, spends and holds are filed under the ids their payloads name
+    /// (`transaction`, `hold`), which is what a reversal or a hold's end names: not
+    /// under the event id. The handler makes the two equal, but a log copied by a tool
+    /// that gave events new ids would otherwise have every reversal miss its deposit
+    /// and every hold stay open for good.
+    pub fn apply_event(&mut self, event: &LedgerEvent) -> Option<FoldAnomaly> {
         // The last account a posting named, so that a deposit does not look its
         // volunteer up twice (its credit posting names them).
         let mut posted: Option<(&str, u32)> = None;
@@ -707,7 +735,7 @@ impl ReadModels {
                     centi(e.hours.value()),
                     e.kind == HourKind::Honour,
                 );
-                let anomaly = match self.deposits.entry(id) {
+                let anomaly = match self.deposits.entry(e.transaction.0.as_u128()) {
                     Entry::Occupied(_) => Some(FoldAnomaly::DepositSeenTwice),
                     Entry::Vacant(v) => {
                         v.insert(dep);
@@ -722,7 +750,8 @@ impl ReadModels {
                 if self.rows[cp as usize].kind == Kind::Project {
                     let c = centi(e.hours.value());
                     self.rows[cp as usize].served += c;
-                    self.project_spends.insert(id, (cp, c));
+                    self.project_spends
+                        .insert(e.transaction.0.as_u128(), (cp, c));
                 }
             }
             LedgerEvent::HoursDonated(e) => {
@@ -754,7 +783,7 @@ impl ReadModels {
                 let merchant = self.account(e.merchant.as_str());
                 let volunteer = self.account(e.volunteer.as_str());
                 return self.redemptions.authorized(
-                    id,
+                    e.hold.0.as_u128(),
                     merchant,
                     volunteer,
                     centi(e.points.value()),
@@ -924,15 +953,15 @@ mod tests {
         );
         // On an empty region tree.
         let mut m = ReadModels::new();
-        m.apply_event(1, &deposit);
+        m.apply_event(&deposit);
         assert_eq!(
             m.rows[m.account_index("ghost").unwrap() as usize].region,
             NO_REGION
         );
         // And after a volunteer registered in a region: that region has no hours.
         let mut m = ReadModels::new();
-        m.apply_event(1, &registered);
-        m.apply_event(2, &deposit);
+        m.apply_event(&registered);
+        m.apply_event(&deposit);
         let xihu = m.service_index("hangzhou", Period::All).unwrap();
         assert_eq!((xihu.total_hours, xihu.participations), (Decimal::ZERO, 0));
     }
@@ -943,8 +972,6 @@ mod tests {
     const GHOST_IN_XIHU: &str = r#"{"account":"ghost","kind":"volunteer","region":"hangzhou/xihu","joined_on":"2025-06-21","registered_at":"2025-06-21T16:00:00Z"}"#;
     const GHOST_IN_BINJIANG: &str = r#"{"account":"ghost","kind":"volunteer","region":"hangzhou/binjiang","joined_on":"2025-06-21","registered_at":"2025-06-21T16:00:00Z"}"#;
     const GHOST_REVERSAL: &str = r#"{"transaction":"7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a02","original":"7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a01","account":"ghost","reason":"entered twice","postings":[{"account":"system:hour-issuance","unit":"hours","amount":"2.50"},{"account":"ghost","unit":"hours","amount":"-2.50"}],"recorded_at":"2026-03-06T12:00:00Z"}"#;
-    /// The deposit's transaction id, which the handler also makes its event id.
-    const GHOST_DEPOSIT_ID: u128 = 0x7d5f3c3e_6a55_4f0e_9d0b_2f2f6b1e9a01;
 
     fn ghost(m: &ReadModels) -> &AccountRow {
         m.row(m.account_index("ghost").expect("ghost has a row"))
@@ -961,13 +988,13 @@ mod tests {
     fn a_registration_after_service_keeps_the_volunteer_where_it_was_counted() {
         let mut m = ReadModels::new();
         assert_eq!(
-            m.apply_event(GHOST_DEPOSIT_ID, &event("HoursDeposited.v1", GHOST_DEPOSIT)),
+            m.apply_event(&event("HoursDeposited.v1", GHOST_DEPOSIT)),
             None
         );
         // Given standing service counted in no region, when the volunteer registers,
         // then it stays in no region (and is no member of Xihu).
         assert_eq!(
-            m.apply_event(2, &event("AccountRegistered.v1", GHOST_IN_XIHU)),
+            m.apply_event(&event("AccountRegistered.v1", GHOST_IN_XIHU)),
             Some(FoldAnomaly::RegisteredAfterService)
         );
         assert_eq!(ghost(&m).region, NO_REGION);
@@ -975,7 +1002,7 @@ mod tests {
         assert_eq!(hangzhou_hours(&m), (Decimal::ZERO, 0));
         // The reversal takes the service back from where it was counted.
         assert_eq!(
-            m.apply_event(3, &event("TransactionReversed.v1", GHOST_REVERSAL)),
+            m.apply_event(&event("TransactionReversed.v1", GHOST_REVERSAL)),
             None
         );
         assert_eq!(ghost(&m).lifetime_centi(), 0);
@@ -986,11 +1013,11 @@ mod tests {
     #[test]
     fn a_second_registration_changes_nothing() {
         let mut m = ReadModels::new();
-        m.apply_event(1, &event("AccountRegistered.v1", GHOST_IN_XIHU));
-        m.apply_event(GHOST_DEPOSIT_ID, &event("HoursDeposited.v1", GHOST_DEPOSIT));
+        m.apply_event(&event("AccountRegistered.v1", GHOST_IN_XIHU));
+        m.apply_event(&event("HoursDeposited.v1", GHOST_DEPOSIT));
         assert_eq!(hangzhou_hours(&m), (Decimal::new(250, 2), 1));
         assert_eq!(
-            m.apply_event(2, &event("AccountRegistered.v1", GHOST_IN_BINJIANG)),
+            m.apply_event(&event("AccountRegistered.v1", GHOST_IN_BINJIANG)),
             Some(FoldAnomaly::RegisteredTwice)
         );
         let xihu = m
@@ -1001,33 +1028,67 @@ mod tests {
         assert_eq!(ghost(&m).region, xihu);
         assert_eq!(m.regions.nodes[xihu as usize].members.len(), 1);
         assert_eq!(m.regions.paths.get("hangzhou/binjiang"), None);
-        m.apply_event(3, &event("TransactionReversed.v1", GHOST_REVERSAL));
+        m.apply_event(&event("TransactionReversed.v1", GHOST_REVERSAL));
         assert_eq!(hangzhou_hours(&m), (Decimal::ZERO, 0));
     }
 
     #[test]
     fn a_deposit_seen_twice_counts_twice_and_a_reversal_takes_back_one() {
         let mut m = ReadModels::new();
-        m.apply_event(1, &event("AccountRegistered.v1", GHOST_IN_XIHU));
+        m.apply_event(&event("AccountRegistered.v1", GHOST_IN_XIHU));
         let deposit = event("HoursDeposited.v1", GHOST_DEPOSIT);
-        assert_eq!(m.apply_event(GHOST_DEPOSIT_ID, &deposit), None);
-        assert_eq!(
-            m.apply_event(GHOST_DEPOSIT_ID, &deposit),
-            Some(FoldAnomaly::DepositSeenTwice)
-        );
+        assert_eq!(m.apply_event(&deposit), None);
+        assert_eq!(m.apply_event(&deposit), Some(FoldAnomaly::DepositSeenTwice));
         assert_eq!(ghost(&m).lifetime_centi(), 500);
         assert_eq!(ghost(&m).balances[0], 500);
         assert_eq!(hangzhou_hours(&m), (Decimal::new(500, 2), 2));
-        m.apply_event(3, &event("TransactionReversed.v1", GHOST_REVERSAL));
+        m.apply_event(&event("TransactionReversed.v1", GHOST_REVERSAL));
         assert_eq!(ghost(&m).lifetime_centi(), 250);
         assert_eq!(ghost(&m).balances[0], 250);
         assert_eq!(hangzhou_hours(&m), (Decimal::new(250, 2), 1));
         // A second reversal of the id finds no standing deposit filed under it.
         assert_eq!(
-            m.apply_event(4, &event("TransactionReversed.v1", GHOST_REVERSAL)),
+            m.apply_event(&event("TransactionReversed.v1", GHOST_REVERSAL)),
             None
         );
         assert_eq!(ghost(&m).lifetime_centi(), 250);
+    }
+
+    /// A foreign log's service dates before 1 CE (the decoders read any year chrono
+    /// holds; the handler writes years 0000 to 9999): the rows used to fold them all
+    /// into year 0 while the service index kept them apart, so these four events
+    /// drove the index's active count for year -2 below zero and stopped the fold.
+    #[test]
+    fn deposits_before_1_ce_are_counted_and_reversed_in_their_own_years() {
+        let mut m = ReadModels::new();
+        m.apply_event(&event("AccountRegistered.v1", GHOST_IN_XIHU));
+        let in_year = |year: &str, tx: &str| {
+            GHOST_DEPOSIT
+                .replace("2026-03-05\"", &format!("{year}-03-05\""))
+                .replace("9a01", tx)
+        };
+        let reversal = |tx: &str| GHOST_REVERSAL.replace("9a01", tx);
+        let a = in_year("-0001", "aa01");
+        let b = in_year("-0002", "bb01");
+        for json in [a, b] {
+            let e = event("HoursDeposited.v1", &json);
+            let LedgerEvent::HoursDeposited(d) = &e else {
+                unreachable!()
+            };
+            assert!(d.service_date.year() < 0, "{:?}", d.service_date);
+            assert_eq!(m.apply_event(&e), None);
+        }
+        let active = |m: &ReadModels, y: i32| {
+            m.service_index("hangzhou", Period::Year(y))
+                .map_or(0, |v| v.active_volunteers)
+        };
+        assert_eq!((active(&m, -1), active(&m, -2)), (1, 1));
+        assert_eq!(ghost(&m).year_centi(-1), 250);
+        m.apply_event(&event("TransactionReversed.v1", &reversal("aa01")));
+        assert_eq!((active(&m, -1), active(&m, -2)), (0, 1));
+        m.apply_event(&event("TransactionReversed.v1", &reversal("bb01")));
+        assert_eq!((active(&m, -1), active(&m, -2)), (0, 0));
+        assert_eq!(hangzhou_hours(&m), (Decimal::ZERO, 0));
     }
 
     fn interner(names: &[&str]) -> Interner {

@@ -619,6 +619,12 @@ pub async fn rebuild(log: &dyn EventLog, dir: Option<&Path>) -> Result<ReadModel
             }
         }
     }
+    if anomalies.seen() > 0 {
+        tracing::warn!(
+            anomalies = anomalies.seen(),
+            "the rebuild folded events this ledger's handler would not have written (docs/operations.md, fold anomalies)"
+        );
+    }
     if let Some(dir) = dir {
         let dir = dir.to_owned();
         models =

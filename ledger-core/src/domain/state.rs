@@ -375,7 +375,13 @@ impl AccountState {
         };
         let rec = match event {
             LedgerEvent::AccountRegistered(e) => {
-                self.kind = Some(e.kind.clone());
+                // The first registration stands, as in the read models and for
+                // authorisation (both read a stream's first event): the handler
+                // refuses a second, and a log another writer put one in must not give
+                // an account a kind that only the command side sees.
+                if self.kind.is_none() {
+                    self.kind = Some(e.kind.clone());
+                }
                 record(TxKind::Registration, &[], None)
             }
             LedgerEvent::AccountClosed(_) => {
@@ -544,5 +550,39 @@ impl AccountState {
     /// Standing hours deposited for `day`.
     pub fn hours_on(&self, day: NaiveDate) -> Decimal {
         self.day_hours.get(&day).copied().unwrap_or(Decimal::ZERO)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registered(region: &str) -> LedgerEvent {
+        LedgerEvent::decode(
+            "AccountRegistered.v1",
+            format!(
+                r#"{{"account":"v1","kind":"volunteer","region":"{region}","joined_on":"2025-06-21","registered_at":"2025-06-21T16:00:00Z"}}"#
+            )
+            .as_bytes(),
+        )
+        .expect("a test payload decodes")
+    }
+
+    /// Given a stream with two registrations (another writer's: the handler refuses
+    /// the second), the first stands, as in the read models and for authorisation.
+    #[test]
+    fn given_two_registrations_then_the_first_stands() {
+        let mut s = AccountState::empty(AccountId::new("v1").expect("an id"));
+        let first = TransactionId::parse("7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a01").expect("an id");
+        let second = TransactionId::parse("7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a02").expect("an id");
+        s.apply(first, &registered("hangzhou/xihu"));
+        let kind = s.kind.clone();
+        s.apply(second, &registered("hangzhou/binjiang"));
+        assert_eq!(s.kind, kind);
+        assert!(
+            format!("{:?}", s.kind).contains("hangzhou/xihu"),
+            "{:?}",
+            s.kind
+        );
     }
 }
