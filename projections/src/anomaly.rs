@@ -34,6 +34,8 @@ pub const ANOMALIES_NOTED_MAX: u64 = 16;
 pub enum FoldAnomaly {
     #[error("a deposit with this transaction id was folded before: its hours are counted, but a reversal of the id reverses only the first")]
     DepositSeenTwice,
+    #[error("a spend with a project with this transaction id was folded before: its hours count as served, but a reversal of the id takes back only the first")]
+    SpendSeenTwice,
     #[error("the account was registered before: this registration changes nothing")]
     RegisteredTwice,
     #[error("the account has standing service counted before this registration, in no region: it stays in no region for good, so that a reversal takes the service back from where it was counted")]
@@ -51,6 +53,7 @@ impl FoldAnomaly {
     pub fn name(&self) -> &'static str {
         match self {
             Self::DepositSeenTwice => "DEPOSIT_SEEN_TWICE",
+            Self::SpendSeenTwice => "SPEND_SEEN_TWICE",
             Self::RegisteredTwice => "REGISTERED_TWICE",
             Self::RegisteredAfterService => "REGISTERED_AFTER_SERVICE",
             Self::HoldAuthorisedTwice => "HOLD_AUTHORISED_TWICE",

@@ -750,8 +750,12 @@ impl ReadModels {
                 if self.rows[cp as usize].kind == Kind::Project {
                     let c = centi(e.hours.value());
                     self.rows[cp as usize].served += c;
-                    self.project_spends
-                        .insert(e.transaction.0.as_u128(), (cp, c));
+                    match self.project_spends.entry(e.transaction.0.as_u128()) {
+                        Entry::Occupied(_) => return Some(FoldAnomaly::SpendSeenTwice),
+                        Entry::Vacant(v) => {
+                            v.insert((cp, c));
+                        }
+                    }
                 }
             }
             LedgerEvent::HoursDonated(e) => {
@@ -1089,6 +1093,29 @@ mod tests {
         m.apply_event(&event("TransactionReversed.v1", &reversal("bb01")));
         assert_eq!((active(&m, -1), active(&m, -2)), (0, 0));
         assert_eq!(hangzhou_hours(&m), (Decimal::ZERO, 0));
+    }
+
+    #[test]
+    fn a_spend_seen_twice_counts_twice_and_a_reversal_takes_back_one() {
+        let mut m = ReadModels::new();
+        m.apply_event(&event(
+            "AccountRegistered.v1",
+            r#"{"account":"park","kind":"project","registered_at":"2025-06-21T16:00:00Z"}"#,
+        ));
+        let spend = event(
+            "HoursSpent.v1",
+            r#"{"transaction":"7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a05","volunteer":"ghost","purpose":"other","counterparty":"park","hours":"1.50","memo":null,"postings":[{"account":"ghost","unit":"hours","amount":"-1.50"},{"account":"system:hour-redemption","unit":"hours","amount":"1.50"}],"recorded_at":"2026-03-06T12:00:00Z"}"#,
+        );
+        let park = |m: &ReadModels| m.row(m.account_index("park").expect("a row")).served;
+        assert_eq!(m.apply_event(&spend), None);
+        assert_eq!(m.apply_event(&spend), Some(FoldAnomaly::SpendSeenTwice));
+        assert_eq!(park(&m), 300);
+        let reversal = GHOST_REVERSAL.replace(
+            "\"original\":\"7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a01\"",
+            "\"original\":\"7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a05\"",
+        );
+        m.apply_event(&event("TransactionReversed.v1", &reversal));
+        assert_eq!(park(&m), 150);
     }
 
     fn interner(names: &[&str]) -> Interner {
