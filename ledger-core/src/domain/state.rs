@@ -249,6 +249,14 @@ pub enum FoldError {
         version: u64,
         source: crate::domain::chain::MetadataError,
     },
+    /// A stored event that decodes but breaks a rule the handler keeps for the stream
+    /// it is in (another writer's event): the account's state cannot be decided on.
+    #[error("event {version} of {stream} breaks a rule of the ledger's streams ({rule}): this ledger did not write it; find what did")]
+    Foreign {
+        stream: String,
+        version: u64,
+        rule: &'static str,
+    },
 }
 
 impl AccountState {
@@ -327,8 +335,36 @@ impl AccountState {
             transaction: TransactionId::from(recorded.id),
             request,
         };
+        if let Some(rule) = self.broken_by(&event) {
+            return Err(FoldError::Foreign {
+                stream: recorded.stream.to_string(),
+                version: recorded.version,
+                rule,
+            });
+        }
         self.fold_decoded(envelope, &event);
         Ok(())
+    }
+
+    /// The rule a stored `event` breaks on this stream that [`AccountState::apply`]
+    /// asserts (it holds for every event the handler decides, so it is an invariant
+    /// there), checked here for events read back from a log another writer may have
+    /// touched.
+    fn broken_by(&self, event: &LedgerEvent) -> Option<&'static str> {
+        let hold_end = match event {
+            LedgerEvent::HoursReceived(e) if e.to != self.id => {
+                return Some("a receipt belongs to the receiver's stream")
+            }
+            LedgerEvent::RedemptionCaptured(e) => e.hold,
+            LedgerEvent::RedemptionVoided(e) => e.hold,
+            LedgerEvent::RedemptionHoldExpired(e) => e.hold,
+            _ => return None,
+        };
+        match self.holds.get(&hold_end) {
+            None => Some("a hold ends on the stream that holds it"),
+            Some(h) if h.status != HoldStatus::Open => Some("a hold ends at most once"),
+            Some(_) => None,
+        }
     }
 
     /// Fold an event whose decoded form and envelope are already known: what
@@ -566,6 +602,54 @@ mod tests {
             .as_bytes(),
         )
         .expect("a test payload decodes")
+    }
+
+    fn stored(version: u64, event_type: &str, json: &str) -> RecordedEvent {
+        RecordedEvent {
+            stream: AccountId::new("v1").expect("an id").stream(),
+            version,
+            position: crate::log::Position::from_sequence(version),
+            id: crate::log::EventId(uuid::Uuid::from_u128(0x7d5f_0000 + u128::from(version))),
+            event_type: event_type.to_owned(),
+            data: json.as_bytes().to_vec(),
+            metadata: br#"{"schema":1,"request_id":null,"request_digest":null,"prev_hash":"","causation":null}"#.to_vec(),
+        }
+    }
+
+    /// Given a stored event that breaks a rule `apply` asserts (another writer's),
+    /// when the stream is folded, then the fold says which rule, and does not panic.
+    #[test]
+    fn given_a_foreign_receipt_or_hold_end_then_the_fold_names_the_rule() {
+        let registration = stored(
+            0,
+            "AccountRegistered.v1",
+            r#"{"account":"v1","kind":"volunteer","region":"hangzhou/xihu","joined_on":"2025-06-21","registered_at":"2025-06-21T16:00:00Z"}"#,
+        );
+        let receipt = stored(
+            1,
+            "HoursReceived.v1",
+            r#"{"transaction":"7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a01","from":"v2","to":"v3","hours":"1.00","cause":"transfer","recorded_at":"2026-03-06T12:00:00Z"}"#,
+        );
+        let void = stored(
+            1,
+            "RedemptionVoided.v1",
+            r#"{"hold":"7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a09","volunteer":"v1","merchant":"shop","released":"1.00","recorded_at":"2026-03-07T12:00:00Z"}"#,
+        );
+        for (e, rule) in [
+            (receipt, "a receipt belongs to the receiver's stream"),
+            (void, "a hold ends on the stream that holds it"),
+        ] {
+            let mut s = AccountState::empty(AccountId::new("v1").expect("an id"));
+            s.fold(&registration).expect("a registration folds");
+            match s.fold(&e) {
+                Err(FoldError::Foreign {
+                    rule: r,
+                    version: 1,
+                    ..
+                }) => assert_eq!(r, rule),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     /// Given a stream with two registrations (another writer's: the handler refuses
