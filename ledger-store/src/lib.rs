@@ -18,7 +18,9 @@ pub mod kurrentdb;
 pub mod store;
 pub mod transfer;
 
-pub use embedded::{verify, EmbeddedConfig, EmbeddedLog, OpenError, VerifyReport};
+pub use embedded::{
+    holds_log, require_log, verify, EmbeddedConfig, EmbeddedLog, OpenError, VerifyReport,
+};
 pub use kurrentdb::{ConnectError, KurrentLog};
 pub use store::{open_store, Store, StoreError, StoreSpec};
 pub use transfer::{copy_log, CopyProgress, CopyReport, TransferError};

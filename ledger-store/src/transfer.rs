@@ -17,7 +17,12 @@
 //! [`TransferError::Diverged`]: the tool never overwrites or guesses.
 //!
 //! At the end every stream is checked in the destination: same last version, same
-//! last event id, nothing after it.
+//! last event id, nothing after it; and the destination must hold nothing after the
+//! copy's last event. Before anything is written, a destination that is not empty must
+//! begin with the source's first event. Without these two checks a destination
+//! holding another log's events (a mistyped `--to`, or two ledgers' logs copied into
+//! one place) took the source's events after them and the copy ended "verified": the
+//! per-stream checks only look at the source's streams.
 //!
 //! Positions are not preserved: each log numbers its own global order. Projection
 //! checkpoints taken on the source do not apply to the destination; projections
@@ -137,9 +142,12 @@ pub async fn copy_log(
     to: &dyn EventLog,
     progress: &mut (dyn FnMut(&CopyProgress) -> ControlFlow<()> + Send),
 ) -> Result<CopyReport, TransferError> {
+    check_destination_begins_with_source(from, to).await?;
     let mut ends: HashMap<StreamName, StreamEnd> = HashMap::new();
     let mut p = CopyProgress::default();
     let mut appends = 0;
+    // Where the destination holds the last source event handled so far.
+    let mut destination_last: Option<Position> = None;
     let mut cursor = ReadFrom::Start;
     loop {
         let page = from
@@ -158,8 +166,9 @@ pub async fn copy_log(
                     found: run[0].version,
                 });
             }
-            let (written, made_append) = copy_run(to, run).await?;
+            let (written, made_append, at) = copy_run(to, run).await?;
             appends += u64::from(made_append);
+            destination_last = destination_last.max(Some(at));
             let tail = &run[run.len() - 1];
             if ends
                 .insert(
@@ -217,6 +226,21 @@ pub async fn copy_log(
             }
         }
     }
+    let after = to
+        .read_all(ReadFrom::after(destination_last), 1)
+        .await
+        .map_err(TransferError::ReadDestination)?;
+    if let Some(e) = after.first() {
+        return Err(TransferError::Diverged {
+            stream: e.stream.clone(),
+            version: e.version,
+            what: format!(
+                "the destination holds event {} after the last one copied from the source: \
+                 another log's, or another writer's",
+                e.id
+            ),
+        });
+    }
     Ok(CopyReport {
         events: p.events_done,
         written: p.written,
@@ -261,8 +285,44 @@ fn append_bytes(e: &RecordedEvent) -> usize {
     e.data.len() + e.metadata.len() + e.event_type.len() + e.stream.as_str().len()
 }
 
-/// Copy one run; returns how many events were written and whether an append was made.
-async fn copy_run(to: &dyn EventLog, run: &[RecordedEvent]) -> Result<(u64, bool), TransferError> {
+/// A destination that is not empty must begin with the source's first event (a copy
+/// this command started, resumed); anything else holds another log.
+async fn check_destination_begins_with_source(
+    from: &dyn EventLog,
+    to: &dyn EventLog,
+) -> Result<(), TransferError> {
+    let there = to
+        .read_all(ReadFrom::Start, 1)
+        .await
+        .map_err(TransferError::ReadDestination)?;
+    let Some(d) = there.first() else {
+        return Ok(());
+    };
+    let first = from
+        .read_all(ReadFrom::Start, 1)
+        .await
+        .map_err(TransferError::ReadSource)?;
+    match first.first() {
+        Some(s) if s.stream == d.stream && s.version == d.version && s.id == d.id => Ok(()),
+        s => Err(TransferError::Diverged {
+            stream: d.stream.clone(),
+            version: d.version,
+            what: format!(
+                "the destination is not empty and its first event ({}) is not the source's \
+                 first ({}): it holds another log; nothing was written",
+                d.id,
+                s.map_or_else(|| "the source is empty".to_owned(), |s| s.id.to_string())
+            ),
+        }),
+    }
+}
+
+/// Copy one run; returns how many events were written, whether an append was made,
+/// and where the destination holds the run's last event.
+async fn copy_run(
+    to: &dyn EventLog,
+    run: &[RecordedEvent],
+) -> Result<(u64, bool, Position), TransferError> {
     let stream = &run[0].stream;
     let first = run[0].version;
     let there = to
@@ -290,7 +350,8 @@ async fn copy_run(to: &dyn EventLog, run: &[RecordedEvent]) -> Result<(u64, bool
     }
     let rest = &run[there.len().min(run.len())..];
     let Some(head) = rest.first() else {
-        return Ok((0, false));
+        let at = there[run.len() - 1].position;
+        return Ok((0, false, at));
     };
     let expected = match head.version {
         0 => ExpectedVersion::NoStream,
@@ -307,7 +368,7 @@ async fn copy_run(to: &dyn EventLog, run: &[RecordedEvent]) -> Result<(u64, bool
         .collect();
     let last = rest[rest.len() - 1].version;
     match to.append(stream, expected, events).await {
-        Ok(r) if r.stream_version == last => Ok((rest.len() as u64, true)),
+        Ok(r) if r.stream_version == last => Ok((rest.len() as u64, true, r.last_position())),
         Ok(r) => Err(TransferError::Diverged {
             stream: stream.clone(),
             version: head.version,

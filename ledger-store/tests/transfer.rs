@@ -206,6 +206,47 @@ async fn a_diverging_destination_stops_the_copy_without_writing() {
     assert_eq!(dst.head().await.expect("head"), before, "nothing written");
 }
 
+/// Another log's events in streams the source does not have: before any event of
+/// the source is written (a destination that does not begin with the source's first
+/// event), and after a complete copy (events after the copy's last). Both copies
+/// used to end "verified", the two logs merged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_holding_another_logs_streams_is_refused() {
+    let (a, b, c) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (src, dst) = (open(a.path()), open(b.path()));
+    fill(&src).await;
+    let other = StreamName::new("account-elsewhere").expect("name");
+    dst.append(&other, ExpectedVersion::NoStream, vec![event(9999)])
+        .await
+        .expect("foreign event");
+    let before = dst.head().await.expect("head");
+    let err = copy_log(&src, &dst, &mut keep_going)
+        .await
+        .expect_err("another log");
+    assert!(
+        matches!(&err, TransferError::Diverged { stream: s, .. } if *s == other),
+        "{err}"
+    );
+    assert_eq!(dst.head().await.expect("head"), before, "nothing written");
+
+    let dst = open(c.path());
+    copy_log(&src, &dst, &mut keep_going).await.expect("copy");
+    dst.append(&other, ExpectedVersion::NoStream, vec![event(9999)])
+        .await
+        .expect("foreign event after the copy");
+    let err = copy_log(&src, &dst, &mut keep_going)
+        .await
+        .expect_err("events after the copy");
+    assert!(
+        matches!(&err, TransferError::Diverged { stream: s, version: 0, .. } if *s == other),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copying_an_empty_log_is_a_verified_no_op() {
     let (a, b) = (
@@ -285,4 +326,55 @@ fn the_cli_copies_a_directory_and_verifies_it() {
         .output()
         .expect("run timebank-log");
     assert_eq!(usage.status.code(), Some(2));
+}
+
+/// A data directory given where its `log/` is meant (or any directory without a log):
+/// `verify` and a copy from it used to report "verified: 0 events" and exit 0, and
+/// the copy left a new empty log (a LOCK and a segment) in the directory named.
+#[test]
+fn the_cli_refuses_a_directory_that_holds_no_log_and_names_its_log() {
+    let data = tempfile::tempdir().expect("dir");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let log = open(&data.path().join("log"));
+        fill(&log).await;
+        log.close();
+    });
+    let dest = tempfile::tempdir().expect("dir");
+    let run = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_timebank-log"))
+            .args(args)
+            .output()
+            .expect("run timebank-log")
+    };
+    let d = data.path().as_os_str();
+    let copy_to = dest.path().join("copy");
+    for out in [
+        run(&["verify".as_ref(), d]),
+        run(&[
+            "copy".as_ref(),
+            "--from".as_ref(),
+            d,
+            "--to".as_ref(),
+            copy_to.as_os_str(),
+        ]),
+    ] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("holds no embedded log"), "{stderr}");
+        assert!(
+            stderr.contains(&data.path().join("log").display().to_string()),
+            "names the log inside: {stderr}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(data.path())
+        .expect("read dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("log")],
+        "nothing created"
+    );
 }

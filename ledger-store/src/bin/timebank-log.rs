@@ -137,13 +137,11 @@ fn transfer(from: StoreSpec, to: StoreSpec) -> ExitCode {
 
 async fn run_transfer(from: &StoreSpec, to: &StoreSpec) -> ExitCode {
     if let StoreSpec::Embedded(dir) = from {
-        // Opening creates a missing directory: a mistyped source would "copy" an empty
-        // log and report success.
-        if !dir.is_dir() {
-            eprintln!(
-                "error: no embedded log at {} (the source must exist)",
-                dir.display()
-            );
+        // Opening creates a log where there is none: a mistyped source (or a data
+        // directory given for its `log/`) would "copy" an empty log, report success,
+        // and leave a new empty log in the directory named.
+        if let Err(e) = ledger_store::require_log(dir) {
+            eprintln!("error: {e}; the source must be an existing log");
             return ExitCode::from(2);
         }
     }

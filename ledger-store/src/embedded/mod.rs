@@ -66,7 +66,7 @@ pub enum OpenError {
     Locked { dir: PathBuf },
     /// Damage before the tail: the log refuses to open rather than drop or invent
     /// history. Restore the named segment from a backup (see docs/operations.md).
-    #[error("event log damaged in {segment} at offset {offset}: {what}")]
+    #[error("event log damaged in {segment} at offset {offset}: {what}; restore that segment from a backup (docs/operations.md, \"Restore\")")]
     Corrupt {
         segment: PathBuf,
         offset: u64,
@@ -74,6 +74,41 @@ pub enum OpenError {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A directory given as an existing log holds no segment file. Opening it for
+    /// writing would start an empty log there; reading it would report an empty one.
+    #[error("{dir} holds no embedded log (no segment files){hint}")]
+    NotALog { dir: PathBuf, hint: String },
+}
+
+/// True if `dir` holds at least one segment file: a log this crate created (opening
+/// one writes its first segment at once).
+pub fn holds_log(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(format::parse_segment_file_name)
+                .is_some()
+        })
+    })
+}
+
+/// [`OpenError::NotALog`] unless `dir` [holds a log](holds_log); the hint names
+/// `dir/log` when that is one (a server's data directory given for its log).
+pub fn require_log(dir: &Path) -> Result<(), OpenError> {
+    if holds_log(dir) {
+        return Ok(());
+    }
+    let nested = dir.join("log");
+    let hint = if holds_log(&nested) {
+        format!("; a data directory keeps its log in {}", nested.display())
+    } else {
+        String::new()
+    };
+    Err(OpenError::NotALog {
+        dir: dir.to_owned(),
+        hint,
+    })
 }
 
 /// State shared by the handles, the writer and the readers.
@@ -553,6 +588,7 @@ impl VerifyReport {
 /// Walk the whole log in `dir` read-only: every CRC, the hash chain, sequence numbers,
 /// stream versions and event-id uniqueness. Safe to run while the log is open.
 pub fn verify(dir: &Path) -> Result<VerifyReport, OpenError> {
+    require_log(dir)?;
     let mut versions: HashMap<String, u64> = HashMap::new();
     let mut ids = std::collections::HashSet::new();
     let scan = scan::scan(dir, |r, _, _| {
