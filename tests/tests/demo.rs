@@ -460,3 +460,28 @@ async fn the_load_generator_runs_against_a_live_server() {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+/// `demo` on a data directory whose log it did not seed (no `demo-accounts.txt`):
+/// refused, and no access file with the published keys is written. It used to print
+/// "already holds N events: serving them as they are" and serve any ledger with the
+/// demo's published administrator key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_does_not_serve_a_log_it_did_not_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    seed_dir(dir.path(), 7).await;
+    let err = demo::seed_and_serve(
+        dir.path().to_owned(),
+        "127.0.0.1:0".parse().unwrap(),
+        config(7),
+        projections::StarPolicies::default(),
+        std::future::ready(()),
+    )
+    .await
+    .expect_err("not served");
+    assert!(
+        matches!(err, demo::DemoRunError::NotADemoLog { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("ledger-server serve"), "{err}");
+    assert!(!dir.path().join("access.toml").exists());
+}

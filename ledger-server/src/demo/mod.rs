@@ -143,7 +143,7 @@ pub fn ledger_config() -> LedgerConfig {
 /// Why seeding stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    #[error("the event log already holds {events} events; seed only into an empty data directory (or start `demo` on it, which serves an existing log as it is)")]
+    #[error("the event log already holds {events} events; seed only into an empty data directory (or start `demo` on it, which serves a log it seeded as it is)")]
     NotEmpty { events: u64 },
     #[error("volunteers must be between 1 and {VOLUNTEERS_MAX}, got {0}")]
     Size(u32),

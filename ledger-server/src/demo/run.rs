@@ -137,6 +137,8 @@ pub enum DemoRunError {
     Rejected(u64),
     #[error("a blocking task failed: {0}")]
     Blocking(String),
+    #[error("{dir} holds a log of {events} events that the demo did not seed (no {SAMPLE_FILE}): the demo serves with keys published in the docs, so it does not serve it; serve it with `ledger-server serve --data-dir {dir} --access FILE` (docs/operations.md), or give the demo an empty directory", dir = dir.display())]
+    NotADemoLog { dir: PathBuf, events: u64 },
     #[error("cannot write the demo access file {path}: {source}")]
     WriteAccess {
         path: PathBuf,
@@ -226,6 +228,17 @@ pub async fn seed_and_serve(
 ) -> Result<(), DemoRunError> {
     let payload_encoding = config.payload_encoding;
     let log = open(data_dir.clone()).await?;
+    // The demo serves with keys published in the docs: never a log it did not seed.
+    // `demo-accounts.txt` is written by the seeding (here or by `seed`).
+    if log.event_count() > 0 && !data_dir.join(SAMPLE_FILE).exists() {
+        let events = log.event_count();
+        let closing = log.clone();
+        let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+        return Err(DemoRunError::NotADemoLog {
+            dir: data_dir,
+            events,
+        });
+    }
     let access = match demo_access(&data_dir) {
         Ok(a) => a,
         Err(e) => {
