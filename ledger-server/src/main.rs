@@ -199,6 +199,8 @@ enum Cmd {
         data_dir: PathBuf,
     },
     /// Drive a running server over gRPC and print throughput and latency percentiles.
+    /// It WRITES permanent events (accounts in region `loadtown/…` and their
+    /// deposits, spends, exchanges): run it against the demo or a scratch ledger only.
     Load(ledger_server::load::LoadArgs),
     /// Write the whole event log as JSON lines for auditors (docs/events.md), in log
     /// order, and print the event count and head on stderr. Stop the server first: the
@@ -436,13 +438,19 @@ async fn main() -> ExitCode {
             }
         }
         Cmd::Load(args) => match args.config() {
-            Ok(config) => match ledger_server::load::run(&config).await {
-                Ok(report) => {
-                    print!("{}", report.render());
-                    Ok(())
+            Ok(config) => {
+                eprintln!(
+                    "load: writing permanent test events into the ledger at {} (accounts in loadtown/…)",
+                    config.target
+                );
+                match ledger_server::load::run(&config).await {
+                    Ok(report) => {
+                        print!("{}", report.render());
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
                 }
-                Err(e) => Err(e.to_string()),
-            },
+            }
             Err(e) => Err(e),
         },
     };
