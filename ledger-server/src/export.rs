@@ -274,6 +274,10 @@ pub enum ExportError {
     Store(StoreError),
     #[error("reading the event log failed after {after}: {source}; run the export again (an --out file is left untouched; standard output holds an incomplete export)")]
     Read { after: String, source: ReadError },
+    /// `--from-position` names a position this log never handed out: past its head,
+    /// or another log's. Running again cannot help.
+    #[error("--from-position {at} is not a position of this log (past its head, or from another log): pass the `head` an earlier export of this log printed, or leave it out to export from the start")]
+    UnknownPosition { at: String },
     #[error("event at position {position} ({stream} version {version}, {event_type}) has {field} that is {what}; the log is corrupt or was written by another program: run `timebank-log verify` and restore from a backup")]
     NotJson {
         position: Position,
@@ -332,7 +336,10 @@ pub async fn export_log(
             ReadFrom::Start => "the start".to_owned(),
             ReadFrom::After(p) => format!("position {p}"),
         };
-        move |source| ExportError::Read { after, source }
+        move |source| match source {
+            ReadError::UnknownPosition(at) => ExportError::UnknownPosition { at },
+            source => ExportError::Read { after, source },
+        }
     };
     let write_failed = |source| ExportError::Write {
         target: target.to_owned(),

@@ -98,6 +98,12 @@ pub enum AccessError {
         role: &'static str,
         field: &'static str,
     },
+    #[error("caller {caller:?}: `{field}` {problem}; such a caller would be refused everything in its scope")]
+    BadScope {
+        caller: String,
+        field: &'static str,
+        problem: String,
+    },
     #[error("caller {caller:?}: `{field}` holds an empty value; remove it or write the id")]
     EmptyValue { caller: String, field: &'static str },
     #[error("caller {caller:?} has no credential: add key_sha256 (`ledger-server keygen` prints it) or certificate_name (its mTLS client certificate's CN or DNS name)")]
@@ -316,10 +322,31 @@ fn validate(position: usize, raw: RawCaller) -> Result<CallerEntry, AccessError>
         }
         Ok(values)
     };
+    // A scope value that is no region code or account id matches nothing: the caller
+    // would be refused everything it was meant to do, with nothing said at start.
+    let bad_scope = |field: &'static str, problem: String| AccessError::BadScope {
+        caller: name.clone(),
+        field,
+        problem,
+    };
+    let region = |r: &String| {
+        ledger_core::domain::account::RegionCode::new(r.as_str())
+            .map(drop)
+            .map_err(|e| bad_scope("regions", e.to_string()))
+    };
+    let account = |field: &'static str, a: &String| {
+        ledger_core::domain::account::AccountId::new(a.as_str())
+            .map(drop)
+            .map_err(|e| bad_scope(field, format!("{a:?}: {e}")))
+    };
     let role = match role_name {
         "platform" => {
             let regions = list("regions", raw.regions)?;
             let organisations = list("organisations", raw.organisations)?;
+            regions.iter().try_for_each(region)?;
+            organisations
+                .iter()
+                .try_for_each(|o| account("organisations", o))?;
             if regions.is_empty() && organisations.is_empty() {
                 return Err(missing(
                     "regions (region-code prefixes) or organisations (account ids), or both",
@@ -330,12 +357,16 @@ fn validate(position: usize, raw: RawCaller) -> Result<CallerEntry, AccessError>
                 organisations,
             }
         }
-        "merchant" => Role::Merchant {
-            merchant: id("merchant (its merchant account id)", raw.merchant)?,
-        },
-        "bank" => Role::Bank {
-            bank: id("bank (its bank account id)", raw.bank)?,
-        },
+        "merchant" => {
+            let merchant = id("merchant (its merchant account id)", raw.merchant)?;
+            account("merchant", &merchant)?;
+            Role::Merchant { merchant }
+        }
+        "bank" => {
+            let bank = id("bank (its bank account id)", raw.bank)?;
+            account("bank", &bank)?;
+            Role::Bank { bank }
+        }
         "auditor" => Role::Auditor,
         _ => Role::Admin,
     };
@@ -541,6 +572,31 @@ requests_per_second_max = 50
             (
                 format!("name = \" \"\nrole = \"admin\"\nkey_sha256 = \"{k}\""),
                 AccessError::EmptyName { position: 1 },
+            ),
+            // Scope values that no region code or account id can match: the caller
+            // would be refused everything (found in an operator's walk-through).
+            (
+                format!("name = \"x\"\nrole = \"platform\"\nregions = [\"Hangzhou/XiHu!\"]\nkey_sha256 = \"{k}\""),
+                AccessError::BadScope {
+                    caller: "x".into(),
+                    field: "regions",
+                    problem: ledger_core::domain::account::RegionCode::new("Hangzhou/XiHu!")
+                        .expect_err("not a region code")
+                        .to_string(),
+                },
+            ),
+            (
+                format!("name = \"x\"\nrole = \"bank\"\nbank = \"bank a\"\nkey_sha256 = \"{k}\""),
+                AccessError::BadScope {
+                    caller: "x".into(),
+                    field: "bank",
+                    problem: format!(
+                        "{:?}: {}",
+                        "bank a",
+                        ledger_core::domain::account::AccountId::new("bank a")
+                            .expect_err("not an account id")
+                    ),
+                },
             ),
         ];
         for (body, want) in cases {
