@@ -382,6 +382,16 @@ impl Interceptor for BearerKey {
     }
 }
 
+/// A refusal as a person reads it: code, reason and message (tonic's `Display` shows
+/// the status details as raw bytes).
+fn status_text(s: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    match s.get_details_error_info() {
+        Some(info) => format!("{:?} {}: {}", s.code(), info.reason, s.message()),
+        None => format!("{:?}: {}", s.code(), s.message()),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot connect to {target}: {source}; is the server running (ledger-server serve or demo)?")]
@@ -752,7 +762,7 @@ async fn setup_batches(
         let results = client
             .submit_batch(pb::SubmitBatchRequest { commands: chunk })
             .await
-            .map_err(|s| LoadError::Setup(s.to_string()))?
+            .map_err(|s| LoadError::Setup(status_text(&s)))?
             .into_inner()
             .results;
         for r in results {
@@ -908,7 +918,8 @@ async fn wait_for_read_models(
             }
             Err(s) => {
                 return Err(LoadError::Setup(format!(
-                    "the read models did not catch up with the setup: {s}"
+                    "the read models did not catch up with the setup: {}",
+                    status_text(&s)
                 )))
             }
         }
