@@ -125,10 +125,10 @@ enum Cmd {
         #[arg(long, value_name = "PEM", requires = "tls_cert")]
         tls_client_ca: Option<PathBuf>,
         /// Longest a shutdown (SIGTERM, Ctrl-C) waits for open connections before it
-        /// stops without them and writes the final snapshot (e.g. 20s, 5s). Commands
-        /// in flight are finished either way.
-        #[arg(long, default_value = "20s", value_parser = ledger_server::load::parse_duration)]
-        shutdown_grace: std::time::Duration,
+        /// stops without them and writes the final snapshot (e.g. 5s, 2m; default
+        /// 20s, `SHUTDOWN_GRACE`). Commands in flight are finished either way.
+        #[arg(long, value_parser = ledger_server::load::parse_duration)]
+        shutdown_grace: Option<std::time::Duration>,
         #[command(flatten)]
         star: StarPolicyArgs,
     },
@@ -310,7 +310,7 @@ async fn main() -> ExitCode {
             };
             let serve = match serve_options(access, insecure_no_auth, tls) {
                 Ok(s) => ServeOptions {
-                    shutdown_grace: Some(shutdown_grace),
+                    shutdown_grace,
                     ..s
                 },
                 Err(e) => {

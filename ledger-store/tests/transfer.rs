@@ -367,6 +367,24 @@ fn the_cli_refuses_a_directory_that_holds_no_log_and_names_its_log() {
             "names the log inside: {stderr}"
         );
     }
+    // And a data directory given as the destination: a second log would start beside
+    // its `log/`.
+    let source = dest.path().join("source");
+    rt.block_on(async {
+        let log = open(&source);
+        fill(&log).await;
+        log.close();
+    });
+    let out = run(&[
+        "copy".as_ref(),
+        "--from".as_ref(),
+        source.as_os_str(),
+        "--to".as_ref(),
+        d,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is a data directory"), "{stderr}");
     let left: Vec<_> = std::fs::read_dir(data.path())
         .expect("read dir")
         .flatten()

@@ -459,7 +459,7 @@ fn decode_advice(e: &DecodeError) -> &'static str {
             "upgrade the server to a build that knows this event, then restart"
         }
         DecodeError::Payload { .. } | DecodeError::BinaryPayload { .. } => {
-            "this ledger never writes such a payload: find what wrote it (`timebank-log verify` checks an embedded log's hash chains); the read models stay at the event before it"
+            "this build cannot read that payload of a known type: if a newer build wrote it, run that build again; otherwise another program wrote it: find it (`timebank-log verify` checks an embedded log's hash chains). The read models stay at the event before it"
         }
     }
 }

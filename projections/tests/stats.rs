@@ -194,7 +194,6 @@ async fn embedded(history: &MemoryLog, dir: &Path) -> EmbeddedLog {
     log
 }
 
-/// Wait until the worker has applied up to `head`.
 /// Events no handler of this ledger writes in this order, appended as another writer
 /// would: a deposit before its volunteer's registration, the registration, the
 /// deposit's reversal (which took the service back from a region it was never counted
@@ -277,6 +276,7 @@ async fn a_foreign_logs_anomalies_are_counted_and_the_worker_folds_on() {
     w.stop().await.unwrap();
 }
 
+/// Wait until the worker has applied up to `head`.
 async fn caught_up(p: &Projections, head: Position) {
     p.freshness()
         .wait_for(head, Duration::from_secs(5))

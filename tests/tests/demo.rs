@@ -485,3 +485,27 @@ async fn the_demo_does_not_serve_a_log_it_did_not_seed() {
     assert!(err.to_string().contains("ledger-server serve"), "{err}");
     assert!(!dir.path().join("access.toml").exists());
 }
+
+/// A first seeding cut short (Ctrl-C, a kill) leaves a log and the marker written
+/// before its first event: the next `demo` serves that log as its own, without sample
+/// accounts to print, instead of refusing it as another ledger's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeding_cut_short_is_still_the_demos_own_log() {
+    let dir = tempfile::tempdir().unwrap();
+    seed_dir(dir.path(), 7).await;
+    std::fs::write(
+        dir.path().join("demo-accounts.txt"),
+        "# the demo city is being seeded into this directory\n",
+    )
+    .unwrap();
+    let served = demo::seed_and_serve(
+        dir.path().to_owned(),
+        "127.0.0.1:0".parse().unwrap(),
+        config(7),
+        projections::StarPolicies::default(),
+        std::future::ready(()),
+    )
+    .await;
+    assert!(served.is_ok(), "{served:?}");
+    assert!(dir.path().join("access.toml").exists());
+}

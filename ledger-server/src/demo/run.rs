@@ -139,6 +139,11 @@ pub enum DemoRunError {
     Blocking(String),
     #[error("{dir} holds a log of {events} events that the demo did not seed (no {SAMPLE_FILE}): the demo serves with keys published in the docs, so it does not serve it; serve it with `ledger-server serve --data-dir {dir} --access FILE` (docs/operations.md), or give the demo an empty directory", dir = dir.display())]
     NotADemoLog { dir: PathBuf, events: u64 },
+    #[error("cannot write {path}, which marks a data directory as the demo's: {source}; check that the data directory is writable")]
+    WriteMarker {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write the demo access file {path}: {source}")]
     WriteAccess {
         path: PathBuf,
@@ -169,6 +174,18 @@ async fn seed_into(
         config.year,
         data_dir.display()
     );
+    // Marks the directory as the demo's before the first event: a seeding cut short
+    // (Ctrl-C, a kill) leaves a log that a later `demo` still serves as its own. The
+    // sample accounts replace this line once the city is written.
+    let marker = data_dir.join(SAMPLE_FILE);
+    std::fs::write(
+        &marker,
+        "# the demo city is being seeded into this directory\n",
+    )
+    .map_err(|source| DemoRunError::WriteMarker {
+        path: marker.clone(),
+        source,
+    })?;
     let report = seed(Arc::new(log.clone()) as Arc<dyn EventLog>, config).await?;
     eprint!("{}", report.render());
     if report.rejected() > 0 {
@@ -204,7 +221,8 @@ fn read_sample(data_dir: &Path) -> Option<Sample> {
             _ => {}
         }
     }
-    Some(s)
+    // Only the marker of a seeding cut short: no sample accounts to print.
+    (!s.volunteer.is_empty()).then_some(s)
 }
 
 /// `ledger-server seed`: seed into an empty data directory and stop.

@@ -145,6 +145,18 @@ async fn run_transfer(from: &StoreSpec, to: &StoreSpec) -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    if let StoreSpec::Embedded(dir) = to {
+        // A data directory given for its `log/`: the copy would start a second log
+        // beside it.
+        if !ledger_store::holds_log(dir) && ledger_store::holds_log(&dir.join("log")) {
+            eprintln!(
+                "error: {} is a data directory; its log is {}: copy into that, or into an empty directory",
+                dir.display(),
+                dir.join("log").display()
+            );
+            return ExitCode::from(2);
+        }
+    }
     eprintln!("copying from {} to {}", from.describe(), to.describe());
     let source = match from.open() {
         Ok(s) => s,

@@ -81,7 +81,8 @@ pub enum OpenError {
 }
 
 /// True if `dir` holds at least one segment file: a log this crate created (opening
-/// one writes its first segment at once).
+/// one writes its first segment at once). False also when `dir` cannot be read;
+/// [`require_log`] tells the two apart.
 pub fn holds_log(dir: &Path) -> bool {
     fs::read_dir(dir).is_ok_and(|entries| {
         entries.flatten().any(|e| {
@@ -98,6 +99,16 @@ pub fn holds_log(dir: &Path) -> bool {
 pub fn require_log(dir: &Path) -> Result<(), OpenError> {
     if holds_log(dir) {
         return Ok(());
+    }
+    // A directory that exists but cannot be read (permissions, not a directory) is an
+    // I/O error with its cause, not "no log".
+    if let Err(source) = fs::read_dir(dir) {
+        if source.kind() != std::io::ErrorKind::NotFound {
+            return Err(OpenError::Io {
+                path: dir.to_owned(),
+                source,
+            });
+        }
     }
     let nested = dir.join("log");
     let hint = if holds_log(&nested) {
