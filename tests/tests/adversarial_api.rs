@@ -613,6 +613,67 @@ async fn a_client_that_stops_reading_holds_a_shutdown_no_longer_than_its_grace()
     drop(unread);
 }
 
+/// operations.md, Limits: a caller far over its rate gets `RATE_LIMITED` for every
+/// call it is refused, on a connection that stays up. The refusal used to be sent
+/// before the call's message was read; h2 then reset each such stream, counted the
+/// client's message arriving after it against the connection, and at 1,024 closed
+/// it: every call in flight on it failed with `UNKNOWN` or a `RESOURCE_EXHAUSTED`
+/// without a reason (seen under `ledger-server load` at the default limits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_far_over_its_rate_is_refused_call_by_call_on_a_connection_that_stays_up() {
+    let mut text = [entry("auditor", "auditor", "", AUDITOR)].concat();
+    text.push_str("[limits]\nrequests_per_second_max = 1\nburst_max = 1\n");
+    let log = std::sync::Arc::new(ledger_core::log::memory::MemoryLog::new());
+    let clock = std::sync::Arc::new(ledger_core::app::FixedClock::new(at(NOW)));
+    let (addr, stop, task) = timebank_tests::listen(
+        log,
+        clock,
+        ledger_server::ServeOptions::with_access(Access::from_toml(&text).unwrap()),
+    )
+    .await;
+    // As `ledger-server load` connects: TCP_NODELAY, so a call's headers and its
+    // message can reach the server in separate segments.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .unwrap();
+    let calls = 20_000usize;
+    let concurrency = 64usize;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let mut audit = pb::audit_client::AuditClient::new(channel.clone());
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut other = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < calls {
+                let r = audit
+                    .verify_log(with(AUDITOR, pb::VerifyLogRequest::default()))
+                    .await;
+                match r {
+                    Ok(_) => {}
+                    Err(e) if why(&e).1 == "RATE_LIMITED" => {}
+                    Err(e) => other.push(format!("{:?} {:?}", e.code(), e.message())),
+                }
+            }
+            other
+        }));
+    }
+    let mut other = Vec::new();
+    for t in tasks {
+        other.extend(t.await.unwrap());
+    }
+    other.truncate(5);
+    assert!(
+        other.is_empty(),
+        "refusals other than RATE_LIMITED: {other:?}"
+    );
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
+
 /// partners.md, StreamLog: an answer cut by a shutdown ends with `UNAVAILABLE`
 /// `SHUTTING_DOWN` after the records already buffered, also when the client read
 /// slower than the log was read. The status used to be put into the buffer at

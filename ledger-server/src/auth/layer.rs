@@ -7,10 +7,12 @@
 //! cannot see the path, so health and reflection could not be told apart.
 
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use futures::future::{self, Either};
+use futures::future::Either;
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::header::AUTHORIZATION;
@@ -131,6 +133,45 @@ struct Guard {
     /// NAT shares with others and an attacker can vary).
     limiter: DefaultKeyedRateLimiter<String>,
     requests_per_second_max: u32,
+    /// Most bytes of a refused call's body read before it is answered
+    /// ([`drain_refused`]): the access file's `request_bytes_max`.
+    request_bytes_max: usize,
+}
+
+/// Longest the layer reads a refused call's body before it answers anyway: 1 s. A
+/// client sends a unary request's message right after its headers, so this is only
+/// reached by one that stalls, which then gets its refusal (and the stream reset).
+pub const REFUSED_BODY_WAIT_MAX: Duration = Duration::from_secs(1);
+
+/// Read and drop a refused call's request body, at most `max` bytes and
+/// [`REFUSED_BODY_WAIT_MAX`], before the refusal is sent.
+///
+/// Why: answering before the client's DATA frame arrived makes h2 reset the stream
+/// (RST_STREAM NO_ERROR, RFC 9113 §8.1), and the DATA arriving after it is a stream
+/// error that h2 counts against the connection; at 1,024 of them (hyper's
+/// `max_local_error_reset_streams`) it closes the whole connection with
+/// ENHANCE_YOUR_CALM. Under `ledger-server load` over its rate, that ended every
+/// other call in flight on the connection with `UNKNOWN` or a `RESOURCE_EXHAUSTED`
+/// without `RATE_LIMITED`, about once a second. Option not taken: raising that limit,
+/// which exists against floods of resets.
+async fn drain_refused<B>(body: B, max: usize)
+where
+    B: http_body::Body,
+{
+    use http_body_util::BodyExt;
+    let mut body = std::pin::pin!(body);
+    let read = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                seen = seen.saturating_add(bytes::Buf::remaining(data));
+                if seen > max {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSED_BODY_WAIT_MAX, read).await;
 }
 
 /// Authenticates `timebank.v1` calls (see the module). Without an access file (open
@@ -152,6 +193,7 @@ impl AuthLayer {
             Arc::new(Guard {
                 limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
                 requests_per_second_max: limits.requests_per_second_max,
+                request_bytes_max: limits.request_bytes_max,
                 access,
             })
         });
@@ -210,14 +252,20 @@ impl Guard {
     }
 }
 
+/// A refusal being answered once the call's body is read ([`drain_refused`]).
+type Refusing<T, E> = Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
+
 impl<S, B, R> tower::Service<http::Request<B>> for Authenticate<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
-    R: Default,
+    S::Error: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    R: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Either<S::Future, future::Ready<Result<S::Response, S::Error>>>;
+    type Future = Either<S::Future, Refusing<S::Response, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -240,7 +288,12 @@ where
                             status::rate_limited_status(guard.requests_per_second_max, retry_after)
                         }
                     };
-                    return Either::Right(future::ready(Ok(status.into_http())));
+                    let max = guard.request_bytes_max;
+                    let body = request.into_body();
+                    return Either::Right(Box::pin(async move {
+                        drain_refused(body, max).await;
+                        Ok(status.into_http())
+                    }));
                 }
             },
         };
@@ -255,6 +308,7 @@ where
 mod tests {
     use super::*;
     use crate::auth::Role;
+    use futures::future;
     use http::HeaderValue;
     use tonic::Code;
     use tonic_types::StatusExt;
@@ -374,22 +428,22 @@ key_sha256 = "{}"
         );
     }
 
-    fn request(path: &str, auth: Option<&str>) -> http::Request<()> {
+    fn request(path: &str, auth: Option<&str>) -> http::Request<String> {
         let mut r = http::Request::builder().uri(path);
         if let Some(a) = auth {
             r = r.header(AUTHORIZATION, a);
         }
-        r.body(()).unwrap()
+        r.body(String::new()).unwrap()
     }
 
     /// The inner service answers with the caller it was given, in a header.
     fn echo() -> impl tower::Service<
-        http::Request<()>,
+        http::Request<String>,
         Response = http::Response<String>,
         Error = std::convert::Infallible,
         Future = future::Ready<Result<http::Response<String>, std::convert::Infallible>>,
     > + Clone {
-        tower::service_fn(|r: http::Request<()>| {
+        tower::service_fn(|r: http::Request<String>| {
             let who = r
                 .extensions()
                 .get::<Caller>()
@@ -403,7 +457,7 @@ key_sha256 = "{}"
 
     async fn call(
         layer: &AuthLayer,
-        r: http::Request<()>,
+        r: http::Request<String>,
     ) -> (Option<Code>, Option<String>, http::Response<String>) {
         use tower::{Layer, ServiceExt};
         let response = layer.layer(echo()).oneshot(r).await.unwrap();
