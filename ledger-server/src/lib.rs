@@ -93,7 +93,7 @@ pub enum ServeError {
         source: std::io::Error,
     },
     #[error(
-        "delivering missing receipts at start-up failed: {0}; the log must be readable to start"
+        "delivering missing receipts at start-up failed: {0}; the event log must be readable to start: check that the event store in the `event store open` line is reachable, then start again"
     )]
     ReceiptCatchUp(CommandError),
     #[error("cannot build the reflection service: {0}")]
@@ -147,6 +147,7 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let dir = config.data_dir.clone();
     let spec = config.store.clone().unwrap_or_default();
+    let spec_text = spec.clone();
     // Opening the embedded log scans it (recovery), and connecting to KurrentDB needs a
     // runtime context: the blocking pool gives both without stalling the workers.
     let store = tokio::task::spawn_blocking(move || -> Result<Store, ServeError> {
@@ -158,7 +159,14 @@ pub async fn run(
     })
     .await
     .map_err(|e| ServeError::Blocking(e.to_string()))??;
-    tracing::info!(data_dir = %config.data_dir.display(), store = %store_name(&store), "event store open");
+    let described = match &store {
+        Store::Embedded(_) => format!(
+            "embedded log in {}",
+            config.data_dir.join(LOG_DIR).display()
+        ),
+        Store::Kurrent(_) => ledger_store::StoreSpec::parse_location(&spec_text).describe(),
+    };
+    tracing::info!(data_dir = %config.data_dir.display(), store = %store_name(&store), at = %described, "event store open");
     run_on(store, config, shutdown).await
 }
 
