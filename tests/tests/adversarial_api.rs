@@ -543,25 +543,13 @@ async fn follows_are_bounded_per_caller_freed_by_hanging_up_and_ended_by_shutdow
     );
 }
 
-/// A shutdown waits for open connections at most its grace (`SHUTDOWN_GRACE`,
-/// 500 ms here): an auditor that asked for a long `StreamLog` and stopped reading
-/// held a graceful shutdown for as long as it kept the connection open (HTTP/2 flow
-/// control keeps the answer's last records waiting for it). A command sent before the
-/// shutdown is still durable after it.
-#[tokio::test]
-async fn a_client_that_stops_reading_holds_a_shutdown_no_longer_than_its_grace() {
+/// `n` events of 8 KiB in a stream no account owns (`other-stream`): enough bytes
+/// that a `StreamLog` answer cannot be taken by HTTP/2's windows at once.
+async fn append_padding(log: &ledger_core::log::memory::MemoryLog, n: usize) {
     use ledger_core::log::{EventLog, ExpectedVersion, NewEvent, StreamName};
-    use std::time::{Duration, Instant};
-    let grace = Duration::from_millis(500);
-    let options = ledger_server::ServeOptions {
-        shutdown_grace: Some(grace),
-        ..ledger_server::ServeOptions::with_access(access())
-    };
-    let s = Guarded::start_with(options, NOW).await;
-    let log = s.log.clone();
     let stream = StreamName::new("other-stream").unwrap();
     let data = format!(r#"{{"padding":"{}"}}"#, "x".repeat(8 * 1024)).into_bytes();
-    for _ in 0..2_000 {
+    for _ in 0..n {
         log.append(
             &stream,
             ExpectedVersion::Any,
@@ -575,6 +563,25 @@ async fn a_client_that_stops_reading_holds_a_shutdown_no_longer_than_its_grace()
         .await
         .unwrap();
     }
+}
+
+/// A shutdown waits for open connections at most its grace (`SHUTDOWN_GRACE`,
+/// 500 ms here): an auditor that asked for a long `StreamLog` and stopped reading
+/// held a graceful shutdown for as long as it kept the connection open (HTTP/2 flow
+/// control keeps the answer's last records waiting for it). A command sent before the
+/// shutdown is still durable after it.
+#[tokio::test]
+async fn a_client_that_stops_reading_holds_a_shutdown_no_longer_than_its_grace() {
+    use ledger_core::log::{EventLog, StreamName};
+    use std::time::{Duration, Instant};
+    let grace = Duration::from_millis(500);
+    let options = ledger_server::ServeOptions {
+        shutdown_grace: Some(grace),
+        ..ledger_server::ServeOptions::with_access(access())
+    };
+    let s = Guarded::start_with(options, NOW).await;
+    let log = s.log.clone();
+    append_padding(&log, 2_000).await;
     let registered = s
         .commands()
         .register_account(with(
@@ -681,29 +688,12 @@ async fn a_caller_far_over_its_rate_is_refused_call_by_call_on_a_connection_that
 /// the whole range had been sent (seen with a Python client on the demo city).
 #[tokio::test]
 async fn a_stream_cut_by_shutdown_says_so_even_behind_a_full_buffer() {
-    use ledger_core::log::{EventLog, ExpectedVersion, NewEvent, StreamName};
     use ledger_server::partners::audit::STREAM_LOG_BUFFER_RECORDS;
     let s = Server::start().await;
-    let stream = StreamName::new("other-stream").unwrap();
     // Enough bytes that HTTP/2's windows and tonic's encoder cannot take the whole
     // range before the shutdown: the rest waits in the buffer, which is full.
     let extra = 4 * STREAM_LOG_BUFFER_RECORDS;
-    let data = format!(r#"{{"padding":"{}"}}"#, "x".repeat(8 * 1024)).into_bytes();
-    for _ in 0..extra {
-        s.0.log
-            .append(
-                &stream,
-                ExpectedVersion::Any,
-                vec![NewEvent {
-                    id: ledger_core::log::EventId::new_random(),
-                    event_type: "SomethingElse.v1".into(),
-                    data: data.clone(),
-                    metadata: b"{}".to_vec(),
-                }],
-            )
-            .await
-            .unwrap();
-    }
+    append_padding(&s.0.log, extra).await;
     let mut answer = s
         .audit()
         .stream_log(with(
