@@ -415,6 +415,18 @@ pub fn authorize_redemption(r: pb::AuthorizeRedemptionRequest, key: &TokenKey) -
     }))
 }
 
+/// [`authorize_redemption`] with the token's claims read without its signature: only
+/// to find a retry's recorded answer (`Handler::recorded_outcome`), never to decide.
+pub fn authorize_redemption_unverified(r: pb::AuthorizeRedemptionRequest) -> Option<Command> {
+    let merchant = account("merchant_id", r.merchant_id).ok()?;
+    Some(Command::AuthorizeRedemption(AuthorizeRedemption {
+        request_id: scoped_request_id(&merchant, r.request_id).ok()?,
+        merchant,
+        token: RedemptionClaims::claims_unverified(&r.token)?,
+        points: points("points", &r.points).ok()?,
+    }))
+}
+
 pub fn capture_redemption(r: pb::CaptureRedemptionRequest) -> Field<Command> {
     let merchant = account("merchant_id", r.merchant_id)?;
     Ok(Command::CaptureRedemption(CaptureRedemption {

@@ -182,7 +182,15 @@ impl Guarded {
 
     /// [`Guarded::start`] with other `options` (an access file among them).
     pub async fn start_with(options: ServeOptions, now: &str) -> Self {
-        let log = ledger_core::log::memory::MemoryLog::new();
+        Self::start_on(ledger_core::log::memory::MemoryLog::new(), options, now).await
+    }
+
+    /// [`Guarded::start_with`] on `log` (a restart: the log of a server stopped).
+    pub async fn start_on(
+        log: ledger_core::log::memory::MemoryLog,
+        options: ServeOptions,
+        now: &str,
+    ) -> Self {
         let clock = Arc::new(FixedClock::new(at(now)));
         let spawned = spawn_with(Arc::new(log.clone()), clock.clone(), options).await;
         Self {

@@ -620,6 +620,60 @@ async fn a_client_that_stops_reading_holds_a_shutdown_no_longer_than_its_grace()
     drop(unread);
 }
 
+/// A retry of an authorisation after the redemption-token key was replaced (the
+/// server restarted with another `redemption-token.key`): the original hold, as for
+/// any retry, not `TOKEN_INVALID`. A new request with the old token is still refused.
+#[tokio::test]
+async fn an_authorisation_retried_after_the_token_key_changed_gets_its_original_hold() {
+    let s = Server::start().await;
+    s.points_for_v1().await;
+    let request = pb::AuthorizeRedemptionRequest {
+        request_id: "till-7-0042".into(),
+        merchant_id: "m-1".into(),
+        token: s.token_for_v1("20").await,
+        points: "20".into(),
+    };
+    let first = s
+        .redemptions()
+        .authorize_redemption(with(MERCHANT, request.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let log = s.log.clone();
+    s.stop().await;
+    // Each start without a key file draws a new key (`PartnerConfig::default`).
+    let s = Server(
+        Guarded::start_on(log, ledger_server::ServeOptions::with_access(access()), NOW).await,
+    );
+    let retried = s
+        .redemptions()
+        .authorize_redemption(with(MERCHANT, request.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            retried.hold_id.as_str(),
+            retried.points.as_str(),
+            retried.replayed
+        ),
+        (first.hold_id.as_str(), first.points.as_str(), true)
+    );
+    let fresh = pb::AuthorizeRedemptionRequest {
+        request_id: "till-7-0043".into(),
+        ..request
+    };
+    assert_eq!(
+        refused(
+            s.redemptions()
+                .authorize_redemption(with(MERCHANT, fresh))
+                .await
+        ),
+        (Code::InvalidArgument, "TOKEN_INVALID".to_owned())
+    );
+    s.stop().await;
+}
+
 /// operations.md, Limits: a caller far over its rate gets `RATE_LIMITED` for every
 /// call it is refused, on a connection that stays up. The refusal used to be sent
 /// before the call's message was read; h2 then reset each such stream, counted the

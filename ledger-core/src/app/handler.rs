@@ -354,6 +354,22 @@ impl Handler {
         Ok(events.len() as u64)
     }
 
+    /// The original outcome of an earlier request identical to `command` (same request
+    /// id, same digest), without deciding anything: None if there is none. For a
+    /// retry the edge can no longer turn into a command it would decide (a redemption
+    /// token signed with a key replaced since), which must still get its answer.
+    pub async fn recorded_outcome(
+        &self,
+        command: &Command,
+    ) -> Result<Option<Outcome>, CommandError> {
+        let target = self.load(command.target()).await?;
+        Ok(target.requests.get(command.request_id()).and_then(|seen| {
+            let digest = command.digest_as(self.config.payload_encoding);
+            (seen.digest == digest || command.matches_digest(&seen.digest))
+                .then(|| seen.outcome.clone())
+        }))
+    }
+
     /// Execute one command: its outcome, the original outcome of an identical earlier
     /// request (`replayed`), or why not.
     pub async fn execute(&self, command: &Command) -> Result<Outcome, CommandError> {
