@@ -121,7 +121,7 @@ pub fn describe() {
     describe_counter!(
         PROJECTION_FOLD_ANOMALIES_TOTAL,
         Unit::Count,
-        "events a projection folded since the server started that this ledger's handler would not have written (a foreign or imported log; the server log names the first ones)"
+        "events of the log, up to the projection's checkpoint, that this ledger's handler would not have written (a foreign or imported log; the server log names the first ones of each run)"
     );
 }
 

@@ -508,6 +508,10 @@ pub struct ReadModels {
     pub checkpoint_event: Option<CheckpointEvent>,
     /// How many events were applied.
     pub events: u64,
+    /// How many of them were folded with a [`FoldAnomaly`]: a fold of the log like the
+    /// rest of the state, so a restart from a snapshot keeps the count (0 for every log
+    /// this ledger's handler wrote).
+    pub fold_anomalies: u64,
     pub accounts: Interner,
     pub rows: Vec<AccountRow>,
     pub regions: Regions,
@@ -577,6 +581,12 @@ impl ReadModels {
         Ok(self.apply_at(recorded, &event))
     }
 
+    /// Count `anomaly`, if any, and hand it on.
+    fn counted(&mut self, anomaly: Option<FoldAnomaly>) -> Option<FoldAnomaly> {
+        self.fold_anomalies += u64::from(anomaly.is_some());
+        anomaly
+    }
+
     /// [`ReadModels::apply`] of `recorded` given its payload already decoded: `event`
     /// is what this process's handler encoded the payload from
     /// ([`ledger_core::app::DecodedEvents`]). Debug builds decode the payload anyway
@@ -610,6 +620,7 @@ impl ReadModels {
 
     fn apply_at(&mut self, recorded: &RecordedEvent, event: &LedgerEvent) -> Option<FoldAnomaly> {
         let anomaly = self.apply_event(event);
+        let anomaly = self.counted(anomaly);
         self.checkpoint = Some(recorded.position);
         match &mut self.checkpoint_event {
             Some(at) => {
@@ -866,6 +877,7 @@ impl ReadModels {
         // hashing it would change every digest already recorded.
         put(h, &self.checkpoint);
         put(h, &self.events);
+        put(h, &self.fold_anomalies);
         put(h, &self.accounts);
         put(h, &self.rows);
         put(h, &self.regions);

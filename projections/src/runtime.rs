@@ -158,9 +158,10 @@ impl Projections {
         self.stats.snapshot_age()
     }
 
-    /// Events the worker folded with a [`crate::FoldAnomaly`] since it started.
+    /// Events of the log folded with a [`crate::FoldAnomaly`] up to the checkpoint
+    /// (kept in the read models, so a snapshot carries it).
     pub fn fold_anomalies(&self) -> u64 {
-        self.stats.fold_anomalies()
+        self.read().fold_anomalies
     }
 }
 
@@ -550,7 +551,6 @@ async fn run(
                                     };
                                     if let Some(a) = anomaly {
                                         anomalies.note(e.id, e.position, a);
-                                        stats.set_fold_anomalies(anomalies.seen());
                                     }
                                     since_snapshot += 1;
                                 }

@@ -128,7 +128,8 @@ pub mod pairs {
 /// 12: an account row's month key is signed (`MonthTotal::month`, years before 1 CE
 /// kept apart as the service index keeps them): zigzag, not plain varints, so a
 /// format-11 row would read as other months, not fail.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 12;
+/// 13: the count of events folded with a fold anomaly (`ReadModels::fold_anomalies`).
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 13;
 const MAGIC: &[u8; 8] = b"TBPROJ\0\0";
 const HEADER_BYTES: usize = 8 + 4 + 8 + 32;
 pub const SNAPSHOT_FILE: &str = "read-models.snap";

@@ -15,8 +15,9 @@
 //!   would grow whenever a sample lands between an append and its apply).
 //! - **Snapshot age**: time since the worker last wrote a snapshot, or since it
 //!   started if it has not written one (a snapshot loaded at start counts as new).
-//! - **Fold anomalies**: events folded since the worker started that break a rule of
-//!   the handler's logs (`anomaly.rs`); nonzero only on a log something else wrote.
+//! - **Fold anomalies**: events of the log folded so far that break a rule of the
+//!   handler's logs (`anomaly.rs`, kept in the read models and their snapshot);
+//!   nonzero only on a log something else wrote.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,8 +52,6 @@ pub(crate) struct WorkerStats {
     started: Instant,
     /// Nanoseconds after `started` of the last snapshot written; 0: none yet.
     last_snapshot_nanos: AtomicU64,
-    /// Events folded with a [`crate::FoldAnomaly`] since the worker started.
-    fold_anomalies: AtomicU64,
 }
 
 impl WorkerStats {
@@ -60,16 +59,7 @@ impl WorkerStats {
         Self {
             started: Instant::now(),
             last_snapshot_nanos: AtomicU64::new(0),
-            fold_anomalies: AtomicU64::new(0),
         }
-    }
-
-    pub(crate) fn set_fold_anomalies(&self, n: u64) {
-        self.fold_anomalies.store(n, Ordering::Relaxed);
-    }
-
-    pub(crate) fn fold_anomalies(&self) -> u64 {
-        self.fold_anomalies.load(Ordering::Relaxed)
     }
 
     pub(crate) fn snapshot_written(&self) {
@@ -92,7 +82,7 @@ pub struct WorkerSample {
     pub lag_events: u64,
     pub lag: Duration,
     pub snapshot_age: Duration,
-    /// Events folded with a [`crate::FoldAnomaly`] since the worker started.
+    /// Events of the log folded with a [`crate::FoldAnomaly`] up to the checkpoint.
     pub fold_anomalies: u64,
 }
 

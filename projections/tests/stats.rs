@@ -239,7 +239,8 @@ async fn a_foreign_logs_anomalies_are_counted_and_the_worker_folds_on() {
             .unwrap();
         head = Some(appended.last_position());
     }
-    let (p, w) = runtime::start(log.clone(), ProjectionConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (p, w) = runtime::start(log.clone(), snapshots_at_stop(dir.path())).await;
     caught_up(&p, head.unwrap()).await;
     assert_eq!(
         p.fold_anomalies(),
@@ -273,6 +274,16 @@ async fn a_foreign_logs_anomalies_are_counted_and_the_worker_folds_on() {
         .unwrap();
     caught_up(&p, appended.last_position()).await;
     assert!(p.read().account_index("v-2").is_some());
+    w.stop().await.unwrap();
+    // The count is the log's, kept in the snapshot: a restart resumes with it.
+    let (p, w) = runtime::start(log.clone(), snapshots_at_stop(dir.path())).await;
+    caught_up(&p, appended.last_position()).await;
+    assert_eq!(p.fold_anomalies(), 2);
+    assert_eq!(
+        p.read().events,
+        5,
+        "resumed from the snapshot, nothing refolded"
+    );
     w.stop().await.unwrap();
 }
 
