@@ -165,7 +165,9 @@ impl RedemptionService {
                 Err(refused) => match convert::authorize_redemption_unverified(r) {
                     Some(command) => match self.0.handler.recorded_outcome(&command).await {
                         Ok(Some(outcome)) => (command.target().clone(), outcome),
-                        _ => return Err(rejected(refused)),
+                        Ok(None) => return Err(rejected(refused)),
+                        // The stream could not be read: maybe a retry, so not "invalid".
+                        Err(e) => return Err(crate::status::describe(&e)),
                     },
                     None => return Err(rejected(refused)),
                 },
