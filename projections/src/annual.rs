@@ -49,6 +49,9 @@ pub enum AnnualError {
     Region(#[from] RankingError),
     #[error("organisation {0:?} is not a registered organisation")]
     UnknownOrganisation(String),
+    /// Registered, as another kind of account.
+    #[error("{id:?} is not an organisation (it is registered as: {kind})")]
+    NotAnOrganisation { id: String, kind: &'static str },
     #[error("year {0} is not a calendar year the ledger can hold")]
     Year(i32),
     #[error("minimum {0} hours is outside 0 to {ANNUAL_MINIMUM_HOURS_MAX}")]
@@ -97,8 +100,15 @@ impl ReadModels {
             Scope::Organisation(o) => {
                 let org = self
                     .account_index(o)
-                    .filter(|&i| self.row(i).kind == Kind::Organisation)
+                    .filter(|&i| self.row(i).kind != Kind::Unregistered)
                     .ok_or_else(|| AnnualError::UnknownOrganisation(o.to_owned()))?;
+                let kind = self.row(org).kind;
+                if kind != Kind::Organisation {
+                    return Err(AnnualError::NotAnOrganisation {
+                        id: o.to_owned(),
+                        kind: kind.name(),
+                    });
+                }
                 (0..u32::try_from(self.rows.len()).expect("fewer than 2^32 accounts"))
                     .filter(|&v| {
                         let row = self.row(v);

@@ -620,6 +620,64 @@ async fn a_client_that_stops_reading_holds_a_shutdown_no_longer_than_its_grace()
     drop(unread);
 }
 
+/// Found by probing the read API as a careless client: a star level asked of an
+/// organisation said "not registered … pass the registration's position as
+/// min_position" (which can never help); a 4,000-character policy version was quoted
+/// whole, over clients' 8 KiB header limit, so the refusal arrived as a transport
+/// error; a VerifyLog range ending before it starts answered `ok` having checked
+/// nothing.
+#[tokio::test]
+async fn read_refusals_say_what_is_wrong_and_fit_in_a_status() {
+    let s = Server::start().await;
+    let star = |volunteer: &str, policy: String| pb::GetStarLevelRequest {
+        min_position: None,
+        volunteer_id: volunteer.into(),
+        policy_version: policy,
+    };
+    let e = s
+        .queries()
+        .get_star_level(with(ADMIN, star("org", String::new())))
+        .await
+        .expect_err("an organisation has no star level");
+    assert_eq!(why(&e), (Code::NotFound, "NOT_A_VOLUNTEER".to_owned()));
+    assert!(
+        e.message()
+            .contains("is not a volunteer (it is registered as: organisation)"),
+        "{}",
+        e.message()
+    );
+    let e = s
+        .queries()
+        .get_star_level(with(ADMIN, star("v1", "p".repeat(4_000))))
+        .await
+        .expect_err("no such policy");
+    assert_eq!(
+        why(&e),
+        (Code::InvalidArgument, "UNKNOWN_POLICY_VERSION".to_owned())
+    );
+    assert!(e.message().len() < 400, "{}", e.message().len());
+    let at = |commit: u64| pb::LogPosition {
+        commit,
+        prepare: commit,
+    };
+    let e = s
+        .audit()
+        .verify_log(with(
+            AUDITOR,
+            pb::VerifyLogRequest {
+                after: Some(at(4)),
+                up_to: Some(at(2)),
+            },
+        ))
+        .await
+        .expect_err("a range that ends before it starts");
+    assert_eq!(
+        why(&e),
+        (Code::InvalidArgument, "FIELD_MALFORMED".to_owned())
+    );
+    s.stop().await;
+}
+
 /// A retry of an authorisation after the redemption-token key was replaced (the
 /// server restarted with another `redemption-token.key`): the original hold, as for
 /// any retry, not `TOKEN_INVALID`. A new request with the old token is still refused.

@@ -127,6 +127,19 @@ pub async fn rebuild(data_dir: &Path) -> Result<RebuildReport, RebuildError> {
     })
 }
 
+/// Most characters of a caller's text quoted back in an error message. A status
+/// message travels in HTTP/2 headers, which clients cap (gRPC C-core at 8 KiB): a
+/// 4,000-character version quoted whole turned the answer into a transport error.
+pub const ECHOED_CHARS_MAX: usize = 64;
+
+/// `text` as an error message quotes it: at most [`ECHOED_CHARS_MAX`] characters.
+fn echoed(text: &str) -> String {
+    match text.char_indices().nth(ECHOED_CHARS_MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
 /// Why a query was not answered. Each variant says what the caller can do.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -138,6 +151,13 @@ pub enum QueryError {
     UnknownAccount(String),
     #[error("{0} is not a volunteer registered by the report's as_of time")]
     NotAVolunteer(String),
+    /// Registered as another kind than the query is about: no position or retry helps.
+    #[error("account {account} is not a {wanted} (it is registered as: {is}); check the id")]
+    WrongKind {
+        account: String,
+        is: &'static str,
+        wanted: &'static str,
+    },
     #[error("region {0:?} has no registered accounts; check the region code")]
     UnknownRegion(String),
     #[error("star policy version {version:?} is not configured; known: {known}")]
@@ -191,7 +211,7 @@ impl From<CreditError> for QueryError {
 impl From<&CreditError> for QueryError {
     fn from(e: &CreditError) -> Self {
         match e {
-            CreditError::UnknownModel(m) => Self::UnknownModel(m.clone()),
+            CreditError::UnknownModel(m) => Self::UnknownModel(echoed(m)),
             CreditError::NotAVolunteer(v) => Self::NotAVolunteer(v.clone()),
             CreditError::Read(r) => r.into(),
             CreditError::Decode(d) => Self::LogCorrupt(d.to_string()),
@@ -307,7 +327,7 @@ impl QueryService {
         self.policies
             .get(version)
             .ok_or_else(|| QueryError::UnknownPolicy {
-                version: version.to_owned(),
+                version: echoed(version),
                 known: self.policies.versions().collect::<Vec<_>>().join(", "),
             })
     }
@@ -402,8 +422,15 @@ impl QueryService {
             .projections
             .read()
             .account_view(volunteer.as_str(), self.this_year(), &policy)
-            .filter(|v| v.kind == "volunteer")
+            .filter(|v| v.kind != "unregistered")
             .ok_or_else(|| QueryError::UnknownAccount(volunteer.to_string()))?;
+        if view.kind != "volunteer" {
+            return Err(QueryError::WrongKind {
+                account: volunteer.to_string(),
+                is: view.kind,
+                wanted: "volunteer",
+            });
+        }
         Ok(convert::star(&view.star, cp))
     }
 
@@ -559,6 +586,11 @@ impl QueryService {
                     .map_err(|e| match e {
                         AnnualError::Region(r) => r.into(),
                         AnnualError::UnknownOrganisation(o) => QueryError::UnknownAccount(o),
+                        AnnualError::NotAnOrganisation { id, kind } => QueryError::WrongKind {
+                            account: id,
+                            is: kind,
+                            wanted: "organisation",
+                        },
                         e @ (AnnualError::Year(_) | AnnualError::Minimum(_)) => {
                             let field = if matches!(e, AnnualError::Year(_)) {
                                 "year"
