@@ -15,7 +15,7 @@
 //! | `FAILED_PRECONDITION` | every other business rule (`INSUFFICIENT_HOURS`, `INSUFFICIENT_POINTS`, `NO_CURRENT_CONSENT`, `TOKEN_EXPIRED`, `TOKEN_ALREADY_USED`, `TOKEN_MAXIMUM_EXCEEDED`, `HOLD_ALREADY_CAPTURED`, `HOLD_VOIDED`, `HOLD_EXPIRED`, `CAPTURE_EXCEEDS_HOLD`, `HOURS_PER_DAY_EXCEEDED`, `OVERLAPPING_SERVICE`, `ALREADY_REVERSED`, `REVERSAL_OF_REVERSAL`, …) |
 //! | `ABORTED` | `CONTENTION`: the account changed under the command too often; retry |
 //! | `UNAVAILABLE` | `LOG_UNAVAILABLE`: retry with the same request id; queries: `NOT_CAUGHT_UP` (the read models have not reached `min_position` within the wait bound; retry) |
-//! | `NOT_FOUND` (queries) | `UNKNOWN_ACCOUNT`, `NOT_A_VOLUNTEER`, `NOT_AN_ORGANISATION`, `UNKNOWN_REGION` |
+//! | `NOT_FOUND` (queries) | `UNKNOWN_ACCOUNT`, `NOT_A_VOLUNTEER`, `NOT_AN_ORGANISATION`, `NOT_A_MERCHANT`, `UNKNOWN_REGION` |
 //! | `INVALID_ARGUMENT` (queries) | bad fields as for commands, `UNKNOWN_POLICY_VERSION`, `UNKNOWN_MODEL_VERSION` |
 //! | `FAILED_PRECONDITION` (queries) | `STREAM_TOO_LONG`: a report or replay reads the account's whole stream, and it holds more than `CREDIT_STREAM_EVENTS_MAX` events; retrying cannot help, call an operator |
 //! | `DATA_LOSS` | `LOG_CORRUPT`: stored data failed a check; call an operator |
@@ -155,11 +155,14 @@ pub fn query_status_described(e: &crate::queries::QueryError) -> Described {
         }
         Q::UnknownAccount(_) => (Code::NotFound, "UNKNOWN_ACCOUNT"),
         Q::NotAVolunteer(_) => (Code::NotFound, "NOT_A_VOLUNTEER"),
-        Q::WrongKind {
-            wanted: "volunteer",
-            ..
-        } => (Code::NotFound, "NOT_A_VOLUNTEER"),
-        Q::WrongKind { .. } => (Code::NotFound, "NOT_AN_ORGANISATION"),
+        Q::WrongKind { wanted, .. } => (
+            Code::NotFound,
+            match *wanted {
+                "volunteer" => "NOT_A_VOLUNTEER",
+                "merchant" => "NOT_A_MERCHANT",
+                _ => "NOT_AN_ORGANISATION",
+            },
+        ),
         Q::UnknownRegion(_) => (Code::NotFound, "UNKNOWN_REGION"),
         Q::UnknownPolicy { .. } => (Code::InvalidArgument, "UNKNOWN_POLICY_VERSION"),
         Q::UnknownModel(_) => (Code::InvalidArgument, "UNKNOWN_MODEL_VERSION"),

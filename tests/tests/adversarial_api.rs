@@ -678,6 +678,82 @@ async fn read_refusals_say_what_is_wrong_and_fit_in_a_status() {
     s.stop().await;
 }
 
+/// Page tokens past the end of a list (or with a sign) and merchant lists for an
+/// account that is not a merchant used to answer OK and empty: read as "end of list"
+/// or "no redemptions" by a client. Found by probing the read API.
+#[tokio::test]
+async fn tokens_never_issued_and_non_merchants_are_refused_not_answered_empty() {
+    let s = Server::start().await;
+    s.points_for_v1().await;
+    s.hold_on_v1("till-1", "5").await;
+    let list = |merchant: &str, token: &str| pb::ListRedemptionsRequest {
+        min_position: None,
+        merchant_id: merchant.into(),
+        page_size: 0,
+        page_token: token.into(),
+    };
+    let malformed = (Code::InvalidArgument, "FIELD_MALFORMED".to_owned());
+    for token in ["999999", "+1", "1"] {
+        assert_eq!(
+            refused(
+                s.redemptions()
+                    .list_redemptions(with(ADMIN, list("m-1", token)))
+                    .await
+            ),
+            malformed,
+            "{token}"
+        );
+    }
+    assert_eq!(
+        refused(
+            s.redemptions()
+                .list_redemptions(with(ADMIN, list("v1", "")))
+                .await
+        ),
+        (Code::NotFound, "NOT_A_MERCHANT".to_owned())
+    );
+    assert_eq!(
+        refused(
+            s.redemptions()
+                .list_redemptions(with(ADMIN, list("nobody", "")))
+                .await
+        ),
+        (Code::NotFound, "UNKNOWN_ACCOUNT".to_owned())
+    );
+    let settle = pb::GetSettlementStatementRequest {
+        min_position: None,
+        merchant_id: "org".into(),
+        from: Some(ts("2026-01-01T00:00:00Z")),
+        to: Some(ts("2027-01-01T00:00:00Z")),
+    };
+    assert_eq!(
+        refused(
+            s.redemptions()
+                .get_settlement_statement(with(ADMIN, settle))
+                .await
+        ),
+        (Code::NotFound, "NOT_A_MERCHANT".to_owned())
+    );
+    let transactions = |token: &str| pb::ListTransactionsRequest {
+        min_position: None,
+        account_id: "v1".into(),
+        page_size: 0,
+        page_token: token.into(),
+    };
+    for token in ["999", "+1"] {
+        assert_eq!(
+            refused(
+                s.queries()
+                    .list_transactions(with(ADMIN, transactions(token)))
+                    .await
+            ),
+            malformed,
+            "{token}"
+        );
+    }
+    s.stop().await;
+}
+
 /// A retry of an authorisation after the redemption-token key was replaced (the
 /// server restarted with another `redemption-token.key`): the original hold, as for
 /// any retry, not `TOKEN_INVALID`. A new request with the old token is still refused.

@@ -57,6 +57,19 @@ impl ConsentService {
         let mut from = page_start(&r.page_token)?;
         let mut inquiries = Vec::new();
         let stream = volunteer.stream();
+        // A token is a version at most the stream's length (it may point just past the
+        // last event, when a page ended on it); one beyond that was never issued.
+        if from > 0
+            && self
+                .0
+                .log()
+                .read_stream(&stream, from - 1, 1)
+                .await
+                .map_err(|e| internal(Code::Unavailable, "LOG_UNAVAILABLE", e.to_string()))?
+                .is_empty()
+        {
+            return Err(super::page_token_not_issued());
+        }
         // Scan the stream a page at a time until a page of inquiries is full.
         loop {
             let page = self

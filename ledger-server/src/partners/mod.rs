@@ -194,20 +194,58 @@ pub(crate) fn internal(code: Code, reason: &'static str, message: String) -> Des
     }
 }
 
-/// A page token: the number the next page starts at.
+/// A page token: the number the next page starts at. Digits only (`u64`'s parser
+/// also takes a `+`, which this server never writes).
 pub(crate) fn page_start(token: &str) -> Result<u64, Described> {
     if token.is_empty() {
         return Ok(0);
     }
-    token.parse().map_err(|_| {
-        crate::status::describe_rejection(&ledger_core::domain::Rejection::input(
-            "page_token",
-            ledger_core::domain::InputProblem::Malformed(
-                "is not a token this server issued; send the next_page_token of the previous page"
-                    .to_owned(),
-            ),
-        ))
-    })
+    token
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| token.parse().ok())
+        .flatten()
+        .ok_or_else(page_token_not_issued)
+}
+
+/// `INVALID_ARGUMENT` on `page_token`: malformed, or past the end of a list that only
+/// grows (a token is issued only when a next page exists), so not one this server
+/// issued. It used to read as an empty last page, which a client took for the end.
+pub(crate) fn page_token_not_issued() -> Described {
+    crate::status::describe_rejection(&ledger_core::domain::Rejection::input(
+        "page_token",
+        ledger_core::domain::InputProblem::Malformed(
+            "is not a token this server issued; send the next_page_token of the previous page"
+                .to_owned(),
+        ),
+    ))
+}
+
+/// `merchant`'s account index if the read models hold it as a registered merchant;
+/// otherwise why not (`UNKNOWN_ACCOUNT`, or `NOT_A_MERCHANT` naming its kind). A
+/// merchant's list or statement for any other id was an empty answer that a
+/// reconciliation job could not tell from "no redemptions".
+pub(crate) fn registered_merchant(
+    m: &projections::ReadModels,
+    merchant: &ledger_core::domain::account::AccountId,
+) -> Result<u32, Described> {
+    let refused = |e: crate::queries::QueryError| crate::status::query_status_described(&e);
+    let i = m
+        .account_index(merchant.as_str())
+        .filter(|&i| m.row(i).kind != projections::account::Kind::Unregistered)
+        .ok_or_else(|| {
+            refused(crate::queries::QueryError::UnknownAccount(
+                merchant.to_string(),
+            ))
+        })?;
+    match m.row(i).kind {
+        projections::account::Kind::Merchant => Ok(i),
+        kind => Err(refused(crate::queries::QueryError::WrongKind {
+            account: merchant.to_string(),
+            is: kind.name(),
+            wanted: "merchant",
+        })),
+    }
 }
 
 /// Default and largest page of the partner list RPCs (as `ListTransactions`).

@@ -223,28 +223,24 @@ impl RedemptionService {
         let from = page_start(&r.page_token)? as usize;
         let cp = self.fresh(r.min_position).await?;
         let m = self.0.projections.read();
-        let (page, more) = match m.account_index(merchant.as_str()) {
-            Some(i) => {
-                // One more than the page tells whether another follows, without
-                // collecting the rest (which made paging through all O(N²), under the
-                // read models' lock).
-                let all: Vec<&Redemption> = m
-                    .redemptions
-                    .of_merchant(i)
-                    .skip(from)
-                    .take(size.saturating_add(1))
-                    .collect();
-                let more = all.len() > size;
-                (
-                    all.into_iter()
-                        .take(size)
-                        .map(|x| redemption(&m, x))
-                        .collect(),
-                    more,
-                )
-            }
-            None => (Vec::new(), false),
-        };
+        let i = super::registered_merchant(&m, &merchant)?;
+        // One more than the page tells whether another follows, without collecting the
+        // rest (which made paging through all O(N²), under the read models' lock).
+        let all: Vec<&Redemption> = m
+            .redemptions
+            .of_merchant(i)
+            .skip(from)
+            .take(size.saturating_add(1))
+            .collect();
+        if from > 0 && all.is_empty() {
+            return Err(super::page_token_not_issued());
+        }
+        let more = all.len() > size;
+        let page = all
+            .into_iter()
+            .take(size)
+            .map(|x| redemption(&m, x))
+            .collect();
         Ok(pb::ListRedemptionsResponse {
             next_page_token: if more {
                 (from + size).to_string()
@@ -290,19 +286,15 @@ impl RedemptionService {
         }
         let cp = self.fresh(r.min_position).await?;
         let m = self.0.projections.read();
-        let (captures, total, lines, truncated) = match m.account_index(merchant.as_str()) {
-            Some(i) => {
-                let c = m.redemptions.captures_between(
-                    i,
-                    from.timestamp(),
-                    to.timestamp(),
-                    SETTLEMENT_LINES_MAX,
-                );
-                let lines = c.lines.iter().map(|x| redemption(&m, x)).collect();
-                (c.captures, c.total, lines, c.truncated)
-            }
-            None => (0, 0, Vec::new(), false),
-        };
+        let i = super::registered_merchant(&m, &merchant)?;
+        let c = m.redemptions.captures_between(
+            i,
+            from.timestamp(),
+            to.timestamp(),
+            SETTLEMENT_LINES_MAX,
+        );
+        let lines = c.lines.iter().map(|x| redemption(&m, x)).collect();
+        let (captures, total, truncated) = (c.captures, c.total, c.truncated);
         Ok(pb::SettlementStatement {
             merchant_id: merchant.to_string(),
             from: Some(to_timestamp(from)),

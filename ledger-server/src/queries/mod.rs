@@ -372,17 +372,21 @@ impl QueryService {
             0 => TRANSACTIONS_PAGE_DEFAULT,
             n => n.min(TRANSACTIONS_PAGE_MAX),
         } as usize;
+        let token_not_issued = || {
+            Rejection::input(
+                "page_token",
+                ledger_core::domain::InputProblem::Malformed(
+                    "is not a token this server issued; send the next_page_token of the previous page".to_owned(),
+                ),
+            )
+        };
+        // Digits only: `u64`'s parser also takes a `+`, which this server never writes.
         let from: u64 = if r.page_token.is_empty() {
             0
+        } else if r.page_token.bytes().all(|b| b.is_ascii_digit()) {
+            r.page_token.parse().map_err(|_| token_not_issued())?
         } else {
-            r.page_token.parse().map_err(|_| {
-                Rejection::input(
-                    "page_token",
-                    ledger_core::domain::InputProblem::Malformed(
-                        "is not a token this server issued; send the next_page_token of the previous page".to_owned(),
-                    ),
-                )
-            })?
+            return Err(token_not_issued().into());
         };
         let cp = self.fresh(r.min_position).await?;
         // One extra event tells whether there is a next page.
@@ -392,6 +396,12 @@ impl QueryService {
             .await?;
         if from == 0 && page.is_empty() {
             return Err(QueryError::UnknownAccount(account.to_string()));
+        }
+        // A next token is issued only when more events follow, and a stream only
+        // grows: an empty page after one is a token this server never issued (it read
+        // as the end of the list).
+        if page.is_empty() {
+            return Err(token_not_issued().into());
         }
         let next = (page.len() > size).then(|| {
             page.truncate(size);
