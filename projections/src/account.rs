@@ -296,9 +296,14 @@ pub fn recorded_at(e: &LedgerEvent) -> DateTime<Utc> {
 /// The history line of an event of `account`'s stream.
 pub fn history_entry(account: &AccountId, r: &RecordedEvent) -> Result<HistoryEntry, DecodeError> {
     let e = LedgerEvent::decode(&r.event_type, &r.data)?;
+    // At two places always: a line with no movement in a unit says "0.00", as the
+    // proto documents, not "0" (a zero Decimal from nothing has scale 0).
     let net = |unit| {
-        e.postings()
-            .map_or(Decimal::ZERO, |p| net_for(p, account, unit))
+        let mut d = e
+            .postings()
+            .map_or(Decimal::ZERO, |p| net_for(p, account, unit));
+        d.rescale(2);
+        d
     };
     let (mut hours, honour_hours, points) =
         (net(Unit::Hours), net(Unit::HonourHours), net(Unit::Points));

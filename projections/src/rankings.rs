@@ -78,7 +78,7 @@ impl ReadModels {
             .map(|&(c, v)| Ranked {
                 id: self.accounts.name(v).to_owned(),
                 hours: decimal(c),
-                served: Decimal::ZERO,
+                served: decimal(0),
             })
             .collect()
     }
@@ -132,7 +132,7 @@ impl ReadModels {
             .map(|(c, id)| Ranked {
                 id: id.to_owned(),
                 hours: decimal(c),
-                served: Decimal::ZERO,
+                served: decimal(0),
             })
             .collect())
     }

@@ -734,6 +734,33 @@ async fn tokens_never_issued_and_non_merchants_are_refused_not_answered_empty() 
         ),
         (Code::NotFound, "NOT_A_MERCHANT".to_owned())
     );
+    // Amounts are at two places, zeros too ("0.00", as the proto says; it was "0").
+    let entries = s
+        .queries()
+        .list_transactions(with(
+            ADMIN,
+            pb::ListTransactionsRequest {
+                min_position: None,
+                account_id: "v1".into(),
+                page_size: 0,
+                page_token: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(!entries.is_empty());
+    for e in &entries {
+        for amount in [&e.hours, &e.honour_hours, &e.points] {
+            assert!(
+                amount
+                    .split_once('.')
+                    .is_some_and(|(_, places)| places.len() == 2),
+                "{amount:?} in {e:?}"
+            );
+        }
+    }
     let transactions = |token: &str| pb::ListTransactionsRequest {
         min_position: None,
         account_id: "v1".into(),
