@@ -363,6 +363,33 @@ pub(crate) fn scoped_request_id(owner: &AccountId, text: String) -> Field<Reques
     RequestId::new(scoped).map_err(|e| Rejection::input("request_id", e))
 }
 
+/// A page token: the number the next page starts at (0 for none). Digits only:
+/// `u64`'s parser also takes a `+`, which this server never writes.
+pub(crate) fn page_token(token: &str) -> Field<u64> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    token
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| token.parse().ok())
+        .flatten()
+        .ok_or_else(page_token_not_issued)
+}
+
+/// `page_token` malformed, or past the end of a list that only grows (a token is
+/// issued only when a next page exists), so not one this server issued. A token past
+/// the end used to read as an empty last page, which a client took for the end.
+pub(crate) fn page_token_not_issued() -> Rejection {
+    Rejection::input(
+        "page_token",
+        InputProblem::Malformed(
+            "is not a token this server issued; send the next_page_token of the previous page"
+                .to_owned(),
+        ),
+    )
+}
+
 pub(crate) fn points(field: &str, text: &str) -> Field<Points> {
     if text.is_empty() {
         return Err(Rejection::missing(field));

@@ -157,10 +157,10 @@ pub fn query_status_described(e: &crate::queries::QueryError) -> Described {
         Q::NotAVolunteer(_) => (Code::NotFound, "NOT_A_VOLUNTEER"),
         Q::WrongKind { wanted, .. } => (
             Code::NotFound,
-            match *wanted {
-                "volunteer" => "NOT_A_VOLUNTEER",
-                "merchant" => "NOT_A_MERCHANT",
-                _ => "NOT_AN_ORGANISATION",
+            match wanted {
+                crate::queries::Wanted::Volunteer => "NOT_A_VOLUNTEER",
+                crate::queries::Wanted::Organisation => "NOT_AN_ORGANISATION",
+                crate::queries::Wanted::Merchant => "NOT_A_MERCHANT",
             },
         ),
         Q::UnknownRegion(_) => (Code::NotFound, "UNKNOWN_REGION"),

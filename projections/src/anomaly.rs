@@ -63,8 +63,8 @@ impl FoldAnomaly {
     }
 }
 
-/// Counts a worker's anomalies and names the first [`ANOMALIES_NOTED_MAX`] in the
-/// server's log.
+/// Names a run's first [`ANOMALIES_NOTED_MAX`] anomalies in the server's log (the
+/// count of the whole log is `ReadModels::fold_anomalies`).
 #[derive(Debug, Default)]
 pub struct AnomalyNotes {
     seen: u64,
@@ -86,9 +86,5 @@ impl AnomalyNotes {
                 );
             }
         }
-    }
-
-    pub fn seen(&self) -> u64 {
-        self.seen
     }
 }

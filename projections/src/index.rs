@@ -56,13 +56,8 @@ pub const INDEX_CELLS_MAX: usize = u32::MAX as usize;
 /// "No cell yet" in a node's row of slots.
 const NO_SLOT: u32 = u32::MAX;
 
-/// A month as `year * 12 + month0`: the rows' key ([`crate::model::month_key`]), so
-/// that a deposit's month is the same cell for both.
-fn month_number(d: NaiveDate) -> i32 {
-    crate::model::month_key(d)
-}
-
-/// The month period of a [`month_number`].
+/// The month period of a month key ([`crate::model::month_key`], the rows' key too,
+/// so that a deposit's month is the same cell for both).
 fn month_period(month: i32) -> Period {
     Period::Month(month.div_euclid(12), month.rem_euclid(12) as u32 + 1)
 }
@@ -71,7 +66,7 @@ fn month_period(month: i32) -> Period {
 /// node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Served {
-    /// The service month ([`month_number`]).
+    /// The service month ([`crate::model::month_key`]).
     pub month: i32,
     /// The volunteers' registered region node.
     pub node: u32,
@@ -535,7 +530,7 @@ impl ServiceIndex {
         // Distinct activities: only if the activity's (month, node) entry came or went
         // does any cell's count change, and then in the cells of the node and its
         // ancestors that no other entry keeps it in.
-        let month = month_number(day);
+        let month = crate::model::month_key(day);
         let refs = &mut self.activity_refs[a];
         if !refs.step(month, own, sign) {
             return;

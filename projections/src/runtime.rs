@@ -619,9 +619,9 @@ pub async fn rebuild(log: &dyn EventLog, dir: Option<&Path>) -> Result<ReadModel
             }
         }
     }
-    if anomalies.seen() > 0 {
+    if models.fold_anomalies > 0 {
         tracing::warn!(
-            anomalies = anomalies.seen(),
+            anomalies = models.fold_anomalies,
             "the rebuild folded events this ledger's handler would not have written (docs/operations.md, fold anomalies)"
         );
     }

@@ -96,6 +96,13 @@ impl From<ReadError> for CommandError {
     }
 }
 
+/// True if `command` (whose digest in this server's encoding is `digest`) is the
+/// request recorded with `recorded`: the same form as ours, or (the payload-encoding
+/// setting changed since) the other one.
+fn same_request(command: &Command, digest: &str, recorded: &str) -> bool {
+    recorded == digest || command.matches_digest(recorded)
+}
+
 impl From<FoldError> for CommandError {
     fn from(e: FoldError) -> Self {
         Self::LogCorrupt(e.to_string())
@@ -363,11 +370,12 @@ impl Handler {
         command: &Command,
     ) -> Result<Option<Outcome>, CommandError> {
         let target = self.load(command.target()).await?;
-        Ok(target.requests.get(command.request_id()).and_then(|seen| {
-            let digest = command.digest_as(self.config.payload_encoding);
-            (seen.digest == digest || command.matches_digest(&seen.digest))
-                .then(|| seen.outcome.clone())
-        }))
+        let digest = command.digest_as(self.config.payload_encoding);
+        Ok(target
+            .requests
+            .get(command.request_id())
+            .filter(|seen| same_request(command, &digest, &seen.digest))
+            .map(|seen| seen.outcome.clone()))
     }
 
     /// Execute one command: its outcome, the original outcome of an identical earlier
@@ -382,8 +390,7 @@ impl Handler {
         for _ in 0..=COMMAND_RETRIES_MAX {
             let target = self.load(target_id).await?;
             if let Some(seen) = target.requests.get(command.request_id()) {
-                // The same form as ours, or (the setting changed since) the other one.
-                return if seen.digest == digest || command.matches_digest(&seen.digest) {
+                return if same_request(command, &digest, &seen.digest) {
                     Ok(seen.outcome.clone())
                 } else {
                     Err(Rejection::RequestIdReused {

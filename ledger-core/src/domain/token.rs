@@ -78,11 +78,7 @@ impl RedemptionClaims {
     /// expiry or use: those are rules of the ledger, checked against its clock and the
     /// volunteer's stream.
     pub fn verify(text: &str, key: &TokenKey) -> Result<Self, TokenError> {
-        let (signed, mac) = split(text)?;
-        let (prefix, claims) = signed.split_once('.').ok_or(TokenError::Invalid)?;
-        if prefix != TOKEN_PREFIX {
-            return Err(TokenError::Invalid);
-        }
+        let (signed, claims, mac) = parts(text)?;
         let mac = URL_SAFE_NO_PAD
             .decode(mac)
             .map_err(|_| TokenError::Invalid)?;
@@ -101,19 +97,22 @@ impl RedemptionClaims {
     /// the recorded one to the digest, claims included, and gets the recorded answer,
     /// so unverified claims can never decide anything new.
     pub fn claims_unverified(text: &str) -> Option<Self> {
-        let (signed, _) = split(text).ok()?;
-        let (prefix, claims) = signed.split_once('.')?;
-        (prefix == TOKEN_PREFIX).then_some(())?;
+        let (_, claims, _) = parts(text).ok()?;
         read_claims(claims).ok()
     }
 }
 
-/// A token's signed part (`prefix.claims`) and its MAC, as texts.
-fn split(text: &str) -> Result<(&str, &str), TokenError> {
+/// A token's signed part (`prefix.claims`), its encoded claims and its MAC, as
+/// texts; the prefix checked.
+fn parts(text: &str) -> Result<(&str, &str, &str), TokenError> {
     if text.len() > TOKEN_BYTES_MAX {
         return Err(TokenError::Invalid);
     }
-    text.rsplit_once('.').ok_or(TokenError::Invalid)
+    let (signed, mac) = text.rsplit_once('.').ok_or(TokenError::Invalid)?;
+    match signed.split_once('.') {
+        Some((TOKEN_PREFIX, claims)) => Ok((signed, claims, mac)),
+        _ => Err(TokenError::Invalid),
+    }
 }
 
 fn read_claims(encoded: &str) -> Result<RedemptionClaims, TokenError> {

@@ -194,31 +194,14 @@ pub(crate) fn internal(code: Code, reason: &'static str, message: String) -> Des
     }
 }
 
-/// A page token: the number the next page starts at. Digits only (`u64`'s parser
-/// also takes a `+`, which this server never writes).
+/// A page token ([`crate::convert::page_token`]) as a partner answer's refusal.
 pub(crate) fn page_start(token: &str) -> Result<u64, Described> {
-    if token.is_empty() {
-        return Ok(0);
-    }
-    token
-        .bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| token.parse().ok())
-        .flatten()
-        .ok_or_else(page_token_not_issued)
+    crate::convert::page_token(token).map_err(|r| crate::status::describe_rejection(&r))
 }
 
-/// `INVALID_ARGUMENT` on `page_token`: malformed, or past the end of a list that only
-/// grows (a token is issued only when a next page exists), so not one this server
-/// issued. It used to read as an empty last page, which a client took for the end.
+/// [`crate::convert::page_token_not_issued`] as a partner answer's refusal.
 pub(crate) fn page_token_not_issued() -> Described {
-    crate::status::describe_rejection(&ledger_core::domain::Rejection::input(
-        "page_token",
-        ledger_core::domain::InputProblem::Malformed(
-            "is not a token this server issued; send the next_page_token of the previous page"
-                .to_owned(),
-        ),
-    ))
+    crate::status::describe_rejection(&crate::convert::page_token_not_issued())
 }
 
 /// `merchant`'s account index if the read models hold it as a registered merchant;
@@ -243,7 +226,7 @@ pub(crate) fn registered_merchant(
         kind => Err(refused(crate::queries::QueryError::WrongKind {
             account: merchant.to_string(),
             is: kind.name(),
-            wanted: "merchant",
+            wanted: crate::queries::Wanted::Merchant,
         })),
     }
 }

@@ -140,6 +140,24 @@ fn echoed(text: &str) -> String {
     }
 }
 
+/// The kind of account a query is about ([`QueryError::WrongKind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wanted {
+    Volunteer,
+    Organisation,
+    Merchant,
+}
+
+impl Wanted {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Volunteer => "volunteer",
+            Self::Organisation => "organisation",
+            Self::Merchant => "merchant",
+        }
+    }
+}
+
 /// Why a query was not answered. Each variant says what the caller can do.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -152,11 +170,11 @@ pub enum QueryError {
     #[error("{0} is not a volunteer registered by the report's as_of time")]
     NotAVolunteer(String),
     /// Registered as another kind than the query is about: no position or retry helps.
-    #[error("account {account} is not a {wanted} (it is registered as: {is}); check the id")]
+    #[error("account {account} is not a {} (it is registered as: {is}); check the id", wanted.name())]
     WrongKind {
         account: String,
         is: &'static str,
-        wanted: &'static str,
+        wanted: Wanted,
     },
     #[error("region {0:?} has no registered accounts; check the region code")]
     UnknownRegion(String),
@@ -372,22 +390,7 @@ impl QueryService {
             0 => TRANSACTIONS_PAGE_DEFAULT,
             n => n.min(TRANSACTIONS_PAGE_MAX),
         } as usize;
-        let token_not_issued = || {
-            Rejection::input(
-                "page_token",
-                ledger_core::domain::InputProblem::Malformed(
-                    "is not a token this server issued; send the next_page_token of the previous page".to_owned(),
-                ),
-            )
-        };
-        // Digits only: `u64`'s parser also takes a `+`, which this server never writes.
-        let from: u64 = if r.page_token.is_empty() {
-            0
-        } else if r.page_token.bytes().all(|b| b.is_ascii_digit()) {
-            r.page_token.parse().map_err(|_| token_not_issued())?
-        } else {
-            return Err(token_not_issued().into());
-        };
+        let from = crate::convert::page_token(&r.page_token)?;
         let cp = self.fresh(r.min_position).await?;
         // One extra event tells whether there is a next page.
         let mut page = self
@@ -401,7 +404,7 @@ impl QueryService {
         // grows: an empty page after one is a token this server never issued (it read
         // as the end of the list).
         if page.is_empty() {
-            return Err(token_not_issued().into());
+            return Err(crate::convert::page_token_not_issued().into());
         }
         let next = (page.len() > size).then(|| {
             page.truncate(size);
@@ -438,7 +441,7 @@ impl QueryService {
             return Err(QueryError::WrongKind {
                 account: volunteer.to_string(),
                 is: view.kind,
-                wanted: "volunteer",
+                wanted: Wanted::Volunteer,
             });
         }
         Ok(convert::star(&view.star, cp))
@@ -599,7 +602,7 @@ impl QueryService {
                         AnnualError::NotAnOrganisation { id, kind } => QueryError::WrongKind {
                             account: id,
                             is: kind,
-                            wanted: "organisation",
+                            wanted: Wanted::Organisation,
                         },
                         e @ (AnnualError::Year(_) | AnnualError::Minimum(_)) => {
                             let field = if matches!(e, AnnualError::Year(_)) {

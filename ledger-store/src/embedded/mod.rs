@@ -84,30 +84,35 @@ pub enum OpenError {
 /// one writes its first segment at once). False also when `dir` cannot be read;
 /// [`require_log`] tells the two apart.
 pub fn holds_log(dir: &Path) -> bool {
-    fs::read_dir(dir).is_ok_and(|entries| {
-        entries.flatten().any(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(format::parse_segment_file_name)
-                .is_some()
-        })
+    fs::read_dir(dir).is_ok_and(has_segment)
+}
+
+fn has_segment(entries: fs::ReadDir) -> bool {
+    entries.flatten().any(|e| {
+        e.file_name()
+            .to_str()
+            .and_then(format::parse_segment_file_name)
+            .is_some()
     })
 }
 
 /// [`OpenError::NotALog`] unless `dir` [holds a log](holds_log); the hint names
 /// `dir/log` when that is one (a server's data directory given for its log).
 pub fn require_log(dir: &Path) -> Result<(), OpenError> {
-    if holds_log(dir) {
-        return Ok(());
-    }
-    // A directory that exists but cannot be read (permissions, not a directory) is an
-    // I/O error with its cause, not "no log".
-    if let Err(source) = fs::read_dir(dir) {
-        if source.kind() != std::io::ErrorKind::NotFound {
+    match fs::read_dir(dir) {
+        Ok(entries) => {
+            if has_segment(entries) {
+                return Ok(());
+            }
+        }
+        Err(source) if source.kind() == std::io::ErrorKind::NotFound => {}
+        // A directory that exists but cannot be read (permissions, not a directory)
+        // is an I/O error with its cause, not "no log".
+        Err(source) => {
             return Err(OpenError::Io {
                 path: dir.to_owned(),
                 source,
-            });
+            })
         }
     }
     let nested = dir.join("log");
