@@ -400,6 +400,26 @@ async fn consents_gate_credit_reports_and_every_report_served_is_an_inquiry() {
     );
     assert_eq!(i.report_digest, served.report_digest);
 
+    // An id that names no volunteer is not "nobody looked": an administrator (who may
+    // see any account) is told the id is unknown, or registered as something else.
+    let consents = s.consents();
+    let list = |id: &str| {
+        let mut consents = consents.clone();
+        let request = with(
+            ADMIN,
+            pb::ListInquiriesRequest {
+                volunteer_id: id.into(),
+                page_size: 0,
+                page_token: String::new(),
+            },
+        );
+        async move { consents.list_inquiries(request).await }
+    };
+    assert_refused(list("ghost").await, Code::NotFound, "UNKNOWN_ACCOUNT");
+    let bank = assert_refused(list("bank-a").await, Code::NotFound, "NOT_A_VOLUNTEER");
+    assert!(bank.message().contains("bank"), "{}", bank.message());
+    assert_eq!(list("v1").await.unwrap().into_inner().inquiries.len(), 1);
+
     // Withdrawn.
     s.consents()
         .withdraw_consent(with(

@@ -34,6 +34,53 @@ impl ConsentService {
         Ok(convert::command_result(&outcome))
     }
 
+    /// `volunteer` is registered, as a volunteer: an empty list would otherwise read
+    /// as "nobody looked" for a mistyped id or an organisation's. Read from the
+    /// command side's registrations (current as soon as a registration is appended,
+    /// no read model to wait for); a stream that cannot be read says so rather than
+    /// "unknown".
+    async fn require_volunteer(
+        &self,
+        volunteer: &ledger_core::domain::account::AccountId,
+        stream: &ledger_core::log::StreamName,
+    ) -> Result<(), Described> {
+        use crate::queries::{QueryError, Wanted};
+        use ledger_core::domain::account::AccountKind;
+        let refused = |e: QueryError| crate::status::query_status_described(&e);
+        let kind = match self.0.commands.registrations().facts(volunteer).await.kind {
+            Some(kind) => kind,
+            None => {
+                let first =
+                    self.0.log().read_stream(stream, 0, 1).await.map_err(|e| {
+                        internal(Code::Unavailable, "LOG_UNAVAILABLE", e.to_string())
+                    })?;
+                let Some(e) = first.first() else {
+                    return Err(refused(QueryError::UnknownAccount(volunteer.to_string())));
+                };
+                // Registered since `facts` looked, or a stream that does not begin
+                // with a registration (no ledger writes one: not this ledger's log).
+                match LedgerEvent::decode(&e.event_type, &e.data) {
+                    Ok(LedgerEvent::AccountRegistered(r)) => r.kind,
+                    _ => {
+                        return Err(internal(
+                            Code::DataLoss,
+                            "LOG_CORRUPT",
+                            format!("{stream} does not begin with its registration"),
+                        ))
+                    }
+                }
+            }
+        };
+        match kind {
+            AccountKind::Volunteer { .. } => Ok(()),
+            other => Err(refused(QueryError::WrongKind {
+                account: volunteer.to_string(),
+                is: other.name(),
+                wanted: Wanted::Volunteer,
+            })),
+        }
+    }
+
     async fn inquiries(
         &self,
         caller: &authz::Caller,
@@ -53,10 +100,11 @@ impl ConsentService {
             false,
         )
         .await?;
+        let stream = volunteer.stream();
+        self.require_volunteer(&volunteer, &stream).await?;
         let size = page_size(r.page_size);
         let mut from = page_start(&r.page_token)?;
         let mut inquiries = Vec::new();
-        let stream = volunteer.stream();
         // A token is a version at most the stream's length (it may point just past the
         // last event, when a page ended on it); one beyond that was never issued.
         if from > 0

@@ -73,10 +73,24 @@ pub fn period(field: &str, text: &str) -> Field<Period> {
     if text.len() == 4 && text.bytes().all(|b| b.is_ascii_digit()) {
         return text.parse().map(Period::Year).map_err(|_| malformed());
     }
-    if text.len() == PERIOD_TEXT_BYTES_MAX {
-        if let Ok(d) = NaiveDate::parse_from_str(&format!("{text}-01"), "%Y-%m-%d") {
-            use chrono::Datelike;
-            return Ok(Period::Month(d.year(), d.month()));
+    // Exactly `DDDD-DD`, checked before any number is read: chrono's `%Y` also reads a
+    // sign or a space, so "-001-01" and " 2026-3" passed as months of years -1 and
+    // 2026 when this went through `parse_from_str`.
+    let b = text.as_bytes();
+    let shaped = b.len() == PERIOD_TEXT_BYTES_MAX
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            4 => c == b'-',
+            _ => c.is_ascii_digit(),
+        });
+    if shaped {
+        let number = |digits: &[u8]| {
+            digits
+                .iter()
+                .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+        };
+        let (year, month) = (number(&b[0..4]), number(&b[5..7]));
+        if let (Ok(year), 1..=12) = (i32::try_from(year), month) {
+            return Ok(Period::Month(year, month));
         }
     }
     Err(malformed())
@@ -112,9 +126,27 @@ pub fn hours_or(field: &str, text: &str, default: Decimal) -> Field<Decimal> {
     if parse_plain_decimal(text, UNIT_SCALE_MAX).is_ok_and(|v| v.is_zero()) {
         return Ok(Decimal::ZERO);
     }
+    // A threshold is not an entry: "must be greater than zero" and "split it into
+    // several entries" are an amount's advice, so those two say what a threshold
+    // takes instead (reason `FIELD_MALFORMED`; the others keep the amount's).
+    use ledger_core::domain::units::AmountError;
     ledger_core::domain::units::Hours::parse(text)
         .map(|h| h.value())
-        .map_err(|e| Rejection::input(field, e))
+        .map_err(|e| match e {
+            AmountError::NotPositive { text } => Rejection::input(
+                field,
+                InputProblem::Malformed(format!(
+                    "{text} is below zero; a threshold of hours is 0 or more"
+                )),
+            ),
+            AmountError::TooLarge { text, max } => Rejection::input(
+                field,
+                InputProblem::Malformed(format!(
+                    "{text} is over the largest threshold, {max} hours (a year has at most 8784)"
+                )),
+            ),
+            e => Rejection::input(field, e),
+        })
 }
 
 fn day_text(d: Option<NaiveDate>) -> String {
@@ -227,6 +259,16 @@ mod tests {
             "2026-3",
             "ALL",
             "2026-03-01",
+            "2026-00",
+            "-001-01",
+            "+026-01",
+            " 2026-3",
+            "2026-+3",
+            "2026- 3",
+            "２０２６-03",
+            "-026",
+            "+026",
+            " 026",
             "x".repeat(100).as_str(),
         ] {
             assert_eq!(
@@ -256,9 +298,19 @@ mod tests {
             Decimal::new(125, 1)
         );
         // Refused as an amount of hours is, with the field named.
-        for bad in ["-0", "-1", "1e1", "1.234", " 1", "0x1"] {
+        for bad in ["-0", "-1", "1e1", "1.234", " 1", "0x1", "10000.01"] {
             let e = hours_or("minimum_hours", bad, twenty).unwrap_err();
             assert!(e.to_string().contains("minimum_hours"), "{bad}: {e}");
+            assert!(!e.to_string().contains("entr"), "{bad}: {e}");
         }
+        let below = hours_or("minimum_hours", "-1", twenty).unwrap_err();
+        assert!(below.to_string().contains("0 or more"), "{below}");
+        let over = hours_or("minimum_hours", "10000.01", twenty).unwrap_err();
+        assert!(over.to_string().contains("largest threshold"), "{over}");
+        assert_eq!(over.reason(), "FIELD_MALFORMED");
+        assert_eq!(
+            hours_or("minimum_hours", "10000", twenty).unwrap(),
+            Decimal::from(10_000)
+        );
     }
 }
