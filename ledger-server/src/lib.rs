@@ -124,6 +124,9 @@ pub struct RunConfig {
     /// Star-level policies the queries grade by (`serve --star-policy`); the default
     /// holds `national-2024` only.
     pub star_policies: projections::StarPolicies,
+    /// The embedded log's commit delay (`serve --commit-delay`); None: the log's
+    /// default ([`EmbeddedConfig`]). Not used with KurrentDB.
+    pub commit_delay: Option<std::time::Duration>,
 }
 
 /// Sub-directory of a data directory that holds the embedded log's segments.
@@ -132,10 +135,12 @@ pub const LOG_DIR: &str = "log";
 /// Open the durable embedded event log of the data directory `data_dir`
 /// (`data_dir/log`, created if missing).
 pub fn open_log(data_dir: &Path) -> Result<EmbeddedLog, ServeError> {
-    Ok(EmbeddedLog::open(
-        &data_dir.join(LOG_DIR),
-        EmbeddedConfig::default(),
-    )?)
+    open_log_with(data_dir, EmbeddedConfig::default())
+}
+
+/// [`open_log`] with settings other than the defaults.
+pub fn open_log_with(data_dir: &Path, config: EmbeddedConfig) -> Result<EmbeddedLog, ServeError> {
+    Ok(EmbeddedLog::open(&data_dir.join(LOG_DIR), config)?)
 }
 
 /// The binary's entry point: open the configured store (by default the embedded log
@@ -148,11 +153,15 @@ pub async fn run(
     let dir = config.data_dir.clone();
     let spec = config.store.clone().unwrap_or_default();
     let spec_text = spec.clone();
+    let mut embedded = EmbeddedConfig::default();
+    if let Some(delay) = config.commit_delay {
+        embedded.commit_delay = delay;
+    }
     // Opening the embedded log scans it (recovery), and connecting to KurrentDB needs a
     // runtime context: the blocking pool gives both without stalling the workers.
     let store = tokio::task::spawn_blocking(move || -> Result<Store, ServeError> {
         if spec.is_empty() || spec == "embedded" {
-            Ok(Store::Embedded(open_log(&dir)?))
+            Ok(Store::Embedded(open_log_with(&dir, embedded)?))
         } else {
             Ok(ledger_store::open_store(&spec, &dir)?)
         }

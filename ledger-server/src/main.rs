@@ -56,6 +56,27 @@ fn payload_encoding(text: &str) -> Result<PayloadEncoding, String> {
         .ok_or_else(|| format!("{text:?} is not a payload encoding; give json or binary"))
 }
 
+/// `--commit-delay`: `0`, or a number with `us`, `ms` or `s`, at most
+/// [`ledger_store::COMMIT_DELAY_MAX`].
+fn commit_delay(text: &str) -> Result<std::time::Duration, String> {
+    let delay = match text.strip_suffix("us") {
+        Some(n) => n
+            .parse::<u64>()
+            .map(std::time::Duration::from_micros)
+            .map_err(|_| format!("{text:?} is not a delay like 0, 500us or 1ms"))?,
+        None if text == "0" => std::time::Duration::ZERO,
+        None => ledger_server::load::parse_duration(text)?,
+    };
+    let max = ledger_store::COMMIT_DELAY_MAX;
+    if delay > max {
+        return Err(format!(
+            "{text:?} is longer than {} ms, the most a commit may wait",
+            max.as_millis()
+        ));
+    }
+    Ok(delay)
+}
+
 fn metrics_listen(text: &str) -> Result<MetricsListen, String> {
     if text == "off" {
         return Ok(MetricsListen(None));
@@ -129,6 +150,12 @@ enum Cmd {
         /// 20s, `SHUTDOWN_GRACE`). Commands in flight are finished either way.
         #[arg(long, value_parser = ledger_server::load::parse_duration)]
         shutdown_grace: Option<std::time::Duration>,
+        /// Embedded log: how long the writer waits before a group commit when the log
+        /// is busy, so that more appends share one fsync (e.g. 500us, 2ms; 0 never
+        /// waits; at most 100ms). Light loads never wait. Default 1ms; see
+        /// docs/operations.md
+        #[arg(long, value_parser = commit_delay)]
+        commit_delay: Option<std::time::Duration>,
         #[command(flatten)]
         star: StarPolicyArgs,
     },
@@ -287,6 +314,7 @@ async fn main() -> ExitCode {
             tls_key,
             tls_client_ca,
             shutdown_grace,
+            commit_delay,
             star,
         } => {
             if points_per_hour <= Decimal::ZERO {
@@ -343,6 +371,7 @@ async fn main() -> ExitCode {
                 store: Some(store),
                 serve,
                 star_policies,
+                commit_delay,
             };
             match ledger_server::metrics::install(metrics_listen.0) {
                 Ok(()) => run(config, shutdown_signal())
@@ -525,6 +554,23 @@ mod tests {
     use clap::{CommandFactory, Parser};
 
     use super::Cli;
+
+    #[test]
+    fn a_commit_delay_is_zero_or_a_short_duration() {
+        use std::time::Duration;
+        for (text, delay) in [
+            ("0", Duration::ZERO),
+            ("0ms", Duration::ZERO),
+            ("500us", Duration::from_micros(500)),
+            ("1ms", Duration::from_millis(1)),
+            ("100ms", Duration::from_millis(100)),
+        ] {
+            assert_eq!(super::commit_delay(text), Ok(delay), "{text}");
+        }
+        for bad in ["101ms", "1s", "2m", "-1ms", "1.5ms", "ms", "us", "1h", ""] {
+            assert!(super::commit_delay(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn every_subcommand_parses() {

@@ -20,6 +20,7 @@ pub mod transfer;
 
 pub use embedded::{
     holds_log, require_log, verify, EmbeddedConfig, EmbeddedLog, OpenError, VerifyReport,
+    COMMIT_DELAY_MAX,
 };
 pub use kurrentdb::{ConnectError, KurrentLog};
 pub use store::{open_store, Store, StoreError, StoreSpec};

@@ -610,6 +610,7 @@ async fn star_policies_from_the_command_line_grade_get_star_level() {
         store: None,
         star_policies: star.policies().unwrap(),
         serve: Default::default(),
+        commit_delay: None,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let mut task = tokio::spawn(ledger_server::run(config, async move {

@@ -993,6 +993,7 @@ async fn the_binary_entry_point_serves_the_embedded_log_and_survives_a_restart()
             store: None,
             serve: Default::default(),
             star_policies: Default::default(),
+            commit_delay: None,
         };
         let task = tokio::spawn(ledger_server::run(config, async move {
             let _ = stopped.await;

@@ -304,6 +304,8 @@ pub async fn seed_and_serve(
         store: None,
         serve: ServeOptions::with_access(access),
         star_policies,
+        // The demo's log is already open (it was seeded) with the defaults.
+        commit_delay: None,
     };
     Ok(run_on(ledger_store::Store::Embedded(log), run, shutdown).await?)
 }

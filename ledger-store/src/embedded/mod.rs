@@ -34,6 +34,11 @@ use writer::{AppendRequest, Writer};
 /// Name of the lock file that keeps a second process from opening the same log.
 const LOCK_FILE_NAME: &str = "LOCK";
 
+/// Longest [`EmbeddedConfig::commit_delay`]: every append of a busy log may wait this
+/// long on top of its fsync, so a delay anywhere near a second is a mistake, not a
+/// setting (a fast disk's fsync is well under a millisecond, a slow one's ~10 ms).
+pub const COMMIT_DELAY_MAX: std::time::Duration = std::time::Duration::from_millis(100);
+
 #[derive(Clone, Debug)]
 pub struct EmbeddedConfig {
     /// Size at which the writer starts a new segment. Smaller segments make backups and
@@ -44,6 +49,12 @@ pub struct EmbeddedConfig {
     /// 4,096 is far more than one group can take, so a full queue means the disk is
     /// the bottleneck and queueing more would only add latency.
     pub append_queue_depth_max: usize,
+    /// How long the writer waits before taking a group when the log is busy (the
+    /// group before held between `COMMIT_DELAY_GROUP_APPENDS_MIN` and `_MAX`
+    /// appends, `writer.rs`), so that more appends share its fsync; zero never
+    /// waits; at most [`COMMIT_DELAY_MAX`]. What 1 ms was measured against:
+    /// docs/benchmarks.md, "Twelfth session".
+    pub commit_delay: std::time::Duration,
 }
 
 impl Default for EmbeddedConfig {
@@ -51,6 +62,7 @@ impl Default for EmbeddedConfig {
         Self {
             segment_bytes_max: 256 * 1024 * 1024,
             append_queue_depth_max: 4096,
+            commit_delay: std::time::Duration::from_millis(1),
         }
     }
 }
@@ -271,6 +283,13 @@ impl EmbeddedLog {
                 "append_queue_depth_max must be at least 1".into(),
             ));
         }
+        if config.commit_delay > COMMIT_DELAY_MAX {
+            return Err(OpenError::Config(format!(
+                "commit_delay must be at most {} ms, got {:?}",
+                COMMIT_DELAY_MAX.as_millis(),
+                config.commit_delay
+            )));
+        }
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| OpenError::Io { path, source }
@@ -380,6 +399,7 @@ impl EmbeddedLog {
         });
         let writer = Writer {
             shared: shared.clone(),
+            commit_delay: config.commit_delay,
             dir: dir.to_path_buf(),
             segment_bytes_max: config.segment_bytes_max,
             file,
