@@ -296,6 +296,9 @@ async fn concurrent_spends_never_overdraw() {
 struct Instrumented {
     log: ledger_core::log::memory::MemoryLog,
     loses_receipts: bool,
+    /// Appends holding an event of this type wait this long before they reach the
+    /// log (a slow append: the window between a decision and its append).
+    delays_appends_of: Option<(&'static str, std::time::Duration)>,
     counted: Option<StreamName>,
     events_read: std::sync::atomic::AtomicU64,
 }
@@ -305,6 +308,7 @@ impl Instrumented {
         Self {
             log,
             loses_receipts: false,
+            delays_appends_of: None,
             counted: None,
             events_read: Default::default(),
         }
@@ -321,6 +325,11 @@ impl EventLog for Instrumented {
     ) -> Result<AppendResult, AppendError> {
         if self.loses_receipts && ev.iter().any(|e| e.event_type == "HoursReceived.v1") {
             return Err(AppendError::Unavailable("simulated crash".into()));
+        }
+        if let Some((slow, delay)) = self.delays_appends_of {
+            if ev.iter().any(|e| e.event_type == slow) {
+                tokio::time::sleep(delay).await;
+            }
         }
         self.log.append(s, e, ev).await
     }
@@ -346,6 +355,81 @@ impl EventLog for Instrumented {
     fn subscribe_all(&self, f: ReadFrom) -> EventStream {
         self.log.subscribe_all(f)
     }
+}
+
+/// ledger-rules.md: "A closed account takes no new movements". A transfer only reads
+/// its receiver, so without an order between the two a transfer decided while the
+/// receiver was open could be appended after the receiver's close and credit a closed
+/// account. Transfers here are slow to append (decided, then 50 ms before the log
+/// has them) and the close comes while they are in that window: every transfer that
+/// lands must land before the close, and the closed balance must not move after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_is_ordered_after_the_transfers_already_decided_to_its_account() {
+    let memory = ledger_core::log::memory::MemoryLog::new();
+    let handler = Arc::new(handler_over(Arc::new(Instrumented {
+        delays_appends_of: Some(("HoursTransferred.v1", std::time::Duration::from_millis(50))),
+        ..Instrumented::over(memory.clone())
+    })));
+    setup(&handler).await;
+    let senders: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+    for (i, s) in senders.iter().enumerate() {
+        handler
+            .execute(&register(&format!("r-{s}"), s, volunteer_kind()))
+            .await
+            .unwrap();
+        handler
+            .execute(&deposit(&format!("d-{s}"), s, "1", i as i64, 9))
+            .await
+            .unwrap();
+    }
+    let transfers: Vec<_> = senders
+        .iter()
+        .map(|s| {
+            let handler = handler.clone();
+            let t = transfer(&format!("t-{s}"), s, "v2", "1");
+            tokio::spawn(async move { handler.execute(&t).await })
+        })
+        .collect();
+    // The transfers have read v2 (open) and wait on their appends.
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    let closed = handler
+        .execute(&named(
+            "c-v2",
+            ledger_core::domain::commands::testkit::close("v2"),
+        ))
+        .await
+        .unwrap();
+    let mut landed = 0;
+    for t in transfers {
+        match t.await.unwrap() {
+            Ok(o) => {
+                assert!(
+                    o.position < closed.position,
+                    "a transfer landed after its receiver closed: {o:?} after {closed:?}"
+                );
+                landed += 1;
+            }
+            Err(e) => assert_eq!(reason(Err(e)), "ACCOUNT_CLOSED"),
+        }
+    }
+    let v2 = handler.load(&acc("v2")).await.unwrap();
+    assert!(v2.closed);
+    assert_eq!(v2.balance(Unit::Hours), rust_decimal::Decimal::from(landed));
+    // Every receipt on v2 is of a transfer committed before the close.
+    let events = memory
+        .read_stream(&acc("v2").stream(), 0, 4096)
+        .await
+        .unwrap();
+    let close_at = events
+        .iter()
+        .position(|e| e.event_type == "AccountClosed.v1")
+        .unwrap();
+    assert_eq!(events.len() - 1 - close_at, 0, "nothing after the close");
+    // And a transfer decided after the close is refused.
+    assert_eq!(
+        reason(handler.execute(&transfer("t-late", "s0", "v2", "1")).await),
+        "ACCOUNT_CLOSED"
+    );
 }
 
 #[tokio::test]

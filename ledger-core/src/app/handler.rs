@@ -9,6 +9,7 @@ use rust_decimal::Decimal;
 
 use super::clock::Clock;
 use super::decoded::DecodedEvents;
+use super::gates::Gates;
 use super::receipts::{receipts_for, Receipt, ReceiptMark, ReceiptReport};
 use crate::domain::account::AccountId;
 use crate::domain::chain::{encode_metadata_as, event_hash, verify_chain, ChainError, EventHash};
@@ -134,6 +135,9 @@ pub struct Handler {
     /// Where appended events are left, decoded, for this process's projection worker
     /// ([`Handler::with_decoded_events`]); None: nobody takes them.
     decoded: Option<Arc<DecodedEvents>>,
+    /// Orders a `CloseAccount` against the commands that name its account
+    /// ([`super::gates`]).
+    gates: Arc<Gates>,
 }
 
 /// Default for the most account states the handler keeps folded between commands
@@ -255,6 +259,7 @@ impl Handler {
             receipts_pending: Arc::new(AtomicBool::new(false)),
             states: Arc::new(StateCache::new(STATE_CACHE_ACCOUNTS_MAX)),
             decoded: None,
+            gates: Arc::default(),
         }
     }
 
@@ -386,6 +391,8 @@ impl Handler {
         let transaction = TransactionId::from(event_id);
         let target_id = command.target();
         let stream = target_id.stream();
+        // Held until this returns: through the decision, the append and the receipts.
+        let _gate = self.gates.hold(command).await;
         let mut id_reused = false;
         for _ in 0..=COMMAND_RETRIES_MAX {
             let target = self.load(target_id).await?;

@@ -13,6 +13,10 @@
 //! 4. Append the one event with `ExpectedVersion` = the version decided on
 //!    (`NoStream` for an empty stream). On `WrongExpectedVersion` go back to 1, at most
 //!    [`COMMAND_RETRIES_MAX`] times.
+//!
+//! Steps 1 to 5 run inside closing gates ([`gates`]): a command holds a shared gate on
+//! each account it refers to, a `CloseAccount` its own account's gate exclusively, so a
+//! close is ordered against the commands that would credit or name the account.
 //! 5. After the commit, deliver receipts (`HoursReceived.v1`) to accounts the
 //!    transaction credited on other streams. A crash between 4 and 5 is healed by
 //!    [`Handler::deliver_receipts`], which the server runs at start-up.
@@ -29,6 +33,7 @@
 
 mod clock;
 mod decoded;
+mod gates;
 mod handler;
 mod receipts;
 
