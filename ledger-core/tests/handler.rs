@@ -432,6 +432,36 @@ async fn a_close_is_ordered_after_the_transfers_already_decided_to_its_account()
     );
 }
 
+/// A command naming its own account as the other party (a volunteer's id as the
+/// organisation, the project, the bank) is judged by that account's kind: the handler
+/// does not load the target twice, and the decision must not read it as unregistered.
+#[tokio::test]
+async fn naming_its_own_account_as_the_other_party_is_the_wrong_kind_not_unknown() {
+    use ledger_core::domain::commands::Command;
+    let (_log, handler) = new_handler();
+    setup(&handler).await;
+    let mut own_org = deposit("d-self", "v1", "1", 0, 9);
+    if let Command::DepositHours(c) = &mut own_org {
+        c.organisation = acc("v1");
+    }
+    assert_eq!(
+        reason(handler.execute(&own_org).await),
+        "WRONG_ACCOUNT_KIND"
+    );
+    handler
+        .execute(&deposit("d1", "v1", "1", 0, 9))
+        .await
+        .unwrap();
+    assert_eq!(
+        reason(handler.execute(&donate("g-self", "v1", "v1", "1")).await),
+        "WRONG_ACCOUNT_KIND"
+    );
+    assert_eq!(
+        reason(handler.execute(&transfer("t-self", "v1", "v1", "1")).await),
+        "SELF_TRANSFER"
+    );
+}
+
 #[tokio::test]
 async fn a_lost_receipt_is_healed_by_the_catch_up_once() {
     let (log, handler) = new_handler();

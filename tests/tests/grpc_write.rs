@@ -546,7 +546,7 @@ async fn every_rejection_has_its_code_and_reason_and_writes_nothing() {
         why(c
             .reverse_transaction(reverse("r4", "v1", "not-a-uuid"))
             .await),
-        (Code::InvalidArgument, "ID_CHARACTERS".into())
+        (Code::InvalidArgument, "FIELD_MALFORMED".into())
     );
     assert_eq!(
         why(c

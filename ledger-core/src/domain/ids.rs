@@ -35,6 +35,12 @@ pub enum IdError {
     Empty { max: usize },
     #[error("is {len} bytes; at most {max} are allowed")]
     TooLong { len: usize, max: usize },
+    /// Free text is limited in characters, not bytes (`Note`).
+    #[error("is {len} characters; at most {max} are allowed")]
+    TooManyCharacters { len: usize, max: usize },
+    /// A transaction or hold id: the ledger issues UUIDs.
+    #[error("{text:?} is not a UUID; send the id as the ledger returned it, e.g. \"0b6f4c2e-8d1a-4f7b-9c3e-2a5d6e7f8091\"")]
+    NotAUuid { text: String },
     #[error("may hold only ASCII letters, digits, '.', '_', ':' and '-'")]
     Characters,
     #[error("holds a control character")]
@@ -49,7 +55,8 @@ impl IdError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Empty { .. } => "ID_EMPTY",
-            Self::TooLong { .. } => "ID_TOO_LONG",
+            Self::TooLong { .. } | Self::TooManyCharacters { .. } => "ID_TOO_LONG",
+            Self::NotAUuid { .. } => "FIELD_MALFORMED",
             Self::Characters => "ID_CHARACTERS",
             Self::ControlCharacter => "TEXT_CONTROL_CHARACTER",
             Self::Reserved { .. } | Self::ScopeSeparator => "ID_RESERVED",
@@ -186,7 +193,7 @@ impl Note {
             });
         }
         if chars > NOTE_CHARS_MAX {
-            return Err(IdError::TooLong {
+            return Err(IdError::TooManyCharacters {
                 len: chars,
                 max: NOTE_CHARS_MAX,
             });
@@ -220,7 +227,9 @@ impl TransactionId {
         }
         uuid::Uuid::try_parse(text)
             .map(Self)
-            .map_err(|_| IdError::Characters)
+            .map_err(|_| IdError::NotAUuid {
+                text: text.to_owned(),
+            })
     }
 
     pub fn event_id(&self) -> EventId {
@@ -329,6 +338,24 @@ mod tests {
             })
         );
         assert_eq!(Note::new("a\nb"), Err(IdError::ControlCharacter));
+        // Notes are counted in characters, and say so: 501 two-byte characters are
+        // 1,002 bytes, and 500 of them are allowed.
+        assert!(Note::new("é".repeat(NOTE_CHARS_MAX)).is_ok());
+        let long = Note::new("é".repeat(NOTE_CHARS_MAX + 1)).unwrap_err();
+        assert_eq!(
+            long.to_string(),
+            format!(
+                "is {} characters; at most {NOTE_CHARS_MAX} are allowed",
+                NOTE_CHARS_MAX + 1
+            )
+        );
+        assert_eq!(long.reason(), "ID_TOO_LONG");
+        // A transaction id of allowed characters that is no UUID is told so.
+        for text in ["not-a-uuid", "1234", "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz"] {
+            let e = TransactionId::parse(text).unwrap_err();
+            assert_eq!(e.reason(), "FIELD_MALFORMED", "{text}");
+            assert!(e.to_string().contains("is not a UUID"), "{text}: {e}");
+        }
         assert!(Note::new("wrong volunteer").is_ok());
     }
 

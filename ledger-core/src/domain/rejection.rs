@@ -89,7 +89,7 @@ pub enum Rejection {
         requested: Decimal,
     },
 
-    #[error("service date {service_date} is after today ({today} in the ledger's calendar); hours are deposited after the service")]
+    #[error("service date {service_date} is after today ({today} in the ledger's calendar); hours and no-shows are recorded after the service")]
     ServiceDateInFuture {
         service_date: NaiveDate,
         today: NaiveDate,

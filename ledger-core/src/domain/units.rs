@@ -68,6 +68,10 @@ pub enum PlainDecimalError {
     Malformed,
     #[error("more than {max} decimal places")]
     ScaleExceeded { max: u32 },
+    /// Plain notation, but more digits than a decimal holds (28 to 29 significant
+    /// digits): a number far beyond any limit the ledger has, not a malformed one.
+    #[error("more digits than a decimal holds")]
+    OutOfRange,
 }
 
 /// Parse plain decimal notation: ASCII digits, optionally a '.' and more digits
@@ -97,10 +101,10 @@ pub fn parse_plain_decimal(text: &str, scale_max: u32) -> Result<Decimal, PlainD
     if places > scale_max as usize {
         return Err(PlainDecimalError::ScaleExceeded { max: scale_max });
     }
-    let value = Decimal::from_str(text).map_err(|_| PlainDecimalError::Malformed)?;
+    let value = Decimal::from_str(text).map_err(|_| PlainDecimalError::OutOfRange)?;
     // Rounded anyway (more significant digits than the type holds): not this number.
     if places > value.scale() as usize {
-        return Err(PlainDecimalError::Malformed);
+        return Err(PlainDecimalError::OutOfRange);
     }
     Ok(value)
 }
@@ -123,6 +127,10 @@ fn parse_amount(text: &str, max: Decimal) -> Result<Decimal, AmountError> {
         // Zero has no places, so more than two means a positive amount.
         Err(PlainDecimalError::ScaleExceeded { .. }) => {
             return Err(AmountError::ScaleExceeded { text: shown() })
+        }
+        // At most two places were checked first, so only a huge whole part overflows.
+        Err(PlainDecimalError::OutOfRange) => {
+            return Err(AmountError::TooLarge { text: shown(), max })
         }
         Ok(value) => value,
     };
@@ -377,7 +385,13 @@ mod tests {
             ("1.2.3", "AMOUNT_MALFORMED"),
             ("1-2", "AMOUNT_MALFORMED"),
             ("NaN", "AMOUNT_MALFORMED"),
+            // Over the 32-byte bound: not read at all.
             ("99999999999999999999999999999999999", "AMOUNT_MALFORMED"),
+            // Plain digits within the bound that overflow a decimal: too large, as
+            // 28 nines (which a decimal holds) are.
+            ("9999999999999999999999999999", "AMOUNT_TOO_LARGE"),
+            ("99999999999999999999999999999", "AMOUNT_TOO_LARGE"),
+            ("1000000000000000000000000000000", "AMOUNT_TOO_LARGE"),
             ("0", "AMOUNT_NOT_POSITIVE"),
             ("0.00", "AMOUNT_NOT_POSITIVE"),
             ("-1", "AMOUNT_NOT_POSITIVE"),
@@ -426,7 +440,7 @@ mod tests {
         // A fraction `Decimal` would round off (more digits than its 96 bits hold).
         assert_eq!(
             p("999999999999999999999999999.99", 2),
-            Err(PlainDecimalError::Malformed)
+            Err(PlainDecimalError::OutOfRange)
         );
         for bad in [
             "", "-1", "+1", "1e3", " 1", "1 ", "1.", ".5", "1.2.3", "1_000", "1,5", "NaN",

@@ -94,7 +94,11 @@ impl DepositHours {
         if self.hours.value() > interval_hours {
             return Err(Rejection::HoursExceedInterval {
                 hours: self.hours.value(),
-                interval_hours: interval_hours.round_dp(2),
+                // Toward zero: hours have at most two places, so the shown interval
+                // is then below them too (35 s rounded to nearest read "0.01 hours
+                // do not fit in … 0.01 hours").
+                interval_hours: interval_hours
+                    .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::ToZero),
             });
         }
         let recorded = ctx.target.hours_on(self.service_date);
@@ -253,6 +257,19 @@ mod tests {
             ts("2026-11-19T10:00:00Z"),
         );
         assert_eq!(reason(at(&w, d)), "HOURS_EXCEED_INTERVAL");
+        // 0.01 hours in 35 seconds: the message shows the interval rounded toward
+        // zero, so it never reads as if the hours fit.
+        let d = deposit(
+            "v1",
+            "0.01",
+            ts("2026-11-19T09:00:00Z"),
+            ts("2026-11-19T09:00:35Z"),
+        );
+        let e = at(&w, d).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "0.01 hours do not fit in a service interval of 0.00 hours"
+        );
     }
 
     #[test]

@@ -89,8 +89,14 @@ impl Context<'_> {
     }
 
     /// A referenced account's state. The handler loads every account in
-    /// [`Command::references`]; one it did not load reads as unregistered.
+    /// [`Command::references`] but the target, which is [`Context::target`] (a command
+    /// may name its own account, e.g. a volunteer's id as the organisation: that
+    /// account is then judged by its kind, not reported unregistered); one it did not
+    /// load reads as unregistered.
     pub fn other(&self, id: &AccountId) -> Cow<'_, AccountState> {
+        if id == &self.target.id {
+            return Cow::Borrowed(self.target);
+        }
         match self.others.get(id) {
             Some(state) => Cow::Borrowed(state),
             None => Cow::Owned(AccountState::empty(id.clone())),
