@@ -67,6 +67,8 @@ pub fn rejection_code(r: &Rejection) -> Code {
         | R::ConsentExpiryInPast { .. }
         | R::ConsentTooLong { .. } => Code::InvalidArgument,
         R::ConsentRequired { .. } => Code::PermissionDenied,
+        // As CONTENTION: the same request again may succeed.
+        R::ReportOutdated => Code::Aborted,
         R::UnknownHold { .. } => Code::NotFound,
         R::UnknownAccount { .. } | R::UnknownTransaction { .. } => Code::NotFound,
         R::AccountAlreadyExists { .. } | R::RequestIdReused { .. } => Code::AlreadyExists,

@@ -159,6 +159,7 @@ async fn partner_activity(log: &Arc<dyn EventLog>, volunteer: &str, merchant: &s
             model_version: report.model_version.to_owned(),
             score: report.score,
             report: serde_json::to_string(&ReportJson::of(&report)).unwrap(),
+            computed_from: Default::default(),
         },
     };
     exec(&handler, Command::ServeCreditReport(inquiry)).await;

@@ -218,6 +218,12 @@ pub enum Rejection {
     #[error("your bank already made {max} inquiries under this consent in the last 24 hours, the most allowed; the next is possible after {next_at}, or fetch a report already served with GetServedReport")]
     InquiriesPerDayExceeded { max: usize, next_at: DateTime<Utc> },
 
+    /// The volunteer's stream moved between the report's read and the inquiry's
+    /// append (`ServeCreditReport`, `ComputedFrom`). The server computes the report
+    /// again; a caller sees it only after several attempts in a row.
+    #[error("the volunteer's record changed while the credit report was being computed; retry with the same request id")]
+    ReportOutdated,
+
     #[error("the redemption token expired at {expires_at}; ask the volunteer to show a fresh one")]
     TokenExpired { expires_at: DateTime<Utc> },
 
@@ -313,6 +319,7 @@ impl Rejection {
             Self::NoCurrentConsent { .. } => "NO_CURRENT_CONSENT",
             Self::ConsentRequired { .. } => "CONSENT_REQUIRED",
             Self::InquiriesPerDayExceeded { .. } => "INQUIRIES_PER_DAY_EXCEEDED",
+            Self::ReportOutdated => "REPORT_OUTDATED",
             Self::TokenExpired { .. } => "TOKEN_EXPIRED",
             Self::TokenAlreadyUsed => "TOKEN_ALREADY_USED",
             Self::TokenMaximumExceeded { .. } => "TOKEN_MAXIMUM_EXCEEDED",

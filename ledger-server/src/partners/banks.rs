@@ -10,7 +10,7 @@
 
 use chrono::{DateTime, FixedOffset, Utc};
 use ledger_core::domain::account::AccountId;
-use ledger_core::domain::commands::{Command, ServeCreditReport, ServedReport};
+use ledger_core::domain::commands::{Command, ComputedFrom, ServeCreditReport, ServedReport};
 use ledger_core::domain::events::{CreditReportServed, LedgerEvent};
 use ledger_core::domain::{InputProblem, Rejection};
 use ledger_core::log::EventLog;
@@ -216,10 +216,18 @@ pub async fn prepare_report(
         model_version: report.model_version.to_owned(),
         score: report.score,
         report: serde_json::to_string(&ReportJson::of(&report))?,
+        computed_from: ComputedFrom::Version(events.last().map(|e| e.version)),
     })
 }
 
 type Answer<T> = Result<Response<T>, Status>;
+
+/// Most times a bank's report is computed for one request when the volunteer's stream
+/// keeps moving under it (`ComputedFrom`): each attempt reads the stream once; past
+/// this the bank gets `ABORTED REPORT_OUTDATED` and retries with the same request id.
+/// A stream that moves five times within a report's few milliseconds is an account
+/// under a burst of writes, which ends.
+const REPORT_ATTEMPTS_MAX: u32 = 5;
 
 /// Length of a report digest: hex BLAKE3 (`serve_credit_report::report_digest`).
 const REPORT_DIGEST_HEX_LEN: usize = 64;
@@ -236,45 +244,55 @@ impl Partners {
         let volunteer =
             convert::account("volunteer_id", r.volunteer_id).map_err(|e| describe_rejection(&e))?;
         let purpose = convert::purpose(r.purpose).map_err(|e| describe_rejection(&e))?;
-        let now = self.clock().now();
-        let state = self
-            .handler
-            .load(&volunteer)
-            .await
-            .map_err(|e| crate::status::describe(&e))?;
-        let mut report_to_serve = ServedReport {
-            caller: caller.name.clone(),
-            ..ServedReport::default()
-        };
-        // A retry skips the consent check and the computation: the handler returns the
-        // original inquiry.
-        if !state.requests.contains_key(&request_id) {
-            if state.current_consent(&bank, &purpose, now).is_none() {
-                return Err(describe_rejection(&Rejection::ConsentRequired {
-                    purpose: purpose.to_string(),
-                }));
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            let now = self.clock().now();
+            let state = self
+                .handler
+                .load(&volunteer)
+                .await
+                .map_err(|e| crate::status::describe(&e))?;
+            let mut report_to_serve = ServedReport {
+                caller: caller.name.clone(),
+                ..ServedReport::default()
+            };
+            // A retry skips the consent check and the computation: the handler returns
+            // the original inquiry.
+            if !state.requests.contains_key(&request_id) {
+                if state.current_consent(&bank, &purpose, now).is_none() {
+                    return Err(describe_rejection(&Rejection::ConsentRequired {
+                        purpose: purpose.to_string(),
+                    }));
+                }
+                report_to_serve = prepare_report(
+                    self.log().as_ref(),
+                    &volunteer,
+                    now,
+                    self.handler.config().calendar_offset,
+                    self.policies.default_policy(),
+                    &caller.name,
+                )
+                .await
+                .map_err(|e| e.describe())?;
             }
-            report_to_serve = prepare_report(
-                self.log().as_ref(),
-                &volunteer,
-                now,
-                self.handler.config().calendar_offset,
-                self.policies.default_policy(),
-                &caller.name,
-            )
-            .await
-            .map_err(|e| e.describe())?;
-        }
-        let outcome = self
-            .commands
-            .execute_authorized(Command::ServeCreditReport(ServeCreditReport {
-                request_id,
-                volunteer: volunteer.clone(),
-                bank,
-                purpose,
-                served: report_to_serve,
-            }))
-            .await?;
+            let served = self
+                .commands
+                .execute_authorized(Command::ServeCreditReport(ServeCreditReport {
+                    request_id: request_id.clone(),
+                    volunteer: volunteer.clone(),
+                    bank: bank.clone(),
+                    purpose: purpose.clone(),
+                    served: report_to_serve,
+                }))
+                .await;
+            match served {
+                // The volunteer's stream moved after the report read it: compute it
+                // again, as of a new now (`ComputedFrom`).
+                Err(d) if d.reason == "REPORT_OUTDATED" && attempt < REPORT_ATTEMPTS_MAX => {}
+                other => break other?,
+            }
+        };
         let (recorded, event) = self.event_at(&volunteer, outcome.stream_version).await?;
         match event {
             LedgerEvent::CreditReportServed(e) => served(&e, recorded.position, outcome.replayed),

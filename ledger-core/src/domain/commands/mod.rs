@@ -48,7 +48,9 @@ pub use redemptions::{
 };
 pub use register_account::RegisterAccount;
 pub use reverse_transaction::ReverseTransaction;
-pub use serve_credit_report::{report_digest, ServeCreditReport, ServedReport, REPORT_BYTES_MAX};
+pub use serve_credit_report::{
+    report_digest, ComputedFrom, ServeCreditReport, ServedReport, REPORT_BYTES_MAX,
+};
 pub use spend_hours::SpendHours;
 pub use transfer_hours::TransferHours;
 

@@ -41,6 +41,25 @@ pub struct ServedReport {
     pub score: u32,
     /// The report's JSON text.
     pub report: String,
+    /// The volunteer's stream the report was computed from ([`ComputedFrom`]).
+    pub computed_from: ComputedFrom,
+}
+
+/// How much of the volunteer's stream a served report read. Checked against the
+/// stream the inquiry is appended to, so that the served report is exactly the report
+/// as of its time: an event appended after the report's read (a deposit decided and
+/// stamped before the report's `as_of`, whose append was still on its way) makes the
+/// report outdated (`ReportOutdated`), and the server computes it again. Once the
+/// inquiry is appended, an event still on its way meets a stream that moved, is
+/// decided again and stamped after the inquiry, so no later ask as of the report's
+/// time can include an event the served report missed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ComputedFrom {
+    /// Not checked: a report not computed from this ledger's stream (tests).
+    #[default]
+    Unchecked,
+    /// Computed from the stream up to this version (None: the stream was empty).
+    Version(Option<u64>),
 }
 
 impl ServeCreditReport {
@@ -74,6 +93,11 @@ impl ServeCreditReport {
                 max: INQUIRIES_PER_CONSENT_PER_DAY_MAX,
                 next_at,
             });
+        }
+        if let ComputedFrom::Version(read) = self.served.computed_from {
+            if read != ctx.target.version {
+                return Err(Rejection::ReportOutdated);
+            }
         }
         Ok(LedgerEvent::CreditReportServed(CreditReportServed {
             inquiry: ctx.transaction,
@@ -113,8 +137,39 @@ mod tests {
                 model_version: "tb-credit-1".into(),
                 score: 512,
                 report: "{\"score\":512}".into(),
+                computed_from: ComputedFrom::Unchecked,
             },
         })
+    }
+
+    /// A report computed from the stream up to a version is served only while the
+    /// stream is still there: an event appended since (a deposit whose append was on
+    /// its way) makes it outdated, to be computed again.
+    #[test]
+    fn given_a_report_read_before_the_last_event_when_served_then_outdated() {
+        let mut w = World::standard();
+        w.bank("b1");
+        w.given(grant("v1", "b1", "2027-01-01T00:00:00Z"));
+        // The world of these tests keeps no versions: give the stream one.
+        let at = Some(3);
+        w.accounts.get_mut(&acc("v1")).unwrap().version = at;
+        let with = |from: ComputedFrom| {
+            let mut c = inquiry("v1", "b1", "volunteer-loan");
+            if let Command::ServeCreditReport(s) = &mut c {
+                s.served.computed_from = from;
+            }
+            c
+        };
+        assert!(w.when(&with(ComputedFrom::Version(at))).is_ok());
+        let before = at.map(|v| v - 1);
+        assert_eq!(
+            reason(w.when(&with(ComputedFrom::Version(before)))),
+            "REPORT_OUTDATED"
+        );
+        assert_eq!(
+            reason(w.when(&with(ComputedFrom::Version(None)))),
+            "REPORT_OUTDATED"
+        );
     }
 
     #[test]
