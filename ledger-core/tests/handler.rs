@@ -432,6 +432,63 @@ async fn a_close_is_ordered_after_the_transfers_already_decided_to_its_account()
     );
 }
 
+/// A report as of "now" is answered as of `Stamps::settled`: before the stamp of any
+/// event whose append is still on its way, so that a later ask as of the same instant
+/// cannot find an event the first answer missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_stays_before_a_stamp_until_its_append_has_answered() {
+    let memory = ledger_core::log::memory::MemoryLog::new();
+    let clock = Arc::new(ledger_core::app::FixedClock::new(ts(NOW)));
+    let handler = Arc::new(ledger_core::app::Handler::new(
+        Arc::new(Instrumented {
+            delays_appends_of: Some(("HoursDeposited.v1", std::time::Duration::from_millis(100))),
+            ..Instrumented::over(memory.clone())
+        }),
+        clock.clone(),
+        ledger_core::app::LedgerConfig::default(),
+    ));
+    setup(&handler).await;
+    assert_eq!(
+        handler.stamps().settled(&*clock),
+        ts(NOW),
+        "nothing in flight"
+    );
+    let deposit = {
+        let handler = handler.clone();
+        tokio::spawn(async move { handler.execute(&deposit("d1", "v1", "1", 0, 9)).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // The deposit is stamped NOW and not yet in the log.
+    assert_eq!(
+        memory
+            .read_stream(&acc("v1").stream(), 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    clock.set(ts(NOW) + chrono::Duration::seconds(1));
+    assert_eq!(
+        handler.stamps().settled(&*clock),
+        ts(NOW) - chrono::Duration::nanoseconds(1),
+        "just before the stamp in flight, though the clock moved on"
+    );
+    deposit.await.unwrap().unwrap();
+    assert_eq!(
+        memory
+            .read_stream(&acc("v1").stream(), 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        handler.stamps().settled(&*clock),
+        ts(NOW) + chrono::Duration::seconds(1),
+        "the clock again once the append answered"
+    );
+}
+
 /// A command naming its own account as the other party (a volunteer's id as the
 /// organisation, the project, the bank) is judged by that account's kind: the handler
 /// does not load the target twice, and the decision must not read it as unregistered.

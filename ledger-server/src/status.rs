@@ -14,7 +14,7 @@
 //! | `ALREADY_EXISTS` | `ACCOUNT_ALREADY_EXISTS`, `REQUEST_ID_REUSED` |
 //! | `FAILED_PRECONDITION` | every other business rule (`INSUFFICIENT_HOURS`, `INSUFFICIENT_POINTS`, `NO_CURRENT_CONSENT`, `TOKEN_EXPIRED`, `TOKEN_ALREADY_USED`, `TOKEN_MAXIMUM_EXCEEDED`, `HOLD_ALREADY_CAPTURED`, `HOLD_VOIDED`, `HOLD_EXPIRED`, `CAPTURE_EXCEEDS_HOLD`, `HOURS_PER_DAY_EXCEEDED`, `OVERLAPPING_SERVICE`, `ALREADY_REVERSED`, `REVERSAL_OF_REVERSAL`, …) |
 //! | `ABORTED` | `CONTENTION`: the account changed under the command too often; retry |
-//! | `UNAVAILABLE` | `LOG_UNAVAILABLE`: retry with the same request id; queries: `NOT_CAUGHT_UP` (the read models have not reached `min_position` within the wait bound; retry) |
+//! | `UNAVAILABLE` | `LOG_UNAVAILABLE`: retry with the same request id; queries: `NOT_CAUGHT_UP` (the read models have not reached `min_position` within the wait bound; retry), `NOT_SETTLED` (a credit report as of an instant whose commands are still being appended; retry) |
 //! | `NOT_FOUND` (queries) | `UNKNOWN_ACCOUNT`, `NOT_A_VOLUNTEER`, `NOT_AN_ORGANISATION`, `NOT_A_MERCHANT`, `UNKNOWN_REGION` |
 //! | `INVALID_ARGUMENT` (queries) | bad fields as for commands, `UNKNOWN_POLICY_VERSION`, `UNKNOWN_MODEL_VERSION` |
 //! | `FAILED_PRECONDITION` (queries) | `STREAM_TOO_LONG`: a report or replay reads the account's whole stream, and it holds more than `CREDIT_STREAM_EVENTS_MAX` events; retrying cannot help, call an operator |
@@ -155,6 +155,7 @@ pub fn query_status_described(e: &crate::queries::QueryError) -> Described {
             }
             (Code::Unavailable, "NOT_CAUGHT_UP")
         }
+        Q::NotSettled(_) => (Code::Unavailable, "NOT_SETTLED"),
         Q::UnknownAccount(_) => (Code::NotFound, "UNKNOWN_ACCOUNT"),
         Q::NotAVolunteer(_) => (Code::NotFound, "NOT_A_VOLUNTEER"),
         Q::WrongKind { wanted, .. } => (

@@ -11,6 +11,7 @@ use super::clock::Clock;
 use super::decoded::DecodedEvents;
 use super::gates::Gates;
 use super::receipts::{receipts_for, Receipt, ReceiptMark, ReceiptReport};
+use super::stamps::Stamps;
 use crate::domain::account::AccountId;
 use crate::domain::chain::{encode_metadata_as, event_hash, verify_chain, ChainError, EventHash};
 use crate::domain::commands::{Command, Context};
@@ -138,6 +139,8 @@ pub struct Handler {
     /// Orders a `CloseAccount` against the commands that name its account
     /// ([`super::gates`]).
     gates: Arc<Gates>,
+    /// The `recorded_at` stamps of appends still on their way ([`Stamps`]).
+    stamps: Arc<Stamps>,
 }
 
 /// Default for the most account states the handler keeps folded between commands
@@ -260,7 +263,15 @@ impl Handler {
             states: Arc::new(StateCache::new(STATE_CACHE_ACCOUNTS_MAX)),
             decoded: None,
             gates: Arc::default(),
+            stamps: Arc::default(),
         }
+    }
+
+    /// The stamps of this handler's appends in flight: [`Stamps::settled`] is the latest
+    /// instant a report "as of now" can be asked as of without a later ask as of the
+    /// same instant finding more (the query service's live credit reports).
+    pub fn stamps(&self) -> &Arc<Stamps> {
+        &self.stamps
     }
 
     /// The same handler leaving every event it appends, decoded, in `decoded` for a
@@ -420,7 +431,9 @@ impl Handler {
                     others.insert(id, state);
                 }
             }
-            let now = self.clock.now();
+            // In flight until this attempt's append has answered (`Stamps`).
+            let stamp = self.stamps.stamp(&*self.clock);
+            let now = stamp.at();
             let ctx = Context {
                 now,
                 calendar: self.config.calendar_offset,
@@ -494,6 +507,7 @@ impl Handler {
         let stream = receipt.to.stream();
         for _ in 0..=COMMAND_RETRIES_MAX {
             let state = self.load(&receipt.to).await?;
+            let stamp = self.stamps.stamp(&*self.clock);
             if matches!(
                 state.transactions.get(&receipt.transaction),
                 Some(r) if matches!(r.kind, TxKind::Received(_))
@@ -511,7 +525,7 @@ impl Handler {
                 // would then join reports and replays as of times when the stream did
                 // not yet hold it, changing what a report as of T said (credit-score.md,
                 // Inputs digest).
-                recorded_at: self.clock.now().max(receipt.recorded_at),
+                recorded_at: stamp.at().max(receipt.recorded_at),
             });
             let new = NewEvent {
                 id: event_id_for_receipt(receipt.transaction, receipt.to.as_str()),

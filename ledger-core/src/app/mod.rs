@@ -36,6 +36,7 @@ mod decoded;
 mod gates;
 mod handler;
 mod receipts;
+mod stamps;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use decoded::{DecodedEvents, DECODED_EVENTS_SLOTS};
@@ -46,3 +47,4 @@ pub use receipts::{
     receipts_for, Receipt, ReceiptMark, ReceiptReport, SkippedTransaction, UnreceiptablePosting,
     SKIPPED_NOTED_MAX,
 };
+pub use stamps::Stamps;

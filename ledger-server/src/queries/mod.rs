@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use chrono::{Datelike, FixedOffset};
 use ledger_core::app::Clock;
+use ledger_core::app::Stamps;
 use ledger_core::domain::account::AccountId;
 use ledger_core::domain::Rejection;
 use ledger_core::log::{EventLog, Position, ReadError};
@@ -165,6 +166,10 @@ pub enum QueryError {
     Input(Rejection),
     #[error(transparent)]
     NotCaughtUp(NotCaughtUp),
+    /// Commands stamped at or before the asked `as_of` are still being appended after
+    /// `SETTLE_WAIT_MS_MAX`: answering now could be contradicted by a later ask.
+    #[error("commands recorded at or before as_of {0} are still being written after {SETTLE_WAIT_MS_MAX} ms; retry shortly, or ask for an earlier as_of")]
+    NotSettled(String),
     #[error("account {0} is not registered (as of the read models' checkpoint); check the id, or pass the registration's position as min_position")]
     UnknownAccount(String),
     #[error("{0} is not a volunteer registered by the report's as_of time")]
@@ -277,6 +282,14 @@ pub(crate) async fn fresh(
         .map_err(QueryError::NotCaughtUp)
 }
 
+/// Longest a credit report asked as of a moment a few milliseconds ago waits for the
+/// commands stamped up to then to be appended (`Stamps`). They take milliseconds; as
+/// long as a read model's freshness wait, for the same reason.
+pub const SETTLE_WAIT_MS_MAX: u64 = QUERY_FRESHNESS_WAIT_MS_MAX;
+
+/// How often that wait looks again: a tenth of a typical append.
+const SETTLE_POLL_MS: u64 = 1;
+
 /// The query service.
 #[derive(Clone)]
 pub struct QueryService {
@@ -289,6 +302,9 @@ pub struct QueryService {
     /// The ledger's calendar (`--calendar-offset`): "this year" of `GetAccount` is its
     /// year, as service dates are its days.
     calendar: FixedOffset,
+    /// The command handler's stamps in flight: a credit report is answered only as of
+    /// an instant they have all passed ([`ledger_core::app::Stamps`]).
+    stamps: Arc<Stamps>,
 }
 
 type Answer<T> = Result<Response<T>, Status>;
@@ -314,7 +330,16 @@ impl QueryService {
             policies,
             clock,
             calendar,
+            stamps: Arc::default(),
         }
+    }
+
+    /// The same service reading the command handler's stamps in flight
+    /// ([`Handler::stamps`](ledger_core::app::Handler::stamps)), so that a credit
+    /// report as of now is never contradicted by a later ask as of the same time.
+    pub fn with_stamps(mut self, stamps: Arc<Stamps>) -> Self {
+        self.stamps = stamps;
+        self
     }
 
     /// The current year of the ledger's calendar. Not the UTC year: on New Year's night
@@ -454,12 +479,15 @@ impl QueryService {
     ) -> Result<pb::CreditReport, QueryError> {
         let volunteer: AccountId = convert::account("volunteer_id", r.volunteer_id)?;
         self.allow_account(caller, &volunteer).await?;
+        let asked = convert::timestamp("as_of", r.as_of)?;
         let now = self.clock.now();
-        let as_of = convert::timestamp("as_of", r.as_of)?.unwrap_or(now);
+        // "Now" is the settled instant, read after `now` (so possibly a little later
+        // than it, never later than the clock).
+        let as_of = asked.unwrap_or_else(|| self.stamps.settled(&*self.clock));
         // A report is the one live at as_of; one of a time still to come would be
         // answered from a record still being written, and a later ask with the same
         // as_of would contradict its digest.
-        if as_of > now {
+        if asked.is_some() && as_of > now {
             return Err(Rejection::input(
                 "as_of",
                 ledger_core::domain::InputProblem::Malformed(format!(
@@ -469,6 +497,19 @@ impl QueryService {
                 )),
             )
             .into());
+        }
+        // Asked as of a moment commands stamped at or before it are still being
+        // appended (the last few milliseconds): wait for them, so that the stream read
+        // below holds every event recorded by as_of. "Now" is as of the settled
+        // instant already.
+        if asked.is_some() {
+            let waited = std::time::Instant::now();
+            while self.stamps.settled(&*self.clock) < as_of {
+                if waited.elapsed() >= std::time::Duration::from_millis(SETTLE_WAIT_MS_MAX) {
+                    return Err(QueryError::NotSettled(as_of.to_rfc3339()));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(SETTLE_POLL_MS)).await;
+            }
         }
         let cp = self.fresh(r.min_position).await?;
         let events = credit::read_account_stream(self.log.as_ref(), &volunteer).await?;
