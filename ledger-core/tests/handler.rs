@@ -458,15 +458,12 @@ async fn settled_stays_before_a_stamp_until_its_append_has_answered() {
         tokio::spawn(async move { handler.execute(&deposit("d1", "v1", "1", 0, 9)).await })
     };
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let events_of_v1 = || async {
+        let events = memory.read_stream(&acc("v1").stream(), 0, 10).await;
+        events.unwrap().len()
+    };
     // The deposit is stamped NOW and not yet in the log.
-    assert_eq!(
-        memory
-            .read_stream(&acc("v1").stream(), 0, 10)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(events_of_v1().await, 1);
     clock.set(ts(NOW) + chrono::Duration::seconds(1));
     assert_eq!(
         handler.stamps().settled(&*clock),
@@ -474,14 +471,7 @@ async fn settled_stays_before_a_stamp_until_its_append_has_answered() {
         "just before the stamp in flight, though the clock moved on"
     );
     deposit.await.unwrap().unwrap();
-    assert_eq!(
-        memory
-            .read_stream(&acc("v1").stream(), 0, 10)
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(events_of_v1().await, 2);
     assert_eq!(
         handler.stamps().settled(&*clock),
         ts(NOW) + chrono::Duration::seconds(1),
