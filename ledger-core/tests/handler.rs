@@ -465,9 +465,11 @@ async fn settled_stays_before_a_stamp_until_its_append_has_answered() {
     // The deposit is stamped NOW and not yet in the log.
     assert_eq!(events_of_v1().await, 1);
     clock.set(ts(NOW) + chrono::Duration::seconds(1));
+    // Stamped a nanosecond after NOW: `settled` answered NOW above, and a stamp is
+    // always after every instant answered (the fixed clock reads NOW again).
     assert_eq!(
         handler.stamps().settled(&*clock),
-        ts(NOW) - chrono::Duration::nanoseconds(1),
+        ts(NOW),
         "just before the stamp in flight, though the clock moved on"
     );
     deposit.await.unwrap().unwrap();

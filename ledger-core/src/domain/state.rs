@@ -203,6 +203,11 @@ pub struct AccountState {
     pub version: Option<u64>,
     /// Hash of the last event ([`GENESIS_HASH`] for an empty stream).
     pub last_hash: EventHash,
+    /// Version of the last event that is not a partner event
+    /// ([`LedgerEvent::is_partner_event`]): the last input of a credit report, which
+    /// a bank's inquiry is checked against (`ComputedFrom`), so that another bank's
+    /// inquiry or a consent appended meanwhile does not outdate it.
+    pub report_input_version: Option<u64>,
     pub kind: Option<AccountKind>,
     pub closed: bool,
     balances: BTreeMap<Unit, Decimal>,
@@ -266,6 +271,7 @@ impl AccountState {
             id,
             version: None,
             last_hash: GENESIS_HASH,
+            report_input_version: None,
             kind: None,
             closed: false,
             balances: BTreeMap::new(),
@@ -395,6 +401,9 @@ impl AccountState {
         }
         self.apply(envelope.transaction, event);
         self.version = Some(envelope.version);
+        if !event.is_partner_event() {
+            self.report_input_version = Some(envelope.version);
+        }
         self.last_hash = envelope.hash;
     }
 

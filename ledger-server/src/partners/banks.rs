@@ -216,7 +216,13 @@ pub async fn prepare_report(
         model_version: report.model_version.to_owned(),
         score: report.score,
         report: serde_json::to_string(&ReportJson::of(&report))?,
-        computed_from: ComputedFrom::Version(events.last().map(|e| e.version)),
+        computed_from: ComputedFrom::Version(
+            events
+                .iter()
+                .rev()
+                .find(|e| !LedgerEvent::PARTNER_TYPE_NAMES.contains(&e.event_type.as_str()))
+                .map(|e| e.version),
+        ),
     })
 }
 
@@ -247,7 +253,11 @@ impl Partners {
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
-            let now = self.clock().now();
+            // As of the settled instant, not the raw clock: every event stamped at or
+            // before it is in the log already, and every later one is stamped after
+            // it (`Stamps`), so the report read below is the report as of `now` for
+            // good; `ComputedFrom` also covers appends this process did not stamp.
+            let now = self.handler.stamps().settled(self.clock().as_ref());
             let state = self
                 .handler
                 .load(&volunteer)

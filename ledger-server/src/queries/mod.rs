@@ -480,7 +480,7 @@ impl QueryService {
         let volunteer: AccountId = convert::account("volunteer_id", r.volunteer_id)?;
         self.allow_account(caller, &volunteer).await?;
         let asked = convert::timestamp("as_of", r.as_of)?;
-        let now = self.clock.now();
+        let now = self.stamps.now(&*self.clock);
         // "Now" is the settled instant, read after `now` (so possibly a little later
         // than it, never later than the clock).
         let as_of = asked.unwrap_or_else(|| self.stamps.settled(&*self.clock));

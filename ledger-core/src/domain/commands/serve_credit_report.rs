@@ -58,7 +58,9 @@ pub enum ComputedFrom {
     /// Not checked: a report not computed from this ledger's stream (tests).
     #[default]
     Unchecked,
-    /// Computed from the stream up to this version (None: the stream was empty).
+    /// Computed from the stream whose last report input (an event that is not a
+    /// partner event: consents, inquiries and holds are no input) was at this version
+    /// (None: none).
     Version(Option<u64>),
 }
 
@@ -95,7 +97,7 @@ impl ServeCreditReport {
             });
         }
         if let ComputedFrom::Version(read) = self.served.computed_from {
-            if read != ctx.target.version {
+            if read != ctx.target.report_input_version {
                 return Err(Rejection::ReportOutdated);
             }
         }
@@ -150,9 +152,13 @@ mod tests {
         let mut w = World::standard();
         w.bank("b1");
         w.given(grant("v1", "b1", "2027-01-01T00:00:00Z"));
-        // The world of these tests keeps no versions: give the stream one.
+        // The world of these tests keeps no versions: give the stream's last report
+        // input one.
         let at = Some(3);
-        w.accounts.get_mut(&acc("v1")).unwrap().version = at;
+        w.accounts.get_mut(&acc("v1")).unwrap().report_input_version = at;
+        // Partner events after it (another bank's inquiry, a consent) are no input:
+        // they do not outdate the report.
+        w.accounts.get_mut(&acc("v1")).unwrap().version = Some(5);
         let with = |from: ComputedFrom| {
             let mut c = inquiry("v1", "b1", "volunteer-loan");
             if let Command::ServeCreditReport(s) = &mut c {
