@@ -60,6 +60,7 @@ pub fn rejection_code(r: &Rejection) -> Code {
         | R::ReservedAccountId { .. }
         | R::SelfTransfer
         | R::ServiceDateInFuture { .. }
+        | R::JoinDateInFuture { .. }
         | R::ServiceIntervalInFuture { .. }
         | R::InvalidServiceInterval { .. }
         | R::ServiceDateMismatch { .. }

@@ -89,6 +89,12 @@ pub enum Rejection {
         requested: Decimal,
     },
 
+    #[error("join date {joined_on} is after today ({today} in the ledger's calendar); register the volunteer with the day they joined, today at the latest")]
+    JoinDateInFuture {
+        joined_on: NaiveDate,
+        today: NaiveDate,
+    },
+
     #[error("service date {service_date} is after today ({today} in the ledger's calendar); hours and no-shows are recorded after the service")]
     ServiceDateInFuture {
         service_date: NaiveDate,
@@ -319,6 +325,7 @@ impl Rejection {
             Self::NoCurrentConsent { .. } => "NO_CURRENT_CONSENT",
             Self::ConsentRequired { .. } => "CONSENT_REQUIRED",
             Self::InquiriesPerDayExceeded { .. } => "INQUIRIES_PER_DAY_EXCEEDED",
+            Self::JoinDateInFuture { .. } => "JOIN_DATE_IN_FUTURE",
             Self::ReportOutdated => "REPORT_OUTDATED",
             Self::TokenExpired { .. } => "TOKEN_EXPIRED",
             Self::TokenAlreadyUsed => "TOKEN_ALREADY_USED",

@@ -30,6 +30,17 @@ impl RegisterAccount {
                 account: self.account.clone(),
             });
         }
+        // A join date still to come would give the credit model's tenure a start the
+        // volunteer has not reached (credit-score.md, "Where the inputs come from").
+        if let AccountKind::Volunteer { joined_on, .. } = &self.kind {
+            let today = ctx.today();
+            if *joined_on > today {
+                return Err(Rejection::JoinDateInFuture {
+                    joined_on: *joined_on,
+                    today,
+                });
+            }
+        }
         Ok(LedgerEvent::AccountRegistered(AccountRegistered {
             account: self.account.clone(),
             kind: self.kind.clone(),
@@ -54,6 +65,27 @@ mod tests {
         assert_eq!(e.account.as_str(), "v1");
         assert_eq!(e.kind, volunteer_kind());
         assert_eq!(e.registered_at, w.now);
+    }
+
+    #[test]
+    fn when_the_join_date_is_after_today_then_join_date_in_future() {
+        use crate::domain::account::RegionCode;
+        // The world's now is 2026-11-20T12:00Z, its calendar UTC.
+        let joined = |d: &str| AccountKind::Volunteer {
+            region: RegionCode::new("hangzhou/xihu").unwrap(),
+            joined_on: d.parse().unwrap(),
+        };
+        let w = World::new();
+        assert!(w.when(&register("v1", joined("2026-11-20"))).is_ok());
+        assert!(w.when(&register("v1", joined("2019-01-01"))).is_ok());
+        assert_eq!(
+            reason(w.when(&register("v1", joined("2026-11-21")))),
+            "JOIN_DATE_IN_FUTURE"
+        );
+        assert_eq!(
+            reason(w.when(&register("v1", joined("9999-12-31")))),
+            "JOIN_DATE_IN_FUTURE"
+        );
     }
 
     #[test]
