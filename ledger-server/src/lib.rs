@@ -384,8 +384,8 @@ pub async fn serve_with_options(
         policies.clone(),
         handler.clock().clone(),
         handler.config().calendar_offset,
-    )
-    .with_stamps(handler.stamps().clone());
+        handler.stamps().clone(),
+    );
     let service =
         LedgerService::new(handler.clone()).with_batch_commands_max(limits.batch_commands_max);
     let partners = partners::Partners::new(

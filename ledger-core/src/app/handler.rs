@@ -462,6 +462,10 @@ impl Handler {
             let expected = ExpectedVersion::from_current(target.version);
             match self.log.append(&stream, expected, vec![new]).await {
                 Ok(result) => {
+                    // Durable: the stamp no longer holds `settled` back. The receipts
+                    // below carry stamps of their own; a receipt racing on a busy
+                    // receiver must not keep reports "as of now" waiting meanwhile.
+                    drop(stamp);
                     let outcome = Outcome {
                         transaction,
                         position: result.last_position(),
@@ -507,13 +511,14 @@ impl Handler {
         let stream = receipt.to.stream();
         for _ in 0..=COMMAND_RETRIES_MAX {
             let state = self.load(&receipt.to).await?;
-            let stamp = self.stamps.stamp(&*self.clock);
             if matches!(
                 state.transactions.get(&receipt.transaction),
                 Some(r) if matches!(r.kind, TxKind::Received(_))
             ) {
                 return Ok(false);
             }
+            // In flight until this attempt's append has answered (`Stamps`).
+            let stamp = self.stamps.stamp(&*self.clock);
             let event = LedgerEvent::HoursReceived(HoursReceived {
                 transaction: receipt.transaction,
                 from: receipt.from.clone(),

@@ -299,7 +299,9 @@ impl Partners {
             match served {
                 // The volunteer's stream moved after the report read it: compute it
                 // again, as of a new now (`ComputedFrom`).
-                Err(d) if d.reason == "REPORT_OUTDATED" && attempt < REPORT_ATTEMPTS_MAX => {}
+                Err(d)
+                    if d.reason == Rejection::ReportOutdated.reason()
+                        && attempt < REPORT_ATTEMPTS_MAX => {}
                 other => break other?,
             }
         };

@@ -322,6 +322,9 @@ impl QueryService {
         policies: Arc<StarPolicies>,
         clock: Arc<dyn Clock>,
         calendar: FixedOffset,
+        // The command handler's stamps in flight (`Handler::stamps`): required, so
+        // that no service answers credit reports as of now without them.
+        stamps: Arc<Stamps>,
     ) -> Self {
         Self {
             projections,
@@ -330,16 +333,8 @@ impl QueryService {
             policies,
             clock,
             calendar,
-            stamps: Arc::default(),
+            stamps,
         }
-    }
-
-    /// The same service reading the command handler's stamps in flight
-    /// ([`Handler::stamps`](ledger_core::app::Handler::stamps)), so that a credit
-    /// report as of now is never contradicted by a later ask as of the same time.
-    pub fn with_stamps(mut self, stamps: Arc<Stamps>) -> Self {
-        self.stamps = stamps;
-        self
     }
 
     /// The current year of the ledger's calendar. Not the UTC year: on New Year's night
@@ -819,6 +814,7 @@ mod tests {
                 Arc::new(StarPolicies::default()),
                 clock.clone(),
                 handler.config().calendar_offset,
+                handler.stamps().clone(),
             );
             let mut l = Self {
                 handler,

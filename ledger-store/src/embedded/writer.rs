@@ -106,7 +106,9 @@ impl Writer {
             // each fsync before many appends are waiting. Option not taken: waiting
             // until N appends are in, which a load of fewer than N callers would
             // wait on for the whole bound every time.
-            if let Some(delay) = commit_wait(self.commit_delay, appends_before) {
+            // A failed log answers at once (`commit_group`): nothing to gather for.
+            let wait = commit_wait(self.commit_delay, appends_before);
+            if let (Some(delay), None) = (wait, &self.failed) {
                 std::thread::sleep(delay);
             }
             let mut bytes = first.bytes;
