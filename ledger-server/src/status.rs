@@ -72,7 +72,9 @@ pub fn rejection_code(r: &Rejection) -> Code {
         R::ReportOutdated => Code::Aborted,
         R::UnknownHold { .. } => Code::NotFound,
         R::UnknownAccount { .. } | R::UnknownTransaction { .. } => Code::NotFound,
-        R::AccountAlreadyExists { .. } | R::RequestIdReused { .. } => Code::AlreadyExists,
+        R::AccountAlreadyExists { .. }
+        | R::RequestIdReused { .. }
+        | R::NoShowAlreadyRecorded { .. } => Code::AlreadyExists,
         R::AccountClosed { .. }
         | R::WrongAccountKind { .. }
         | R::InsufficientHours { .. }

@@ -514,6 +514,23 @@ async fn no_shows_and_ratings_reach_the_credit_report_and_as_of_replays_the_past
         .await
         .unwrap_err();
     assert_eq!(reason(&e), "SERVICE_DATE_IN_FUTURE");
+    // The same no-show under a second request id is refused; it would count twice.
+    let e = s
+        .commands
+        .record_no_show(pb::RecordNoShowRequest {
+            request_id: "ns3".into(),
+            volunteer_id: "li".into(),
+            organisation_id: "org".into(),
+            activity_id: "act-2".into(),
+            date: "2026-11-15".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::AlreadyExists, "NO_SHOW_ALREADY_RECORDED")
+    );
+    assert!(e.message().contains(&ns.transaction_id), "{}", e.message());
     let after = s
         .queries
         .get_credit_report(pb::GetCreditReportRequest {

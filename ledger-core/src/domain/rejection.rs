@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
 use super::account::{AccountId, RegionError};
-use super::ids::{IdError, RequestId, TransactionId};
+use super::ids::{ActivityId, IdError, RequestId, TransactionId};
 use super::units::AmountError;
 
 /// What is wrong with one field of a command.
@@ -195,6 +195,15 @@ pub enum Rejection {
     #[error("deposit {transaction} was already rated; a deposit is rated at most once")]
     AlreadyRated { transaction: TransactionId },
 
+    #[error("a no-show of {volunteer} at {organisation}'s activity {activity} on {date} is already recorded (transaction {transaction}); a volunteer misses an activity on a day once, so it is not recorded again")]
+    NoShowAlreadyRecorded {
+        volunteer: AccountId,
+        organisation: AccountId,
+        activity: ActivityId,
+        date: NaiveDate,
+        transaction: TransactionId,
+    },
+
     #[error("request id {request_id} was already used for a different command; use a new request id for a new command")]
     RequestIdReused { request_id: RequestId },
 
@@ -320,6 +329,7 @@ impl Rejection {
             Self::NotADeposit { .. } => "NOT_A_DEPOSIT",
             Self::DepositReversed { .. } => "DEPOSIT_REVERSED",
             Self::AlreadyRated { .. } => "ALREADY_RATED",
+            Self::NoShowAlreadyRecorded { .. } => "NO_SHOW_ALREADY_RECORDED",
             Self::ConsentExpiryInPast { .. } => "CONSENT_EXPIRY_IN_PAST",
             Self::ConsentTooLong { .. } => "CONSENT_TOO_LONG",
             Self::NoCurrentConsent { .. } => "NO_CURRENT_CONSENT",

@@ -18,7 +18,7 @@ use rust_decimal::Decimal;
 use super::account::{AccountId, AccountKind};
 use super::chain::{recorded_hash, EventHash, EventMetadata, GENESIS_HASH};
 use super::events::{DecodeError, LedgerEvent, ReceiptCause};
-use super::ids::{Purpose, RequestId, TransactionId};
+use super::ids::{ActivityId, Purpose, RequestId, TransactionId};
 use super::postings::{movement, net_for, Posting};
 use super::units::Unit;
 use crate::log::{Position, RecordedEvent};
@@ -219,6 +219,9 @@ pub struct AccountState {
     pub requests: StateMap<RequestId, SeenRequest>,
     /// Deposits that have been rated (`ServiceRated`): each at most once.
     pub rated: StateSet<TransactionId>,
+    /// The no-shows recorded (`NoShowRecorded`), by what they are about, with the
+    /// transaction that recorded each: one per organisation, activity and day.
+    pub no_shows: StateMap<NoShowKey, TransactionId>,
     /// Current consents by bank (a later consent to the same bank replaces it; a
     /// withdrawal removes it). Expired ones stay until replaced: expiry is a rule
     /// checked against the clock.
@@ -227,6 +230,15 @@ pub struct AccountState {
     pub holds: StateMap<TransactionId, HoldRecord>,
     /// Redemption token ids already spent on a hold: each token is used at most once.
     pub tokens_used: StateSet<uuid::Uuid>,
+}
+
+/// What a no-show is about, on its volunteer's stream: the same volunteer misses the
+/// same organisation's activity on one day at most once (`NoShowAlreadyRecorded`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NoShowKey {
+    pub organisation: AccountId,
+    pub activity: ActivityId,
+    pub date: NaiveDate,
 }
 
 /// What [`AccountState::fold`] reads from a stored event besides its payload.
@@ -280,6 +292,7 @@ impl AccountState {
             transactions: StateMap::default(),
             requests: StateMap::default(),
             rated: StateSet::default(),
+            no_shows: StateMap::default(),
             consents: StateMap::default(),
             holds: StateMap::default(),
             tokens_used: StateSet::default(),
@@ -467,7 +480,18 @@ impl AccountState {
                 }
                 record(TxKind::Reversal, &e.postings, None)
             }
-            LedgerEvent::NoShowRecorded(_) => record(TxKind::NoShow, &[], None),
+            LedgerEvent::NoShowRecorded(e) => {
+                // The first one stands: a log imported from elsewhere may hold the
+                // same no-show twice (the credit model counts both, as recorded).
+                self.no_shows
+                    .entry(NoShowKey {
+                        organisation: e.organisation.clone(),
+                        activity: e.activity.clone(),
+                        date: e.service_date,
+                    })
+                    .or_insert(transaction);
+                record(TxKind::NoShow, &[], None)
+            }
             LedgerEvent::ServiceRated(e) => {
                 self.rated.insert(e.deposit);
                 record(TxKind::Rating, &[], None)

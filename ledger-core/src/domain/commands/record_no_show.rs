@@ -13,6 +13,7 @@ use crate::domain::account::AccountId;
 use crate::domain::events::{LedgerEvent, NoShowRecorded};
 use crate::domain::ids::{ActivityId, RequestId};
 use crate::domain::rejection::Rejection;
+use crate::domain::state::NoShowKey;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RecordNoShow {
@@ -28,7 +29,10 @@ pub struct RecordNoShow {
 impl RecordNoShow {
     /// Rules: the volunteer is an open volunteer; the organisation an open
     /// organisation; the date is not after today in the ledger's calendar
-    /// (`ServiceDateInFuture`: a no-show is recorded after the activity).
+    /// (`ServiceDateInFuture`: a no-show is recorded after the activity); the same
+    /// no-show (organisation, activity, date) is not recorded yet
+    /// (`NoShowAlreadyRecorded`: under a second request id it would count twice in
+    /// the credit score's reliability, and a no-show cannot be reversed).
     pub fn decide(&self, ctx: &Context<'_>) -> Result<LedgerEvent, Rejection> {
         require_open(ctx.target, Kind::Volunteer)?;
         require_open(&ctx.other(&self.organisation), Kind::Organisation)?;
@@ -37,6 +41,20 @@ impl RecordNoShow {
             return Err(Rejection::ServiceDateInFuture {
                 service_date: self.date,
                 today,
+            });
+        }
+        let key = NoShowKey {
+            organisation: self.organisation.clone(),
+            activity: self.activity.clone(),
+            date: self.date,
+        };
+        if let Some(&transaction) = ctx.target.no_shows.get(&key) {
+            return Err(Rejection::NoShowAlreadyRecorded {
+                volunteer: self.volunteer.clone(),
+                organisation: key.organisation,
+                activity: key.activity,
+                date: key.date,
+                transaction,
             });
         }
         Ok(LedgerEvent::NoShowRecorded(NoShowRecorded {
@@ -99,6 +117,25 @@ mod tests {
             reason(w.when(&no_show("org", "org", "2026-11-19"))),
             "WRONG_ACCOUNT_KIND"
         );
+    }
+
+    #[test]
+    fn given_a_no_show_when_the_same_one_is_recorded_again_then_no_show_already_recorded() {
+        let mut w = World::standard();
+        let first = w.given(no_show("v1", "org", "2026-11-19"));
+        let again = w.when(&no_show("v1", "org", "2026-11-19"));
+        assert_eq!(reason(again.clone()), "NO_SHOW_ALREADY_RECORDED");
+        let message = again.unwrap_err().to_string();
+        assert!(message.contains(&first.to_string()), "{message}");
+        // Another day, activity or organisation is another no-show.
+        w.given(no_show("v1", "org", "2026-11-18"));
+        w.given(Command::RecordNoShow(RecordNoShow {
+            request_id: rid(),
+            volunteer: acc("v1"),
+            organisation: acc("org"),
+            activity: ActivityId::new("act-10").unwrap(),
+            date: day("2026-11-19"),
+        }));
     }
 
     #[test]
