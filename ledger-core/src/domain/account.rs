@@ -52,6 +52,18 @@ impl AccountId {
         self.0.starts_with(SYSTEM_PREFIX)
     }
 
+    /// Under the system prefix in any letter case (`System:`, `SYSTEM:`): refused for
+    /// new accounts, so that no client account reads like one of the ledger's own in a
+    /// statement or an export. Only registration asks this; [`AccountId::is_system`]
+    /// (exact case) stays what folds and postings go by, so an account registered
+    /// under such an id before this rule keeps the history it has.
+    pub fn is_reserved(&self) -> bool {
+        self.0
+            .as_bytes()
+            .get(..SYSTEM_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(SYSTEM_PREFIX.as_bytes()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

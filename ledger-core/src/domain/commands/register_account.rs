@@ -17,10 +17,11 @@ pub struct RegisterAccount {
 }
 
 impl RegisterAccount {
-    /// Rules: the id is not under the reserved `system:` prefix, and no account with the
-    /// id exists (an id is never reused, even after closing: its history stays).
+    /// Rules: the id is not under the reserved `system:` prefix in any letter case,
+    /// and no account with the id exists (an id is never reused, even after closing:
+    /// its history stays).
     pub fn decide(&self, ctx: &Context<'_>) -> Result<LedgerEvent, Rejection> {
-        if self.account.is_system() {
+        if self.account.is_reserved() {
             return Err(Rejection::ReservedAccountId {
                 account: self.account.clone(),
             });
@@ -116,5 +117,16 @@ mod tests {
             reason(w.when(&register("system:hour-issuance", AccountKind::Project))),
             "ACCOUNT_ID_RESERVED"
         );
+        for id in ["System:hour-issuance", "SYSTEM:x", "sYsTeM:"] {
+            assert_eq!(
+                reason(w.when(&register(id, AccountKind::Project))),
+                "ACCOUNT_ID_RESERVED",
+                "{id}"
+            );
+        }
+        // Only the prefix is reserved: ids that merely contain it are not.
+        for id in ["systems:x", "my-system:x", "system"] {
+            assert!(w.when(&register(id, AccountKind::Project)).is_ok(), "{id}");
+        }
     }
 }
