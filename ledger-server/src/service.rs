@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 use futures::StreamExt;
-use ledger_core::app::Handler;
+use ledger_core::app::{CommandError, Handler};
 use ledger_core::domain::account::AccountId;
 use ledger_core::domain::commands::Command;
 use ledger_core::domain::ids::RequestId;
 use ledger_core::domain::state::Outcome;
 use ledger_core::domain::Rejection;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
 
@@ -91,12 +91,48 @@ impl LedgerService {
         caller: &Caller,
         command: Result<Command, Rejection>,
     ) -> Result<Outcome, Described> {
+        let command = self.admit(caller, command).await?;
+        self.execute_authorized(command).await
+    }
+
+    /// A converted command the caller may send, or why not: refused at the edge (bad
+    /// input) or out of the caller's scope.
+    async fn admit(
+        &self,
+        caller: &Caller,
+        command: Result<Command, Rejection>,
+    ) -> Result<Command, Described> {
         let command = command.map_err(|r| {
             tracing::info!(reason = r.reason(), "command refused at the edge: {r}");
             describe_rejection(&r)
         })?;
         authz::require_command(&self.registrations, caller, &command).await?;
-        self.execute_authorized(command).await
+        Ok(command)
+    }
+
+    /// [`Self::execute`] in the calling task: for the lines of a batch, whose whole
+    /// run is already one task of its own (`submit_batch`), so a hang-up cannot cut a
+    /// line half way either.
+    async fn execute_here(
+        &self,
+        caller: &Caller,
+        command: Result<Command, Rejection>,
+    ) -> Result<Outcome, Described> {
+        let command = self.admit(caller, command).await?;
+        let permit = self.permit().await?;
+        run_command(self.handler.clone(), command, permit)
+            .await
+            .map_err(|e| describe(&e))
+    }
+
+    /// One of the [`INFLIGHT_COMMANDS_MAX`] permits, or `UNAVAILABLE` once the server
+    /// is draining.
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, Described> {
+        self.inflight.clone().acquire_owned().await.map_err(|_| {
+            crate::status::shutting_down(
+                "retry with the same request id on another instance or later",
+            )
+        })
     }
 
     /// The registrations cache the scope checks share.
@@ -107,57 +143,16 @@ impl LedgerService {
     /// Execute a command the caller has been authorised for (partner services check
     /// their own rules first).
     pub(crate) async fn execute_authorized(&self, command: Command) -> Result<Outcome, Described> {
-        let permit = self.inflight.clone().acquire_owned().await.map_err(|_| {
-            crate::status::shutting_down(
-                "retry with the same request id on another instance or later",
-            )
-        })?;
-        let handler = self.handler.clone();
-        // Every line logged while the command is handled (here, in the handler, in the
-        // log) carries its request id.
-        let span = tracing::info_span!(
-            "command",
-            request_id = %command.request_id(),
-            command = command.name()
-        );
+        let permit = self.permit().await?;
         // Boxed: the handler's future is a few KiB, and a task moves its future (and
         // later its output, in a stage as large as the future) by value several times:
         // into the task cell, through each stage change, out to the join handle. A box
         // makes each move a pointer's worth for one allocation. Callgrind counted
         // ~2,000 instructions of `memcpy` per batched deposit in those moves.
-        let task = tokio::spawn(Box::pin(
-            async move {
-                let name = command.name();
-                let result = handler.execute(&command).await;
-                // The request id is borrowed, not copied: with INFO off (a loaded
-                // server's usual level) these lines cost a level check and no
-                // allocation.
-                let request_id = command.request_id();
-                match &result {
-                    Ok(o) => {
-                        tracing::info!(command = name, %request_id, transaction = %o.transaction, position = %o.position, replayed = o.replayed, "command executed")
-                    }
-                    Err(e) => tracing::info!(command = name, %request_id, "command refused: {e}"),
-                }
-                // Release the log handle before the permit: once `drain` holds every
-                // permit, no command task holds the log any more.
-                drop(handler);
-                drop(permit);
-                result
-            }
-            .instrument(span),
-        ));
+        let task = tokio::spawn(Box::pin(run_command(self.handler.clone(), command, permit)));
         match task.await {
             Ok(result) => result.map_err(|e| describe(&e)),
-            Err(join) => {
-                tracing::error!("command task failed: {join}");
-                Err(Described {
-                    code: Code::Internal,
-                    reason: "INTERNAL",
-                    message: "the command failed inside the server; nothing is known to be written. Retry with the same request id".into(),
-                    metadata: Default::default(),
-                })
-            }
+            Err(join) => Err(task_failed(join)),
         }
     }
 
@@ -298,22 +293,89 @@ impl pb::ledger_commands_server::LedgerCommands for LedgerService {
         }
         let lines: Vec<Result<Command, Rejection>> =
             commands.into_iter().map(convert::batch_command).collect();
+        // The whole batch runs in one task of its own, its lines in that task: a client
+        // that hangs up cannot cut a line half way (the reason a unary command gets a
+        // task, `execute`), and the batch's lines pay no task each. Option not taken:
+        // a task per line, which cost a spawn, a join and their wake-ups per line
+        // (docs/benchmarks.md, "Thirteenth session"). A hang-up therefore no longer
+        // stops the lines not started yet; the client's retry with the same request
+        // ids gets their results.
+        let this = self.clone();
+        let task = tokio::spawn(async move { this.run_batch(&caller, lines).await });
+        match task.await {
+            Ok(results) => Ok(Response::new(pb::SubmitBatchResponse { results })),
+            Err(join) => Err(task_failed(join).into_status()),
+        }
+    }
+}
+
+/// Handle one authorised command, holding its in-flight permit until it is done.
+async fn run_command(
+    handler: Handler,
+    command: Command,
+    permit: OwnedSemaphorePermit,
+) -> Result<Outcome, CommandError> {
+    // Every line logged while the command is handled (here, in the handler, in the
+    // log) carries its request id.
+    let span = tracing::info_span!(
+        "command",
+        request_id = %command.request_id(),
+        command = command.name()
+    );
+    async move {
+        let name = command.name();
+        let result = handler.execute(&command).await;
+        // The request id is borrowed, not copied: with INFO off (a loaded server's
+        // usual level) these lines cost a level check and no allocation.
+        let request_id = command.request_id();
+        match &result {
+            Ok(o) => {
+                tracing::info!(command = name, %request_id, transaction = %o.transaction, position = %o.position, replayed = o.replayed, "command executed")
+            }
+            Err(e) => tracing::info!(command = name, %request_id, "command refused: {e}"),
+        }
+        // Release the log handle before the permit: once `drain` holds every permit,
+        // no command task holds the log any more.
+        drop(handler);
+        drop(permit);
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// A command's (or a batch's) task that panicked or was cancelled.
+fn task_failed(join: tokio::task::JoinError) -> Described {
+    tracing::error!("command task failed: {join}");
+    Described {
+        code: Code::Internal,
+        reason: "INTERNAL",
+        message: "the command failed inside the server; nothing is known to be written. Retry with the same request id".into(),
+        metadata: Default::default(),
+    }
+}
+
+impl LedgerService {
+    /// Run a batch's lines as if in order, one result per line.
+    async fn run_batch(
+        &self,
+        caller: &Caller,
+        lines: Vec<Result<Command, Rejection>>,
+    ) -> Vec<pb::BatchResult> {
         let deps = batch_dependencies(&lines.iter().map(line_access).collect::<Vec<_>>());
         let waves = batch_waves(&deps);
         let mut lines: Vec<Option<Result<Command, Rejection>>> =
             lines.into_iter().map(Some).collect();
         let mut results: Vec<Option<pb::BatchResult>> = vec![None; lines.len()];
-        let caller = &caller;
         // A wave's lines depend only on earlier waves, so each wave runs as a whole
-        // after the one before, its lines concurrently (the handler work itself runs in
-        // each command's own task, see `execute_authorized`). Option not taken: one
-        // shared future per line awaited by the lines that depend on it, which starts a
-        // line the moment its own predecessors finish but cost ~8 % of the server's CPU
-        // in wake-ups of those shared futures (docs/benchmarks.md, "End to end").
+        // after the one before, its lines concurrently. Option not taken: one shared
+        // future per line awaited by the lines that depend on it, which starts a line
+        // the moment its own predecessors finish but cost ~8 % of the server's CPU in
+        // wake-ups of those shared futures (docs/benchmarks.md, "End to end").
         for wave in waves {
             let runs = wave.into_iter().map(|i| {
                 let line = lines[i].take().expect("each line is in exactly one wave");
-                async move { (i, batch_result(self.execute(caller, line).await)) }
+                async move { (i, batch_result(self.execute_here(caller, line).await)) }
             });
             let mut done =
                 futures::stream::iter(runs).buffer_unordered(BATCH_COMMANDS_INFLIGHT_MAX);
@@ -321,11 +383,10 @@ impl pb::ledger_commands_server::LedgerCommands for LedgerService {
                 results[i] = Some(result);
             }
         }
-        let results = results
+        results
             .into_iter()
             .map(|r| r.expect("every line ran in its wave"))
-            .collect();
-        Ok(Response::new(pb::SubmitBatchResponse { results }))
+            .collect()
     }
 }
 

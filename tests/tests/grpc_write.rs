@@ -933,6 +933,72 @@ async fn many_independent_lines_of_a_batch_all_land_in_their_slots() {
     server.stop().await;
 }
 
+/// A batch runs to its end even when its client hangs up: its lines run in one task
+/// of the batch's own (`submit_batch`), not in the RPC's future, which a hang-up
+/// drops. Here every append takes 40 ms and the client gives up after 20 ms, in the
+/// batch's first wave (registrations); the second wave (deposits that need them)
+/// still lands, so the client's retry with the same request ids only replays.
+#[tokio::test]
+async fn a_batch_whose_client_hangs_up_still_runs_every_line() {
+    let memory = MemoryLog::new();
+    let slow = ledger_core::log::faulty::FaultyLog::over(memory.clone())
+        .delaying_appends(std::time::Duration::from_millis(40));
+    let s = timebank_tests::spawn_server(Arc::new(slow) as Arc<dyn EventLog>, NOW).await;
+    let mut c = LedgerCommandsClient::new(s.channel.clone());
+    setup(&mut c).await;
+    use pb::command::Command as C;
+    let line = |c: C| pb::Command { command: Some(c) };
+    let volunteers: Vec<String> = (0..8).map(|k| format!("hang-{k}")).collect();
+    let mut commands = Vec::new();
+    for v in &volunteers {
+        commands.push(line(C::RegisterAccount(register(
+            &format!("reg-{v}"),
+            v,
+            pb::AccountKind::Volunteer,
+        ))));
+        commands.push(line(C::DepositHours(deposit(
+            &format!("dep-{v}"),
+            v,
+            "1",
+            "2026-11-18T08:00:00Z",
+            "2026-11-18T09:00:00Z",
+        ))));
+    }
+    let batch = pb::SubmitBatchRequest { commands };
+    let hung_up = tokio::time::timeout(
+        std::time::Duration::from_millis(20),
+        c.submit_batch(batch.clone()),
+    )
+    .await;
+    assert!(hung_up.is_err(), "the client gave up before the answer");
+    // Wait (up to 10 s) for the second wave: every volunteer's deposit in the log.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    for v in &volunteers {
+        let stream = ledger_core::domain::account::AccountId::new(v.clone())
+            .unwrap()
+            .stream();
+        loop {
+            let events = memory.read_stream(&stream, 0, 16).await.unwrap();
+            if events.iter().any(|e| e.event_type == "HoursDeposited.v1") {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{v}'s deposit never landed after the hang-up: {:?}",
+                events.iter().map(|e| &e.event_type).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    let again = c.submit_batch(batch).await.unwrap().into_inner().results;
+    let replayed = |r: &pb::BatchResult| matches!(r.result, Some(pb::batch_result::Result::Ok(ref ok)) if ok.replayed);
+    assert_eq!(again.len(), 2 * volunteers.len());
+    assert!(again.iter().all(replayed), "{:?}", outcomes(&again));
+    drop(c);
+    let _ = s.stop.send(());
+    s.task.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn health_and_reflection_are_on() {
     let server = Server::start().await;

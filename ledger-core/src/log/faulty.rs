@@ -23,6 +23,9 @@ pub struct FaultyLog {
     /// A subscription delivers this many events, then nothing more: read models stuck
     /// behind the head, as behind a stalled worker.
     delivers_at_most: Option<usize>,
+    /// Every append waits this long before it reaches `inner` (a slow store: the
+    /// window between a decision and its append).
+    delays_appends: Option<std::time::Duration>,
     /// The next this many stream reads answer `Unavailable` (a log briefly away).
     pub failing_stream_reads: Arc<AtomicUsize>,
     /// The next this many stream reads never answer (a remote log that hangs).
@@ -37,6 +40,7 @@ impl FaultyLog {
             inner: Arc::new(inner),
             loses_appends_of: None,
             delivers_at_most: None,
+            delays_appends: None,
             failing_stream_reads: Arc::default(),
             hanging_stream_reads: Arc::default(),
             subscribed: Arc::default(),
@@ -46,6 +50,12 @@ impl FaultyLog {
     /// Appends holding an event of `event_type` fail with `Unavailable`.
     pub fn losing_appends_of(mut self, event_type: &'static str) -> Self {
         self.loses_appends_of = Some(event_type);
+        self
+    }
+
+    /// Every append waits `delay` first.
+    pub fn delaying_appends(mut self, delay: std::time::Duration) -> Self {
+        self.delays_appends = Some(delay);
         self
     }
 
@@ -85,6 +95,9 @@ impl EventLog for FaultyLog {
                     "simulated crash before a {lost} append"
                 )));
             }
+        }
+        if let Some(delay) = self.delays_appends {
+            tokio::time::sleep(delay).await;
         }
         self.inner.append(stream, expected, events).await
     }
