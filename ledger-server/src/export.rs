@@ -39,7 +39,9 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use ledger_core::domain::chain::{recorded_hash, EventMetadata};
+use ledger_core::domain::chain::{
+    hex32, range_digest_step, recorded_hash, EventMetadata, RANGE_DIGEST_START,
+};
 use ledger_core::domain::events::{is_binary_payload, DecodeError, LedgerEvent};
 use ledger_core::log::limits::READ_EVENTS_MAX;
 use ledger_core::log::{EventLog, Position, ReadError, ReadFrom, RecordedEvent};
@@ -239,6 +241,10 @@ pub struct ExportHead {
     /// Hex per-stream event hash of the last event (not the embedded log's record-chain
     /// head hash that `timebank-log verify` prints).
     pub hash: String,
+    /// Hex digest of every exported event in order
+    /// (`ledger_core::domain::chain::range_digest_step`): what the auditor's
+    /// `VerifyLog` answers as `range_digest` for the same range.
+    pub range_digest: String,
 }
 
 impl ExportSummary {
@@ -249,12 +255,13 @@ impl ExportSummary {
             Some(h) => {
                 let p = h.position;
                 out.push_str(&format!(
-                    "head        {}:{} ({} version {})\nhead hash   {}\n",
+                    "head        {}:{} ({} version {})\nhead hash   {}\nrange digest {}\n",
                     p.commit(),
                     p.prepare(),
                     h.stream,
                     h.version,
-                    h.hash
+                    h.hash,
+                    h.range_digest
                 ));
             }
             None => out.push_str("head        none (nothing to export)\n"),
@@ -351,6 +358,7 @@ pub async fn export_log(
     };
     let mut next = from;
     let mut previous: Option<Position> = None;
+    let mut digest = RANGE_DIGEST_START;
     'pages: loop {
         let page = log
             .read_all(next, READ_EVENTS_MAX)
@@ -375,12 +383,14 @@ pub async fn export_log(
             previous = Some(e.position);
             let line = ExportLine::of(e)?;
             line.write_to(out).map_err(write_failed)?;
+            digest = range_digest_step(&digest, &recorded_hash(e));
             summary.events += 1;
             summary.head = Some(ExportHead {
                 position: e.position,
                 stream: line.stream.to_owned(),
                 version: line.version,
                 hash: line.hash,
+                range_digest: hex32(&digest),
             });
         }
     }

@@ -408,6 +408,14 @@ async fn balances_recomputed_from_the_export_alone_match_the_server() {
         lines.last().unwrap()["position"]["commit"],
         head.position.commit()
     );
+    // The range digest printed, recomputed from the lines' hashes alone.
+    let mut digest = [0u8; 32];
+    for l in &lines {
+        let mut both = digest.to_vec();
+        both.extend(hex::decode(l["hash"].as_str().unwrap()).unwrap());
+        digest = *blake3::hash(&both).as_bytes();
+    }
+    assert_eq!(head.range_digest, hex::encode(digest));
     let audited = recompute(&lines);
     let kinds = |k: &str| audited.values().filter(|a| a.kind == k).count();
     assert_eq!(kinds("volunteer"), VOLUNTEERS as usize);
@@ -466,6 +474,17 @@ async fn assert_served_as_audited(
             assert_eq!(star.stars, a.stars(), "{id}: stars");
         }
     }
+    // The auditor's VerifyLog over the same range answers the export's digest.
+    let verified = ledger_server::pb::audit_client::AuditClient::new(server.channel.clone())
+        .verify_log(pb::VerifyLogRequest {
+            after: None,
+            up_to: Some(min_position),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verified.ok, "{verified:?}");
+    assert_eq!(verified.range_digest, head.range_digest);
     drop(queries);
     let _ = server.stop.send(());
     server.task.await.unwrap().unwrap();
@@ -578,7 +597,31 @@ async fn the_export_is_deterministic_resumable_and_chains_per_stream() {
     let after = format!("{}:{}", v["position"]["commit"], v["position"]["prepare"]);
     let (_, rest, c) = export_file(dir.path(), "c.jsonl", Some(&after)).await;
     assert_eq!(c.lines().collect::<Vec<_>>(), all[middle..]);
-    assert_eq!(rest.head, first.head);
+    let (rest_head, first_head) = (rest.head.unwrap(), first.head.clone().unwrap());
+    assert_eq!(
+        (
+            rest_head.position,
+            &rest_head.stream,
+            rest_head.version,
+            &rest_head.hash
+        ),
+        (
+            first_head.position,
+            &first_head.stream,
+            first_head.version,
+            &first_head.hash
+        )
+    );
+    // The range digest is the resumed range's own: over the lines after `after`.
+    let mut digest = [0u8; 32];
+    for line in &all[middle..] {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let mut both = digest.to_vec();
+        both.extend(hex::decode(v["hash"].as_str().unwrap()).unwrap());
+        digest = *blake3::hash(&both).as_bytes();
+    }
+    assert_eq!(rest_head.range_digest, hex::encode(digest));
+    assert_ne!(rest_head.range_digest, first_head.range_digest);
 
     // A log of JSON payloads has none of the binary fields.
     assert!(!a.contains("\"stored_data\":") && !a.contains("\"payload_encoding\":"));

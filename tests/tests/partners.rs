@@ -1131,6 +1131,120 @@ async fn a_linked_json_record_that_does_not_decode_fails_verification_at_it() {
     s.stop().await;
 }
 
+/// Append `data` as a linked `event_type` record at the end of `stream` in `s`'s log,
+/// as a writer other than the ledger (or an edit of the disk) could.
+async fn append_linked(s: &Guarded, stream: &str, event_type: &str, id: u8, data: &str) {
+    let name = StreamName::new(stream).unwrap();
+    let history = s.log.read_stream(&name, 0, 1000).await.unwrap();
+    let last = history.last().expect("the stream has a history");
+    s.log
+        .append(
+            &name,
+            ExpectedVersion::Exact(last.version),
+            vec![NewEvent {
+                id: EventId::from_bytes([id; 16]),
+                event_type: event_type.into(),
+                data: data.as_bytes().to_vec(),
+                metadata: encode_metadata(
+                    None,
+                    &ledger_core::domain::chain::recorded_hash(last),
+                    None,
+                ),
+            }],
+        )
+        .await
+        .unwrap();
+}
+
+/// A deposit of `hours` to v1 whose two legs move `debit` and `credit`.
+fn deposit_json(hours: &str, debit: &str, credit: &str) -> String {
+    format!(
+        r#"{{"transaction":"7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a77","volunteer":"v1","organisation":"org-1","activity":"act-1","service_date":"2026-11-19","started_at":"2026-11-19T09:00:00Z","ended_at":"2026-11-19T18:00:00Z","category":"elderly-care","hours":"{hours}","kind":"credit","verifier":"ver-1","postings":[{{"account":"system:hour-issuance","unit":"hours","amount":"-{debit}"}},{{"account":"v1","unit":"hours","amount":"{credit}"}}],"recorded_at":"2026-11-20T11:00:00Z"}}"#
+    )
+}
+
+/// partners.md, Auditor: a record that links and decodes but whose postings do not
+/// balance (8 hours from nothing, found by an auditor's probe of a tampered log) or
+/// are not the movement its own fields name fails verification at it, saying which.
+#[tokio::test]
+async fn a_linked_readable_record_whose_postings_contradict_it_fails_verification() {
+    for (json, problem) in [
+        (
+            deposit_json("1.00", "1.00", "9.00"),
+            "its postings do not sum to zero per unit",
+        ),
+        (
+            deposit_json("1.00", "9.00", "9.00"),
+            "are not the movement its own fields name",
+        ),
+    ] {
+        let s = Server::start().await;
+        let before = verify_whole_log(&s).await;
+        assert!(before.ok, "{before:?}");
+        append_linked(&s, "account-v1", "HoursDeposited.v1", 7, &json).await;
+        let verified = verify_whole_log(&s).await;
+        assert!(!verified.ok, "{verified:?}");
+        assert_eq!(verified.records_verified, before.records_verified);
+        assert_eq!(verified.failed_stream, "account-v1");
+        assert!(
+            verified.problem.starts_with("linked and readable, but ")
+                && verified.problem.contains(problem),
+            "{}",
+            verified.problem
+        );
+        s.stop().await;
+    }
+}
+
+/// partners.md, Auditor: nothing links to the last event of a stream, so an edit of
+/// it (a deposit's hours and both legs, consistently: an auditor's probe did this on
+/// disk) keeps every link and the head; `range_digest` commits to every record and
+/// their order, so the same range verified on the two logs differs there. The digest
+/// is the documented chain over StreamLog's hashes, recomputed here with BLAKE3.
+#[tokio::test]
+async fn the_range_digest_tells_logs_apart_that_differ_in_a_streams_last_event() {
+    let mut answers = Vec::new();
+    for hours in ["1.00", "9.00"] {
+        let s = Server::start().await;
+        append_linked(
+            &s,
+            "account-v1",
+            "HoursDeposited.v1",
+            7,
+            &deposit_json(hours, hours, hours),
+        )
+        .await;
+        // The edited deposit is not the log's last record.
+        append_linked(
+            &s,
+            "account-v2",
+            "AccountClosed.v1",
+            8,
+            r#"{"account":"v2","reason":"moved away","closed_at":"2026-11-20T11:30:00Z"}"#,
+        )
+        .await;
+        let verified = verify_whole_log(&s).await;
+        assert!(verified.ok, "{verified:?}");
+        let mut digest = [0u8; 32];
+        let mut stream = whole_log(&s).await;
+        while let Some(r) = stream.next().await {
+            let mut both = digest.to_vec();
+            both.extend(hex::decode(r.unwrap().hash).unwrap());
+            digest = *blake3::hash(&both).as_bytes();
+        }
+        assert_eq!(verified.range_digest, hex::encode(digest));
+        answers.push(verified);
+        s.stop().await;
+    }
+    let (one, nine) = (&answers[0], &answers[1]);
+    assert_eq!(
+        (one.records_verified, &one.head_position, &one.head_hash),
+        (nine.records_verified, &nine.head_position, &nine.head_hash),
+        "links and head cannot tell the two logs apart"
+    );
+    assert_ne!(one.range_digest, nine.range_digest);
+}
+
 /// The roles of the matrix, by key.
 const ROLES: [(&str, &str); 7] = [
     ("admin", ADMIN),

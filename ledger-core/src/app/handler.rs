@@ -708,6 +708,9 @@ fn assert_transaction_invariants(target: &AccountState, event: &LedgerEvent) {
         balanced(postings),
         "postings must sum to zero per unit: {postings:?}"
     );
+    // The check VerifyLog makes of every stored event; each command's event passes it
+    // (checked in debug builds, so every test's command is).
+    debug_assert_eq!(event.inconsistency(), None, "{event:?}");
     for p in postings {
         assert!(
             p.amount >= Decimal::ZERO || p.account == target.id || p.account.is_system(),

@@ -311,6 +311,22 @@ pub fn event_hash(
 /// most other events fit; a longer one is fed to a `Hasher` piece by piece.
 const EVENT_HASH_STACK_BYTES: usize = 2048;
 
+/// Where a [`range_digest_step`] chain starts: 32 zero bytes.
+pub const RANGE_DIGEST_START: EventHash = [0; 32];
+
+/// One step of VerifyLog's `range_digest`: `BLAKE3(digest ‖ record)`, where `record`
+/// is the next record's 32-byte hash ([`recorded_hash`]) in log order. Over a range
+/// it commits to every record in it and their order, which the per-stream links do
+/// not: nothing links to the last event of a stream, so an edit of it keeps every
+/// link. Positions are not in it, so a log copied to another store (new positions,
+/// the same records in the same order) keeps its digests (`docs/events.md`).
+pub fn range_digest_step(digest: &EventHash, record: &EventHash) -> EventHash {
+    let mut both = [0u8; 64];
+    both[..32].copy_from_slice(digest);
+    both[32..].copy_from_slice(record);
+    *blake3::hash(&both).as_bytes()
+}
+
 pub fn recorded_hash(e: &RecordedEvent) -> EventHash {
     event_hash(
         &e.stream,

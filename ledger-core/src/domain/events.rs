@@ -17,6 +17,15 @@ use serde::{Deserialize, Serialize};
 use super::account::{AccountId, AccountKind};
 use super::ids::{ActivityId, Category, Note, Purpose, TransactionId, VerifierId};
 use super::postings::Posting;
+
+/// `account unit amount` legs, for messages.
+fn legs(postings: &[Posting]) -> String {
+    postings
+        .iter()
+        .map(|p| format!("{} {} {}", p.account, p.unit.as_str(), p.amount))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 use super::units::{ExchangeRate, Hours, Points};
 
 /// Serialised by hand (below): in JSON the kind's fields sit beside the account's
@@ -681,6 +690,84 @@ impl LedgerEvent {
         }
     }
 
+    /// What a stored event contradicts about itself, if anything: postings that do
+    /// not sum to zero per unit, or that are not the movement its own fields name (a
+    /// deposit's hours from `system:hour-issuance` to its volunteer, an exchange's
+    /// hours and points, ...; `docs/ledger-rules.md`, "Postings"). The handler never
+    /// writes such an event (it builds the postings from those fields and asserts the
+    /// balance), so one read back from a log was written or altered by something
+    /// else. A reversal's postings negate its original's, which only the original's
+    /// stream can tell: here it is checked for balance only. Legs are compared as a
+    /// set (any order) and amounts by value (`1.0` is `1.00`).
+    pub fn inconsistency(&self) -> Option<String> {
+        use super::account::SystemAccount as S;
+        use super::postings::{balanced, Posting};
+        use super::units::Unit;
+        let postings = self.postings()?;
+        if !balanced(postings) {
+            return Some(format!(
+                "its postings do not sum to zero per unit: {}",
+                legs(postings)
+            ));
+        }
+        let leg = |from: &AccountId, to: &AccountId, unit: Unit, amount: rust_decimal::Decimal| {
+            [
+                Posting {
+                    account: from.clone(),
+                    unit,
+                    amount: -amount,
+                },
+                Posting {
+                    account: to.clone(),
+                    unit,
+                    amount,
+                },
+            ]
+        };
+        let expected: Vec<Posting> = match self {
+            Self::HoursDeposited(e) => {
+                let unit = match e.kind {
+                    HourKind::Credit => Unit::Hours,
+                    HourKind::Honour => Unit::HonourHours,
+                };
+                let issuance = AccountId::system(S::HourIssuance);
+                leg(&issuance, &e.volunteer, unit, e.hours.value()).to_vec()
+            }
+            Self::HoursSpent(e) => {
+                let services = AccountId::system(S::Services);
+                leg(&e.volunteer, &services, Unit::Hours, e.hours.value()).to_vec()
+            }
+            Self::HoursExchanged(e) => {
+                let redeemed = AccountId::system(S::HoursRedeemed);
+                let issuance = AccountId::system(S::PointIssuance);
+                let mut v = leg(&e.volunteer, &redeemed, Unit::Hours, e.hours.value()).to_vec();
+                v.extend(leg(&issuance, &e.volunteer, Unit::Points, e.points.value()));
+                v
+            }
+            Self::HoursTransferred(e) => leg(&e.from, &e.to, Unit::Hours, e.hours.value()).to_vec(),
+            Self::HoursDonated(e) => {
+                leg(&e.from, &e.project, Unit::Hours, e.hours.value()).to_vec()
+            }
+            Self::RedemptionCaptured(e) => {
+                let redeemed = AccountId::system(S::PointsRedeemed);
+                leg(&e.volunteer, &redeemed, Unit::Points, e.points.value()).to_vec()
+            }
+            _ => return None,
+        };
+        let key = |p: &Posting| (p.account.clone(), p.unit, p.amount.normalize());
+        let mut have: Vec<_> = postings.iter().map(key).collect();
+        let mut want: Vec<_> = expected.iter().map(key).collect();
+        have.sort();
+        want.sort();
+        (have != want).then(|| {
+            format!(
+                "its postings ({}) are not the movement its own fields name ({})",
+                legs(postings),
+                legs(&expected)
+            )
+        })
+    }
+
     /// When the ledger recorded the event.
     pub fn recorded_at(&self) -> DateTime<Utc> {
         match self {
@@ -734,6 +821,55 @@ mod tests {
     use crate::domain::chain::EventMetadata;
 
     const DEPOSIT: &str = r#"{"transaction":"7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a01","volunteer":"vol-1","organisation":"org-1","activity":"act-1","service_date":"2026-03-05","started_at":"2026-03-05T09:00:00Z","ended_at":"2026-03-05T11:30:00Z","category":"elderly-care","hours":"2.50","kind":"credit","verifier":"ver-1","postings":[],"recorded_at":"2026-03-05T12:00:00.123Z"}"#;
+
+    /// A stored deposit whose postings are `postings` (JSON array text).
+    fn deposit_with(postings: &str) -> LedgerEvent {
+        let text = DEPOSIT.replace(r#""postings":[]"#, &format!(r#""postings":{postings}"#));
+        LedgerEvent::decode("HoursDeposited.v1", text.as_bytes()).expect("decodes")
+    }
+
+    #[test]
+    fn given_a_deposit_as_decided_then_it_contradicts_nothing() {
+        let e = deposit_with(
+            r#"[{"account":"system:hour-issuance","unit":"hours","amount":"-2.50"},{"account":"vol-1","unit":"hours","amount":"2.50"}]"#,
+        );
+        assert_eq!(e.inconsistency(), None);
+        // The legs in the other order, amounts at another scale: the same movement.
+        let e = deposit_with(
+            r#"[{"account":"vol-1","unit":"hours","amount":"2.5"},{"account":"system:hour-issuance","unit":"hours","amount":"-2.500"}]"#,
+        );
+        assert_eq!(e.inconsistency(), None);
+    }
+
+    #[test]
+    fn given_a_deposit_altered_on_disk_then_its_inconsistency_is_named() {
+        // One leg changed: 8 hours from nothing.
+        let e = deposit_with(
+            r#"[{"account":"system:hour-issuance","unit":"hours","amount":"-2.50"},{"account":"vol-1","unit":"hours","amount":"10.50"}]"#,
+        );
+        let why = e.inconsistency().expect("unbalanced");
+        assert!(
+            why.starts_with("its postings do not sum to zero per unit"),
+            "{why}"
+        );
+        // Both legs changed, the hours field not: balanced, but not this deposit.
+        let e = deposit_with(
+            r#"[{"account":"system:hour-issuance","unit":"hours","amount":"-9.00"},{"account":"vol-1","unit":"hours","amount":"9.00"}]"#,
+        );
+        let why = e.inconsistency().expect("not its movement");
+        assert!(
+            why.contains("are not the movement its own fields name"),
+            "{why}"
+        );
+        // Credited to someone else, or in the wrong unit.
+        for legs in [
+            r#"[{"account":"system:hour-issuance","unit":"hours","amount":"-2.50"},{"account":"vol-2","unit":"hours","amount":"2.50"}]"#,
+            r#"[{"account":"system:hour-issuance","unit":"honour_hours","amount":"-2.50"},{"account":"vol-1","unit":"honour_hours","amount":"2.50"}]"#,
+            r#"[]"#,
+        ] {
+            assert!(deposit_with(legs).inconsistency().is_some(), "{legs}");
+        }
+    }
 
     #[test]
     fn a_payload_round_trips_through_its_text() {
