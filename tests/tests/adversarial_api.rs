@@ -474,6 +474,7 @@ async fn follows_are_bounded_per_caller_freed_by_hanging_up_and_ended_by_shutdow
         after: None,
         max_records: 0,
         follow: true,
+        after_record: None,
     };
     let mut open = Vec::new();
     for _ in 0..MAX {
@@ -502,6 +503,7 @@ async fn follows_are_bounded_per_caller_freed_by_hanging_up_and_ended_by_shutdow
             after: None,
             max_records: 0,
             follow: false,
+            after_record: None,
         },
     )
     .await;
@@ -600,6 +602,7 @@ async fn a_client_that_stops_reading_holds_a_shutdown_no_longer_than_its_grace()
                 after: None,
                 max_records: 0,
                 follow: false,
+                after_record: None,
             },
         ))
         .await
@@ -917,6 +920,7 @@ async fn a_stream_cut_by_shutdown_says_so_even_behind_a_full_buffer() {
                 after: None,
                 max_records: 0,
                 follow: false,
+                after_record: None,
             },
         ))
         .await
@@ -989,6 +993,7 @@ async fn an_audit_position_that_is_not_in_the_log_is_bad_input_not_unavailable()
                     after: Some(after),
                     max_records: 0,
                     follow,
+                    after_record: None,
                 },
             )
             .await;
@@ -1027,6 +1032,7 @@ async fn an_audit_position_that_is_not_in_the_log_is_bad_input_not_unavailable()
             after: Some(at_head),
             max_records: 0,
             follow: false,
+            after_record: None,
         },
     )
     .await;

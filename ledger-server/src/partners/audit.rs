@@ -18,7 +18,7 @@ use ledger_core::domain::state::AccountState;
 use ledger_core::domain::units::Unit;
 use ledger_core::domain::{InputProblem, Rejection};
 use ledger_core::log::limits::READ_EVENTS_MAX;
-use ledger_core::log::{Position, ReadError, ReadFrom, RecordedEvent, StreamName};
+use ledger_core::log::{EventLog, Position, ReadError, ReadFrom, RecordedEvent, StreamName};
 use rust_decimal::Decimal;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
@@ -125,6 +125,62 @@ fn position_read_failed(field: &str, e: ReadError) -> Described {
         ReadError::Corrupt(_) => internal(Code::DataLoss, "LOG_CORRUPT", e.to_string()),
         other => unavailable(other),
     }
+}
+
+/// StreamLog's `after_record`: the log still holds, at `after`, the record the client
+/// names (its stream, version and hash). Looked up by stream and version, which every
+/// store can read, and compared by position and hash.
+async fn check_resume_point(
+    log: &dyn EventLog,
+    after: Option<Position>,
+    named: pb::RecordRef,
+) -> Result<(), Described> {
+    let Some(after) = after else {
+        return Err(describe_rejection(&Rejection::input(
+            "after_record",
+            InputProblem::Malformed(
+                "names the record at `after`, but `after` is not set: send both, or neither to start at the beginning".into(),
+            ),
+        )));
+    };
+    let stream = StreamName::new(named.stream.clone()).map_err(|e| {
+        describe_rejection(&Rejection::input(
+            "after_record.stream",
+            InputProblem::Malformed(e.to_string()),
+        ))
+    })?;
+    let found = log
+        .read_stream(&stream, named.version, 1)
+        .await
+        .map_err(read_failed)?
+        .into_iter()
+        .next()
+        .filter(|e| e.version == named.version);
+    let holds = found
+        .as_ref()
+        .is_some_and(|e| e.position == after && hex32(&recorded_hash(e)) == named.hash);
+    if holds {
+        return Ok(());
+    }
+    let now = match &found {
+        Some(e) => format!(
+            "{} version {} is at position {} with hash {}",
+            named.stream,
+            named.version,
+            e.position,
+            hex32(&recorded_hash(e))
+        ),
+        None => format!("{} has no version {}", named.stream, named.version),
+    };
+    Err(Described {
+        code: Code::FailedPrecondition,
+        reason: "RESUME_POINT_CHANGED",
+        message: format!(
+            "the log no longer holds {} version {} with hash {} at position {after}: {now}. The log was restored or lost its tail after you read it; verify what you hold against it (VerifyLog, range_digest) before resuming",
+            named.stream, named.version, named.hash
+        ),
+        metadata: [("after".to_owned(), after.to_string())].into(),
+    })
 }
 
 /// The wire form of one record with its chain values.
@@ -508,6 +564,11 @@ impl pb::audit_server::Audit for AuditService {
         };
         let max = (r.max_records > 0).then_some(r.max_records);
         let log = self.0.log().clone();
+        if let Some(named) = r.after_record {
+            check_resume_point(log.as_ref(), min_position(r.after), named)
+                .await
+                .map_err(Described::into_status)?;
+        }
         let follow = if r.follow {
             Some(
                 self.0
