@@ -144,6 +144,8 @@ fn a_truncated_tail_is_cut_back_to_the_last_complete_append() {
         "one complete record of the torn append was dropped"
     );
     assert_eq!((t.cut_at, t.bytes_cut), (last_append, cut_to - last_append));
+    // The cut starts where the 28th record was: position 27, which the next append takes.
+    assert_eq!(t.first_position_cut, 27);
     assert_eq!(count(&log), 27);
     // The log goes on from there and verifies.
     let s = StreamName::new("account-a").expect("name");
@@ -171,6 +173,15 @@ fn zeros_after_the_last_append_are_cut() {
         .expect("extend");
     let report = verify(dir.path()).expect("verify tolerates a torn tail");
     assert_eq!(report.torn_tail.as_ref().map(|t| t.bytes_cut), Some(4096));
+    // The report names where the cut starts and does not claim the cut was never
+    // acknowledged: a damaged last record looks the same.
+    let text = report.render();
+    assert!(
+        text.contains("from position 15 on (0 complete records without a COMMIT record")
+            && text.contains("compare the head hash with the last one published")
+            && !text.contains("unacknowledged append"),
+        "{text}"
+    );
     let log = EmbeddedLog::open(dir.path(), EmbeddedConfig::default()).expect("open");
     assert_eq!(
         log.recovery()

@@ -346,9 +346,10 @@ impl EmbeddedLog {
                 segment = %t.segment.display(),
                 cut_at = t.cut_at,
                 bytes_cut = t.bytes_cut,
-                unacknowledged_records_cut = t.records_cut,
+                first_position_cut = t.first_position_cut,
+                records_without_commit = t.records_cut,
                 reason = %t.reason,
-                "cutting a torn tail: an append that was never acknowledged"
+                "cutting a torn tail: an append never acknowledged (a write cut by a crash), or the last acknowledged one damaged on disk, which looks the same; compare the head hash with the last one published (docs/event-log.md, \"Limits of what recovery can tell\")"
             );
             let f = fs::OpenOptions::new()
                 .write(true)
@@ -591,7 +592,8 @@ pub struct VerifyReport {
     /// Position of the last event, None for an empty log.
     pub head_position: Option<Position>,
     pub head_hash: Hash,
-    /// An unacknowledged torn tail that the next open will cut.
+    /// A torn tail that the next open will cut: most likely an append never
+    /// acknowledged, possibly the last acknowledged one damaged (the two look alike).
     pub torn_tail: Option<TornTail>,
 }
 
@@ -608,12 +610,15 @@ impl VerifyReport {
         );
         if let Some(t) = &self.torn_tail {
             out.push_str(&format!(
-                "torn tail: {} bytes ({} records of an unacknowledged append) after offset {} of {}; \
-                 the next open cuts it ({})\n",
+                "torn tail: {} bytes after offset {} of {}, from position {} on ({} complete \
+                 records without a COMMIT record, then: {}); the next open cuts it. A write cut \
+                 by a crash was never acknowledged; a damaged last record that was looks the \
+                 same: compare the head hash with the last one published\n",
                 t.bytes_cut,
-                t.records_cut,
                 t.cut_at,
                 t.segment.display(),
+                t.first_position_cut,
+                t.records_cut,
                 t.reason
             ));
         }

@@ -35,6 +35,9 @@ pub struct TornTail {
     pub bytes_cut: u64,
     /// Valid records of an append whose COMMIT record never made it.
     pub records_cut: u64,
+    /// The position (sequence) the cut starts at: the first record cut would have been
+    /// there, and the next append takes it.
+    pub first_position_cut: u64,
     pub reason: String,
 }
 
@@ -188,6 +191,7 @@ pub fn scan(
                         cut_at: commit_end as u64,
                         bytes_cut: (bytes.len() - commit_end) as u64,
                         records_cut: pending.len() as u64,
+                        first_position_cut: out.next_sequence,
                         reason: format!("{fault} at offset {off}"),
                     });
                     pending.clear();
@@ -207,6 +211,7 @@ pub fn scan(
                 cut_at: commit_end as u64,
                 bytes_cut: (bytes.len() - commit_end) as u64,
                 records_cut: pending.len() as u64,
+                first_position_cut: out.next_sequence,
                 reason: "the file ends inside an append (its COMMIT record is missing)".into(),
             });
         }
