@@ -1091,32 +1091,20 @@ async fn a_binary_payload_that_does_not_decode_is_data_loss_in_the_audit_api() {
 #[tokio::test]
 async fn a_linked_json_record_that_does_not_decode_fails_verification_at_it() {
     let s = Server::start().await;
-    let v1 = StreamName::new("account-v1").unwrap();
-    let history = s.log.read_stream(&v1, 0, 100).await.unwrap();
-    let last = history.last().expect("v1 has a history");
     let before = s
         .log
         .read_all(ReadFrom::Start, ledger_core::log::limits::READ_EVENTS_MAX)
         .await
         .unwrap()
         .len() as u64;
-    s.log
-        .append(
-            &v1,
-            ExpectedVersion::Exact(last.version),
-            vec![NewEvent {
-                id: EventId::from_bytes([7; 16]),
-                event_type: "AccountClosed.v1".into(),
-                data: br#"{"account":"v1","closed_at":"yesterday"}"#.to_vec(),
-                metadata: encode_metadata(
-                    None,
-                    &ledger_core::domain::chain::recorded_hash(last),
-                    None,
-                ),
-            }],
-        )
-        .await
-        .unwrap();
+    append_linked(
+        &s,
+        "account-v1",
+        "AccountClosed.v1",
+        7,
+        r#"{"account":"v1","closed_at":"yesterday"}"#,
+    )
+    .await;
     let verified = verify_whole_log(&s).await;
     assert!(!verified.ok, "{verified:?}");
     assert_eq!(verified.records_verified, before);

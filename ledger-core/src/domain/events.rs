@@ -701,7 +701,7 @@ impl LedgerEvent {
     /// set (any order) and amounts by value (`1.0` is `1.00`).
     pub fn inconsistency(&self) -> Option<String> {
         use super::account::SystemAccount as S;
-        use super::postings::{balanced, Posting};
+        use super::postings::{balanced, two_legs, Posting};
         use super::units::Unit;
         let postings = self.postings()?;
         if !balanced(postings) {
@@ -710,20 +710,8 @@ impl LedgerEvent {
                 legs(postings)
             ));
         }
-        let leg = |from: &AccountId, to: &AccountId, unit: Unit, amount: rust_decimal::Decimal| {
-            [
-                Posting {
-                    account: from.clone(),
-                    unit,
-                    amount: -amount,
-                },
-                Posting {
-                    account: to.clone(),
-                    unit,
-                    amount,
-                },
-            ]
-        };
+        let leg =
+            |from: &AccountId, to: &AccountId, unit: Unit, amount| two_legs(unit, from, to, amount);
         let expected: Vec<Posting> = match self {
             Self::HoursDeposited(e) => {
                 let unit = match e.kind {

@@ -40,6 +40,13 @@ fn stored_amount<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::E
 /// Move `amount` (positive) of `unit` from `from` to `to`: two legs that cancel.
 pub fn movement(unit: Unit, from: &AccountId, to: &AccountId, amount: Decimal) -> [Posting; 2] {
     assert!(amount > Decimal::ZERO, "a movement moves a positive amount");
+    two_legs(unit, from, to, amount)
+}
+
+/// The two legs of moving `amount` of `unit` from `from` to `to`, for any amount: what
+/// a stored event's own fields say its postings are (`LedgerEvent::inconsistency`),
+/// where an amount that is not positive is the stored event's problem, not a bug.
+pub fn two_legs(unit: Unit, from: &AccountId, to: &AccountId, amount: Decimal) -> [Posting; 2] {
     [
         Posting {
             account: from.clone(),
