@@ -5,7 +5,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use ledger_core::app::{CommandError, Handler};
 use ledger_core::domain::account::AccountId;
 use ledger_core::domain::commands::Command;
@@ -335,7 +335,9 @@ async fn run_command(
             Err(e) => tracing::info!(command = name, %request_id, "command refused: {e}"),
         }
         // Release the log handle before the permit: once `drain` holds every permit,
-        // no command task holds the log any more.
+        // no command holds the log any more. (A batch's task may still hold its
+        // service's handle until its remaining lines are refused; holding a handle
+        // writes nothing, and the log's `close` does not wait for handles.)
         drop(handler);
         drop(permit);
         result
@@ -344,9 +346,25 @@ async fn run_command(
     .await
 }
 
+/// A batch line whose command panicked: logged like a task that did.
+fn line_panicked(panic: &(dyn std::any::Any + Send)) -> Described {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned());
+    tracing::error!("batch line panicked: {what}");
+    command_failed()
+}
+
 /// A command's (or a batch's) task that panicked or was cancelled.
 fn task_failed(join: tokio::task::JoinError) -> Described {
     tracing::error!("command task failed: {join}");
+    command_failed()
+}
+
+/// What a client hears of a command that failed inside the server.
+fn command_failed() -> Described {
     Described {
         code: Code::Internal,
         reason: "INTERNAL",
@@ -375,7 +393,18 @@ impl LedgerService {
         for wave in waves {
             let runs = wave.into_iter().map(|i| {
                 let line = lines[i].take().expect("each line is in exactly one wave");
-                async move { (i, batch_result(self.execute_here(caller, line).await)) }
+                // A line that panics (a broken invariant: the handler asserts rather
+                // than write a wrong event) ends as that line's INTERNAL, as it did in a
+                // task of its own; the batch's other lines, in flight or to come, and
+                // the results of earlier waves are not lost with it.
+                async move {
+                    let run = std::panic::AssertUnwindSafe(self.execute_here(caller, line));
+                    let result = match run.catch_unwind().await {
+                        Ok(result) => result,
+                        Err(panic) => Err(line_panicked(&*panic)),
+                    };
+                    (i, batch_result(result))
+                }
             });
             let mut done =
                 futures::stream::iter(runs).buffer_unordered(BATCH_COMMANDS_INFLIGHT_MAX);

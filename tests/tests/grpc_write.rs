@@ -1002,6 +1002,61 @@ async fn a_batch_whose_client_hangs_up_still_runs_every_line() {
     s.task.await.unwrap().unwrap();
 }
 
+/// A line whose command panics (a broken invariant asserts, it is not a value) is that
+/// line's INTERNAL; the batch's other lines run and answer as ever. Here every spend's
+/// append panics.
+#[tokio::test]
+async fn a_line_that_panics_fails_alone() {
+    let memory = MemoryLog::new();
+    let log = ledger_core::log::faulty::FaultyLog::over(memory.clone())
+        .panicking_on_appends_of("HoursSpent.v1");
+    let s = timebank_tests::spawn_server(Arc::new(log) as Arc<dyn EventLog>, NOW).await;
+    let mut c = LedgerCommandsClient::new(s.channel.clone());
+    setup(&mut c).await;
+    use pb::command::Command as C;
+    let line = |c: C| pb::Command { command: Some(c) };
+    let dep = |req: &str, who: &str| {
+        line(C::DepositHours(deposit(
+            req,
+            who,
+            "2",
+            "2026-11-18T08:00:00Z",
+            "2026-11-18T10:00:00Z",
+        )))
+    };
+    let batch = pb::SubmitBatchRequest {
+        commands: vec![
+            dep("p-d1", "v1"),
+            line(C::SpendHours(spend("p-s1", "v1", "1"))),
+            dep("p-d2", "v2"),
+            line(C::SpendHours(spend("p-s2", "v2", "1"))),
+        ],
+    };
+    let results = c.submit_batch(batch).await.unwrap().into_inner().results;
+    assert_eq!(
+        outcomes(&results),
+        vec!["ok v1", "INTERNAL", "ok v1", "INTERNAL"]
+    );
+    // The other lines' events are in the log, and the server goes on serving.
+    let v2 = ledger_core::domain::account::AccountId::new("v2")
+        .unwrap()
+        .stream();
+    let events = memory.read_stream(&v2, 0, 16).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+        vec!["AccountRegistered.v1", "HoursDeposited.v1"]
+    );
+    c.register_account(register("p-reg", "v9", pb::AccountKind::Volunteer))
+        .await
+        .unwrap();
+    drop(c);
+    let _ = s.stop.send(());
+    s.task.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn health_and_reflection_are_on() {
     let server = Server::start().await;

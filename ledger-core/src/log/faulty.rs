@@ -26,6 +26,9 @@ pub struct FaultyLog {
     /// Every append waits this long before it reaches `inner` (a slow store: the
     /// window between a decision and its append).
     delays_appends: Option<std::time::Duration>,
+    /// An append holding an event of this type panics: a bug in the path of one
+    /// command, which must not take other commands down with it.
+    panics_on_appends_of: Option<&'static str>,
     /// The next this many stream reads answer `Unavailable` (a log briefly away).
     pub failing_stream_reads: Arc<AtomicUsize>,
     /// The next this many stream reads never answer (a remote log that hangs).
@@ -41,6 +44,7 @@ impl FaultyLog {
             loses_appends_of: None,
             delivers_at_most: None,
             delays_appends: None,
+            panics_on_appends_of: None,
             failing_stream_reads: Arc::default(),
             hanging_stream_reads: Arc::default(),
             subscribed: Arc::default(),
@@ -50,6 +54,12 @@ impl FaultyLog {
     /// Appends holding an event of `event_type` fail with `Unavailable`.
     pub fn losing_appends_of(mut self, event_type: &'static str) -> Self {
         self.loses_appends_of = Some(event_type);
+        self
+    }
+
+    /// Appends holding an event of `event_type` panic.
+    pub fn panicking_on_appends_of(mut self, event_type: &'static str) -> Self {
+        self.panics_on_appends_of = Some(event_type);
         self
     }
 
@@ -95,6 +105,12 @@ impl EventLog for FaultyLog {
                     "simulated crash before a {lost} append"
                 )));
             }
+        }
+        if let Some(panics) = self.panics_on_appends_of {
+            assert!(
+                !events.iter().any(|e| e.event_type == panics),
+                "played by the test: a {panics} append panics"
+            );
         }
         if let Some(delay) = self.delays_appends {
             tokio::time::sleep(delay).await;
