@@ -275,9 +275,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// does by default (`disable-thp`). mimalloc asks the kernel for huge pages on its
 /// arenas (`madvise(MADV_HUGEPAGE)`), so each first touch of a region faults in and
 /// zeroes 2 MiB at once, and again after mimalloc hands freed memory back. Under
-/// `SubmitBatch` load that zeroing was ~16 % of the server's CPU; with THP off the
-/// server spent ~7 % less CPU per batched deposit and its p99 latency halved
-/// (docs/benchmarks.md, "Thirteenth session"). Option not taken: mimalloc's `no_thp`
+/// `SubmitBatch` load that zeroing was ~16 % of the server's CPU samples (the twelfth
+/// session's profile); with THP off the server spent 8–11 % less CPU per batched
+/// deposit and its p99 latency fell by more than half, measured side by side
+/// (docs/benchmarks.md, "Thirteenth session"). Set first thing in `main`, after the
+/// runtime's threads exist: the flag is the process's, so it covers them too. Option not taken: mimalloc's `no_thp`
 /// build feature, which only stops its own `madvise`, not a kernel set to `always`.
 /// Best effort: a kernel without the call (before 3.15) keeps its default.
 fn disable_transparent_huge_pages() -> std::io::Result<()> {

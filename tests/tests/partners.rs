@@ -1165,6 +1165,29 @@ async fn a_resume_that_names_its_record_is_checked_against_the_log() {
         .await
         .unwrap();
     assert_eq!(rest, records[k + 1..].to_vec());
+    // Hex digits in either case name the same hash.
+    let upper = pb::RecordRef {
+        hash: records[k].hash.to_uppercase(),
+        ..name(&records[k])
+    };
+    assert_eq!(
+        resume(records[k].position, Some(upper)).await.unwrap(),
+        records[k + 1..].to_vec()
+    );
+    // A hash that is no hash is bad input, not a changed log.
+    let e = resume(
+        records[k].position,
+        Some(pb::RecordRef {
+            hash: "xyz".into(),
+            ..name(&records[k])
+        }),
+    )
+    .await
+    .expect_err("refused");
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::InvalidArgument, "FIELD_MALFORMED")
+    );
     // Another record's name, or the right one with another hash: refused.
     for named in [
         name(&records[k + 1]),

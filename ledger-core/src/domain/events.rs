@@ -693,7 +693,7 @@ impl LedgerEvent {
     /// What a stored event contradicts about itself, if anything: postings that do
     /// not sum to zero per unit, or that are not the movement its own fields name (a
     /// deposit's hours from `system:hour-issuance` to its volunteer, an exchange's
-    /// hours and points, ...; `docs/ledger-rules.md`, "Postings"). The handler never
+    /// hours and points, ...; `docs/ledger-rules.md`, "Double entry"). The handler never
     /// writes such an event (it builds the postings from those fields and asserts the
     /// balance), so one read back from a log was written or altered by something
     /// else. A reversal's postings negate its original's, which only the original's

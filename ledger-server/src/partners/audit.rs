@@ -143,6 +143,15 @@ async fn check_resume_point(
             ),
         )));
     };
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(&named.hash, &mut hash).map_err(|e| {
+        describe_rejection(&Rejection::input(
+            "after_record.hash",
+            InputProblem::Malformed(format!(
+                "{e}: send the record's `hash` as StreamLog gave it, 64 hex digits"
+            )),
+        ))
+    })?;
     let stream = StreamName::new(named.stream.clone()).map_err(|e| {
         describe_rejection(&Rejection::input(
             "after_record.stream",
@@ -158,7 +167,7 @@ async fn check_resume_point(
         .filter(|e| e.version == named.version);
     let holds = found
         .as_ref()
-        .is_some_and(|e| e.position == after && hex32(&recorded_hash(e)) == named.hash);
+        .is_some_and(|e| e.position == after && recorded_hash(e) == hash);
     if holds {
         return Ok(());
     }
