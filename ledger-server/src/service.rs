@@ -38,6 +38,15 @@ pub const BATCH_COMMANDS_MAX: usize = 1000;
 /// 1,000 independent lines queue ahead of every other caller.
 pub const BATCH_COMMANDS_INFLIGHT_MAX: usize = 64;
 
+/// Most batches running at once, server-wide. A batch runs to its end even when its
+/// client hangs up (`submit_batch`), so a client that sends batches and cancels them
+/// would otherwise queue work no open HTTP/2 stream accounts for; a batch waits for a
+/// slot before it starts, in its RPC, where a hang-up still cancels it. 64 batches of
+/// [`BATCH_COMMANDS_INFLIGHT_MAX`] lines each are 4,096 lines, four times
+/// [`INFLIGHT_COMMANDS_MAX`]: the commands' own permits stay the limit in normal use.
+/// Option not taken: a slot per caller, fairer but another map to keep.
+pub const BATCHES_INFLIGHT_MAX: usize = 64;
+
 /// Most commands executing at once. Each holds one account's folded state in memory;
 /// 1,024 bounds that memory and is far above what two cores decide concurrently. At
 /// shutdown the server takes every permit, which is how it waits for in-flight
@@ -50,6 +59,8 @@ pub struct LedgerService {
     /// Accounts' registrations, for platforms' scope checks (`crate::authz`).
     registrations: Arc<authz::Registrations>,
     inflight: Arc<Semaphore>,
+    /// Slots of [`BATCHES_INFLIGHT_MAX`].
+    batches: Arc<Semaphore>,
     batch_commands_max: usize,
 }
 
@@ -59,6 +70,7 @@ impl LedgerService {
             registrations: Arc::new(authz::Registrations::new(handler.log().clone())),
             handler,
             inflight: Arc::new(Semaphore::new(INFLIGHT_COMMANDS_MAX)),
+            batches: Arc::new(Semaphore::new(BATCHES_INFLIGHT_MAX)),
             batch_commands_max: BATCH_COMMANDS_MAX,
         }
     }
@@ -81,6 +93,9 @@ impl LedgerService {
             all.forget();
         }
         self.inflight.close();
+        // Batches not started yet are refused at once rather than start only to have
+        // every line refused.
+        self.batches.close();
     }
 
     /// Execute one converted command. The handler runs in its own task, so a client
@@ -300,8 +315,18 @@ impl pb::ledger_commands_server::LedgerCommands for LedgerService {
         // (docs/benchmarks.md, "Thirteenth session"). A hang-up therefore no longer
         // stops the lines not started yet; the client's retry with the same request
         // ids gets their results.
+        let slot = self.batches.clone().acquire_owned().await.map_err(|_| {
+            crate::status::shutting_down(
+                "retry with the same request ids on another instance or later",
+            )
+            .into_status()
+        })?;
         let this = self.clone();
-        let task = tokio::spawn(async move { this.run_batch(&caller, lines).await });
+        let task = tokio::spawn(async move {
+            let results = this.run_batch(&caller, lines).await;
+            drop(slot);
+            results
+        });
         match task.await {
             Ok(results) => Ok(Response::new(pb::SubmitBatchResponse { results })),
             Err(join) => Err(task_failed(join).into_status()),
