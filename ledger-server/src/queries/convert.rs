@@ -56,12 +56,14 @@ pub fn period(field: &str, text: &str) -> Field<Period> {
     let malformed = || {
         Rejection::input(
             field,
-            InputProblem::Malformed(format!(
-                "{:?} is not a period; send \"all\", a year \"2026\" or a month \"2026-03\"",
-                text.chars()
-                    .take(PERIOD_TEXT_BYTES_MAX + 2)
-                    .collect::<String>()
-            )),
+            InputProblem::Malformed({
+                // Echoed up to a little past the longest period, and marked when cut.
+                let shown: String = text.chars().take(PERIOD_TEXT_BYTES_MAX + 2).collect();
+                let cut = if shown.len() < text.len() { "…" } else { "" };
+                format!(
+                    "{shown:?}{cut} is not a period; send \"all\", a year \"2026\" or a month \"2026-03\""
+                )
+            }),
         )
     };
     if text.is_empty() {
@@ -278,6 +280,11 @@ mod tests {
             );
         }
         assert_eq!(period("period", "").unwrap_err().reason(), "FIELD_MISSING");
+        // A long text is echoed cut, and says so; a short one whole.
+        let long = period("period", "2025-03-01T00").unwrap_err().to_string();
+        assert!(long.contains(r#""2025-03-0"… is not a period"#), "{long}");
+        let short = period("period", "2026-13").unwrap_err().to_string();
+        assert!(short.contains(r#""2026-13" is not a period"#), "{short}");
     }
 
     /// A threshold of hours: empty is the default, zero in any plain spelling is zero,
