@@ -265,6 +265,27 @@ async fn a_command_then_a_query_with_its_position_sees_the_command() {
         .map(|v| (v.volunteer_id.as_str(), v.hours.as_str()))
         .collect();
     assert_eq!(names, [("wang", "0.00"), ("li", "13.50")]);
+    // A year no calendar period names is bad input, not an empty list.
+    for year in [-1, 10_000] {
+        let e = s
+            .queries
+            .list_below_annual_minimum(pb::ListBelowAnnualMinimumRequest {
+                min_position: None,
+                scope: Some(pb::list_below_annual_minimum_request::Scope::RegionCode(
+                    "hangzhou".into(),
+                )),
+                year,
+                minimum_hours: String::new(),
+                limit: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.code(), reason(&e).as_str()),
+            (Code::InvalidArgument, "FIELD_MALFORMED"),
+            "{year}"
+        );
+    }
     let page1 = s
         .queries
         .list_transactions(pb::ListTransactionsRequest {

@@ -616,6 +616,17 @@ impl QueryService {
         if r.year == 0 {
             return Err(Rejection::missing("year").into());
         }
+        // The years a period can name ("0000" to "9999"), less year 0, which is unset.
+        if !(1..=9999).contains(&r.year) {
+            return Err(Rejection::input(
+                "year",
+                ledger_core::domain::InputProblem::Malformed(format!(
+                    "{} is not a year of the calendar; send 1 to 9999, e.g. 2026",
+                    r.year
+                )),
+            )
+            .into());
+        }
         let minimum = convert::hours_or(
             "minimum_hours",
             &r.minimum_hours,
