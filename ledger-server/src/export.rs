@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use ledger_core::domain::chain::{
-    hex32, range_digest_step, recorded_hash, EventMetadata, RANGE_DIGEST_START,
+    hex32, range_digest_step, recorded_hash, EventHash, EventMetadata, RANGE_DIGEST_START,
 };
 use ledger_core::domain::events::{is_binary_payload, DecodeError, LedgerEvent};
 use ledger_core::log::limits::READ_EVENTS_MAX;
@@ -107,9 +107,10 @@ pub struct ExportLine<'a> {
     /// The metadata's `prev_hash`: hex hash of the previous event of the same stream
     /// (64 zeros at version 0).
     pub prev_hash: String,
-    /// Hex hash of this event (`ledger_core::domain::chain::recorded_hash`): the next
-    /// event of the stream carries it as `prev_hash`.
-    pub hash: String,
+    /// This event's hash (`ledger_core::domain::chain::recorded_hash`), written in hex:
+    /// the next event of the stream carries it as `prev_hash`. Kept as bytes so the
+    /// export's range digest takes it without hashing the event again.
+    pub hash: EventHash,
 }
 
 impl<'a> ExportLine<'a> {
@@ -164,7 +165,7 @@ impl<'a> ExportLine<'a> {
             metadata,
             stored_metadata,
             prev_hash,
-            hash: blake3::Hash::from(recorded_hash(e)).to_hex().to_string(),
+            hash: recorded_hash(e),
         })
     }
 
@@ -206,7 +207,7 @@ impl<'a> ExportLine<'a> {
         }
         write!(out, ",\"prev_hash\":")?;
         serde_json::to_writer(&mut *out, &self.prev_hash)?;
-        writeln!(out, ",\"hash\":\"{}\"}}", self.hash)
+        writeln!(out, ",\"hash\":\"{}\"}}", hex32(&self.hash))
     }
 }
 
@@ -383,13 +384,13 @@ pub async fn export_log(
             previous = Some(e.position);
             let line = ExportLine::of(e)?;
             line.write_to(out).map_err(write_failed)?;
-            digest = range_digest_step(&digest, &recorded_hash(e));
+            digest = range_digest_step(&digest, &line.hash);
             summary.events += 1;
             summary.head = Some(ExportHead {
                 position: e.position,
                 stream: line.stream.to_owned(),
                 version: line.version,
-                hash: line.hash,
+                hash: hex32(&line.hash),
                 range_digest: hex32(&digest),
             });
         }

@@ -279,8 +279,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// session's profile); with THP off the server spent 8–11 % less CPU per batched
 /// deposit and its p99 latency fell by more than half, measured side by side
 /// (docs/benchmarks.md, "Thirteenth session"). Set first thing in `main`, after the
-/// runtime's threads exist: the flag is the process's, so it covers them too. Option not taken: mimalloc's `no_thp`
-/// build feature, which only stops its own `madvise`, not a kernel set to `always`.
+/// runtime's threads exist: the flag is the process's, so it covers them too. Option
+/// not taken: mimalloc's `no_thp` build feature, which only stops its own `madvise`,
+/// not a kernel set to `always`.
 /// Best effort: a kernel without the call (before 3.15) keeps its default.
 fn disable_transparent_huge_pages() -> std::io::Result<()> {
     #[cfg(target_os = "linux")]

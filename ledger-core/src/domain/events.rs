@@ -710,8 +710,6 @@ impl LedgerEvent {
                 legs(postings)
             ));
         }
-        let leg =
-            |from: &AccountId, to: &AccountId, unit: Unit, amount| two_legs(unit, from, to, amount);
         let expected: Vec<Posting> = match self {
             Self::HoursDeposited(e) => {
                 let unit = match e.kind {
@@ -719,26 +717,34 @@ impl LedgerEvent {
                     HourKind::Honour => Unit::HonourHours,
                 };
                 let issuance = AccountId::system(S::HourIssuance);
-                leg(&issuance, &e.volunteer, unit, e.hours.value()).to_vec()
+                two_legs(unit, &issuance, &e.volunteer, e.hours.value()).to_vec()
             }
             Self::HoursSpent(e) => {
                 let services = AccountId::system(S::Services);
-                leg(&e.volunteer, &services, Unit::Hours, e.hours.value()).to_vec()
+                two_legs(Unit::Hours, &e.volunteer, &services, e.hours.value()).to_vec()
             }
             Self::HoursExchanged(e) => {
                 let redeemed = AccountId::system(S::HoursRedeemed);
                 let issuance = AccountId::system(S::PointIssuance);
-                let mut v = leg(&e.volunteer, &redeemed, Unit::Hours, e.hours.value()).to_vec();
-                v.extend(leg(&issuance, &e.volunteer, Unit::Points, e.points.value()));
+                let mut v =
+                    two_legs(Unit::Hours, &e.volunteer, &redeemed, e.hours.value()).to_vec();
+                v.extend(two_legs(
+                    Unit::Points,
+                    &issuance,
+                    &e.volunteer,
+                    e.points.value(),
+                ));
                 v
             }
-            Self::HoursTransferred(e) => leg(&e.from, &e.to, Unit::Hours, e.hours.value()).to_vec(),
+            Self::HoursTransferred(e) => {
+                two_legs(Unit::Hours, &e.from, &e.to, e.hours.value()).to_vec()
+            }
             Self::HoursDonated(e) => {
-                leg(&e.from, &e.project, Unit::Hours, e.hours.value()).to_vec()
+                two_legs(Unit::Hours, &e.from, &e.project, e.hours.value()).to_vec()
             }
             Self::RedemptionCaptured(e) => {
                 let redeemed = AccountId::system(S::PointsRedeemed);
-                leg(&e.volunteer, &redeemed, Unit::Points, e.points.value()).to_vec()
+                two_legs(Unit::Points, &e.volunteer, &redeemed, e.points.value()).to_vec()
             }
             _ => return None,
         };

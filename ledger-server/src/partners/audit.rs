@@ -164,20 +164,17 @@ async fn check_resume_point(
         .map_err(read_failed)?
         .into_iter()
         .next()
-        .filter(|e| e.version == named.version);
-    let holds = found
-        .as_ref()
-        .is_some_and(|e| e.position == after && recorded_hash(e) == hash);
-    if holds {
+        .filter(|e| e.version == named.version)
+        .map(|e| (e.position, recorded_hash(&e)));
+    if found == Some((after, hash)) {
         return Ok(());
     }
-    let now = match &found {
-        Some(e) => format!(
-            "{} version {} is at position {} with hash {}",
+    let now = match found {
+        Some((position, found_hash)) => format!(
+            "{} version {} is at position {position} with hash {}",
             named.stream,
             named.version,
-            e.position,
-            hex32(&recorded_hash(e))
+            hex32(&found_hash)
         ),
         None => format!("{} has no version {}", named.stream, named.version),
     };
