@@ -235,7 +235,7 @@ async fn a_city_written_with_binary_payloads_tells_the_same_history() {
     let streams: BTreeSet<&str> = b.iter().map(|e| e.stream.as_str()).collect();
     for stream in streams {
         if let Some(id) = stream.strip_prefix("account-") {
-            let id = AccountId::new(id.to_owned()).unwrap();
+            let id = AccountId::new(id).unwrap();
             handler.verify_account(&id).await.unwrap();
             // Each account's state folds the same from either log.
             let (sb, sj) = (

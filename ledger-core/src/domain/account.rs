@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use super::ids::{deserialize_through_new, validate_token, IdError};
@@ -27,22 +28,22 @@ pub const REGION_LEVEL_BYTES_MAX: usize = 32;
 /// An account id: 1..=64 bytes of `[A-Za-z0-9._:-]`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
-pub struct AccountId(String);
+pub struct AccountId(CompactString);
 
 deserialize_through_new!(AccountId);
 
 impl AccountId {
-    pub fn new(text: impl Into<String>) -> Result<Self, IdError> {
-        let text = text.into();
-        validate_token(&text, ACCOUNT_ID_BYTES_MAX)?;
-        Ok(Self(text))
+    pub fn new(text: impl AsRef<str>) -> Result<Self, IdError> {
+        let text = text.as_ref();
+        validate_token(text, ACCOUNT_ID_BYTES_MAX)?;
+        Ok(Self(CompactString::new(text)))
     }
 
     /// A ledger account (`system:*`), implicit, with no stream.
     pub fn system(name: SystemAccount) -> Self {
         // Concatenated, not `format!`: every deposit names its issuance account.
         let name = name.as_str();
-        let mut id = String::with_capacity(SYSTEM_PREFIX.len() + name.len());
+        let mut id = CompactString::with_capacity(SYSTEM_PREFIX.len() + name.len());
         id.push_str(SYSTEM_PREFIX);
         id.push_str(name);
         Self(id)
