@@ -176,6 +176,11 @@ pub fn query_status_described(e: &crate::queries::QueryError) -> Described {
         Q::LogCorrupt(_) => (Code::DataLoss, "LOG_CORRUPT"),
         Q::StreamTooLong(_) => (Code::FailedPrecondition, "STREAM_TOO_LONG"),
         Q::Internal(_) => (Code::Internal, "INTERNAL"),
+        Q::ResumePointChanged { after, .. } => {
+            metadata.insert("after".to_owned(), after.to_string());
+            (Code::FailedPrecondition, "RESUME_POINT_CHANGED")
+        }
+        Q::RangeTooLarge { .. } => (Code::ResourceExhausted, "RANGE_TOO_LARGE"),
     };
     Described {
         code,
@@ -267,5 +272,32 @@ mod tests {
             s.get_details_error_info().unwrap().metadata["field"],
             "hours"
         );
+    }
+
+    /// The auditors' two refusals are mapped here like every other (they were built
+    /// where they happen, in `partners/audit.rs`, before).
+    #[test]
+    fn the_audit_refusals_map_to_their_codes_and_reasons() {
+        use crate::queries::QueryError;
+        let after = ledger_core::log::Position::from_sequence(41);
+        let s = query_status(&QueryError::ResumePointChanged {
+            stream: "account-v-1".into(),
+            version: 3,
+            hash: "ab".repeat(32),
+            after,
+            now: "account-v-1 has no version 3".into(),
+        });
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        let info = s.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "RESUME_POINT_CHANGED");
+        assert_eq!(info.metadata["after"], after.to_string());
+        assert!(s.message().contains("account-v-1 has no version 3"));
+        let s = query_status(&QueryError::RangeTooLarge { streams_max: 7 });
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert_eq!(
+            s.get_details_error_info().unwrap().reason,
+            "RANGE_TOO_LARGE"
+        );
+        assert!(s.message().contains("verify_streams_max (7)"));
     }
 }

@@ -28,7 +28,8 @@ use crate::authz::{self, RoleKind};
 use crate::convert;
 use crate::pb;
 use crate::queries::convert::{min_position, position};
-use crate::status::{describe_rejection, Described};
+use crate::queries::QueryError;
+use crate::status::{describe_rejection, query_status_described, Described};
 
 /// Records buffered between the log reader and a slow client of `StreamLog`: enough
 /// to keep the reader a page ahead, bounded so a stalled client holds little memory.
@@ -178,15 +179,13 @@ async fn check_resume_point(
         ),
         None => format!("{} has no version {}", named.stream, named.version),
     };
-    Err(Described {
-        code: Code::FailedPrecondition,
-        reason: "RESUME_POINT_CHANGED",
-        message: format!(
-            "the log no longer holds {} version {} with hash {} at position {after}: {now}. The log was restored or lost its tail after you read it; verify what you hold against it (VerifyLog, range_digest) before resuming",
-            named.stream, named.version, named.hash
-        ),
-        metadata: [("after".to_owned(), after.to_string())].into(),
-    })
+    Err(query_status_described(&QueryError::ResumePointChanged {
+        stream: named.stream,
+        version: named.version,
+        hash: named.hash,
+        after,
+        now,
+    }))
 }
 
 /// The wire form of one record with its chain values.
@@ -397,11 +396,9 @@ impl AuditService {
                 }
                 let hash = recorded_hash(e);
                 if !last.contains_key(&e.stream) && last.len() >= VERIFY_STREAMS_MAX {
-                    return Err(internal(
-                        Code::ResourceExhausted,
-                        "RANGE_TOO_LARGE",
-                        format!("the range touches more than verify_streams_max ({VERIFY_STREAMS_MAX}) streams; verify it in parts with `after` and `up_to`"),
-                    ));
+                    return Err(query_status_described(&QueryError::RangeTooLarge {
+                        streams_max: VERIFY_STREAMS_MAX,
+                    }));
                 }
                 last.insert(e.stream.clone(), (e.version, hash));
                 out.records_verified += 1;

@@ -197,6 +197,21 @@ pub enum QueryError {
     StreamTooLong(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// `StreamLog`'s `after_record` names a record the log no longer holds at `after`
+    /// (it was restored, or lost an acknowledged tail, since the caller read it):
+    /// resuming would skip or repeat records unseen. `now` says what the log holds.
+    #[error("the log no longer holds {stream} version {version} with hash {hash} at position {after}: {now}. The log was restored or lost its tail after you read it; verify what you hold against it (VerifyLog, range_digest) before resuming")]
+    ResumePointChanged {
+        stream: String,
+        version: u64,
+        hash: String,
+        after: Position,
+        now: String,
+    },
+    /// A `VerifyLog` range whose streams outnumber what one call tracks
+    /// (`partners::audit::VERIFY_STREAMS_MAX`): the same range in parts succeeds.
+    #[error("the range touches more than verify_streams_max ({streams_max}) streams; verify it in parts with `after` and `up_to`")]
+    RangeTooLarge { streams_max: usize },
     /// Outside the caller's role or scope (`crate::authz`).
     #[error("{}", .0.message)]
     Denied(Described),
