@@ -509,7 +509,11 @@ fn line_access(line: &Result<Command, Rejection>) -> Access<Key> {
         _ => {}
     }
     Access {
-        reads: command.references().into_iter().map(Key::Account).collect(),
+        reads: command
+            .reference()
+            .map(|id| Key::Account(id.clone()))
+            .into_iter()
+            .collect(),
         writes,
         // A reversal may credit, by receipt, whichever account the reversed transaction
         // debited, which is known only from the log: order it against everything.

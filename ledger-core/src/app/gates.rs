@@ -93,11 +93,8 @@ impl Gates {
         if let Command::CloseAccount(_) = command {
             return Some(Held::Exclusive(self.exclusive(command.target()).await));
         }
-        let named = command.references();
-        if named.is_empty() {
-            return None;
-        }
-        Some(Held::Shared(self.shared(&named).await))
+        let named = command.reference()?;
+        Some(Held::Shared(self.shared(std::slice::from_ref(named)).await))
     }
 
     /// Shared gates on `accounts` (any order, duplicates allowed), taken in sorted

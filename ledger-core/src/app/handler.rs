@@ -425,11 +425,9 @@ impl Handler {
                 .into());
             }
             let mut others = BTreeMap::new();
-            for id in command.references() {
-                if &id != target_id && !others.contains_key(&id) {
-                    let state = self.load(&id).await?;
-                    others.insert(id, state);
-                }
+            if let Some(id) = command.reference().filter(|&id| id != target_id) {
+                let state = self.load(id).await?;
+                others.insert(id.clone(), state);
             }
             // In flight until this attempt's append has answered (`Stamps`).
             let stamp = self.stamps.stamp(&*self.clock);

@@ -233,23 +233,25 @@ impl Command {
         }
     }
 
-    /// Other accounts whose state `decide` reads (read, never written).
-    pub fn references(&self) -> Vec<AccountId> {
+    /// The other account whose state `decide` reads (read, never written), if any:
+    /// at most one for every command. Borrowed, not a `Vec` of clones: the handler,
+    /// the gates and a batch's dependency keys each ask it once per command.
+    pub fn reference(&self) -> Option<&AccountId> {
         match self {
-            Self::DepositHours(c) => vec![c.organisation.clone()],
-            Self::SpendHours(c) => vec![c.counterparty.clone()],
-            Self::TransferHours(c) => vec![c.to.clone()],
-            Self::DonateHours(c) => vec![c.project.clone()],
-            Self::RegisterAccount(_) | Self::CloseAccount(_) | Self::ExchangeHours(_) => vec![],
-            Self::RecordNoShow(c) => vec![c.organisation.clone()],
-            Self::ReverseTransaction(_) | Self::RateService(_) => vec![],
-            Self::GrantConsent(c) => vec![c.bank.clone()],
-            Self::ServeCreditReport(c) => vec![c.bank.clone()],
-            Self::AuthorizeRedemption(c) => vec![c.merchant.clone()],
+            Self::DepositHours(c) => Some(&c.organisation),
+            Self::SpendHours(c) => Some(&c.counterparty),
+            Self::TransferHours(c) => Some(&c.to),
+            Self::DonateHours(c) => Some(&c.project),
+            Self::RegisterAccount(_) | Self::CloseAccount(_) | Self::ExchangeHours(_) => None,
+            Self::RecordNoShow(c) => Some(&c.organisation),
+            Self::ReverseTransaction(_) | Self::RateService(_) => None,
+            Self::GrantConsent(c) => Some(&c.bank),
+            Self::ServeCreditReport(c) => Some(&c.bank),
+            Self::AuthorizeRedemption(c) => Some(&c.merchant),
             Self::WithdrawConsent(_)
             | Self::CaptureRedemption(_)
             | Self::VoidRedemption(_)
-            | Self::ExpireRedemptionHold(_) => vec![],
+            | Self::ExpireRedemptionHold(_) => None,
         }
     }
 
