@@ -74,7 +74,7 @@ impl AccountId {
         // Two copies into a buffer of the right size, not `format!` (its `core::fmt`
         // machinery and a guessed capacity): a command asks for two or three streams.
         const PREFIX: &str = "account-";
-        let mut name = String::with_capacity(PREFIX.len() + self.0.len());
+        let mut name = CompactString::with_capacity(PREFIX.len() + self.0.len());
         name.push_str(PREFIX);
         name.push_str(&self.0);
         StreamName::new(name).expect("an account id always makes a valid stream name")

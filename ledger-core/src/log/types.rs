@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use super::limits::{EVENT_TYPE_BYTES_MAX, STREAM_NAME_BYTES_MAX};
@@ -14,11 +15,14 @@ use super::InvalidEvent;
 /// same name must mean the same stream on every backend).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct StreamName(String);
+pub struct StreamName(CompactString);
 
 impl StreamName {
-    pub fn new(name: impl Into<String>) -> Result<Self, InvalidEvent> {
-        let name = name.into();
+    /// Held inline up to 24 bytes, as ids are (`domain/ids.rs`): `account-` and an id
+    /// of up to 16 bytes, every account stream of the demo city, is made for each
+    /// account a command loads and read back with every record, without an allocation.
+    pub fn new(name: impl AsRef<str>) -> Result<Self, InvalidEvent> {
+        let name = name.as_ref();
         if name.is_empty() {
             return Err(InvalidEvent::StreamNameEmpty);
         }
@@ -28,10 +32,12 @@ impl StreamName {
                 max: STREAM_NAME_BYTES_MAX,
             });
         }
-        if name.starts_with('$') || has_control(&name) {
-            return Err(InvalidEvent::StreamNameCharacters { name });
+        if name.starts_with('$') || has_control(name) {
+            return Err(InvalidEvent::StreamNameCharacters {
+                name: name.to_owned(),
+            });
         }
-        Ok(Self(name))
+        Ok(Self(CompactString::new(name)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -61,7 +67,7 @@ impl TryFrom<String> for StreamName {
 
 impl From<StreamName> for String {
     fn from(value: StreamName) -> Self {
-        value.0
+        value.0.into()
     }
 }
 
