@@ -230,19 +230,22 @@ pub struct AccountView {
 }
 
 impl ReadModels {
-    /// The view of `account`, "this year" being `year` (the caller's calendar year:
-    /// the fold has no clock), star level under `policy`. None if never registered.
+    /// The view of `account` at `now`, "this year" being `year` (the caller's calendar
+    /// year: the fold has no clock), star level under `policy`. None if never
+    /// registered. `now` decides which holds still hold ([`crate::redemptions::Redemptions::held_by_at`]).
     pub fn account_view(
         &self,
         account: &str,
         year: i32,
         policy: &StarPolicy,
+        now: DateTime<Utc>,
     ) -> Option<AccountView> {
         let i = self.account_index(account)?;
         let row = self.row(i);
         if row.kind == Kind::Unregistered {
             return None;
         }
+        let held = self.redemptions.held_by_at(i, now);
         Some(AccountView {
             account: account.to_owned(),
             kind: row.kind.name(),
@@ -251,10 +254,10 @@ impl ReadModels {
                 .then(|| self.regions.path(row.region).to_owned()),
             spendable_hours: decimal(row.balances[0]),
             honour_hours: decimal(row.balances[1]),
-            // The projection's held points fall when the sweeper records an expiry, a
-            // few seconds after the instant; commands use the exact rule.
-            points_available: decimal(row.balances[2] - self.redemptions.held_by(i)),
-            points_held: decimal(self.redemptions.held_by(i)),
+            // Holds past their expiry free their points at once, as in commands, not
+            // when the sweeper records the expiry.
+            points_available: decimal(row.balances[2] - held),
+            points_held: decimal(held),
             lifetime_credit_hours: decimal(row.lifetime[0]),
             lifetime_honour_hours: decimal(row.lifetime[1]),
             hours_this_year: decimal(row.year_centi(year)),

@@ -19,6 +19,12 @@ use crate::anomaly::FoldAnomaly;
 use crate::model::Centi;
 
 /// Where a redemption stands.
+/// Most lapsed holds (past their expiry, not yet recorded as expired) one account
+/// view walks ([`Redemptions::held_by_at`]): the sweeper records expiries every few
+/// seconds, so only a backlog after downtime comes near it, and a walk of this many
+/// set entries is about a millisecond.
+pub const EXPIRED_HOLDS_SCANNED_MAX: usize = 100_000;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RedemptionStatus {
     Held,
@@ -142,8 +148,42 @@ impl Redemptions {
         None
     }
 
+    /// Points on `volunteer`'s open holds as recorded: a hold counts until its end is
+    /// in the log, its expiry included (the sweeper records that seconds after the
+    /// instant).
     pub fn held_by(&self, volunteer: u32) -> Centi {
         self.held.get(&volunteer).copied().unwrap_or(0)
+    }
+
+    /// Points on `volunteer`'s holds that still hold at `now`: [`Self::held_by`] less
+    /// the open holds already past their expiry whose expiry the sweeper has not
+    /// recorded yet. Commands free those points from the expiry instant on, so a view
+    /// that still counted them showed more points held than the balance, and points
+    /// available below zero, once a new hold took the freed points (merchant probe,
+    /// fourteenth session).
+    ///
+    /// Expiries are kept to the second (`Redemption::expires_at`), so a hold counts
+    /// until the second after the one it expires in: up to a second longer than the
+    /// command rule, never shorter. Walks the holds past their expiry, which the
+    /// sweeper keeps to a few seconds' worth; past [`EXPIRED_HOLDS_SCANNED_MAX`] the
+    /// rest count as held, which understates what is available, never overstates it.
+    pub fn held_by_at(&self, volunteer: u32, now: DateTime<Utc>) -> Centi {
+        let held = self.held_by(volunteer);
+        if held == 0 {
+            return 0;
+        }
+        let now = now.timestamp();
+        let lapsed: Centi = self
+            .open
+            .iter()
+            .take_while(|(expires_at, _)| *expires_at < now)
+            .take(EXPIRED_HOLDS_SCANNED_MAX)
+            .map(|(_, hold)| &self.all[self.by_hold[hold] as usize])
+            .filter(|r| r.volunteer == volunteer)
+            .map(|r| r.authorized)
+            .sum();
+        assert!(lapsed <= held, "lapsed holds are among the open ones");
+        held - lapsed
     }
 
     /// Open holds whose expiry is at or before `now`, oldest first, at most `limit`.
@@ -213,6 +253,38 @@ mod tests {
 
     fn t(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(secs, 0).unwrap()
+    }
+
+    fn ms(millis: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(millis).unwrap()
+    }
+
+    /// Given a hold past its expiry that the sweeper has not recorded yet, and a new
+    /// hold on the points it freed, the view counts only the new one: not both (which
+    /// showed more held than the balance and a negative available), and the lapsed
+    /// one again once its expiry is recorded.
+    #[test]
+    fn a_hold_past_its_expiry_no_longer_counts_as_held() {
+        let (volunteer, other) = (9, 10);
+        let mut r = Redemptions::default();
+        // Expires at 20.5 s, kept as 20 s.
+        r.authorized(1, 7, volunteer, 9_000, t(0), ms(20_500));
+        r.authorized(2, 7, other, 500, t(0), t(5));
+        assert_eq!(r.held_by_at(volunteer, ms(20_400)), 9_000);
+        assert_eq!(
+            r.held_by_at(volunteer, ms(20_999)),
+            9_000,
+            "to the second, late"
+        );
+        assert_eq!(r.held_by_at(volunteer, t(21)), 0);
+        r.authorized(3, 7, volunteer, 9_000, t(21), t(41));
+        assert_eq!(r.held_by(volunteer), 18_000, "as recorded");
+        assert_eq!(r.held_by_at(volunteer, t(22)), 9_000);
+        assert_eq!(r.held_by_at(other, t(22)), 0);
+        r.ended(1, RedemptionStatus::Expired, 0, t(23));
+        assert_eq!(r.held_by_at(volunteer, t(23)), 9_000);
+        assert_eq!(r.held_by_at(volunteer, t(41)), 9_000);
+        assert_eq!(r.held_by_at(volunteer, t(42)), 0);
     }
 
     /// Merchant 7's holds 1, 2, 3 authorised in that order, at 0, 1, 2 s, each for

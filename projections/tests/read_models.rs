@@ -11,6 +11,11 @@ use projections::{Period, StarPolicy};
 
 const XIHU: &str = "hangzhou/xihu/lingyin/c3";
 
+/// The instant the account views in these tests are asked at (no hold in them).
+fn view_now() -> chrono::DateTime<chrono::Utc> {
+    "2026-11-23T12:00:00Z".parse().expect("an instant")
+}
+
 /// The calendar of a ledger on UTC (the default `--calendar-offset`).
 fn utc() -> chrono::FixedOffset {
     chrono::FixedOffset::east_opt(0).unwrap()
@@ -46,7 +51,9 @@ async fn given_deposits_spends_and_exchanges_when_viewing_the_account_then_balan
     c.spend("li", "org-a", "1.25").await;
     c.exchange("li", "2").await;
     let m = c.models().await;
-    let v = m.account_view("li", 2026, &StarPolicy::national()).unwrap();
+    let v = m
+        .account_view("li", 2026, &StarPolicy::national(), view_now())
+        .unwrap();
     assert_eq!(v.kind, "volunteer");
     assert_eq!(v.region.as_deref(), Some(XIHU));
     // 4 + 2.5 − 1.25 − 2 (the reversed 3 came and went)
@@ -64,7 +71,7 @@ async fn given_deposits_spends_and_exchanges_when_viewing_the_account_then_balan
     assert_eq!(v.star.stars, 0);
     assert_eq!(v.star.next_threshold, Some(dec("100")));
     assert!(m
-        .account_view("nobody", 2026, &StarPolicy::national())
+        .account_view("nobody", 2026, &StarPolicy::national(), view_now())
         .is_none());
 }
 
@@ -77,7 +84,7 @@ async fn given_100_verified_hours_then_one_star_and_300_next_under_the_national_
     }
     let m = c.models().await;
     let v = m
-        .account_view("wang", 2026, &StarPolicy::national())
+        .account_view("wang", 2026, &StarPolicy::national(), view_now())
         .unwrap();
     assert_eq!((v.star.stars, v.star.next_threshold), (1, Some(dec("300"))));
     let strict = StarPolicy::new(
@@ -85,7 +92,7 @@ async fn given_100_verified_hours_then_one_star_and_300_next_under_the_national_
         [200, 400, 800, 1600, 3200].map(rust_decimal::Decimal::from),
     )
     .unwrap();
-    let v = m.account_view("wang", 2026, &strict).unwrap();
+    let v = m.account_view("wang", 2026, &strict, view_now()).unwrap();
     assert_eq!(
         (v.star.stars, v.star.policy_version.as_str()),
         (0, "strict")
@@ -422,7 +429,9 @@ async fn honour_deposits_count_for_stars_but_not_for_credit_hours() {
     );
     c.run(o).await;
     let m = c.models().await;
-    let v = m.account_view("li", 2026, &StarPolicy::national()).unwrap();
+    let v = m
+        .account_view("li", 2026, &StarPolicy::national(), view_now())
+        .unwrap();
     assert_eq!(
         (
             v.lifetime_credit_hours,
@@ -629,7 +638,10 @@ fn answers(m: &projections::ReadModels) -> Vec<String> {
     let national = StarPolicy::national();
     for v in ["li", "wang", "zhao"] {
         for year in [2024, 2025, 2026] {
-            out.push(format!("{:?}", m.account_view(v, year, &national)));
+            out.push(format!(
+                "{:?}",
+                m.account_view(v, year, &national, view_now())
+            ));
         }
     }
     let mut periods = vec![Period::All];
@@ -730,7 +742,7 @@ async fn given_reversed_deposits_then_every_answer_is_that_of_the_history_withou
     }
     // The comparison is not vacuous: the standing service is there.
     let v = with
-        .account_view("wang", 2025, &StarPolicy::national())
+        .account_view("wang", 2025, &StarPolicy::national(), view_now())
         .unwrap();
     assert_eq!((v.lifetime_credit_hours, v.activity_count), (dec("3.5"), 2));
     let i = with.service_index("hangzhou", Period::Year(2025)).unwrap();

@@ -134,7 +134,7 @@ impl RedemptionService {
             .0
             .projections
             .read()
-            .account_view(claims.volunteer.as_str(), 0, policy)
+            .account_view(claims.volunteer.as_str(), 0, policy, self.0.clock().now())
             .map(|v| u32::from(v.star.stars))
             .unwrap_or(0);
         Ok(pb::PresenterStarLevel {

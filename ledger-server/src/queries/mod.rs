@@ -404,11 +404,13 @@ impl QueryService {
         let account = convert::account("account_id", r.account_id)?;
         self.allow_account(caller, &account).await?;
         let cp = self.fresh(r.min_position).await?;
-        let year = self.this_year();
+        let now = self.clock.now();
+        let year = now.with_timezone(&self.calendar).year();
         let view = self.projections.read().account_view(
             account.as_str(),
             year,
             self.policies.default_policy(),
+            now,
         );
         let view = view.ok_or_else(|| QueryError::UnknownAccount(account.to_string()))?;
         Ok(convert::account_view(&view, cp))
@@ -469,7 +471,12 @@ impl QueryService {
         let view = self
             .projections
             .read()
-            .account_view(volunteer.as_str(), self.this_year(), &policy)
+            .account_view(
+                volunteer.as_str(),
+                self.this_year(),
+                &policy,
+                self.clock.now(),
+            )
             .filter(|v| v.kind != "unregistered")
             .ok_or_else(|| QueryError::UnknownAccount(volunteer.to_string()))?;
         if view.kind != "volunteer" {
