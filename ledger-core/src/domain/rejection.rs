@@ -248,11 +248,13 @@ pub enum Rejection {
     #[error("the redemption token allows at most {max} points; {requested} were asked")]
     TokenMaximumExceeded { max: Decimal, requested: Decimal },
 
-    #[error("the volunteer has {available} points available; {requested} were asked")]
-    InsufficientPoints {
-        available: Decimal,
-        requested: Decimal,
-    },
+    /// Says how many points were asked, not how many the volunteer has: a merchant
+    /// (the only caller of these commands besides administrators) may see nothing of a
+    /// volunteer's record but its star level (docs/partners.md), and a till holding a
+    /// token of a large maximum could otherwise read the balance off this message
+    /// (merchant probe, fourteenth session).
+    #[error("the volunteer does not have {requested} points available; ask for fewer, or the volunteer can check their balance with their platform")]
+    InsufficientPoints { requested: Decimal },
 
     /// Also the answer for another merchant's hold, which a merchant must not learn of.
     #[error("no hold {hold} of your merchant on this volunteer's points")]

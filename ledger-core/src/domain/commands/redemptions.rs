@@ -61,7 +61,6 @@ impl AuthorizeRedemption {
         let available = ctx.target.points_available(ctx.now);
         if available < self.points.value() {
             return Err(Rejection::InsufficientPoints {
-                available,
                 requested: self.points.value(),
             });
         }
@@ -136,7 +135,6 @@ impl CaptureRedemption {
             // Only a reversal of an exchange can take held points away (it may not:
             // reversals respect holds); kept as a rule rather than trusted.
             return Err(Rejection::InsufficientPoints {
-                available: balance,
                 requested: self.points.value(),
             });
         }
@@ -310,9 +308,13 @@ mod tests {
         let expiry = s.holds[&hold].expires_at;
         assert_eq!(expiry, w.now + w.hold_timeout);
         assert_eq!(s.points_available(expiry), dec("50"));
-        assert_eq!(
-            reason(w.when(&authorize(token("v1", "30", 2), "30"))),
-            "INSUFFICIENT_POINTS"
+        let refused = w.when(&authorize(token("v1", "30", 2), "30"));
+        assert_eq!(reason(refused.clone()), "INSUFFICIENT_POINTS");
+        // The merchant learns that 30 are not available, not how many are (20).
+        let message = refused.unwrap_err().to_string();
+        assert!(
+            message.contains("30") && !message.contains("20"),
+            "{message}"
         );
     }
 
