@@ -58,11 +58,31 @@ pub(crate) fn request_id(text: String) -> Field<RequestId> {
             },
         ));
     }
-    let id = RequestId::new(text).map_err(|e| Rejection::input("request_id", e))?;
+    let id = RequestId::new(text).map_err(|e| {
+        let e = match e {
+            IdError::Characters => IdError::RequestCharacters,
+            other => other,
+        };
+        Rejection::input("request_id", e)
+    })?;
     if id.as_str().contains(':') {
         return Err(Rejection::input("request_id", IdError::ScopeSeparator));
     }
     Ok(id)
+}
+
+/// Length of a partner's request id in its hashed form's tail: `h` and 40 hex digits
+/// (160 bits of BLAKE3).
+const HASHED_REQUEST_ID_BYTES: usize = 41;
+
+/// True for `h` followed by 40 lowercase hex digits: what [`scoped_request_id`] puts
+/// after `<account>:` for an id too long to prefix.
+fn is_hashed_form(id: &str) -> bool {
+    id.len() == HASHED_REQUEST_ID_BYTES
+        && id.starts_with('h')
+        && id[1..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 pub(crate) fn account(field: &str, text: String) -> Field<AccountId> {
@@ -349,8 +369,18 @@ pub fn rate_service(r: pb::RateServiceRequest) -> Field<Command> {
 /// Too long to prefix within `REQUEST_ID_BYTES_MAX`, the client's id is replaced by a
 /// hash of it (still the same id for a retry). Option not taken: scoping every
 /// caller's ids, which would change the ids platforms' existing retries rely on.
+///
+/// A partner's own id of the hashed form is refused (`ID_RESERVED`): `<account>:h<hex>`
+/// of a 41-byte id would be the scoped form of some long id, and a retry of either
+/// answered the other's outcome (merchant probe, fourteenth session). Option not
+/// taken: a hashed form no client id can take (with a second ':'), which would change
+/// the scoped ids of long requests already in logs, so that their retries across an
+/// upgrade were no longer recognised and could take effect twice.
 pub(crate) fn scoped_request_id(owner: &AccountId, text: String) -> Field<RequestId> {
     let id = request_id(text)?;
+    if is_hashed_form(id.as_str()) {
+        return Err(Rejection::input("request_id", IdError::HashedForm));
+    }
     let scoped = format!("{owner}:{id}");
     let scoped = if scoped.len() <= ledger_core::domain::ids::REQUEST_ID_BYTES_MAX {
         scoped
@@ -509,6 +539,35 @@ pub fn command_result(o: &Outcome) -> pb::CommandResult {
 mod tests {
     use super::*;
 
+    /// A long id is replaced by its hash; a short id of the hash's form is refused, so
+    /// no two ids a merchant sends share a scoped id (merchant probe: `h<hash of a long
+    /// id>` was answered the long id's hold as a replay).
+    #[test]
+    fn a_partner_id_of_the_hashed_form_is_reserved() {
+        let merchant = AccountId::new("merchant-001").unwrap();
+        let long = format!("till-7-{}", "x".repeat(112));
+        let scoped = scoped_request_id(&merchant, long.clone()).unwrap();
+        let tail = scoped.as_str().strip_prefix("merchant-001:").unwrap();
+        assert!(is_hashed_form(tail), "{scoped}");
+        assert_eq!(
+            scoped_request_id(&merchant, long).unwrap(),
+            scoped,
+            "a retry"
+        );
+        let e = scoped_request_id(&merchant, tail.to_owned()).unwrap_err();
+        assert_eq!((e.reason(), e.field()), ("ID_RESERVED", Some("request_id")));
+        // Near misses are ordinary ids.
+        for other in [
+            tail.to_ascii_uppercase(),
+            tail[..40].to_owned(),
+            format!("{tail}0"),
+            format!("g{}", &tail[1..]),
+        ] {
+            let id = scoped_request_id(&merchant, other.clone()).unwrap();
+            assert_eq!(id.as_str(), format!("merchant-001:{other}"));
+        }
+    }
+
     /// A Timestamp's defined range, to the second and nanosecond, and nothing past it:
     /// an instant near chrono's own ends panicked when moved into a calendar west of
     /// UTC (`Context::day_of`), so none may reach a command.
@@ -598,6 +657,9 @@ mod tests {
             with(|r| r.project_id = "a/b".into()).reason(),
             "ID_CHARACTERS"
         );
+        let e = with(|r| r.request_id = "till 7".into());
+        assert_eq!(e.reason(), "ID_CHARACTERS");
+        assert!(!e.to_string().contains("':'"), "{e}");
         let e = with(|r| r.request_id = "system:expire-hold:x".into());
         assert_eq!((e.reason(), e.field()), ("ID_RESERVED", Some("request_id")));
         for e in [

@@ -50,6 +50,15 @@ pub enum IdError {
     Reserved { prefix: &'static str },
     #[error("holds ':', which the ledger reserves to scope request ids (a partner's `<account>:<id>`, its own `system:…`); choose an id without ':'")]
     ScopeSeparator,
+    /// A request id's characters: a token's, less ':' ([`IdError::ScopeSeparator`]), so
+    /// the message does not offer a character the next check refuses.
+    #[error("may hold only ASCII letters, digits, '.', '_' and '-'")]
+    RequestCharacters,
+    /// `h` and 40 lowercase hex digits: the form a partner's request id too long to
+    /// scope is replaced by (`<account>:h<hex>`), which a partner's own id of that
+    /// form would otherwise collide with.
+    #[error("has the form 'h' and 40 lowercase hex digits, which the ledger reserves for the hashed form of a partner's request ids too long to scope; choose another id")]
+    HashedForm,
 }
 
 impl IdError {
@@ -58,9 +67,9 @@ impl IdError {
             Self::Empty { .. } => "ID_EMPTY",
             Self::TooLong { .. } | Self::TooManyCharacters { .. } => "ID_TOO_LONG",
             Self::NotAUuid { .. } => "FIELD_MALFORMED",
-            Self::Characters => "ID_CHARACTERS",
+            Self::Characters | Self::RequestCharacters => "ID_CHARACTERS",
             Self::ControlCharacter => "TEXT_CONTROL_CHARACTER",
-            Self::Reserved { .. } | Self::ScopeSeparator => "ID_RESERVED",
+            Self::Reserved { .. } | Self::ScopeSeparator | Self::HashedForm => "ID_RESERVED",
         }
     }
 }
