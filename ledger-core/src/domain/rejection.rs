@@ -67,7 +67,7 @@ pub enum Rejection {
     #[error("account {account} is closed and takes no new movements")]
     AccountClosed { account: AccountId },
 
-    #[error("account {account} is a {actual}, but this command needs a {expected}")]
+    #[error("account {account} is of kind {actual}, but this command needs kind {expected}")]
     WrongAccountKind {
         account: AccountId,
         expected: &'static str,
@@ -81,7 +81,9 @@ pub enum Rejection {
         requested: Decimal,
     },
 
-    #[error("account {account} has {available} {unit}; the reversal needs {requested}")]
+    /// Points on open redemption holds are not available to a reversal (a capture would
+    /// overdraw), so `available` may be below the balance; the message says so.
+    #[error("account {account} has {available} {unit} available to take back (points on open redemption holds are kept for the merchant); the reversal needs {requested}")]
     InsufficientBalanceForReversal {
         account: AccountId,
         unit: &'static str,
@@ -260,7 +262,7 @@ pub enum Rejection {
     #[error("no hold {hold} of your merchant on this volunteer's points")]
     UnknownHold { hold: TransactionId },
 
-    #[error("hold {hold} was already captured; a hold is captured at most once")]
+    #[error("hold {hold} was already captured; a captured hold can be neither captured again nor voided")]
     HoldAlreadyCaptured { hold: TransactionId },
 
     #[error("hold {hold} was voided; authorise a new redemption")]
