@@ -719,6 +719,16 @@ async fn whole_log(s: &Guarded) -> tonic::Streaming<pb::LogRecord> {
         .into_inner()
 }
 
+/// Every record of the whole log, each streamed without error.
+async fn whole_log_records(s: &Guarded) -> Vec<pb::LogRecord> {
+    let mut records = Vec::new();
+    let mut stream = whole_log(s).await;
+    while let Some(r) = stream.next().await {
+        records.push(r.unwrap());
+    }
+    records
+}
+
 /// The auditor's `VerifyLog` over the whole log.
 async fn verify_whole_log(s: &Guarded) -> pb::VerifyLogResponse {
     s.audit()
@@ -731,11 +741,7 @@ async fn verify_whole_log(s: &Guarded) -> pb::VerifyLogResponse {
 #[tokio::test]
 async fn auditors_stream_verify_and_replay_the_log() {
     let s = Server::start().await;
-    let mut records = Vec::new();
-    let mut stream = whole_log(&s).await;
-    while let Some(r) = stream.next().await {
-        records.push(r.unwrap());
-    }
+    let records = whole_log_records(&s).await;
     // 8 registrations, a deposit and an exchange.
     assert_eq!(records.len(), 10);
     let mut last: std::collections::HashMap<String, String> = Default::default();
@@ -1127,11 +1133,7 @@ async fn a_linked_json_record_that_does_not_decode_fails_verification_at_it() {
 #[tokio::test]
 async fn a_resume_that_names_its_record_is_checked_against_the_log() {
     let s = Server::start().await;
-    let mut records = Vec::new();
-    let mut stream = whole_log(&s).await;
-    while let Some(r) = stream.next().await {
-        records.push(r.unwrap());
-    }
+    let records = whole_log_records(&s).await;
     let resume = |after: Option<pb::LogPosition>, named: Option<pb::RecordRef>| {
         let mut a = s.audit();
         async move {
