@@ -287,7 +287,7 @@ pub fn require_merchant(
 /// The bank a caller is, for the bank service.
 pub fn require_bank(caller: &Caller, what: &str) -> Result<AccountId, Described> {
     match &caller.role {
-        Role::Bank { bank } => AccountId::new(bank.clone()).map_err(|_| denied(caller, what)),
+        Role::Bank { bank } => AccountId::new(bank).map_err(|_| denied(caller, what)),
         _ => Err(denied(caller, what)),
     }
 }

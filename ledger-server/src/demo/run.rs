@@ -333,8 +333,8 @@ async fn renew_sample_consent(
     use ledger_core::domain::ids::{Purpose, RequestId};
 
     let (Ok(volunteer), Ok(bank), Ok(purpose)) = (
-        AccountId::new(sample.consenting_volunteer.clone()),
-        AccountId::new(sample.bank.clone()),
+        AccountId::new(&sample.consenting_volunteer),
+        AccountId::new(&sample.bank),
         Purpose::new(super::scenario::CONSENT_PURPOSE),
     ) else {
         return false; // an older sample file without a consenting volunteer

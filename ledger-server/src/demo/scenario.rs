@@ -333,7 +333,7 @@ fn bank_id(city: &City, bank: u8) -> Result<AccountId, IdError> {
 }
 
 fn merchant_id(city: &City, merchant: u32) -> Result<AccountId, IdError> {
-    AccountId::new(city.merchants[merchant as usize].clone())
+    AccountId::new(&city.merchants[merchant as usize])
 }
 
 /// The id of the token behind the owner's hold step `seq`: derived like every demo id,
@@ -372,7 +372,7 @@ impl Step {
     pub fn command(&self, city: &City, calendar: &Calendar) -> Result<Command, StepError> {
         let owner = self.owner_id(city);
         let request_id = request_id(&owner, self.seq)?;
-        let account = AccountId::new(owner.clone())?;
+        let account = AccountId::new(&owner)?;
         let region = |text: &str| {
             RegionCode::new(text.to_owned()).map_err(|e| StepError::Region(e.to_string()))
         };
@@ -422,7 +422,7 @@ impl Step {
                 Command::DepositHours(DepositHours {
                     request_id,
                     volunteer: account,
-                    organisation: AccountId::new(org.id.clone())?,
+                    organisation: AccountId::new(&org.id)?,
                     activity: activity_id(&org.id, day, d.start_q)?,
                     service_date: day,
                     started_at: Calendar::instant(calendar.at(u32::from(d.day), start)),
@@ -483,7 +483,7 @@ impl Step {
             } => Command::DonateHours(DonateHours {
                 request_id,
                 from: account,
-                project: AccountId::new(city.projects[project as usize].clone())?,
+                project: AccountId::new(&city.projects[project as usize])?,
                 hours: hours(hundredths)?,
             }),
             Action::Reverse {
@@ -495,7 +495,7 @@ impl Step {
                 account: match on {
                     ReverseOn::Owner => account,
                     ReverseOn::Volunteer(v) => AccountId::new(City::volunteer_id(v))?,
-                    ReverseOn::Project(p) => AccountId::new(city.projects[p as usize].clone())?,
+                    ReverseOn::Project(p) => AccountId::new(&city.projects[p as usize])?,
                 },
                 transaction: transaction_of(&owner, original)?,
                 reason: Note::new(reason)?,
@@ -512,7 +512,7 @@ impl Step {
                 Command::RecordNoShow(RecordNoShow {
                     request_id,
                     volunteer: account,
-                    organisation: AccountId::new(org.id.clone())?,
+                    organisation: AccountId::new(&org.id)?,
                     activity: activity_id(&org.id, day, d.start_q)?,
                     date: day,
                 })

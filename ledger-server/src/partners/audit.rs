@@ -153,7 +153,7 @@ async fn check_resume_point(
             )),
         ))
     })?;
-    let stream = StreamName::new(named.stream.clone()).map_err(|e| {
+    let stream = StreamName::new(&named.stream).map_err(|e| {
         describe_rejection(&Rejection::input(
             "after_record.stream",
             InputProblem::Malformed(e.to_string()),

@@ -354,8 +354,9 @@ impl QueryService {
 
     /// The current year of the ledger's calendar. Not the UTC year: on New Year's night
     /// east of UTC the ledger already accepts service dated in the new year.
-    fn this_year(&self) -> i32 {
-        self.clock.now().with_timezone(&self.calendar).year()
+    /// The ledger's calendar year at `now`.
+    fn year_at(&self, now: chrono::DateTime<chrono::Utc>) -> i32 {
+        now.with_timezone(&self.calendar).year()
     }
 
     /// An account's own record: auditors and admins any; platforms their scope.
@@ -405,7 +406,7 @@ impl QueryService {
         self.allow_account(caller, &account).await?;
         let cp = self.fresh(r.min_position).await?;
         let now = self.clock.now();
-        let year = now.with_timezone(&self.calendar).year();
+        let year = self.year_at(now);
         let view = self.projections.read().account_view(
             account.as_str(),
             year,
@@ -468,15 +469,11 @@ impl QueryService {
         self.allow_account(caller, &volunteer).await?;
         let policy = self.policy(&r.policy_version)?.clone();
         let cp = self.fresh(r.min_position).await?;
+        let now = self.clock.now();
         let view = self
             .projections
             .read()
-            .account_view(
-                volunteer.as_str(),
-                self.this_year(),
-                &policy,
-                self.clock.now(),
-            )
+            .account_view(volunteer.as_str(), self.year_at(now), &policy, now)
             .filter(|v| v.kind != "unregistered")
             .ok_or_else(|| QueryError::UnknownAccount(volunteer.to_string()))?;
         if view.kind != "volunteer" {

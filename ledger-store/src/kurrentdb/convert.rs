@@ -177,7 +177,7 @@ pub fn is_ledger_event(e: &WireRecorded) -> bool {
 /// The wire form → our recorded event. Fails only for a stream name the contract
 /// cannot represent (another application's data in the same database).
 pub fn recorded_event(e: WireRecorded) -> Result<RecordedEvent, ReadError> {
-    let stream = StreamName::new(e.stream.clone()).map_err(|err| {
+    let stream = StreamName::new(&e.stream).map_err(|err| {
         ReadError::Corrupt(format!(
             "event {} at {} in stream {:?} is not a ledger event ({err}); \
              keep other applications' streams out of the ledger's database",
