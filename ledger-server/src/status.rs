@@ -159,7 +159,7 @@ pub fn query_status_described(e: &crate::queries::QueryError) -> Described {
             (Code::Unavailable, "NOT_CAUGHT_UP")
         }
         Q::NotSettled(_) => (Code::Unavailable, "NOT_SETTLED"),
-        Q::UnknownAccount(_) => (Code::NotFound, "UNKNOWN_ACCOUNT"),
+        Q::UnknownAccount(_) | Q::UnknownInLog(_) => (Code::NotFound, "UNKNOWN_ACCOUNT"),
         Q::NotAVolunteer(_) => (Code::NotFound, "NOT_A_VOLUNTEER"),
         Q::WrongKind { wanted, .. } => (
             Code::NotFound,

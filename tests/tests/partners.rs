@@ -415,7 +415,13 @@ async fn consents_gate_credit_reports_and_every_report_served_is_an_inquiry() {
         );
         async move { consents.list_inquiries(request).await }
     };
-    assert_refused(list("ghost").await, Code::NotFound, "UNKNOWN_ACCOUNT");
+    let ghost = assert_refused(list("ghost").await, Code::NotFound, "UNKNOWN_ACCOUNT");
+    // Found from the log, which no min_position changes (nor does the request have one).
+    assert!(
+        ghost.message().contains("ghost") && !ghost.message().contains("min_position"),
+        "{}",
+        ghost.message()
+    );
     let bank = assert_refused(list("bank-a").await, Code::NotFound, "NOT_A_VOLUNTEER");
     assert!(bank.message().contains("bank"), "{}", bank.message());
     assert_eq!(list("v1").await.unwrap().into_inner().inquiries.len(), 1);
@@ -1224,6 +1230,97 @@ async fn a_resume_that_names_its_record_is_checked_against_the_log() {
         (e.code(), reason(&e).as_str()),
         (Code::InvalidArgument, "FIELD_MALFORMED")
     );
+    s.stop().await;
+}
+
+/// One `ListInquiries` call reads at most `INQUIRY_SCAN_EVENTS_MAX` events of the
+/// volunteer's stream: with more events than that between two inquiries, the first
+/// call answers the first inquiry and a token where it stopped (a short page that is
+/// not the end), and the next call answers the second one and ends the list.
+#[tokio::test]
+async fn listing_inquiries_reads_a_bounded_part_of_a_long_stream_per_call() {
+    use ledger_server::partners::consents::INQUIRY_SCAN_EVENTS_MAX;
+    let s = Server::start().await;
+    s.grant("c-1", "v1", "bank-a", "2026-12-20T00:00:00Z")
+        .await
+        .unwrap();
+    let first = s
+        .report(BANK_A, "q-1", "v1", "volunteer-loan")
+        .await
+        .unwrap();
+    let log = s.log.clone();
+    s.stop().await;
+    // Consents to another bank, written straight into v1's stream while the server is
+    // down (as many as a platform could record over years), each linked to the last.
+    let name = StreamName::new("account-v1").unwrap();
+    let mut last = log
+        .read_stream(&name, 0, 1000)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    for i in 0..INQUIRY_SCAN_EVENTS_MAX + 10 {
+        let data = format!(
+            r#"{{"consent":"{}","volunteer":"v1","bank":"bank-b","purpose":"volunteer-loan","expires_at":"2026-12-20T00:00:00Z","recorded_at":"2026-11-20T11:00:00Z"}}"#,
+            uuid::Uuid::from_u128(0xC0 << 64 | i as u128)
+        );
+        log.append(
+            &name,
+            ExpectedVersion::Exact(last.version),
+            vec![NewEvent {
+                id: EventId(uuid::Uuid::from_u128(0xC0 << 64 | i as u128)),
+                event_type: "ConsentGranted.v1".into(),
+                data: data.into_bytes(),
+                metadata: encode_metadata(
+                    None,
+                    &ledger_core::domain::chain::recorded_hash(&last),
+                    None,
+                ),
+            }],
+        )
+        .await
+        .unwrap();
+        last = log
+            .read_stream(&name, last.version + 1, 1)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+    }
+    let s = Server(
+        Guarded::start_on(log, ledger_server::ServeOptions::with_access(access()), NOW).await,
+    );
+    let second = s
+        .report(BANK_A, "q-2", "v1", "volunteer-loan")
+        .await
+        .unwrap();
+    let page = |token: String| {
+        let mut consents = s.consents();
+        let request = with(
+            PLATFORM,
+            pb::ListInquiriesRequest {
+                volunteer_id: "v1".into(),
+                page_size: 10,
+                page_token: token,
+            },
+        );
+        async move { consents.list_inquiries(request).await.unwrap().into_inner() }
+    };
+    let one = page(String::new()).await;
+    let digests = |p: &pb::ListInquiriesResponse| -> Vec<String> {
+        p.inquiries
+            .iter()
+            .map(|i| i.report_digest.clone())
+            .collect()
+    };
+    assert_eq!(digests(&one), [first.report_digest]);
+    assert!(
+        !one.next_page_token.is_empty(),
+        "the scan stopped, the list did not end"
+    );
+    let two = page(one.next_page_token.clone()).await;
+    assert_eq!(digests(&two), [second.report_digest]);
+    assert_eq!(two.next_page_token, "", "the end of the list");
     s.stop().await;
 }
 

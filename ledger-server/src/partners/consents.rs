@@ -1,6 +1,7 @@
 //! `timebank.v1.Consents`: platforms record consents and list who looked.
 
 use ledger_core::domain::events::LedgerEvent;
+use ledger_core::log::limits::READ_EVENTS_MAX;
 use tonic::{Code, Request, Response, Status};
 
 use super::banks::volunteer_field;
@@ -12,6 +13,19 @@ use crate::queries::convert::{position, to_timestamp};
 use crate::status::Described;
 
 type Answer<T> = Result<Response<T>, Status>;
+
+/// Most events of a volunteer's stream one `ListInquiries` call reads while it fills a
+/// page. Inquiries are a few of a volunteer's events among their deposits, spends and
+/// consents, so filling a page could otherwise read the whole stream in one call: a
+/// long-serving volunteer's tens of thousands of events, for every page. Four reads of
+/// [`READ_EVENTS_MAX`]: a stream shorter than that (every volunteer's but those with
+/// decades of daily service) is still listed in one call. A call that reaches it
+/// answers with the inquiries it found, possibly none, and a next page token where it
+/// stopped; a short page with a token is not the end of the list (docs/partners.md).
+/// Option not taken: an index of inquiries per volunteer in the read models, which
+/// would answer without a scan but hold memory for every volunteer ever inquired
+/// about, for a list a platform asks for rarely.
+pub const INQUIRY_SCAN_EVENTS_MAX: usize = 4 * READ_EVENTS_MAX;
 
 /// The Consents service.
 #[derive(Clone)]
@@ -55,7 +69,7 @@ impl ConsentService {
                         internal(Code::Unavailable, "LOG_UNAVAILABLE", e.to_string())
                     })?;
                 let Some(e) = first.first() else {
-                    return Err(refused(QueryError::UnknownAccount(volunteer.to_string())));
+                    return Err(refused(QueryError::UnknownInLog(volunteer.to_string())));
                 };
                 // Registered since `facts` looked, or a stream that does not begin
                 // with a registration (no ledger writes one: not this ledger's log).
@@ -118,15 +132,19 @@ impl ConsentService {
         {
             return Err(super::page_token_not_issued());
         }
-        // Scan the stream a page at a time until a page of inquiries is full.
+        // Scan the stream a read at a time until a page of inquiries is full, the
+        // stream ends, or the call has read `INQUIRY_SCAN_EVENTS_MAX` events.
+        let mut scanned = 0;
         loop {
+            let want = READ_EVENTS_MAX.min(INQUIRY_SCAN_EVENTS_MAX - scanned);
             let page = self
                 .0
                 .log()
-                .read_stream(&stream, from, ledger_core::log::limits::READ_EVENTS_MAX)
+                .read_stream(&stream, from, want)
                 .await
                 .map_err(|e| internal(Code::Unavailable, "LOG_UNAVAILABLE", e.to_string()))?;
             let n = page.len();
+            scanned += n;
             for e in page {
                 from = e.version + 1;
                 if e.event_type != "CreditReportServed.v1" {
@@ -163,10 +181,18 @@ impl ConsentService {
                     });
                 }
             }
-            if n < ledger_core::log::limits::READ_EVENTS_MAX {
+            if n < want {
                 return Ok(pb::ListInquiriesResponse {
                     inquiries,
                     next_page_token: String::new(),
+                });
+            }
+            if scanned >= INQUIRY_SCAN_EVENTS_MAX {
+                // Fewer inquiries than asked (maybe none), and a token where the scan
+                // stopped: the caller pages on as for a full page.
+                return Ok(pb::ListInquiriesResponse {
+                    inquiries,
+                    next_page_token: from.to_string(),
                 });
             }
         }

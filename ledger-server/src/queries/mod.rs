@@ -172,6 +172,11 @@ pub enum QueryError {
     NotSettled(String),
     #[error("account {0} is not registered (as of the read models' checkpoint); check the id, or pass the registration's position as min_position")]
     UnknownAccount(String),
+    /// As [`QueryError::UnknownAccount`], found from the log itself (the account's
+    /// stream is empty) rather than from the read models: no `min_position` would
+    /// change the answer, so the message offers none (a request may not even have one).
+    #[error("account {0} is not registered: the log holds nothing for it; check the id")]
+    UnknownInLog(String),
     #[error("{0} is not a volunteer registered by the report's as_of time")]
     NotAVolunteer(String),
     /// Registered as another kind than the query is about: no position or retry helps.
@@ -436,7 +441,7 @@ impl QueryService {
             .read_stream(&account.stream(), from, size + 1)
             .await?;
         if from == 0 && page.is_empty() {
-            return Err(QueryError::UnknownAccount(account.to_string()));
+            return Err(QueryError::UnknownInLog(account.to_string()));
         }
         // A next token is issued only when more events follow, and a stream only
         // grows: an empty page after one is a token this server never issued (it read
