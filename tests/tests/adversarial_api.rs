@@ -1172,7 +1172,7 @@ async fn replaying_an_account_as_of_a_future_moment_is_the_account_as_it_stands(
 
 /// partners.md, Bank: `GetServedReport` answers `INVALID_ARGUMENT` (`FIELD_MISSING` for
 /// `key`) when no key is sent, and a report is named by its digest, "hex BLAKE3 of the
-/// JSON". An empty digest is no key at all, and a text that is not 64 hex digits can
+/// JSON". An empty digest (or inquiry id) is no key at all, and a text that is not 64 hex digits can
 /// never name a report: both are the bank's mistake, not `NOT_FOUND` (`UNKNOWN_INQUIRY`,
 /// "none served to your bank matches", which sends the bank looking for a report).
 #[tokio::test]
@@ -1199,6 +1199,11 @@ async fn a_served_report_asked_by_an_empty_or_malformed_digest_is_bad_input() {
     );
     assert_eq!(
         refused(ask(Some(Key::ReportDigest(String::new()))).await),
+        (Code::InvalidArgument, "FIELD_MISSING".into())
+    );
+    // An empty inquiry id likewise: no key, not an id of the wrong length.
+    assert_eq!(
+        refused(ask(Some(Key::InquiryId(String::new()))).await),
         (Code::InvalidArgument, "FIELD_MISSING".into())
     );
     for digest in ["abc", &"g".repeat(64), &"a".repeat(65)] {

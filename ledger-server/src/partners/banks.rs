@@ -326,6 +326,11 @@ impl Partners {
         let volunteer =
             convert::account("volunteer_id", r.volunteer_id).map_err(|e| describe_rejection(&e))?;
         let key = match r.key {
+            // As an empty digest below: an empty id is no key (not an id of the wrong
+            // length, which is what the id parser would call it).
+            Some(Key::InquiryId(id)) if id.is_empty() => {
+                return Err(describe_rejection(&Rejection::missing("key")))
+            }
             Some(Key::InquiryId(id)) => Key::InquiryId(
                 convert::transaction_id("inquiry_id", &id)
                     .map_err(|e| describe_rejection(&e))?
