@@ -13,6 +13,8 @@
 //!   (default 5), `TIMEBANK_BENCH_REPORT_CLIENTS` (default 16);
 //! - `TIMEBANK_BENCH_DIR`: where the temporary embedded log goes;
 //! - `TIMEBANK_BENCH_ONLY` (`replay` or `report`): run one of the two;
+//! - `TIMEBANK_BENCH_PAUSE=1`: wait 3 s (and say so on stderr, with the pid) before
+//!   the binary-payload replay, for a profiler to attach to that pass alone;
 //! - `TIMEBANK_BENCH_STREAM=1`: generate and apply one event at a time (no event list
 //!   in memory), for city-sized replays (`TIMEBANK_BENCH_EVENTS=30000000`).
 
@@ -610,6 +612,11 @@ fn replay_bench() {
     let rss_after = rss_bytes();
     let heap = live_heap().saturating_sub(heap_before);
     let mut from_binary = ReadModels::new();
+    if std::env::var("TIMEBANK_BENCH_PAUSE").is_ok_and(|v| v == "1") {
+        // A profiler attaches to this pid for the binary replay alone.
+        eprintln!("pid {}: binary replay starts in 3 s", std::process::id());
+        std::thread::sleep(Duration::from_secs(3));
+    }
     let t = Instant::now();
     for e in &binary {
         assert_eq!(from_binary.apply(e).expect("synthetic events apply"), None);
