@@ -106,6 +106,12 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("cannot set up TLS: {0}; check that --tls-cert is a PEM certificate chain, --tls-key its PEM private key, and --tls-client-ca a PEM CA certificate")]
     Tls(String),
+    /// Everything acknowledged is in the log, but the read models' final snapshot was
+    /// not written (or their worker had stopped on an event it could not fold): the
+    /// next start replays more of the log, and the exit status says so to a
+    /// supervisor instead of reporting a clean stop.
+    #[error("stopped without the projections' final snapshot: {0}; nothing acknowledged is lost (the log has it), the next start replays the events after the last snapshot written. Fix the cause (e.g. free space under DATA_DIR/projections) before the next stop")]
+    FinalSnapshot(projections::RuntimeError),
 }
 
 /// What `ledger-server serve` runs with.
@@ -486,11 +492,10 @@ pub async fn serve_with_options(
     let _ = healer.await;
     let _ = gauges.await;
     // Stops following the log and writes the final snapshot (before the log closes).
-    if let Err(e) = worker.stop().await {
-        tracing::error!("projection worker: {e}");
-    }
+    let stopped = worker.stop().await;
     tracing::info!("all commands finished");
-    Ok(served?)
+    served?;
+    stopped.map_err(ServeError::FinalSnapshot)
 }
 
 #[cfg(test)]

@@ -25,7 +25,10 @@
 //! unavailable) from the checkpoint, after [`RESUBSCRIBE_DELAY`]; an event that does not
 //! decode stops the worker (a newer writer's event; applying past it would make every
 //! read model wrong), and queries then answer `NOT_CAUGHT_UP`. A snapshot that cannot
-//! be read is ignored and the models are rebuilt from the log.
+//! be read is ignored and the models are rebuilt from the log. A periodic snapshot
+//! that cannot be written (a full disk) is logged at ERROR and tried again after
+//! `snapshot_every`; the worker goes on ([`snapshot_failed`]). Only the final
+//! snapshot's failure is returned by [`WorkerHandle::stop`].
 //!
 //! A snapshot that reads back is still only a claim about *some* log: before the worker
 //! resumes on it (and before queries see it) [`check_restored`] asks the log whether it
@@ -232,8 +235,9 @@ fn begin_snapshot(dir: &Path, models: &RwLock<ReadModels>, hook: Option<Snapshot
 impl InFlight {
     /// Wait for the write to end and account for it: the one place a snapshot's task
     /// is joined, whether periodic (in flight beside the worker, or the last one at
-    /// stop) or final. Its failure stops the worker. Cancel-safe: dropped before the
-    /// task ends, it leaves the task running, to be waited for again.
+    /// stop) or final. The caller decides what a failure means: a periodic one is
+    /// logged, a final one returned. Cancel-safe: dropped before the task ends, it
+    /// leaves the task running, to be waited for again.
     async fn finish(&mut self, stats: &WorkerStats) -> Result<(), RuntimeError> {
         let (bytes, cp) = (&mut self.task)
             .await
@@ -254,6 +258,18 @@ async fn finish_in_flight(
         Some(f) => f.finish(stats).await,
         None => std::future::pending().await,
     }
+}
+
+/// Say that a periodic snapshot failed, and that nothing else did. A snapshot only
+/// shortens the next start's replay; the log is the truth and the read models in
+/// memory are whole, so the worker goes on applying and tries again later. Stopping
+/// the worker instead (what a failed snapshot did until the fifteenth session) froze
+/// every query at that checkpoint for the rest of the process's life, for a full
+/// disk that the operator may free a minute later.
+fn snapshot_failed(e: &RuntimeError, every: Duration) {
+    tracing::error!(
+        "projection snapshot failed: {e}; the read models go on from the log and the next snapshot is tried in {every:?} (the previous snapshot file, if any, is kept; a restart replays the events after it)"
+    );
 }
 
 /// Write a snapshot and wait for it, under a read lock: for the final snapshot, when
@@ -528,7 +544,11 @@ async fn run(
                 _ = &mut stop => break 'subscribe,
                 done = finish_in_flight(&mut in_flight, &stats), if in_flight.is_some() => {
                     in_flight = None;
-                    done?;
+                    if let Err(e) = done {
+                        snapshot_failed(&e, config.snapshot_every);
+                        // Due again once `snapshot_every` has passed, even on a quiet log.
+                        since_snapshot = since_snapshot.max(1);
+                    }
                 }
                 _ = tick.tick() => {
                     let due = since_snapshot > 0 && last_snapshot.elapsed() >= config.snapshot_every;
@@ -592,7 +612,11 @@ async fn run(
     }
     // The one in flight first: the final snapshot must be renamed after it.
     if let Some(mut f) = in_flight.take() {
-        f.finish(&stats).await?;
+        if let Err(e) = f.finish(&stats).await {
+            // The final snapshot below covers it, or says why it cannot either.
+            tracing::warn!("projection snapshot failed: {e}; writing the final one instead");
+            since_snapshot = since_snapshot.max(1);
+        }
     }
     if since_snapshot > 0 {
         if let Some(dir) = &config.dir {

@@ -176,11 +176,21 @@ struct Hashing<W> {
     inner: W,
     hasher: blake3::Hasher,
     len: u64,
+    /// The first write error, kept: postcard reports any writer error as its own
+    /// "The serialize buffer is full", which hid a full disk from the operator.
+    failed: Option<std::io::Error>,
 }
 
 impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
+        let n = match self.inner.write(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let kept = std::io::Error::new(e.kind(), e.to_string());
+                self.failed.get_or_insert(kept);
+                return Err(e);
+            }
+        };
         self.hasher.update(&buf[..n]);
         self.len += n as u64;
         Ok(n)
@@ -190,33 +200,62 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// Write `models` to `dir` atomically. Returns the snapshot's size in bytes.
+/// Write `models` to `dir` atomically. Returns the snapshot's size in bytes. On
+/// failure the temporary file is removed (a half-written one on a full disk would
+/// keep the space the next attempt needs) and the previous snapshot stays as it was.
 pub fn write(dir: &Path, models: &ReadModels) -> Result<u64, SnapshotError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
     let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-    let path = dir.join(SNAPSHOT_FILE);
-    let mut file = File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(&[0u8; HEADER_BYTES]).map_err(io(&tmp))?;
-    // Streamed through a hashing writer: no second in-memory copy of the state.
+    let written = write_to(dir, &tmp, models);
+    if written.is_err() {
+        // Best effort: the error that matters is the write's, returned below.
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Encode `models` into `inner`, flushed, streamed through a hashing writer (no second
+/// in-memory copy of the state): the payload's length and hash. A write error is
+/// reported as the I/O error it is, on `path`, not as postcard's encoding error.
+fn encode_hashed<W: Write>(
+    inner: W,
+    models: &ReadModels,
+    path: &Path,
+) -> Result<(u64, blake3::Hash), SnapshotError> {
     let mut w = Hashing {
-        inner: BufWriter::with_capacity(1 << 20, &mut file),
+        inner,
         hasher: blake3::Hasher::new(),
         len: 0,
+        failed: None,
     };
-    postcard::to_io(models, &mut w).map_err(SnapshotError::Encode)?;
-    w.flush().map_err(io(&tmp))?;
-    let (len, hash) = (w.len, w.hasher.finalize());
-    drop(w);
+    if let Err(e) = postcard::to_io(models, &mut w) {
+        return Err(match w.failed.take() {
+            Some(source) => SnapshotError::Io {
+                path: path.to_owned(),
+                source,
+            },
+            None => SnapshotError::Encode(e),
+        });
+    }
+    w.flush().map_err(io(path))?;
+    Ok((w.len, w.hasher.finalize()))
+}
+
+fn write_to(dir: &Path, tmp: &Path, models: &ReadModels) -> Result<u64, SnapshotError> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let mut file = File::create(tmp).map_err(io(tmp))?;
+    file.write_all(&[0u8; HEADER_BYTES]).map_err(io(tmp))?;
+    let (len, hash) = encode_hashed(BufWriter::with_capacity(1 << 20, &mut file), models, tmp)?;
     let mut header = Vec::with_capacity(HEADER_BYTES);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
     header.extend_from_slice(&len.to_le_bytes());
     header.extend_from_slice(hash.as_bytes());
-    file.seek(SeekFrom::Start(0)).map_err(io(&tmp))?;
-    file.write_all(&header).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
+    file.seek(SeekFrom::Start(0)).map_err(io(tmp))?;
+    file.write_all(&header).map_err(io(tmp))?;
+    file.sync_all().map_err(io(tmp))?;
     drop(file);
-    fs::rename(&tmp, &path).map_err(io(&path))?;
+    fs::rename(tmp, &path).map_err(io(&path))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir))?;
@@ -307,6 +346,70 @@ mod tests {
             super::read(dir.path()),
             Err(super::SnapshotError::Format { found: Some(7), .. })
         ));
+    }
+
+    /// A disk that fills while the state is encoded (the operator's probe: a 5 MB
+    /// volume) is reported as the I/O error it is. postcard turns any writer error
+    /// into its own "The serialize buffer is full", which named no full disk.
+    #[test]
+    fn a_write_error_while_encoding_is_reported_as_that_io_error() {
+        /// Takes `room` bytes, then answers "no space left on device".
+        struct Filling {
+            room: usize,
+        }
+        impl std::io::Write for Filling {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                if self.room == 0 {
+                    return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+                }
+                let n = buf.len().min(self.room);
+                self.room -= n;
+                Ok(n)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut models = crate::ReadModels::new();
+        for i in 0..100 {
+            models.accounts.intern(&format!("volunteer-{i}"));
+        }
+        let path = std::path::Path::new("/data/projections/read-models.snap.tmp");
+        let e = super::encode_hashed(Filling { room: 64 }, &models, path).unwrap_err();
+        match &e {
+            super::SnapshotError::Io { path: p, source } => {
+                assert_eq!(p, path);
+                assert_eq!(source.kind(), std::io::ErrorKind::StorageFull);
+            }
+            other => panic!("not an I/O error: {other:?}"),
+        }
+        assert!(!e.to_string().contains("buffer is full"), "{e}");
+    }
+
+    /// A failed write leaves no temporary file behind (on a full disk it would keep
+    /// the space the next attempt needs) and the previous snapshot as it was.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_failed_write_removes_its_temporary_file_and_keeps_the_previous_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut models = crate::ReadModels::new();
+        super::write(dir.path(), &models).unwrap();
+        let before = std::fs::read(dir.path().join(super::SNAPSHOT_FILE)).unwrap();
+        // The temporary file's name leads to a device that is always full.
+        let tmp = dir.path().join(format!("{}.tmp", super::SNAPSHOT_FILE));
+        std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+        models.events = 7;
+        let e = super::write(dir.path(), &models).unwrap_err();
+        assert!(
+            matches!(&e, super::SnapshotError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull),
+            "{e:?}"
+        );
+        assert!(
+            std::fs::symlink_metadata(&tmp).is_err(),
+            "the temporary file is gone"
+        );
+        let after = std::fs::read(dir.path().join(super::SNAPSHOT_FILE)).unwrap();
+        assert_eq!(before, after);
     }
 
     #[test]

@@ -328,6 +328,86 @@ async fn a_rebuild_writes_a_snapshot_equal_to_the_fold() {
     assert_eq!(m.events, 3);
 }
 
+/// A periodic snapshot that cannot be written (here the snapshot directory's path is
+/// taken by a file; the operator's probe filled a 5 MB volume) is logged and tried
+/// again: the worker goes on applying, so queries with a fresh `min_position` are
+/// answered. Before, the failure stopped the worker, and every query waiting for a
+/// position past it answered NOT_CAUGHT_UP until the process restarted. Once the path
+/// is free, a later attempt writes the snapshot.
+#[tokio::test]
+async fn a_snapshot_that_cannot_be_written_does_not_stop_the_worker() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("projections");
+    std::fs::write(&dir, b"not a directory").unwrap();
+    let mut c = City::new();
+    c.organisation("org0", "hz/xihu").await;
+    c.volunteer("v0", "hz/xihu/a", "2025-01-01").await;
+    let cfg = ProjectionConfig {
+        // Due at every event, and again 100 ms after a failed one.
+        snapshot_every_events: 1,
+        snapshot_every: Duration::from_millis(100),
+        ..ProjectionConfig::in_dir(&dir)
+    };
+    let (p, w) = runtime::start(Arc::new(c.log.clone()), cfg).await;
+    let wait = Duration::from_secs(5);
+    let first = c.deposit("v0", "org0", "2026-11-01", "3").await;
+    p.freshness().wait_for(first.position, wait).await.unwrap();
+    // Several attempts have failed by now; the worker still applies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = c.deposit("v0", "org0", "2026-11-02", "2").await;
+    p.freshness().wait_for(second.position, wait).await.unwrap();
+    let folded = c.models().await.digest();
+    assert_eq!(p.read().digest(), folded);
+    // The path freed, a retry lands without a new event.
+    std::fs::remove_file(&dir).unwrap();
+    let deadline = std::time::Instant::now() + wait;
+    let snap = loop {
+        if let Ok(Some(s)) = snapshot::read(&dir) {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot after the path was freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(snap.checkpoint, Some(second.position));
+    w.stop().await.unwrap();
+}
+
+/// The final snapshot's failure is the one a stop reports: the server's exit status
+/// then says the next start will replay more than it should have to.
+#[tokio::test]
+async fn a_final_snapshot_that_cannot_be_written_is_what_the_stop_returns() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("projections");
+    std::fs::write(&dir, b"not a directory").unwrap();
+    let mut c = City::new();
+    c.organisation("org0", "hz/xihu").await;
+    let cfg = ProjectionConfig {
+        snapshot_every_events: 1_000,
+        snapshot_every: Duration::from_secs(3600),
+        ..ProjectionConfig::in_dir(&dir)
+    };
+    let (p, w) = runtime::start(Arc::new(c.log.clone()), cfg).await;
+    let o = c.volunteer("v0", "hz/xihu/a", "2025-01-01").await;
+    p.freshness()
+        .wait_for(o.position, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let e = w
+        .stop()
+        .await
+        .expect_err("the final snapshot cannot be written");
+    assert!(
+        matches!(
+            e,
+            runtime::RuntimeError::Snapshot(snapshot::SnapshotError::Io { .. })
+        ),
+        "{e:?}"
+    );
+}
+
 /// A periodic snapshot is written off the worker: while its write is held up (a slow
 /// disk, played by the hook) the worker goes on applying events, and the snapshot that
 /// lands holds the consistent cut it was copied at. The final one, after it, holds all.

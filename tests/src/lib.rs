@@ -203,14 +203,17 @@ impl Guarded {
     }
 
     /// Stop gracefully; the server must have stopped without an error.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_result().await.expect("the server stops cleanly");
+    }
+
+    /// Stop, and hand back what the server's serve returned: for tests whose log
+    /// holds events the projection worker stops on (the stop then reports it).
+    pub async fn stop_result(mut self) -> Result<(), ledger_server::ServeError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        (&mut self.task)
-            .await
-            .expect("the server task ends")
-            .expect("the server stops cleanly");
+        (&mut self.task).await.expect("the server task ends")
     }
 
     pub fn commands(

@@ -1094,7 +1094,7 @@ async fn a_binary_payload_that_does_not_decode_is_data_loss_in_the_audit_api() {
         "{}",
         verified.problem
     );
-    s.stop().await;
+    stopped_on_undecodable(s.stop_result().await);
 }
 
 /// partners.md, Auditor: VerifyLog checks that each record is readable, not only
@@ -1129,7 +1129,7 @@ async fn a_linked_json_record_that_does_not_decode_fails_verification_at_it() {
         "{}",
         verified.problem
     );
-    s.stop().await;
+    stopped_on_undecodable(s.0.stop_result().await);
 }
 
 /// partners.md, Auditor: a resume names the record it resumes after. A log restored
@@ -1322,6 +1322,18 @@ async fn listing_inquiries_reads_a_bounded_part_of_a_long_stream_per_call() {
     assert_eq!(digests(&two), [second.report_digest]);
     assert_eq!(two.next_page_token, "", "the end of the list");
     s.stop().await;
+}
+
+/// The stop's result after a record the projection worker cannot decode was put in
+/// the log: the worker stopped there (queries answer NOT_CAUGHT_UP past it), so there
+/// is no final snapshot, and the server's stop reports it rather than a clean exit.
+fn stopped_on_undecodable(stopped: Result<(), ledger_server::ServeError>) {
+    match stopped {
+        Err(ledger_server::ServeError::FinalSnapshot(e)) => {
+            assert!(e.to_string().contains("does not decode"), "{e}")
+        }
+        other => panic!("expected the stopped worker to be reported: {other:?}"),
+    }
 }
 
 /// Append `data` as a linked `event_type` record at the end of `stream` in `s`'s log,
