@@ -13,6 +13,7 @@ use ledger_core::domain::commands::{
 use ledger_core::domain::events::{FamilyRelation, HourKind, SpendPurpose};
 use ledger_core::domain::ids::{
     ActivityId, Category, IdError, Note, Purpose, RequestId, TransactionId, VerifierId,
+    REQUEST_ID_BYTES_MAX,
 };
 use ledger_core::domain::state::Outcome;
 use ledger_core::domain::token::{RedemptionClaims, TokenKey};
@@ -521,6 +522,67 @@ pub fn batch_command(c: pb::Command) -> Field<Command> {
         Some(C::RecordNoShow(r)) => record_no_show(r),
         Some(C::RateService(r)) => rate_service(r),
     }
+}
+
+/// A command request's `request_id` as the client sent it, before any check: what a
+/// refusal at the edge is logged with, so that every line of a command's handling
+/// carries its request id (docs/quickstart.md), a refused one's too.
+pub trait RawRequestId {
+    fn raw_request_id(&self) -> &str;
+}
+
+macro_rules! raw_request_id {
+    ($($t:ty),* $(,)?) => {
+        $(impl RawRequestId for $t {
+            fn raw_request_id(&self) -> &str {
+                &self.request_id
+            }
+        })*
+    };
+}
+
+raw_request_id!(
+    pb::RegisterAccountRequest,
+    pb::CloseAccountRequest,
+    pb::DepositHoursRequest,
+    pb::SpendHoursRequest,
+    pb::ExchangeHoursRequest,
+    pb::TransferHoursRequest,
+    pb::DonateHoursRequest,
+    pb::ReverseTransactionRequest,
+    pb::RecordNoShowRequest,
+    pb::RateServiceRequest,
+);
+
+impl RawRequestId for pb::Command {
+    fn raw_request_id(&self) -> &str {
+        use pb::command::Command as C;
+        match &self.command {
+            None => "",
+            Some(C::RegisterAccount(r)) => r.raw_request_id(),
+            Some(C::CloseAccount(r)) => r.raw_request_id(),
+            Some(C::DepositHours(r)) => r.raw_request_id(),
+            Some(C::SpendHours(r)) => r.raw_request_id(),
+            Some(C::ExchangeHours(r)) => r.raw_request_id(),
+            Some(C::TransferHours(r)) => r.raw_request_id(),
+            Some(C::DonateHours(r)) => r.raw_request_id(),
+            Some(C::ReverseTransaction(r)) => r.raw_request_id(),
+            Some(C::RecordNoShow(r)) => r.raw_request_id(),
+            Some(C::RateService(r)) => r.raw_request_id(),
+        }
+    }
+}
+
+/// An unchecked request id as a log field: at most [`REQUEST_ID_BYTES_MAX`] characters
+/// (one refused for its length can be as long as the message limit allows), control
+/// characters escaped (a line break in it must not forge a log line). Displays as the
+/// id itself for every id the ledger accepts.
+pub fn logged_request_id(raw: &str) -> impl std::fmt::Display + '_ {
+    let cut = raw
+        .char_indices()
+        .nth(REQUEST_ID_BYTES_MAX)
+        .map_or(raw, |(i, _)| &raw[..i]);
+    cut.escape_debug()
 }
 
 pub fn command_result(o: &Outcome) -> pb::CommandResult {

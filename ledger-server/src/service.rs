@@ -111,16 +111,14 @@ impl LedgerService {
     }
 
     /// A converted command the caller may send, or why not: refused at the edge (bad
-    /// input) or out of the caller's scope.
+    /// input, logged by [`convert_logged`] where the request was converted) or out of
+    /// the caller's scope.
     async fn admit(
         &self,
         caller: &Caller,
         command: Result<Command, Rejection>,
     ) -> Result<Command, Described> {
-        let command = command.map_err(|r| {
-            tracing::info!(reason = r.reason(), "command refused at the edge: {r}");
-            describe_rejection(&r)
-        })?;
+        let command = command.map_err(|r| describe_rejection(&r))?;
         authz::require_command(&self.registrations, caller, &command).await?;
         Ok(command)
     }
@@ -172,7 +170,7 @@ impl LedgerService {
     }
 
     /// Commands are for platforms (in their scope) and administrators.
-    async fn rpc<T>(
+    async fn rpc<T: convert::RawRequestId>(
         &self,
         request: Request<T>,
         convert: fn(T) -> Result<Command, Rejection>,
@@ -184,7 +182,7 @@ impl LedgerService {
             "write to the ledger",
         )
         .map_err(Described::into_status)?;
-        self.execute(&caller, convert(request.into_inner()))
+        self.execute(&caller, convert_logged(request.into_inner(), convert))
             .await
             .map(|o| Response::new(convert::command_result(&o)))
             .map_err(Described::into_status)
@@ -306,8 +304,10 @@ impl pb::ledger_commands_server::LedgerCommands for LedgerService {
             }
             .into_status());
         }
-        let lines: Vec<Result<Command, Rejection>> =
-            commands.into_iter().map(convert::batch_command).collect();
+        let lines: Vec<Result<Command, Rejection>> = commands
+            .into_iter()
+            .map(|c| convert_logged(c, convert::batch_command))
+            .collect();
         // The whole batch runs in one task of its own, its lines in that task: a client
         // that hangs up cannot cut a line half way (the reason a unary command gets a
         // task, `execute`), and the batch's lines pay no task each. Option not taken:
@@ -396,6 +396,25 @@ fn command_failed() -> Described {
         message: "the command failed inside the server; nothing is known to be written. Retry with the same request id".into(),
         metadata: Default::default(),
     }
+}
+
+/// Convert a command request, and log a refusal at the edge with the request id the
+/// client sent (checked or not: it is all there is to find the refusal by). The id
+/// is copied before the conversion takes the request, a few dozen bytes per command;
+/// the option not taken, threading the raw id out of every conversion's error, would
+/// save that copy on the accepted path only.
+fn convert_logged<T: convert::RawRequestId>(
+    request: T,
+    convert: fn(T) -> Result<Command, Rejection>,
+) -> Result<Command, Rejection> {
+    let raw = request.raw_request_id().to_owned();
+    convert(request).inspect_err(|r| {
+        tracing::info!(
+            request_id = %convert::logged_request_id(&raw),
+            reason = r.reason(),
+            "command refused at the edge: {r}"
+        );
+    })
 }
 
 impl LedgerService {
@@ -610,6 +629,66 @@ fn batch_waves(deps: &[Vec<usize>]) -> Vec<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `f` logs at INFO, as the text format writes it.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("not poisoned").extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buffer.0.lock().expect("not poisoned").clone();
+        String::from_utf8(bytes).expect("the log is text")
+    }
+
+    /// Found by an operator's probe: a command refused at the edge (here for an amount
+    /// over the per-entry maximum) was logged without its request id, unary or as a
+    /// batch line, so the refusal could not be found by the id the client had. A raw
+    /// id is logged as sent, but cut and with control characters escaped: it has not
+    /// been checked, and a line break in it must not start a forged log line.
+    #[test]
+    fn a_refusal_at_the_edge_is_logged_with_the_request_id_sent() {
+        let spend = |id: &str| pb::SpendHoursRequest {
+            request_id: id.into(),
+            volunteer_id: "v1".into(),
+            purpose: pb::SpendPurpose::Other as i32,
+            counterparty_id: "p".into(),
+            hours: "100000".into(),
+            memo: String::new(),
+        };
+        let log = logged(|| {
+            assert!(convert_logged(spend("json-3"), convert::spend_hours).is_err());
+        });
+        assert!(log.contains("request_id=json-3"), "{log}");
+        assert!(log.contains("AMOUNT_TOO_LARGE"), "{log}");
+        let line = pb::Command {
+            command: Some(pb::command::Command::SpendHours(spend("json-b3"))),
+        };
+        let log = logged(|| {
+            assert!(convert_logged(line, convert::batch_command).is_err());
+        });
+        assert!(log.contains("request_id=json-b3"), "{log}");
+        let forged = format!("a\nINFO forged {}", "x".repeat(500));
+        let log = logged(|| {
+            assert!(convert_logged(spend(&forged), convert::spend_hours).is_err());
+        });
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(log.contains("request_id=a\\nINFO forged x"), "{log}");
+        assert!(!log.contains(&"x".repeat(200)), "cut: {log}");
+    }
 
     fn line(reads: &[&'static str], writes: &[&'static str]) -> Access<&'static str> {
         Access {
