@@ -623,6 +623,24 @@ async fn rebuild_of_a_data_dir_matches_the_state_the_server_snapshotted() {
     assert_eq!(report.events, 6);
     assert_eq!(report.digest, live.digest());
     assert!(report.snapshot.exists());
+    // The log's own directory given instead of the data directory (an operator's
+    // probe): refused, and no empty ledger made inside the real log.
+    let log_dir = dir.path().join(ledger_server::LOG_DIR);
+    let before: Vec<_> = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let e = ledger_server::queries::rebuild(&log_dir).await.unwrap_err();
+    assert!(
+        matches!(e, ledger_server::queries::RebuildError::NoLog(_)),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("--data-dir"), "{e}");
+    let after: Vec<_> = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(before, after, "nothing created");
 }
 
 /// `serve --star-policy tiny-2026=1,2,3,4,5 --default-star-policy tiny-2026` as the

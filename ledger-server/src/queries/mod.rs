@@ -101,6 +101,11 @@ pub struct RebuildReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
+    /// `rebuild` opened the log as `serve` does, which makes an empty one where none
+    /// is: given the log's own directory or a typo, it "rebuilt" nothing, exit 0, and
+    /// left an empty ledger inside the real log (operator's probe).
+    #[error("no event log in {}: pass the --data-dir of a ledger server (the directory holding log/)", .0.display())]
+    NoLog(std::path::PathBuf),
     #[error(transparent)]
     Open(#[from] crate::ServeError),
     #[error(transparent)]
@@ -111,6 +116,9 @@ pub enum RebuildError {
 /// fresh snapshot to `data_dir/projections/` (the server must be stopped: the log is
 /// opened exclusively).
 pub async fn rebuild(data_dir: &Path) -> Result<RebuildReport, RebuildError> {
+    if !data_dir.join(crate::LOG_DIR).is_dir() {
+        return Err(RebuildError::NoLog(data_dir.to_owned()));
+    }
     let dir = data_dir.to_owned();
     let log = tokio::task::spawn_blocking(move || crate::open_log(&dir))
         .await
