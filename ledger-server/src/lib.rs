@@ -93,7 +93,8 @@ pub enum ServeError {
         source: std::io::Error,
     },
     #[error(
-        "delivering missing receipts at start-up failed: {0}; the event log must be readable to start: check that the event store in the `event store open` line is reachable, then start again"
+        "delivering missing receipts at start-up failed: {}; the event log must be readable to start: check that the event store in the `event store open` line is reachable, then start again",
+        startup_cause(.0)
     )]
     ReceiptCatchUp(CommandError),
     #[error("cannot build the reflection service: {0}")]
@@ -112,6 +113,19 @@ pub enum ServeError {
     /// supervisor instead of reporting a clean stop.
     #[error("stopped without the projections' final snapshot: {0}; nothing acknowledged is lost (the log has it), the next start replays the events after the last snapshot written. Fix the cause (e.g. free space under DATA_DIR/projections) before the next stop")]
     FinalSnapshot(projections::RuntimeError),
+}
+
+/// What went wrong under a start-up step that runs through the command path, for an
+/// operator: the cause without the advice meant for API clients ("retry with the same
+/// request id"), which an operator starting a server cannot act on.
+fn startup_cause(e: &CommandError) -> String {
+    match e {
+        CommandError::LogUnavailable(why) => format!("the event log is unavailable: {why}"),
+        CommandError::Contention { account, attempts } => format!(
+            "account {account} changed under the delivery {attempts} times in a row (another writer on the same log?)"
+        ),
+        other => other.to_string(),
+    }
 }
 
 /// What `ledger-server serve` runs with.
@@ -179,7 +193,12 @@ pub async fn run(
             "embedded log in {}",
             config.data_dir.join(LOG_DIR).display()
         ),
-        Store::Kurrent(_) => ledger_store::StoreSpec::parse_location(&spec_text).describe(),
+        // Opening a KurrentDB store only parses the connection string: say so, or the
+        // line reads as if the cluster had answered (operator's probe).
+        Store::Kurrent(_) => format!(
+            "{} (not contacted yet: the client connects on the first read)",
+            ledger_store::StoreSpec::parse_location(&spec_text).describe()
+        ),
     };
     tracing::info!(data_dir = %config.data_dir.display(), store = %store_name(&store), at = %described, "event store open");
     run_on(store, config, shutdown).await
@@ -501,6 +520,20 @@ pub async fn serve_with_options(
 #[cfg(test)]
 mod tests {
     use prost::Message;
+
+    /// Operator's probe: a server started against an unreachable KurrentDB ended with
+    /// "…: Connection is closed.; retry with the same request id; the event log must be
+    /// readable to start …": the request-id advice is for API clients.
+    #[test]
+    fn a_start_up_failure_gives_operator_advice_only() {
+        let e = super::ServeError::ReceiptCatchUp(ledger_core::app::CommandError::LogUnavailable(
+            "KurrentDB: Connection is closed.".into(),
+        ))
+        .to_string();
+        assert!(e.contains("Connection is closed"), "{e}");
+        assert!(e.contains("is reachable, then start again"), "{e}");
+        assert!(!e.contains("request id"), "{e}");
+    }
 
     #[test]
     fn the_reflection_descriptor_set_holds_the_service_and_its_imports() {
