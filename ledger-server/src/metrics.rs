@@ -11,7 +11,7 @@
 //! | `timebank_log_group_commit_appends` | histogram | | embedded log writer: appends per group |
 //! | `timebank_projection_lag_events` | gauge | `projection` | [`spawn_projection_gauges`]: events in the log after the projection's checkpoint |
 //! | `timebank_projection_lag_seconds` | gauge | `projection` | [`spawn_projection_gauges`]: age of the oldest observed log head the projection has not applied (0 when caught up) |
-//! | `timebank_snapshot_age_seconds` | gauge | `projection` | [`spawn_projection_gauges`]: time since the projection last wrote its snapshot (or since it started) |
+//! | `timebank_snapshot_age_seconds` | gauge | `projection` | [`spawn_projection_gauges`]: time since the projection last wrote its snapshot (before its first: the age of the snapshot file it resumed from, or the time since it started if none) |
 //!
 //! The projection gauges are sampled every [`PROJECTION_SAMPLE_INTERVAL`] from the
 //! worker's numbers ([`projections::stats`], which has the exact definitions); the
@@ -116,7 +116,7 @@ pub fn describe() {
     describe_gauge!(
         SNAPSHOT_AGE_SECONDS,
         Unit::Seconds,
-        "time since a projection last wrote its snapshot (or since it started, if none)"
+        "time since a projection last wrote its snapshot (before its first: the age of the snapshot file it resumed from, or since it started if none)"
     );
     describe_counter!(
         PROJECTION_FOLD_ANOMALIES_TOTAL,

@@ -390,7 +390,14 @@ pub async fn start(
         None => None,
         Some(dir) => {
             let dir = dir.clone();
+            let shown = dir.clone();
             match tokio::task::spawn_blocking(move || snapshot::read(&dir)).await {
+                Ok(Ok(None)) => {
+                    // Said, as a corrupt one is: a snapshot deleted by hand otherwise
+                    // turned into a full replay without a word (operator's probe).
+                    tracing::info!(dir = %shown.display(), "no projection snapshot; the read models are folded from the start of the log");
+                    None
+                }
                 Ok(Ok(m)) => m,
                 Ok(Err(e)) => {
                     tracing::warn!("{e}");
@@ -429,9 +436,14 @@ pub async fn start(
         },
     };
     tracing::info!(checkpoint = ?models.checkpoint, events = models.events, "projections start");
+    // The snapshot resumed from is as old as its file (none: the age counts from now).
+    let resumed_age = match (&config.dir, models.checkpoint) {
+        (Some(dir), Some(_)) => snapshot::age(dir).unwrap_or_default(),
+        _ => Duration::ZERO,
+    };
     let (tx, rx) = watch::channel(models.checkpoint);
     let models = Arc::new(RwLock::new(models));
-    let stats = Arc::new(WorkerStats::new());
+    let stats = Arc::new(WorkerStats::new(resumed_age));
     let (stop_tx, stop_rx) = oneshot::channel();
     let worker = run(
         log,

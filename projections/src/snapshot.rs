@@ -262,6 +262,17 @@ fn write_to(dir: &Path, tmp: &Path, models: &ReadModels) -> Result<u64, Snapshot
     Ok(len + HEADER_BYTES as u64)
 }
 
+/// How long ago the snapshot in `dir` was written (its file's modification time);
+/// None if there is none, or the file system does not say.
+pub fn age(dir: &Path) -> Option<std::time::Duration> {
+    let modified = fs::metadata(dir.join(SNAPSHOT_FILE))
+        .ok()?
+        .modified()
+        .ok()?;
+    // A clock set back since the write reads as age zero.
+    Some(modified.elapsed().unwrap_or_default())
+}
+
 /// Read the snapshot in `dir`; Ok(None) if there is none.
 pub fn read(dir: &Path) -> Result<Option<ReadModels>, SnapshotError> {
     let path = dir.join(SNAPSHOT_FILE);

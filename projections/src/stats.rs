@@ -13,8 +13,11 @@
 //!   bound on the true lag, within one sampling interval; a worker that keeps up
 //!   under steady load stays near 0 (unlike "time since last fully caught up", which
 //!   would grow whenever a sample lands between an append and its apply).
-//! - **Snapshot age**: time since the worker last wrote a snapshot, or since it
-//!   started if it has not written one (a snapshot loaded at start counts as new).
+//! - **Snapshot age**: time since the worker last wrote a snapshot; before its first,
+//!   the age of the snapshot file it resumed from (by the file's modification time),
+//!   or the time since it started if it resumed from none. (A snapshot loaded at
+//!   start counted as new until the fifteenth session, which hid, after a crash, how
+//!   old the snapshot on disk really was.)
 //! - **Fold anomalies**: events of the log folded so far that break a rule of the
 //!   handler's logs (`anomaly.rs`, kept in the read models and their snapshot);
 //!   nonzero only on a log something else wrote.
@@ -50,14 +53,18 @@ pub enum LagCounting {
 #[derive(Debug)]
 pub(crate) struct WorkerStats {
     started: Instant,
+    /// Age at `started` of the snapshot resumed from (zero if none).
+    resumed_age: Duration,
     /// Nanoseconds after `started` of the last snapshot written; 0: none yet.
     last_snapshot_nanos: AtomicU64,
 }
 
 impl WorkerStats {
-    pub(crate) fn new() -> Self {
+    /// `resumed_age`: how old the snapshot the worker resumes from was at start.
+    pub(crate) fn new(resumed_age: Duration) -> Self {
         Self {
             started: Instant::now(),
+            resumed_age,
             last_snapshot_nanos: AtomicU64::new(0),
         }
     }
@@ -68,9 +75,10 @@ impl WorkerStats {
     }
 
     pub(crate) fn snapshot_age(&self) -> Duration {
-        let at =
-            self.started + Duration::from_nanos(self.last_snapshot_nanos.load(Ordering::Relaxed));
-        at.elapsed()
+        match self.last_snapshot_nanos.load(Ordering::Relaxed) {
+            0 => self.started.elapsed() + self.resumed_age,
+            nanos => (self.started + Duration::from_nanos(nanos)).elapsed(),
+        }
     }
 }
 

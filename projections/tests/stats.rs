@@ -400,6 +400,35 @@ async fn a_restart_on_the_same_log_resumes_from_the_snapshot_without_a_rebuild()
     w.stop().await.unwrap();
 }
 
+/// Operator's probe: after a restart the snapshot age read 10 s although the snapshot
+/// on disk was older; after a crash that hid how much a next start would replay. The
+/// age of a snapshot resumed from starts at its file's age.
+#[tokio::test]
+async fn the_snapshot_age_after_a_restart_is_the_age_of_the_snapshot_resumed_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshots = dir.path().join("projections");
+    let mut c = City::new();
+    let checkpoint = four_events(&mut c).await;
+    let (p, w) = runtime::start(Arc::new(c.log.clone()), snapshots_at_stop(&snapshots)).await;
+    caught_up(&p, checkpoint).await;
+    w.stop().await.unwrap();
+    // Written an hour ago, as far as the file system says.
+    let hour = Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(snapshots.join(projections::snapshot::SNAPSHOT_FILE))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - hour)
+        .unwrap();
+    let (p, w) = runtime::start(Arc::new(c.log.clone()), snapshots_at_stop(&snapshots)).await;
+    let age = p.snapshot_age();
+    assert!(
+        age >= hour && age < hour + Duration::from_secs(60),
+        "{age:?}"
+    );
+    w.stop().await.unwrap();
+}
+
 /// Projections in `dir` that write a snapshot only when the worker stops (none by
 /// count or by time during a test).
 fn snapshots_at_stop(dir: &Path) -> ProjectionConfig {
