@@ -255,8 +255,12 @@ impl ExportSummary {
         match &self.head {
             Some(h) => {
                 let p = h.position;
+                // "event hash", not "head hash": `timebank-log verify` prints the log's
+                // record-chain "head hash", the one operators publish; an export line
+                // of that name with another value was read as a mismatch, or copied
+                // into a report as the log's.
                 out.push_str(&format!(
-                    "head        {}:{} ({} version {})\nhead hash   {}\nrange digest {}\n",
+                    "head        {}:{} ({} version {})\nevent hash  {}\nrange digest {}\n",
                     p.commit(),
                     p.prepare(),
                     h.stream,
@@ -509,6 +513,23 @@ mod tests {
     }
 
     const META: &[u8] = br#"{"schema":1,"request_id":"r-1","request_digest":"ab","prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","causation":null}"#;
+
+    #[test]
+    fn the_summary_does_not_call_the_event_hash_a_head_hash() {
+        let summary = ExportSummary {
+            events: 3,
+            head: Some(ExportHead {
+                position: Position::from_sequence(2),
+                stream: "account-v-1".into(),
+                version: 2,
+                hash: "9d63".into(),
+                range_digest: "ab".into(),
+            }),
+        };
+        let text = summary.render();
+        assert!(text.contains("event hash  9d63\n"), "{text}");
+        assert!(!text.contains("head hash"), "{text}");
+    }
 
     #[test]
     fn a_line_embeds_payload_and_metadata_verbatim() {

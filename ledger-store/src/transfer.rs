@@ -16,13 +16,26 @@
 //! destination that contradicts the source stops the copy with
 //! [`TransferError::Diverged`]: the tool never overwrites or guesses.
 //!
+//! Before anything is written, a destination that is not empty must be exactly a
+//! prefix of the source: its events, in global order, are the source's first events,
+//! each with the same stream, version, id, type, data and metadata. Only a copy this
+//! command started (and was stopped) looks like that. A fork (a backup that took
+//! writes of its own) or another ledger's log that happens to begin with the same
+//! event is refused with [`TransferError::Diverged`] and nothing is written. The
+//! earlier check compared only the first event and let the per-run checks find the
+//! fork point later, by which time every source event before it had been appended:
+//! the refused destination was left altered, and still verified.
+//!
+//! The prefix check streams both logs a page at a time (memory: two pages), reading
+//! each destination event once; the events it matched are then counted as already
+//! present without reading the destination again, so a resumed copy does no more
+//! work than it did with a read per run. A comparison of hash chains was not taken:
+//! the embedded log's record chain also covers positions and how events were
+//! grouped into appends, which a copy does not keep, and KurrentDB has no such chain.
+//!
 //! At the end every stream is checked in the destination: same last version, same
 //! last event id, nothing after it; and the destination must hold nothing after the
-//! copy's last event. Before anything is written, a destination that is not empty must
-//! begin with the source's first event. Without these two checks a destination
-//! holding another log's events (a mistyped `--to`, or two ledgers' logs copied into
-//! one place) took the source's events after them and the copy ended "verified": the
-//! per-stream checks only look at the source's streams.
+//! copy's last event (another writer during the copy).
 //!
 //! Positions are not preserved: each log numbers its own global order. Projection
 //! checkpoints taken on the source do not apply to the destination; projections
@@ -142,13 +155,15 @@ pub async fn copy_log(
     to: &dyn EventLog,
     progress: &mut (dyn FnMut(&CopyProgress) -> ControlFlow<()> + Send),
 ) -> Result<CopyReport, TransferError> {
-    check_destination_begins_with_source(from, to).await?;
     let mut ends: HashMap<StreamName, StreamEnd> = HashMap::new();
     let mut p = CopyProgress::default();
+    // Nothing is written before this returns: a destination that is not a prefix of
+    // the source is refused untouched.
+    let prefix = match_destination_prefix(from, to, &mut ends, &mut p, progress).await?;
     let mut appends = 0;
     // Where the destination holds the last source event handled so far.
-    let mut destination_last: Option<Position> = None;
-    let mut cursor = ReadFrom::Start;
+    let mut destination_last: Option<Position> = prefix.destination_last;
+    let mut cursor = ReadFrom::after(prefix.source_last);
     loop {
         let page = from
             .read_all(cursor, COPY_PAGE_EVENTS)
@@ -157,31 +172,12 @@ pub async fn copy_log(
         let Some(last) = page.last() else { break };
         cursor = ReadFrom::After(last.position);
         for run in runs(&page) {
-            let stream = &run[0].stream;
-            let expected_first = ends.get(stream).map_or(0, |e| e.version + 1);
-            if run[0].version != expected_first {
-                return Err(TransferError::SourceGap {
-                    stream: stream.clone(),
-                    expected: expected_first,
-                    found: run[0].version,
-                });
-            }
+            check_source_continues(&ends, &run[0])?;
             let (written, made_append, at) = copy_run(to, run).await?;
             appends += u64::from(made_append);
             destination_last = destination_last.max(Some(at));
             let tail = &run[run.len() - 1];
-            if ends
-                .insert(
-                    stream.clone(),
-                    StreamEnd {
-                        version: tail.version,
-                        id: tail.id,
-                    },
-                )
-                .is_none()
-            {
-                p.streams += 1;
-            }
+            note_stream_end(&mut ends, &mut p, tail);
             p.events_done += run.len() as u64;
             p.written += written;
             p.already_present += run.len() as u64 - written;
@@ -285,36 +281,164 @@ fn append_bytes(e: &RecordedEvent) -> usize {
     e.data.len() + e.metadata.len() + e.event_type.len() + e.stream.as_str().len()
 }
 
-/// A destination that is not empty must begin with the source's first event (a copy
-/// this command started, resumed); anything else holds another log.
-async fn check_destination_begins_with_source(
+/// A source event must follow the last one seen in its stream by exactly one version.
+fn check_source_continues(
+    ends: &HashMap<StreamName, StreamEnd>,
+    e: &RecordedEvent,
+) -> Result<(), TransferError> {
+    let expected = ends.get(&e.stream).map_or(0, |end| end.version + 1);
+    if e.version == expected {
+        Ok(())
+    } else {
+        Err(TransferError::SourceGap {
+            stream: e.stream.clone(),
+            expected,
+            found: e.version,
+        })
+    }
+}
+
+/// Remember `tail` as the last event of its stream handled so far.
+fn note_stream_end(
+    ends: &mut HashMap<StreamName, StreamEnd>,
+    p: &mut CopyProgress,
+    tail: &RecordedEvent,
+) {
+    let end = StreamEnd {
+        version: tail.version,
+        id: tail.id,
+    };
+    if ends.insert(tail.stream.clone(), end).is_none() {
+        p.streams += 1;
+    }
+}
+
+/// Reads one log in global order a page of [`COPY_PAGE_EVENTS`] at a time, so that
+/// walking a whole log holds one page in memory.
+struct Pager<'a> {
+    log: &'a dyn EventLog,
+    cursor: ReadFrom,
+    page: std::vec::IntoIter<RecordedEvent>,
+    ended: bool,
+}
+
+impl<'a> Pager<'a> {
+    fn new(log: &'a dyn EventLog) -> Self {
+        Self {
+            log,
+            cursor: ReadFrom::Start,
+            page: Vec::new().into_iter(),
+            ended: false,
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<RecordedEvent>, ReadError> {
+        if let Some(e) = self.page.next() {
+            return Ok(Some(e));
+        }
+        if self.ended {
+            return Ok(None);
+        }
+        let page = self.log.read_all(self.cursor, COPY_PAGE_EVENTS).await?;
+        match page.last() {
+            Some(last) => self.cursor = ReadFrom::After(last.position),
+            None => self.ended = true,
+        }
+        self.page = page.into_iter();
+        Ok(self.page.next())
+    }
+}
+
+/// How far a destination already holds the source: the last matched event's
+/// position in each log (`None` for an empty destination).
+struct Prefix {
+    source_last: Option<Position>,
+    destination_last: Option<Position>,
+}
+
+/// Establish, before anything is written, that the destination holds exactly the
+/// source's first events in the source's order (same stream, version, id, type,
+/// data, metadata): an empty log, or a copy this command started. Anything else, a
+/// fork or another ledger's log, is [`TransferError::Diverged`] at the destination's
+/// first event that differs. The matched events are counted in `ends` and `p` as
+/// already present, so the copy goes on after them without reading them again.
+///
+/// Bounded by the destination: each of its events is read once, with the source
+/// event it must equal, one page of each in memory. `progress` is called once a
+/// page, so a long check can be stopped and reports how far it got.
+async fn match_destination_prefix(
     from: &dyn EventLog,
     to: &dyn EventLog,
-) -> Result<(), TransferError> {
-    let there = to
-        .read_all(ReadFrom::Start, 1)
-        .await
-        .map_err(TransferError::ReadDestination)?;
-    let Some(d) = there.first() else {
-        return Ok(());
+    ends: &mut HashMap<StreamName, StreamEnd>,
+    p: &mut CopyProgress,
+    progress: &mut (dyn FnMut(&CopyProgress) -> ControlFlow<()> + Send),
+) -> Result<Prefix, TransferError> {
+    let mut source = Pager::new(from);
+    let mut destination = Pager::new(to);
+    let mut prefix = Prefix {
+        source_last: None,
+        destination_last: None,
     };
-    let first = from
-        .read_all(ReadFrom::Start, 1)
-        .await
-        .map_err(TransferError::ReadSource)?;
-    match first.first() {
-        Some(s) if s.stream == d.stream && s.version == d.version && s.id == d.id => Ok(()),
-        s => Err(TransferError::Diverged {
-            stream: d.stream.clone(),
-            version: d.version,
-            what: format!(
-                "the destination is not empty and its first event ({}) is not the source's \
-                 first ({}): it holds another log; nothing was written",
-                d.id,
-                s.map_or_else(|| "the source is empty".to_owned(), |s| s.id.to_string())
-            ),
-        }),
+    // Bounded by the destination: one turn per event it holds, ending at its last
+    // event or at the first that differs. No cap of its own: a cap would have to
+    // either refuse a long resumed copy or trust the part it did not compare.
+    loop {
+        let Some(d) = destination
+            .next()
+            .await
+            .map_err(TransferError::ReadDestination)?
+        else {
+            return Ok(prefix);
+        };
+        let s = source.next().await.map_err(TransferError::ReadSource)?;
+        let s = match s {
+            Some(s) if same_event(&s, &d) => s,
+            s => {
+                let source_has = s.map_or_else(
+                    || "the source has no more events".to_owned(),
+                    |s| {
+                        format!(
+                            "the source has event {} ({} version {})",
+                            s.id, s.stream, s.version
+                        )
+                    },
+                );
+                return Err(TransferError::Diverged {
+                    stream: d.stream.clone(),
+                    version: d.version,
+                    what: format!(
+                        "the destination's event {} in global order is {} where {source_has}: \
+                         the destination is not a copy of this source's beginning (a fork \
+                         that took writes of its own, or another ledger's log); nothing \
+                         was written",
+                        p.events_done, d.id
+                    ),
+                });
+            }
+        };
+        check_source_continues(ends, &s)?;
+        note_stream_end(ends, p, &s);
+        p.events_done += 1;
+        p.already_present += 1;
+        p.source_position = Some(s.position);
+        prefix.source_last = Some(s.position);
+        prefix.destination_last = Some(d.position);
+        if p.events_done.is_multiple_of(COPY_PAGE_EVENTS as u64) && progress(p).is_break() {
+            return Err(TransferError::Stopped {
+                events_done: p.events_done,
+            });
+        }
     }
+}
+
+/// The same event in both logs: everything but the position, byte for byte.
+fn same_event(s: &RecordedEvent, d: &RecordedEvent) -> bool {
+    s.stream == d.stream
+        && s.version == d.version
+        && s.id == d.id
+        && s.event_type == d.event_type
+        && s.data == d.data
+        && s.metadata == d.metadata
 }
 
 /// Copy one run; returns how many events were written, whether an append was made,

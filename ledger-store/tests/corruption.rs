@@ -220,6 +220,18 @@ fn an_unborn_last_segment_is_removed() {
     let dir = write_log(EmbeddedConfig::default(), 3);
     let unborn = dir.path().join("0000000001.seg");
     fs::write(&unborn, [0u8; 20]).expect("write");
+    // `verify` says what the open is about to do (it used to say nothing of the file),
+    // and still passes: nothing is lost.
+    let v = verify(dir.path()).expect("an unborn segment is not damage");
+    assert_eq!(v.unborn_segment.as_deref(), Some(unborn.as_path()));
+    assert_eq!((v.events, v.segments), (9, 1));
+    let text = v.render();
+    assert!(
+        text.contains("unborn segment") && text.contains("0000000001.seg"),
+        "{text}"
+    );
+    assert!(text.contains("the next open removes it"), "{text}");
+    assert!(unborn.exists(), "verify changes nothing");
     let log = EmbeddedLog::open(dir.path(), EmbeddedConfig::default()).expect("open");
     assert_eq!(
         log.recovery().unborn_segment_removed.as_deref(),

@@ -396,3 +396,92 @@ fn the_cli_refuses_a_directory_that_holds_no_log_and_names_its_log() {
         "nothing created"
     );
 }
+
+/// Append `events` to `log` as one append each, after whatever the stream holds.
+async fn append_each(log: &EmbeddedLog, events: &[(StreamName, usize)]) {
+    for (s, n) in events {
+        let current = log
+            .read_stream(s, 0, 4096)
+            .await
+            .expect("read")
+            .last()
+            .map(|e| e.version);
+        log.append(s, ExpectedVersion::from_current(current), vec![event(*n)])
+            .await
+            .expect("append");
+    }
+}
+
+/// A destination that shares the source's beginning and then goes its own way: a
+/// backup that took writes of its own after it was copied, and another ledger's log
+/// that begins with the same event. The copy used to append the source's events up
+/// to the point where it met the difference (the fork), or all of them (the other
+/// ledger's events sat before the copy's last, so the end check did not see them),
+/// leaving the destination altered, or merged and "verified". Now both are refused
+/// before anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forked_destination_is_refused_and_left_unchanged() {
+    let (a, b, c) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (src, fork) = (open(a.path()), open(b.path()));
+    fill(&src).await;
+    copy_log(&src, &fork, &mut keep_going)
+        .await
+        .expect("the backup");
+    // Both take writes: the source in streams 0 and 1 first (the copy reaches them
+    // before the fork point), the backup in stream 3.
+    append_each(
+        &src,
+        &[
+            (stream(0), 10_000),
+            (stream(1), 10_001),
+            (stream(3), 10_002),
+        ],
+    )
+    .await;
+    append_each(&fork, &[(stream(3), 20_000)]).await;
+    let fork_at = all(&fork).await.last().expect("the fork's event").version;
+
+    // Another ledger's log: the source's first event, then its own.
+    let other = open(c.path());
+    let first = src.read_all(ReadFrom::Start, 1).await.expect("read");
+    let e = &first[0];
+    other
+        .append(
+            &e.stream,
+            ExpectedVersion::NoStream,
+            vec![NewEvent {
+                id: e.id,
+                event_type: e.event_type.clone(),
+                data: e.data.clone(),
+                metadata: e.metadata.clone(),
+            }],
+        )
+        .await
+        .expect("same first event");
+    let elsewhere = StreamName::new("account-elsewhere").expect("name");
+    append_each(&other, &[(elsewhere.clone(), 30_000)]).await;
+
+    for (dst, at) in [(&fork, (stream(3), fork_at)), (&other, (elsewhere, 0))] {
+        let before = content(&all(dst).await);
+        let head = dst.head().await.expect("head");
+        let err = copy_log(&src, dst, &mut keep_going)
+            .await
+            .expect_err("a fork is refused");
+        let TransferError::Diverged {
+            stream: s,
+            version: v,
+            what,
+        } = &err
+        else {
+            panic!("{err}")
+        };
+        assert_eq!((s, *v), (&at.0, at.1), "{err}");
+        assert!(what.contains("nothing was written"), "{err}");
+        assert_eq!(dst.head().await.expect("head"), head, "nothing written");
+        assert_eq!(content(&all(dst).await), before, "content unchanged");
+    }
+}
