@@ -170,6 +170,15 @@ pub async fn run(
     config: RunConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // Bound before the store is opened: a port in use (or any other bind error)
+    // then fails with nothing created, where it failed after making an empty log in
+    // a new data directory (operator's probe).
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
     let dir = config.data_dir.clone();
     let spec = config.store.clone().unwrap_or_default();
     let spec_text = spec.clone();
@@ -201,7 +210,7 @@ pub async fn run(
         ),
     };
     tracing::info!(data_dir = %config.data_dir.display(), store = %store_name(&store), at = %described, "event store open");
-    run_on(store, config, shutdown).await
+    run_listening(store, listener, config, shutdown).await
 }
 
 fn store_name(store: &Store) -> &'static str {
@@ -228,6 +237,16 @@ pub async fn run_on(
             });
         }
     };
+    run_listening(store, listener, config, shutdown).await
+}
+
+/// [`run_on`] with its listener already bound.
+async fn run_listening(
+    store: Store,
+    listener: TcpListener,
+    config: RunConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let partners = match partners::PartnerConfig::load_or_create(&config.data_dir) {
         Ok(p) => p,
         Err(e) => {

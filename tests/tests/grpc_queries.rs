@@ -643,6 +643,29 @@ async fn rebuild_of_a_data_dir_matches_the_state_the_server_snapshotted() {
     assert_eq!(before, after, "nothing created");
 }
 
+/// A port in use fails the start before anything is created: a new data directory
+/// was left behind holding an empty log (operator's probe).
+#[tokio::test]
+async fn a_port_in_use_fails_the_start_with_nothing_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("new-ledger");
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = ledger_server::RunConfig {
+        data_dir: data_dir.clone(),
+        listen: taken.local_addr().unwrap(),
+        ledger: ledger_core::app::LedgerConfig::default(),
+        store: None,
+        star_policies: Default::default(),
+        serve: Default::default(),
+        commit_delay: None,
+    };
+    let e = ledger_server::run(config, std::future::pending())
+        .await
+        .expect_err("the port is taken");
+    assert!(matches!(e, ledger_server::ServeError::Bind { .. }), "{e:?}");
+    assert!(!data_dir.exists(), "nothing created");
+}
+
 /// `serve --star-policy tiny-2026=1,2,3,4,5 --default-star-policy tiny-2026` as the
 /// binary runs it (`ledger_server::run` on a data directory): `GetStarLevel` grades by
 /// the named policy, by the configured default without one, and `national-2024` still
