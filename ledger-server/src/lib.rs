@@ -416,6 +416,20 @@ pub async fn serve_with_options(
 
     let (read_models, worker) =
         projections::runtime::start(handler.log().clone(), queries.projections).await;
+    // A worker stopped at an event it cannot fold leaves the read models at their
+    // checkpoint for the rest of the process: the queries' health says so, so that a
+    // load balancer or an operator's probe sees it (it read SERVING: operator's probe).
+    let unhealthy = {
+        let health = health.clone();
+        let read_models = read_models.clone();
+        tokio::spawn(async move {
+            let why = read_models.failure().await;
+            tracing::error!("timebank.v1.LedgerQueries health is NOT_SERVING: the projection worker stopped ({why})");
+            health
+                .set_not_serving::<pb::ledger_queries_server::LedgerQueriesServer<QueryService>>()
+                .await;
+        })
+    };
     let gauges = metrics::spawn_projection_gauges(
         handler.log().clone(),
         read_models.clone(),
@@ -526,9 +540,11 @@ pub async fn serve_with_options(
     drop(service);
     healer.abort();
     gauges.abort();
+    unhealthy.abort();
     // Wait for the aborted tasks to be dropped, so they no longer hold the log.
     let _ = healer.await;
     let _ = gauges.await;
+    let _ = unhealthy.await;
     // Stops following the log and writes the final snapshot (before the log closes).
     let stopped = worker.stop().await;
     tracing::info!("all commands finished");

@@ -141,6 +141,8 @@ pub struct Projections {
     models: Arc<RwLock<ReadModels>>,
     freshness: Freshness,
     stats: Arc<WorkerStats>,
+    /// Why the worker stopped, once it has stopped on an error.
+    failed: watch::Receiver<Option<String>>,
 }
 
 impl Projections {
@@ -159,6 +161,23 @@ impl Projections {
     /// (see [`crate::stats`]).
     pub fn snapshot_age(&self) -> Duration {
         self.stats.snapshot_age()
+    }
+
+    /// Resolves with the worker's error once it has stopped on one (an event it cannot
+    /// fold): from then on the read models stay at their checkpoint, so a server can
+    /// tell health checks that queries are not being served fresh. Never resolves
+    /// while the worker runs, nor after a clean stop.
+    pub async fn failure(&self) -> String {
+        let mut failed = self.failed.clone();
+        loop {
+            if let Some(why) = failed.borrow_and_update().clone() {
+                return why;
+            }
+            if failed.changed().await.is_err() {
+                // The worker ended without an error: nothing will be reported.
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// Events of the log folded with a [`crate::FoldAnomaly`] up to the checkpoint
@@ -454,12 +473,14 @@ pub async fn start(
         stop_rx,
         unchecked,
     );
+    let (failed_tx, failed) = watch::channel(None);
     let task = tokio::spawn(async move {
         let result = worker.await;
         // Say so at once: queries with a min_position past the checkpoint now answer
         // NOT_CAUGHT_UP, and the operator needs to know why.
         if let Err(e) = &result {
             tracing::error!("projection worker stopped: {e}");
+            failed_tx.send_replace(Some(e.to_string()));
         }
         result
     });
@@ -468,6 +489,7 @@ pub async fn start(
             models,
             freshness: Freshness::new(rx),
             stats,
+            failed,
         },
         WorkerHandle {
             stop: Some(stop_tx),

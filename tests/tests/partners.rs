@@ -1129,6 +1129,34 @@ async fn a_linked_json_record_that_does_not_decode_fails_verification_at_it() {
         "{}",
         verified.problem
     );
+    // The projection worker stopped at that record, so the queries' health says
+    // NOT_SERVING (it read SERVING: operator's probe); the commands' stays SERVING.
+    let status = |service: &'static str| {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(s.channel.clone());
+        async move {
+            health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+        }
+    };
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while status("timebank.v1.LedgerQueries").await != ServingStatus::NotServing as i32 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "queries still SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        status("timebank.v1.LedgerCommands").await,
+        ServingStatus::Serving as i32
+    );
     stopped_on_undecodable(s.0.stop_result().await);
 }
 
