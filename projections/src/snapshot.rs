@@ -176,27 +176,31 @@ struct Hashing<W> {
     inner: W,
     hasher: blake3::Hasher,
     len: u64,
-    /// The first write error, kept: postcard reports any writer error as its own
-    /// "The serialize buffer is full", which hid a full disk from the operator.
+    /// The first write or flush error, kept: postcard reports any writer error as its
+    /// own "The serialize buffer is full", which hid a full disk from the operator.
+    /// Flushes too: postcard flushes at the end of its encoding, and a snapshot that
+    /// fits the buffer meets the full disk there.
     failed: Option<std::io::Error>,
+}
+
+impl<W> Hashing<W> {
+    /// Keep `e` (the first one) and hand it on.
+    fn keep(&mut self, e: std::io::Error) -> std::io::Error {
+        let kept = std::io::Error::new(e.kind(), e.to_string());
+        self.failed.get_or_insert(kept);
+        e
+    }
 }
 
 impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = match self.inner.write(buf) {
-            Ok(n) => n,
-            Err(e) => {
-                let kept = std::io::Error::new(e.kind(), e.to_string());
-                self.failed.get_or_insert(kept);
-                return Err(e);
-            }
-        };
+        let n = self.inner.write(buf).map_err(|e| self.keep(e))?;
         self.hasher.update(&buf[..n]);
         self.len += n as u64;
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
+        self.inner.flush().map_err(|e| self.keep(e))
     }
 }
 
@@ -386,15 +390,23 @@ mod tests {
             models.accounts.intern(&format!("volunteer-{i}"));
         }
         let path = std::path::Path::new("/data/projections/read-models.snap.tmp");
-        let e = super::encode_hashed(Filling { room: 64 }, &models, path).unwrap_err();
-        match &e {
-            super::SnapshotError::Io { path: p, source } => {
-                assert_eq!(p, path);
-                assert_eq!(source.kind(), std::io::ErrorKind::StorageFull);
+        let check = |e: super::SnapshotError| {
+            match &e {
+                super::SnapshotError::Io { path: p, source } => {
+                    assert_eq!(p, path);
+                    assert_eq!(source.kind(), std::io::ErrorKind::StorageFull);
+                }
+                other => panic!("not an I/O error: {other:?}"),
             }
-            other => panic!("not an I/O error: {other:?}"),
-        }
-        assert!(!e.to_string().contains("buffer is full"), "{e}");
+            assert!(!e.to_string().contains("buffer is full"), "{e}");
+        };
+        // The disk fills while postcard writes,
+        check(super::encode_hashed(Filling { room: 64 }, &models, path).unwrap_err());
+        // and behind a buffer the whole state fits in, as the real writer's: the disk
+        // is met by the flush postcard makes at the end (a real full tmpfs showed the
+        // first case's fix missed this one).
+        let buffered = std::io::BufWriter::with_capacity(1 << 20, Filling { room: 64 });
+        check(super::encode_hashed(buffered, &models, path).unwrap_err());
     }
 
     /// A failed write leaves no temporary file behind (on a full disk it would keep
