@@ -328,6 +328,15 @@ async fn a_rebuild_writes_a_snapshot_equal_to_the_fold() {
     assert_eq!(m.events, 3);
 }
 
+/// A snapshot directory whose path a file takes, in a temporary directory (kept
+/// while the first value lives): every snapshot written there fails.
+fn unwritable_snapshot_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("projections");
+    std::fs::write(&dir, b"not a directory").unwrap();
+    (root, dir)
+}
+
 /// A periodic snapshot that cannot be written (here the snapshot directory's path is
 /// taken by a file; the operator's probe filled a 5 MB volume) is logged and tried
 /// again: the worker goes on applying, so queries with a fresh `min_position` are
@@ -336,9 +345,7 @@ async fn a_rebuild_writes_a_snapshot_equal_to_the_fold() {
 /// is free, a later attempt writes the snapshot.
 #[tokio::test]
 async fn a_snapshot_that_cannot_be_written_does_not_stop_the_worker() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("projections");
-    std::fs::write(&dir, b"not a directory").unwrap();
+    let (_root, dir) = unwritable_snapshot_dir();
     let mut c = City::new();
     c.organisation("org0", "hz/xihu").await;
     c.volunteer("v0", "hz/xihu/a", "2025-01-01").await;
@@ -360,14 +367,18 @@ async fn a_snapshot_that_cannot_be_written_does_not_stop_the_worker() {
     assert_eq!(p.read().digest(), folded);
     // The path freed, a retry lands without a new event.
     std::fs::remove_file(&dir).unwrap();
+    // An attempt copied before the second deposit may land first, at the first one's
+    // checkpoint; the retry after it holds both.
     let deadline = std::time::Instant::now() + wait;
     let snap = loop {
         if let Ok(Some(s)) = snapshot::read(&dir) {
-            break s;
+            if s.checkpoint == Some(second.position) {
+                break s;
+            }
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no snapshot after the path was freed"
+            "no snapshot of the second deposit after the path was freed"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
@@ -379,9 +390,7 @@ async fn a_snapshot_that_cannot_be_written_does_not_stop_the_worker() {
 /// then says the next start will replay more than it should have to.
 #[tokio::test]
 async fn a_final_snapshot_that_cannot_be_written_is_what_the_stop_returns() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("projections");
-    std::fs::write(&dir, b"not a directory").unwrap();
+    let (_root, dir) = unwritable_snapshot_dir();
     let mut c = City::new();
     c.organisation("org0", "hz/xihu").await;
     let cfg = ProjectionConfig {
