@@ -48,8 +48,6 @@ use ledger_core::log::{EventLog, Position, ReadError, ReadFrom, RecordedEvent};
 use ledger_store::{OpenError, Store, StoreError};
 use serde::de::IgnoredAny;
 
-use crate::LOG_DIR;
-
 /// Output buffer. Lines are a few hundred bytes; 1 MiB turns a page of 4,096 events
 /// into a handful of writes without holding much memory.
 pub const EXPORT_BUFFER_BYTES: usize = 1024 * 1024;
@@ -278,8 +276,8 @@ impl ExportSummary {
 /// Why an export failed. Nothing is left at the output path when it does.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("no event log in {dir}: pass the --data-dir of a ledger server (the directory holding log/)")]
-    NoLog { dir: PathBuf },
+    #[error(transparent)]
+    NoLog(#[from] crate::NoLog),
     #[error("the embedded log in {dir} is open in another process, most likely a running ledger-server (it holds the log exclusively): stop the server first, or export a copy of the data directory (a backup); the live alternative is the auditor StreamLog RPC")]
     Locked { dir: PathBuf },
     #[error("cannot open the event store: {0}")]
@@ -431,8 +429,8 @@ async fn open(args: &ExportArgs) -> Result<Store, ExportError> {
     let spec = args.store.clone();
     let data_dir = args.data_dir.clone();
     let embedded = spec.trim().is_empty() || spec.trim() == "embedded";
-    if embedded && !data_dir.join(LOG_DIR).is_dir() {
-        return Err(ExportError::NoLog { dir: data_dir });
+    if embedded {
+        crate::require_log(&data_dir)?;
     }
     // Opening the embedded log scans it, and connecting to KurrentDB needs a runtime
     // context: the blocking pool gives both (as in `run`).

@@ -152,6 +152,22 @@ pub struct RunConfig {
 /// Sub-directory of a data directory that holds the embedded log's segments.
 pub const LOG_DIR: &str = "log";
 
+/// A data directory without an embedded log (`log/`), given to a command that reads
+/// an existing ledger (`export`, `rebuild`): opening it as `serve` does would make an
+/// empty log there, and the command would report on nothing.
+#[derive(Debug, thiserror::Error)]
+#[error("no event log in {}: pass the --data-dir of a ledger server (the directory holding log/)", .0.display())]
+pub struct NoLog(pub PathBuf);
+
+/// Ok if `data_dir` holds an embedded log, [`NoLog`] if not.
+pub fn require_log(data_dir: &Path) -> Result<(), NoLog> {
+    if data_dir.join(LOG_DIR).is_dir() {
+        Ok(())
+    } else {
+        Err(NoLog(data_dir.to_owned()))
+    }
+}
+
 /// Open the durable embedded event log of the data directory `data_dir`
 /// (`data_dir/log`, created if missing).
 pub fn open_log(data_dir: &Path) -> Result<EmbeddedLog, ServeError> {

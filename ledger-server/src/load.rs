@@ -435,18 +435,16 @@ impl OpStats {
                 self.record(elapsed);
                 self.ok += 1;
             }
-            Err(status) => self.status(status, Some(elapsed)),
+            Err(status) => self.status(status, elapsed),
         }
     }
 
-    /// Count a call that ended with `status`: a refusal (timed, if `elapsed` is
-    /// given) or a call without an answer.
-    fn status(&mut self, status: &tonic::Status, elapsed: Option<Duration>) {
+    /// Count a call that ended with `status`: a refusal (timed) or a call without an
+    /// answer (not timed).
+    fn status(&mut self, status: &tonic::Status, elapsed: Duration) {
         match status.get_details_error_info() {
             Some(info) => {
-                if let Some(e) = elapsed {
-                    self.record(e);
-                }
+                self.record(elapsed);
                 *self.errors.entry(info.reason).or_default() += 1;
             }
             None => {
@@ -1126,7 +1124,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
                         Err(status) => {
                             for op in ops {
                                 let s = stats.entry(op).or_insert_with(OpStats::new);
-                                s.status(&status, Some(elapsed));
+                                s.status(&status, elapsed);
                             }
                         }
                     }

@@ -184,11 +184,12 @@ struct Hashing<W> {
 }
 
 impl<W> Hashing<W> {
-    /// Keep `e` (the first one) and hand it on.
+    /// Keep `e` (the first one); what goes on to postcard, which only reports that
+    /// something failed, is an error of the same kind.
     fn keep(&mut self, e: std::io::Error) -> std::io::Error {
-        let kept = std::io::Error::new(e.kind(), e.to_string());
-        self.failed.get_or_insert(kept);
-        e
+        let kind = e.kind();
+        self.failed.get_or_insert(e);
+        kind.into()
     }
 }
 

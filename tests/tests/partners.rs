@@ -1288,32 +1288,11 @@ async fn listing_inquiries_reads_a_bounded_part_of_a_long_stream_per_call() {
         .pop()
         .unwrap();
     for i in 0..INQUIRY_SCAN_EVENTS_MAX + 10 {
+        let id = uuid::Uuid::from_u128(0xC0 << 64 | i as u128);
         let data = format!(
-            r#"{{"consent":"{}","volunteer":"v1","bank":"bank-b","purpose":"volunteer-loan","expires_at":"2026-12-20T00:00:00Z","recorded_at":"2026-11-20T11:00:00Z"}}"#,
-            uuid::Uuid::from_u128(0xC0 << 64 | i as u128)
+            r#"{{"consent":"{id}","volunteer":"v1","bank":"bank-b","purpose":"volunteer-loan","expires_at":"2026-12-20T00:00:00Z","recorded_at":"2026-11-20T11:00:00Z"}}"#
         );
-        log.append(
-            &name,
-            ExpectedVersion::Exact(last.version),
-            vec![NewEvent {
-                id: EventId(uuid::Uuid::from_u128(0xC0 << 64 | i as u128)),
-                event_type: "ConsentGranted.v1".into(),
-                data: data.into_bytes(),
-                metadata: encode_metadata(
-                    None,
-                    &ledger_core::domain::chain::recorded_hash(&last),
-                    None,
-                ),
-            }],
-        )
-        .await
-        .unwrap();
-        last = log
-            .read_stream(&name, last.version + 1, 1)
-            .await
-            .unwrap()
-            .pop()
-            .unwrap();
+        last = append_after(&log, &last, "ConsentGranted.v1", EventId(id), &data).await;
     }
     let s = Server(
         Guarded::start_on(log, ledger_server::ServeOptions::with_access(access()), NOW).await,
@@ -1370,23 +1349,42 @@ async fn append_linked(s: &Guarded, stream: &str, event_type: &str, id: u8, data
     let name = StreamName::new(stream).unwrap();
     let history = s.log.read_stream(&name, 0, 1000).await.unwrap();
     let last = history.last().expect("the stream has a history");
-    s.log
-        .append(
-            &name,
-            ExpectedVersion::Exact(last.version),
-            vec![NewEvent {
-                id: EventId::from_bytes([id; 16]),
-                event_type: event_type.into(),
-                data: data.as_bytes().to_vec(),
-                metadata: encode_metadata(
-                    None,
-                    &ledger_core::domain::chain::recorded_hash(last),
-                    None,
-                ),
-            }],
-        )
+    append_after(
+        &s.log,
+        last,
+        event_type,
+        EventId::from_bytes([id; 16]),
+        data,
+    )
+    .await;
+}
+
+/// Append `data` as `event_type` with id `id` right after `last` in its stream,
+/// linked to it; the record as the log now holds it.
+async fn append_after(
+    log: &ledger_core::log::memory::MemoryLog,
+    last: &RecordedEvent,
+    event_type: &str,
+    id: EventId,
+    data: &str,
+) -> RecordedEvent {
+    log.append(
+        &last.stream,
+        ExpectedVersion::Exact(last.version),
+        vec![NewEvent {
+            id,
+            event_type: event_type.into(),
+            data: data.as_bytes().to_vec(),
+            metadata: encode_metadata(None, &ledger_core::domain::chain::recorded_hash(last), None),
+        }],
+    )
+    .await
+    .unwrap();
+    log.read_stream(&last.stream, last.version + 1, 1)
         .await
-        .unwrap();
+        .unwrap()
+        .pop()
+        .expect("the event just appended")
 }
 
 /// A deposit of `hours` to v1 whose two legs move `debit` and `credit`.

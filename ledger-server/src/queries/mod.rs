@@ -104,8 +104,8 @@ pub enum RebuildError {
     /// `rebuild` opened the log as `serve` does, which makes an empty one where none
     /// is: given the log's own directory or a typo, it "rebuilt" nothing, exit 0, and
     /// left an empty ledger inside the real log (operator's probe).
-    #[error("no event log in {}: pass the --data-dir of a ledger server (the directory holding log/)", .0.display())]
-    NoLog(std::path::PathBuf),
+    #[error(transparent)]
+    NoLog(#[from] crate::NoLog),
     #[error(transparent)]
     Open(#[from] crate::ServeError),
     #[error(transparent)]
@@ -116,9 +116,7 @@ pub enum RebuildError {
 /// fresh snapshot to `data_dir/projections/` (the server must be stopped: the log is
 /// opened exclusively).
 pub async fn rebuild(data_dir: &Path) -> Result<RebuildReport, RebuildError> {
-    if !data_dir.join(crate::LOG_DIR).is_dir() {
-        return Err(RebuildError::NoLog(data_dir.to_owned()));
-    }
+    crate::require_log(data_dir)?;
     let dir = data_dir.to_owned();
     let log = tokio::task::spawn_blocking(move || crate::open_log(&dir))
         .await
@@ -365,9 +363,8 @@ impl QueryService {
         }
     }
 
-    /// The current year of the ledger's calendar. Not the UTC year: on New Year's night
-    /// east of UTC the ledger already accepts service dated in the new year.
-    /// The ledger's calendar year at `now`.
+    /// The year of the ledger's calendar at `now`. Not the UTC year: on New Year's
+    /// night east of UTC the ledger already accepts service dated in the new year.
     fn year_at(&self, now: chrono::DateTime<chrono::Utc>) -> i32 {
         now.with_timezone(&self.calendar).year()
     }
