@@ -56,6 +56,11 @@ fn payload_encoding(text: &str) -> Result<PayloadEncoding, String> {
         .ok_or_else(|| format!("{text:?} is not a payload encoding; give json or binary"))
 }
 
+/// `--points-per-hour`: [`ExchangeRate::points_per_hour`].
+fn points_per_hour(text: &str) -> Result<Decimal, String> {
+    ExchangeRate::points_per_hour(text).map_err(|e| e.to_string())
+}
+
 /// `--commit-delay`: `0`, or a number with `us`, `ms` or `s`, at most
 /// [`ledger_store::COMMIT_DELAY_MAX`].
 fn commit_delay(text: &str) -> Result<std::time::Duration, String> {
@@ -106,7 +111,9 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         exchange_rate_version: u32,
         /// Points per credit hour, an exact decimal.
-        #[arg(long, default_value = "10", value_parser = Decimal::from_str)]
+        /// Plain decimal notation, at most 6 places, above 0 and at most 100,000,000
+        /// (above that not even 0.01 hour could be exchanged).
+        #[arg(long, default_value = "10", value_parser = points_per_hour)]
         points_per_hour: Decimal,
         /// UTC offset of the ledger's calendar ("today" for service dates), e.g. +08:00.
         #[arg(long, default_value = "+00:00", value_parser = FixedOffset::from_str)]
@@ -346,10 +353,6 @@ async fn main() -> ExitCode {
             commit_delay,
             star,
         } => {
-            if points_per_hour <= Decimal::ZERO {
-                tracing::error!("--points-per-hour must be greater than zero");
-                return ExitCode::FAILURE;
-            }
             let star_policies = match star.policies() {
                 Ok(p) => p,
                 Err(e) => {

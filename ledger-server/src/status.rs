@@ -84,6 +84,7 @@ pub fn rejection_code(r: &Rejection) -> Code {
         | R::OverlappingService { .. }
         | R::ExchangeRateChanged { .. }
         | R::ExchangeTooSmall { .. }
+        | R::ExchangeTooLarge { .. }
         | R::AlreadyReversed { .. }
         | R::ReversalOfReversal { .. }
         | R::NotReversible { .. }

@@ -25,23 +25,21 @@
 //! The gates are in memory only: a crash loses nothing, since every decision is
 //! re-made on state read after the gate is held.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
+use super::keyed::KeyedLocks;
 use crate::domain::account::AccountId;
 use crate::domain::commands::Command;
 
 type Gate = Arc<RwLock<()>>;
 
-/// The gates of accounts some command holds or waits on right now. An entry lives as
-/// long as a holder or waiter does (removed by the last one out), so the map is as
-/// large as the commands in flight (at most the server's in-flight bound times the
-/// accounts one command names), not the ledger.
+/// The gates of accounts some command holds or waits on right now ([`KeyedLocks`]:
+/// an entry lives as long as a holder or waiter does).
 #[derive(Default)]
 pub struct Gates {
-    open: Mutex<HashMap<AccountId, Gate>>,
+    open: KeyedLocks<RwLock<()>>,
 }
 
 /// What a command holds while it runs ([`Gates::hold`]); dropping it releases the
@@ -68,23 +66,11 @@ pub struct Exclusive {
 
 impl Gates {
     fn gate(&self, account: &AccountId) -> Gate {
-        // A panic while the map is held cannot leave it half-changed.
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.entry(account.clone()).or_default().clone()
+        self.open.get(account)
     }
 
-    /// Give back the caller's reference to `account`'s gate (its guard already
-    /// dropped) and forget the gate if nobody else holds or waits on it. The reference
-    /// is dropped under the map's lock, where every holder's last reference goes: two
-    /// holders releasing at once cannot each see the other's and both keep the entry
-    /// (a reviewer's test leaked 7 entries in 20,000 such races when the count was
-    /// read before the caller's own reference was gone).
     fn release(&self, account: &AccountId, gate: Gate) {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        drop(gate);
-        if open.get(account).is_some_and(|g| Arc::strong_count(g) == 1) {
-            open.remove(account);
-        }
+        self.open.release(account, gate);
     }
 
     /// The gates `command` runs inside: its account's exclusively for a close, the
@@ -139,10 +125,7 @@ impl Gates {
     /// No account has a gate held or waited on (the map empties when unused).
     #[cfg(test)]
     fn is_empty(&self) -> bool {
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
+        self.open.is_empty()
     }
 }
 

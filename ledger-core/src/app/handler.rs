@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use super::clock::Clock;
 use super::decoded::DecodedEvents;
 use super::gates::Gates;
+use super::lanes::Lanes;
 use super::receipts::{receipts_for, Receipt, ReceiptMark, ReceiptReport};
 use super::stamps::Stamps;
 use crate::domain::account::AccountId;
@@ -139,6 +140,9 @@ pub struct Handler {
     /// Orders a `CloseAccount` against the commands that name its account
     /// ([`super::gates`]).
     gates: Arc<Gates>,
+    /// In this process, appends to one stream take turns instead of racing
+    /// ([`super::lanes`]).
+    lanes: Arc<Lanes>,
     /// The `recorded_at` stamps of appends still on their way ([`Stamps`]).
     stamps: Arc<Stamps>,
 }
@@ -263,6 +267,7 @@ impl Handler {
             states: Arc::new(StateCache::new(STATE_CACHE_ACCOUNTS_MAX)),
             decoded: None,
             gates: Arc::default(),
+            lanes: Arc::default(),
             stamps: Arc::default(),
         }
     }
@@ -404,6 +409,9 @@ impl Handler {
         let stream = target_id.stream();
         // Held until this returns: through the decision, the append and the receipts.
         let _gate = self.gates.hold(command).await;
+        // Held through the reads, the decision and the append, let go before the
+        // receipts (each takes its receiver's lane): `lanes.rs`.
+        let lane = self.lanes.hold(target_id).await;
         let mut id_reused = false;
         for _ in 0..=COMMAND_RETRIES_MAX {
             let target = self.load(target_id).await?;
@@ -475,6 +483,7 @@ impl Handler {
                     drop(others);
                     let request = Some((command.request_id().clone(), digest));
                     folded.cache(&self.states, target, &result, request, &event);
+                    drop(lane);
                     let receipts = receipts_for(target_id, transaction, &event)
                         .expect("a decided transaction credits other streams only with hours");
                     for receipt in receipts {
@@ -507,6 +516,10 @@ impl Handler {
     /// True if this call appended it.
     pub async fn deliver(&self, receipt: &Receipt) -> Result<bool, CommandError> {
         let stream = receipt.to.stream();
+        // Receipts to one account take turns with each other and with its commands
+        // (`lanes.rs`): a burst of transfers to one receiver no longer runs out of
+        // retries.
+        let _lane = self.lanes.hold(&receipt.to).await;
         for _ in 0..=COMMAND_RETRIES_MAX {
             let state = self.load(&receipt.to).await?;
             if matches!(

@@ -17,6 +17,9 @@
 //! Steps 1 to 5 run inside closing gates ([`gates`]): a command holds a shared gate on
 //! each account it refers to, a `CloseAccount` its own account's gate exclusively, so a
 //! close is ordered against the commands that would credit or name the account.
+//! Steps 1 to 4 also hold the target's write lane ([`lanes`]), and each receipt of
+//! step 5 its receiver's: in one process, appends to one stream take turns, so the
+//! retries of step 4 are left for writers in other processes.
 //! 5. After the commit, deliver receipts (`HoursReceived.v1`) to accounts the
 //!    transaction credited on other streams. A crash between 4 and 5 is healed by
 //!    [`Handler::deliver_receipts`], which the server runs at start-up.
@@ -35,6 +38,8 @@ mod clock;
 mod decoded;
 mod gates;
 mod handler;
+mod keyed;
+mod lanes;
 mod receipts;
 mod stamps;
 

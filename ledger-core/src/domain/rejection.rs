@@ -157,6 +157,13 @@ pub enum Rejection {
     #[error("{hours} hours buy no whole hundredth of a point at rate version {rate_version}; exchange more hours")]
     ExchangeTooSmall { hours: Decimal, rate_version: u32 },
 
+    #[error("{hours} hours buy more than the per-entry maximum of {max} points at rate version {rate_version}; exchange at most {hours_max} hours at a time", max = super::units::POINTS_PER_ENTRY_MAX)]
+    ExchangeTooLarge {
+        hours: Decimal,
+        rate_version: u32,
+        hours_max: Decimal,
+    },
+
     #[error("account {account} holds no transaction {transaction}")]
     UnknownTransaction {
         account: AccountId,
@@ -324,6 +331,7 @@ impl Rejection {
             Self::SelfTransfer => "SELF_TRANSFER",
             Self::ExchangeRateChanged { .. } => "EXCHANGE_RATE_CHANGED",
             Self::ExchangeTooSmall { .. } => "EXCHANGE_TOO_SMALL",
+            Self::ExchangeTooLarge { .. } => "EXCHANGE_TOO_LARGE",
             Self::UnknownTransaction { .. } => "UNKNOWN_TRANSACTION",
             Self::AlreadyReversed { .. } => "ALREADY_REVERSED",
             Self::ReversalOfReversal { .. } => "REVERSAL_OF_REVERSAL",

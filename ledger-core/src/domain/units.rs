@@ -308,14 +308,81 @@ pub struct ExchangeRate {
     pub points_per_hour: Decimal,
 }
 
+/// Most points one hour may buy: a rate above this could not exchange even 0.01 hour
+/// without passing [`POINTS_PER_ENTRY_MAX`], so no exchange would ever succeed.
+pub const POINTS_PER_HOUR_MAX: Decimal = Decimal::from_parts(100_000_000, 0, 0, false, 0);
+
+/// Most decimal places a configured rate may have. The rate is not an amount (it is
+/// multiplied, then rounded toward zero), so it may be finer than a hundredth; six
+/// places are finer than any rate a scheme publishes.
+pub const POINTS_PER_HOUR_SCALE_MAX: u32 = 6;
+
+/// Why some hours cannot be exchanged at a rate ([`ExchangeRate::points_for`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unexchangeable {
+    /// They buy less than a hundredth of a point.
+    TooSmall,
+    /// They buy more than [`POINTS_PER_ENTRY_MAX`] points; `hours_max` hours do not.
+    TooLarge { hours_max: Decimal },
+}
+
+/// Why a configured points-per-hour rate is refused ([`ExchangeRate::points_per_hour`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RateError {
+    #[error("{text:?} is not a rate in plain decimal notation with at most {POINTS_PER_HOUR_SCALE_MAX} places (e.g. \"10\" or \"2.5\")")]
+    Malformed { text: String },
+    #[error("{text:?} points per hour must be greater than zero")]
+    NotPositive { text: String },
+    #[error("{text:?} points per hour is over {POINTS_PER_HOUR_MAX}: even 0.01 hour would buy more than the per-entry maximum of {POINTS_PER_ENTRY_MAX} points")]
+    TooLarge { text: String },
+}
+
 impl ExchangeRate {
-    /// The points `hours` buy at this rate, or `None` if that rounds to zero or exceeds
-    /// the points per-entry maximum.
-    pub fn points_for(&self, hours: Hours) -> Option<Points> {
-        let raw = hours.value().checked_mul(self.points_per_hour)?;
+    /// A configured rate's points per hour, from its text (a server flag): plain
+    /// decimal notation, as amounts are, above zero and at most
+    /// [`POINTS_PER_HOUR_MAX`].
+    pub fn points_per_hour(text: &str) -> Result<Decimal, RateError> {
+        let value = parse_plain_decimal(text, POINTS_PER_HOUR_SCALE_MAX).map_err(|e| match e {
+            PlainDecimalError::OutOfRange => RateError::TooLarge { text: text.into() },
+            _ => RateError::Malformed { text: text.into() },
+        })?;
+        if value <= Decimal::ZERO {
+            return Err(RateError::NotPositive { text: text.into() });
+        }
+        if value > POINTS_PER_HOUR_MAX {
+            return Err(RateError::TooLarge { text: text.into() });
+        }
+        Ok(value.normalize())
+    }
+
+    /// The points `hours` buy at this rate, or why they buy none: less than a
+    /// hundredth of a point, or more than the points per-entry maximum.
+    pub fn points_for(&self, hours: Hours) -> Result<Points, Unexchangeable> {
+        let too_large = || Unexchangeable::TooLarge {
+            hours_max: self.hours_max(),
+        };
+        let raw = hours
+            .value()
+            .checked_mul(self.points_per_hour)
+            .ok_or_else(too_large)?;
         let rounded =
             raw.round_dp_with_strategy(UNIT_SCALE_MAX, rust_decimal::RoundingStrategy::ToZero);
-        Points::new(rounded).ok()
+        if rounded > POINTS_PER_ENTRY_MAX {
+            return Err(too_large());
+        }
+        Points::new(rounded).map_err(|_| Unexchangeable::TooSmall)
+    }
+
+    /// Hours that buy at most [`POINTS_PER_ENTRY_MAX`] points (a few hundredths more
+    /// may too, when the points round down to the maximum).
+    fn hours_max(&self) -> Decimal {
+        let mut hours = POINTS_PER_ENTRY_MAX
+            .checked_div(self.points_per_hour)
+            .unwrap_or_default()
+            .round_dp_with_strategy(UNIT_SCALE_MAX, rust_decimal::RoundingStrategy::ToZero);
+        // Shown as an amount is: at two places.
+        hours.rescale(UNIT_SCALE_MAX);
+        hours
     }
 }
 
@@ -482,6 +549,69 @@ mod tests {
             points_per_hour: d("0.5"),
         };
         // 0.01 × 0.5 = 0.005 → 0.00: nothing to issue.
-        assert_eq!(tiny.points_for(Hours::parse("0.01").unwrap()), None);
+        assert_eq!(
+            tiny.points_for(Hours::parse("0.01").unwrap()),
+            Err(Unexchangeable::TooSmall)
+        );
+    }
+
+    /// A platform's probe: 5,000.01 hours at 200 points per hour were refused as
+    /// "too small, exchange more hours", the opposite of what would work.
+    #[test]
+    fn hours_that_buy_more_than_the_per_entry_maximum_are_too_large_not_too_small() {
+        let rate = ExchangeRate {
+            version: 4,
+            points_per_hour: d("200"),
+        };
+        assert_eq!(
+            rate.points_for(Hours::parse("5000").unwrap())
+                .unwrap()
+                .to_string(),
+            "1000000.00"
+        );
+        for hours in ["5000.01", "10000"] {
+            assert_eq!(
+                rate.points_for(Hours::parse(hours).unwrap()),
+                Err(Unexchangeable::TooLarge {
+                    hours_max: d("5000.00")
+                }),
+                "{hours}"
+            );
+        }
+        let third = ExchangeRate {
+            version: 5,
+            points_per_hour: d("3"),
+        };
+        // 1,000,000 / 3 = 333,333.33…: 333,333.33 hours buy 999,999.99 points.
+        assert_eq!(
+            third
+                .points_for(Hours::parse("10000").unwrap())
+                .map(|p| p.to_string()),
+            Ok("30000.00".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_configured_rate_is_plain_positive_and_can_exchange_a_hundredth_of_an_hour() {
+        assert_eq!(ExchangeRate::points_per_hour("10"), Ok(d("10")));
+        assert_eq!(ExchangeRate::points_per_hour("2.50"), Ok(d("2.5")));
+        assert_eq!(ExchangeRate::points_per_hour("0.333"), Ok(d("0.333")));
+        assert_eq!(
+            ExchangeRate::points_per_hour("100000000"),
+            Ok(d("100000000"))
+        );
+        for (text, want) in [
+            ("1e2", "Malformed"),
+            ("-1", "Malformed"),
+            (" 10", "Malformed"),
+            ("0.0000001", "Malformed"),
+            ("0", "NotPositive"),
+            ("0.000", "NotPositive"),
+            ("100000000.01", "TooLarge"),
+            ("99999999999999999999999999999999", "TooLarge"),
+        ] {
+            let got = ExchangeRate::points_per_hour(text).unwrap_err();
+            assert!(format!("{got:?}").starts_with(want), "{text}: {got:?}");
+        }
     }
 }

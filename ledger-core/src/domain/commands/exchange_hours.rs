@@ -11,7 +11,7 @@ use crate::domain::events::{HoursExchanged, LedgerEvent};
 use crate::domain::ids::RequestId;
 use crate::domain::postings::movement;
 use crate::domain::rejection::Rejection;
-use crate::domain::units::{Hours, Unit};
+use crate::domain::units::{Hours, Unexchangeable, Unit};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ExchangeHours {
@@ -26,7 +26,8 @@ pub struct ExchangeHours {
 impl ExchangeHours {
     /// Rules: open volunteer; the quoted rate version (if given) is current
     /// (`ExchangeRateChanged`); the hours buy at least 0.01 point, rounding toward zero
-    /// (`ExchangeTooSmall`); the volunteer holds the credit hours (`InsufficientHours`).
+    /// (`ExchangeTooSmall`), and at most the points per-entry maximum
+    /// (`ExchangeTooLarge`); the volunteer holds the credit hours (`InsufficientHours`).
     pub fn decide(&self, ctx: &Context<'_>) -> Result<LedgerEvent, Rejection> {
         require_open(ctx.target, Kind::Volunteer)?;
         if let Some(expected) = self.expected_rate_version {
@@ -37,13 +38,17 @@ impl ExchangeHours {
                 });
             }
         }
-        let points = ctx
-            .rate
-            .points_for(self.hours)
-            .ok_or(Rejection::ExchangeTooSmall {
+        let points = ctx.rate.points_for(self.hours).map_err(|why| match why {
+            Unexchangeable::TooSmall => Rejection::ExchangeTooSmall {
                 hours: self.hours.value(),
                 rate_version: ctx.rate.version,
-            })?;
+            },
+            Unexchangeable::TooLarge { hours_max } => Rejection::ExchangeTooLarge {
+                hours: self.hours.value(),
+                rate_version: ctx.rate.version,
+                hours_max,
+            },
+        })?;
         require_hours(ctx.target, self.hours.value())?;
         let mut postings = movement(
             Unit::Hours,
@@ -106,6 +111,32 @@ mod tests {
         // 1.5 × 1.337 = 2.0055 → 2.00
         assert_eq!(e.points.to_string(), "2.00");
         assert_eq!(e.rate.version, 7);
+    }
+
+    /// A platform's probe: this was refused as `EXCHANGE_TOO_SMALL`, "exchange more
+    /// hours", and checked before the balance.
+    #[test]
+    fn when_the_hours_buy_more_than_the_per_entry_maximum_then_exchange_too_large() {
+        let mut w = World::standard();
+        w.rate = ExchangeRate {
+            version: 3,
+            points_per_hour: dec("2000"),
+        };
+        for day in 0..21 {
+            w.credit("v1", "24", day);
+        }
+        let refused = w.when(&exchange("v1", "500.01")).unwrap_err();
+        assert_eq!(refused.reason(), "EXCHANGE_TOO_LARGE");
+        assert!(
+            refused
+                .to_string()
+                .contains("exchange at most 500.00 hours"),
+            "{refused}"
+        );
+        let LedgerEvent::HoursExchanged(e) = w.when(&exchange("v1", "500")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.points.to_string(), "1000000.00");
     }
 
     #[test]
