@@ -6,7 +6,7 @@
 //!
 //! | role | may |
 //! |---|---|
-//! | platform | every command and account query for accounts of its regions (region-code prefixes) or its organisations; deposits and no-shows also for any volunteer when the organisation is its own; aggregate queries over regions it covers; consents, inquiry history and redemption tokens of its volunteers |
+//! | platform | every command and account query for accounts of its regions (region-code prefixes) or its organisations; deposits and no-shows also for any volunteer when the organisation is its own, and the reversal and rating of such a deposit; the reversal of a transfer or donation sent by an account in its scope (on the receiver's stream); aggregate queries over regions it covers; consents, inquiry history and redemption tokens of its volunteers |
 //! | merchant | its own redemptions: star level of a token's presenter, authorise, capture, void, list, settle |
 //! | bank | credit reports of volunteers who consented to it (each one an inquiry), and the reports it was served |
 //! | auditor | every query and the audit service; no writes |
@@ -19,9 +19,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use ledger_core::app::Handler;
 use ledger_core::domain::account::{AccountId, AccountKind};
 use ledger_core::domain::commands::Command;
-use ledger_core::domain::events::LedgerEvent;
+use ledger_core::domain::events::{LedgerEvent, ReceiptCause};
+use ledger_core::domain::state::TxKind;
 use ledger_core::log::EventLog;
 use tonic::{Code, Request, Status};
 
@@ -221,9 +223,12 @@ pub async fn require_account(
     }
 }
 
-/// May `caller` execute `command` through the write API?
+/// May `caller` execute `command` through the write API? `handler` gives the state of
+/// an account outside a platform's regions when the platform corrects a transaction
+/// there ([`corrects_own_transaction`]).
 pub async fn require_command(
     registrations: &Registrations,
+    handler: &Handler,
     caller: &Caller,
     command: &Command,
 ) -> Result<(), Described> {
@@ -259,12 +264,53 @@ pub async fn require_command(
         | Command::ExpireRedemptionHold(_) => false,
         other => {
             platform_covers_account(registrations, regions, organisations, other.target()).await
+                || corrects_own_transaction(registrations, handler, regions, organisations, other)
+                    .await
         }
     };
     if allowed {
         Ok(())
     } else {
         Err(denied(caller, &what()))
+    }
+}
+
+/// True if `command` corrects a transaction the platform could make although the
+/// account it writes is outside its regions: a reversal or rating of a deposit made
+/// through one of its organisations (which may record service for any volunteer), or
+/// the reversal of a transfer or donation its account sent (a reversal is written on
+/// the receiver's stream: another city's family member, or a project). Without this a
+/// platform could make these transactions and not undo its own mistakes (a platform's
+/// probe). Read from the account's state (a command about to run loads it anyway);
+/// an unknown account or transaction, or one the platform could not have made, is out
+/// of scope with the same answer as any other (`NOT_IN_SCOPE`: no probing).
+async fn corrects_own_transaction(
+    registrations: &Registrations,
+    handler: &Handler,
+    regions: &[String],
+    organisations: &[String],
+    command: &Command,
+) -> bool {
+    let (account, transaction, rating) = match command {
+        Command::ReverseTransaction(c) => (&c.account, c.transaction, false),
+        Command::RateService(c) => (&c.volunteer, c.deposit, true),
+        _ => return false,
+    };
+    let Ok(state) = handler.load(account).await else {
+        return false;
+    };
+    let Some(tx) = state.transactions.get(&transaction) else {
+        return false;
+    };
+    let Some(party) = &tx.counterparty else {
+        return false;
+    };
+    match tx.kind {
+        TxKind::Deposit => organisations.iter().any(|o| o == party.as_str()),
+        TxKind::Received(ReceiptCause::Transfer | ReceiptCause::Donation) if !rating => {
+            platform_covers_account(registrations, regions, organisations, party).await
+        }
+        _ => false,
     }
 }
 

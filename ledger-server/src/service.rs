@@ -119,7 +119,7 @@ impl LedgerService {
         command: Result<Command, Rejection>,
     ) -> Result<Command, Described> {
         let command = command.map_err(|r| describe_rejection(&r))?;
-        authz::require_command(&self.registrations, caller, &command).await?;
+        authz::require_command(&self.registrations, &self.handler, caller, &command).await?;
         Ok(command)
     }
 
@@ -151,6 +151,11 @@ impl LedgerService {
     /// The registrations cache the scope checks share.
     pub(crate) fn registrations(&self) -> &authz::Registrations {
         &self.registrations
+    }
+
+    /// The handler, whose account states the scope checks of corrections read.
+    pub(crate) fn handler(&self) -> &Handler {
+        &self.handler
     }
 
     /// Execute a command the caller has been authorised for (partner services check

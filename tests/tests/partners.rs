@@ -1976,3 +1976,172 @@ async fn authorisation_matrix_every_role_against_every_rpc() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     s.stop().await;
 }
+
+/// A deposit for a volunteer outside the platform's regions, through its own
+/// organisation, at 02:00–03:00 on `day` of November 2026.
+fn far_deposit(
+    req: &str,
+    volunteer: &str,
+    organisation: &str,
+    day: u32,
+) -> pb::DepositHoursRequest {
+    pb::DepositHoursRequest {
+        request_id: req.into(),
+        volunteer_id: volunteer.into(),
+        organisation_id: organisation.into(),
+        activity_id: "act-far".into(),
+        service_date: format!("2026-11-{day:02}"),
+        started_at: Some(ts(at(&format!("2026-11-{day:02}T02:00:00Z")))),
+        ended_at: Some(ts(at(&format!("2026-11-{day:02}T03:00:00Z")))),
+        category: "elderly-care".into(),
+        hours: "1".into(),
+        kind: pb::HourKind::Credit as i32,
+        verifier_id: "staff-1".into(),
+    }
+}
+
+fn reversal(req: &str, account: &str, transaction: &str) -> pb::ReverseTransactionRequest {
+    pb::ReverseTransactionRequest {
+        request_id: req.into(),
+        account_id: account.into(),
+        transaction_id: transaction.into(),
+        reason: "entered by mistake".into(),
+    }
+}
+
+/// A platform's probe: a platform could deposit for a volunteer of another city
+/// through its own organisation, transfer to a family member there and donate to a
+/// project, but not reverse any of them (nor rate that deposit): every correction was
+/// NOT_IN_SCOPE. It may now correct what it could have made, and nothing else.
+#[tokio::test]
+async fn a_platform_corrects_the_transactions_it_could_make_outside_its_regions() {
+    let s = Server::start().await;
+    let mut c = s.commands();
+    // Through its own organisation, for a volunteer of another city.
+    let dep = c
+        .deposit_hours(with(PLATFORM, far_deposit("far-1", "v-far", "org-1", 17)))
+        .await
+        .unwrap()
+        .into_inner();
+    c.rate_service(with(
+        PLATFORM,
+        pb::RateServiceRequest {
+            request_id: "far-rate".into(),
+            volunteer_id: "v-far".into(),
+            deposit_transaction_id: dep.transaction_id.clone(),
+            rating: 4,
+            rater_id: "resident-1".into(),
+        },
+    ))
+    .await
+    .expect("it rates a deposit its organisation made");
+    c.reverse_transaction(with(
+        PLATFORM,
+        reversal("far-rev", "v-far", &dep.transaction_id),
+    ))
+    .await
+    .expect("it reverses a deposit its organisation made");
+    // A deposit of another city's organisation stays out of its reach.
+    s.register("org-n", pb::AccountKind::Organisation, "ningbo/haishu")
+        .await;
+    let theirs = c
+        .deposit_hours(with(ADMIN, far_deposit("far-2", "v-far", "org-n", 18)))
+        .await
+        .unwrap()
+        .into_inner();
+    for refused in [
+        c.reverse_transaction(with(
+            PLATFORM,
+            reversal("far-rev-2", "v-far", &theirs.transaction_id),
+        ))
+        .await
+        .map(drop),
+        c.rate_service(with(
+            PLATFORM,
+            pb::RateServiceRequest {
+                request_id: "far-rate-2".into(),
+                volunteer_id: "v-far".into(),
+                deposit_transaction_id: theirs.transaction_id.clone(),
+                rating: 1,
+                rater_id: "resident-1".into(),
+            },
+        ))
+        .await
+        .map(drop),
+        // Nor an unknown transaction on that account: the same answer.
+        c.reverse_transaction(with(
+            PLATFORM,
+            reversal("far-rev-3", "v-far", "00000000-0000-8000-8000-000000000000"),
+        ))
+        .await
+        .map(drop),
+    ] {
+        assert_refused(refused, Code::PermissionDenied, "NOT_IN_SCOPE");
+    }
+    // A transfer its volunteer sent to another city, and a donation to a project:
+    // both reversed on the receiver's stream.
+    let transfer = c
+        .transfer_hours(with(
+            PLATFORM,
+            pb::TransferHoursRequest {
+                request_id: "tr-far".into(),
+                from_volunteer_id: "v1".into(),
+                to_volunteer_id: "v-far".into(),
+                relation: pb::FamilyRelation::Child as i32,
+                hours: "1".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    c.reverse_transaction(with(
+        PLATFORM,
+        reversal("tr-far-rev", "v-far", &transfer.transaction_id),
+    ))
+    .await
+    .expect("it reverses its volunteer's transfer on the receiver's stream");
+    s.register("p-1", pb::AccountKind::Project, "").await;
+    let donation = c
+        .donate_hours(with(
+            PLATFORM,
+            pb::DonateHoursRequest {
+                request_id: "don-1".into(),
+                volunteer_id: "v1".into(),
+                project_id: "p-1".into(),
+                hours: "1".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    c.reverse_transaction(with(
+        PLATFORM,
+        reversal("don-1-rev", "p-1", &donation.transaction_id),
+    ))
+    .await
+    .expect("it reverses its volunteer's donation on the project's stream");
+    // The other city's platform cannot reverse the xihu volunteer's donation.
+    let donation = c
+        .donate_hours(with(
+            PLATFORM,
+            pb::DonateHoursRequest {
+                request_id: "don-2".into(),
+                volunteer_id: "v1".into(),
+                project_id: "p-1".into(),
+                hours: "1".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_refused(
+        c.reverse_transaction(with(
+            OTHER_PLATFORM,
+            reversal("don-2-rev", "p-1", &donation.transaction_id),
+        ))
+        .await,
+        Code::PermissionDenied,
+        "NOT_IN_SCOPE",
+    );
+    s.stop().await;
+}

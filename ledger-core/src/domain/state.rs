@@ -99,7 +99,9 @@ pub struct TxRecord {
     pub kind: TxKind,
     /// The transaction's postings (for receipts: the two legs of the movement).
     pub postings: Vec<Posting>,
-    /// For outgoing transfers and donations: the receiver, where a reversal belongs.
+    /// The other party: for outgoing transfers and donations the receiver, where a
+    /// reversal belongs; for receipts the sender; for deposits the organisation (whose
+    /// platform may correct the deposit, `ledger-server/src/authz.rs`).
     pub counterparty: Option<AccountId>,
     pub reversed_by: Option<TransactionId>,
 }
@@ -457,7 +459,7 @@ impl AccountState {
                     },
                 );
                 *self.day_hours.entry(e.service_date).or_default() += e.hours.value();
-                record(TxKind::Deposit, &e.postings, None)
+                record(TxKind::Deposit, &e.postings, Some(e.organisation.clone()))
             }
             LedgerEvent::HoursSpent(e) => record(TxKind::Spend, &e.postings, None),
             LedgerEvent::HoursExchanged(e) => record(TxKind::Exchange, &e.postings, None),

@@ -43,7 +43,14 @@ impl ConsentService {
             "record consents",
         )?;
         let command = command.map_err(|r| crate::status::describe_rejection(&r))?;
-        authz::require_command(self.0.commands.registrations(), caller, &command).await?;
+        let commands = &self.0.commands;
+        authz::require_command(
+            commands.registrations(),
+            commands.handler(),
+            caller,
+            &command,
+        )
+        .await?;
         let outcome = self.0.commands.execute_authorized(command).await?;
         Ok(convert::command_result(&outcome))
     }
