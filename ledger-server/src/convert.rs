@@ -211,18 +211,41 @@ pub fn register_account(r: pb::RegisterAccountRequest) -> Field<Command> {
     let kind = enum_value("kind", r.kind, |k: pb::AccountKind| {
         (k != pb::AccountKind::Unspecified).then_some(k)
     })?;
+    // A field the kind does not use is refused, not dropped: a bank registered with a
+    // region would otherwise read back without it, the client's mistake lost.
+    let unused = |field: &str, text: &str, kind: &str| -> Field<()> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        Err(Rejection::input(
+            field,
+            InputProblem::NotApplicable(format!(
+                "is not recorded for {kind} account; leave it empty"
+            )),
+        ))
+    };
     let kind = match kind {
         pb::AccountKind::Volunteer => AccountKind::Volunteer {
             region: region(r.region_code)?,
             joined_on: date("join_date", &r.join_date)?,
         },
-        pb::AccountKind::Organisation => AccountKind::Organisation {
-            region: region(r.region_code)?,
-        },
-        pb::AccountKind::Merchant => AccountKind::Merchant,
-        pb::AccountKind::Project => AccountKind::Project,
-        pb::AccountKind::Bank => AccountKind::Bank,
-        pb::AccountKind::Unspecified => return Err(Rejection::missing("kind")),
+        pb::AccountKind::Organisation => {
+            unused("join_date", &r.join_date, "an organisation")?;
+            AccountKind::Organisation {
+                region: region(r.region_code)?,
+            }
+        }
+        other => {
+            let (kind, name) = match other {
+                pb::AccountKind::Merchant => (AccountKind::Merchant, "a merchant"),
+                pb::AccountKind::Project => (AccountKind::Project, "a project"),
+                pb::AccountKind::Bank => (AccountKind::Bank, "a bank"),
+                _ => return Err(Rejection::missing("kind")),
+            };
+            unused("region_code", &r.region_code, name)?;
+            unused("join_date", &r.join_date, name)?;
+            kind
+        }
     };
     Ok(Command::RegisterAccount(RegisterAccount {
         request_id,
@@ -628,6 +651,41 @@ mod tests {
             let id = scoped_request_id(&merchant, other.clone()).unwrap();
             assert_eq!(id.as_str(), format!("merchant-001:{other}"));
         }
+    }
+
+    /// A platform's probe: a bank registered with a region (even "NOT VALID") and an
+    /// organisation with a join date were accepted and the field dropped; they are
+    /// refused, and the kinds that use the fields still take them.
+    #[test]
+    fn a_registration_field_its_kind_does_not_record_is_refused_not_dropped() {
+        let reg = |kind: pb::AccountKind, region: &str, joined: &str| {
+            register_account(pb::RegisterAccountRequest {
+                request_id: "r-1".into(),
+                account_id: "a-1".into(),
+                kind: kind as i32,
+                region_code: region.into(),
+                join_date: joined.into(),
+            })
+        };
+        use pb::AccountKind as K;
+        for (kind, region, joined, field) in [
+            (K::Bank, "NOT VALID", "", "region_code"),
+            (K::Merchant, "hangzhou", "", "region_code"),
+            (K::Project, "../../x", "", "region_code"),
+            (K::Project, "", "2024-01-01", "join_date"),
+            (K::Organisation, "hangzhou", "2024-01-01", "join_date"),
+        ] {
+            let e = reg(kind, region, joined).unwrap_err();
+            assert_eq!(
+                (e.reason(), e.field()),
+                ("FIELD_NOT_APPLICABLE", Some(field)),
+                "{kind:?}: {e}"
+            );
+            assert!(e.to_string().contains("leave it empty"), "{e}");
+        }
+        assert!(reg(K::Bank, "", "").is_ok());
+        assert!(reg(K::Organisation, "hangzhou", "").is_ok());
+        assert!(reg(K::Volunteer, "hangzhou", "2024-01-01").is_ok());
     }
 
     /// A Timestamp's defined range, to the second and nanosecond, and nothing past it:

@@ -34,6 +34,9 @@ pub const NOTE_CHARS_MAX: usize = 500;
 pub enum IdError {
     #[error("is empty; send 1 to {max} characters")]
     Empty { max: usize },
+    /// Free text of spaces only (`Note`): nothing a person could read.
+    #[error("holds only whitespace; send 1 to {max} characters of text (an optional text may be left empty instead)")]
+    Blank { max: usize },
     #[error("is {len} bytes; at most {max} are allowed")]
     TooLong { len: usize, max: usize },
     /// Free text is limited in characters, not bytes (`Note`).
@@ -64,7 +67,7 @@ pub enum IdError {
 impl IdError {
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::Empty { .. } => "ID_EMPTY",
+            Self::Empty { .. } | Self::Blank { .. } => "ID_EMPTY",
             Self::TooLong { .. } | Self::TooManyCharacters { .. } => "ID_TOO_LONG",
             Self::NotAUuid { .. } => "FIELD_MALFORMED",
             Self::Characters | Self::RequestCharacters => "ID_CHARACTERS",
@@ -198,7 +201,7 @@ impl Note {
     pub fn new(text: impl Into<String>) -> Result<Self, IdError> {
         let text = text.into();
         let chars = text.chars().count();
-        if chars == 0 || text.trim().is_empty() {
+        if chars == 0 {
             return Err(IdError::Empty {
                 max: NOTE_CHARS_MAX,
             });
@@ -209,8 +212,15 @@ impl Note {
                 max: NOTE_CHARS_MAX,
             });
         }
+        // Before the blank check: U+0085 is both, and a control character is the
+        // more precise answer.
         if text.chars().any(char::is_control) {
             return Err(IdError::ControlCharacter);
+        }
+        if text.trim().is_empty() {
+            return Err(IdError::Blank {
+                max: NOTE_CHARS_MAX,
+            });
         }
         Ok(Self(text))
     }
@@ -372,13 +382,22 @@ mod tests {
         ));
         assert_eq!(RequestId::new("a b"), Err(IdError::Characters));
         assert_eq!(RequestId::new("é"), Err(IdError::Characters));
-        assert_eq!(
-            Note::new("  "),
-            Err(IdError::Empty {
-                max: NOTE_CHARS_MAX
-            })
-        );
+        // Spaces only (also no-break and ideographic ones) are blank, not empty: the
+        // message then says what is wrong with what was sent (a platform's probe).
+        for blank in ["  ", "\u{a0}", "\u{3000}"] {
+            assert_eq!(
+                Note::new(blank),
+                Err(IdError::Blank {
+                    max: NOTE_CHARS_MAX
+                }),
+                "{blank:?}"
+            );
+        }
+        assert_eq!(Note::new("").unwrap_err().reason(), "ID_EMPTY");
         assert_eq!(Note::new("a\nb"), Err(IdError::ControlCharacter));
+        // U+0085 is whitespace and a control character: the control character is
+        // the answer.
+        assert_eq!(Note::new("\u{85}"), Err(IdError::ControlCharacter));
         // Notes are counted in characters, and say so: 501 two-byte characters are
         // 1,002 bytes, and 500 of them are allowed.
         assert!(Note::new("é".repeat(NOTE_CHARS_MAX)).is_ok());

@@ -30,6 +30,10 @@ pub enum InputProblem {
     /// A redemption token this ledger did not sign (forged, altered or malformed).
     #[error("{0}")]
     Token(String),
+    /// Set, but meaningless for this request (a region for a bank): refused rather
+    /// than dropped, so a client's mistake is not silently lost. Says why.
+    #[error("{0}")]
+    NotApplicable(String),
 }
 
 impl InputProblem {
@@ -41,7 +45,24 @@ impl InputProblem {
             Self::Region(_) => "REGION_MALFORMED",
             Self::Malformed(_) => "FIELD_MALFORMED",
             Self::Token(_) => "TOKEN_INVALID",
+            Self::NotApplicable(_) => "FIELD_NOT_APPLICABLE",
         }
+    }
+}
+
+/// An amount as the API shows amounts, at two places ("0.00", not "0").
+fn two_places(amount: &Decimal) -> Decimal {
+    let mut shown = *amount;
+    shown.rescale(super::units::UNIT_SCALE_MAX);
+    shown
+}
+
+/// Why points may be available below their balance; nothing for the other units.
+fn held_points_note(unit: &str) -> &'static str {
+    if unit == super::units::Unit::Points.as_str() {
+        " (points on open redemption holds are kept for the merchant)"
+    } else {
+        ""
     }
 }
 
@@ -83,7 +104,7 @@ pub enum Rejection {
 
     /// Points on open redemption holds are not available to a reversal (a capture would
     /// overdraw), so `available` may be below the balance; the message says so.
-    #[error("account {account} has {available} {unit} available to take back (points on open redemption holds are kept for the merchant); the reversal needs {requested}")]
+    #[error("account {account} has {} {unit} available to take back{}; the reversal needs {}", two_places(available), held_points_note(unit), two_places(requested))]
     InsufficientBalanceForReversal {
         account: AccountId,
         unit: &'static str,
