@@ -357,6 +357,34 @@ impl EventLog for Instrumented {
     }
 }
 
+/// `senders` new volunteers with an hour each, then each one's transfer of that hour to
+/// `to`, all started at once (one task each).
+async fn transfers_at_once(
+    handler: &Arc<ledger_core::app::Handler>,
+    senders: usize,
+    to: &str,
+) -> Vec<tokio::task::JoinHandle<Result<ledger_core::domain::state::Outcome, CommandError>>> {
+    let senders: Vec<String> = (0..senders).map(|i| format!("s{i}")).collect();
+    for (i, s) in senders.iter().enumerate() {
+        handler
+            .execute(&register(&format!("r-{s}"), s, volunteer_kind()))
+            .await
+            .unwrap();
+        handler
+            .execute(&deposit(&format!("d-{s}"), s, "1", i as i64, 9))
+            .await
+            .unwrap();
+    }
+    senders
+        .iter()
+        .map(|s| {
+            let handler = handler.clone();
+            let t = transfer(&format!("t-{s}"), s, to, "1");
+            tokio::spawn(async move { handler.execute(&t).await })
+        })
+        .collect()
+}
+
 /// ledger-rules.md: "A closed account takes no new movements". A transfer only reads
 /// its receiver, so without an order between the two a transfer decided while the
 /// receiver was open could be appended after the receiver's close and credit a closed
@@ -371,25 +399,7 @@ async fn a_close_is_ordered_after_the_transfers_already_decided_to_its_account()
         ..Instrumented::over(memory.clone())
     })));
     setup(&handler).await;
-    let senders: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
-    for (i, s) in senders.iter().enumerate() {
-        handler
-            .execute(&register(&format!("r-{s}"), s, volunteer_kind()))
-            .await
-            .unwrap();
-        handler
-            .execute(&deposit(&format!("d-{s}"), s, "1", i as i64, 9))
-            .await
-            .unwrap();
-    }
-    let transfers: Vec<_> = senders
-        .iter()
-        .map(|s| {
-            let handler = handler.clone();
-            let t = transfer(&format!("t-{s}"), s, "v2", "1");
-            tokio::spawn(async move { handler.execute(&t).await })
-        })
-        .collect();
+    let transfers = transfers_at_once(&handler, 10, "v2").await;
     // The transfers have read v2 (open) and wait on their appends.
     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     let closed = handler
@@ -723,25 +733,7 @@ async fn a_burst_of_transfers_to_one_receiver_delivers_every_receipt_before_answ
         ..Instrumented::over(memory.clone())
     })));
     setup(&handler).await;
-    let senders: Vec<String> = (0..16).map(|i| format!("s{i}")).collect();
-    for (i, s) in senders.iter().enumerate() {
-        handler
-            .execute(&register(&format!("r-{s}"), s, volunteer_kind()))
-            .await
-            .unwrap();
-        handler
-            .execute(&deposit(&format!("d-{s}"), s, "1", i as i64, 9))
-            .await
-            .unwrap();
-    }
-    let transfers: Vec<_> = senders
-        .iter()
-        .map(|s| {
-            let handler = handler.clone();
-            let t = transfer(&format!("t-{s}"), s, "v2", "1");
-            tokio::spawn(async move { handler.execute(&t).await })
-        })
-        .collect();
+    let transfers = transfers_at_once(&handler, 16, "v2").await;
     for t in transfers {
         t.await.unwrap().expect("every transfer succeeds");
     }

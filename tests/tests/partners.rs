@@ -2009,6 +2009,25 @@ fn reversal(req: &str, account: &str, transaction: &str) -> pb::ReverseTransacti
     }
 }
 
+/// The platform's donation of one of v1's hours to project p-1.
+async fn donate(
+    c: &mut pb::ledger_commands_client::LedgerCommandsClient<tonic::transport::Channel>,
+    req: &str,
+) -> pb::CommandResult {
+    c.donate_hours(with(
+        PLATFORM,
+        pb::DonateHoursRequest {
+            request_id: req.into(),
+            volunteer_id: "v1".into(),
+            project_id: "p-1".into(),
+            hours: "1".into(),
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
 /// A platform's probe: a platform could deposit for a volunteer of another city
 /// through its own organisation, transfer to a family member there and donate to a
 /// project, but not reverse any of them (nor rate that deposit): every correction was
@@ -2101,19 +2120,7 @@ async fn a_platform_corrects_the_transactions_it_could_make_outside_its_regions(
     .await
     .expect("it reverses its volunteer's transfer on the receiver's stream");
     s.register("p-1", pb::AccountKind::Project, "").await;
-    let donation = c
-        .donate_hours(with(
-            PLATFORM,
-            pb::DonateHoursRequest {
-                request_id: "don-1".into(),
-                volunteer_id: "v1".into(),
-                project_id: "p-1".into(),
-                hours: "1".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let donation = donate(&mut c, "don-1").await;
     c.reverse_transaction(with(
         PLATFORM,
         reversal("don-1-rev", "p-1", &donation.transaction_id),
@@ -2121,19 +2128,7 @@ async fn a_platform_corrects_the_transactions_it_could_make_outside_its_regions(
     .await
     .expect("it reverses its volunteer's donation on the project's stream");
     // The other city's platform cannot reverse the xihu volunteer's donation.
-    let donation = c
-        .donate_hours(with(
-            PLATFORM,
-            pb::DonateHoursRequest {
-                request_id: "don-2".into(),
-                volunteer_id: "v1".into(),
-                project_id: "p-1".into(),
-                hours: "1".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let donation = donate(&mut c, "don-2").await;
     assert_refused(
         c.reverse_transaction(with(
             OTHER_PLATFORM,

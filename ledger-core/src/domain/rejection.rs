@@ -104,7 +104,12 @@ pub enum Rejection {
 
     /// Points on open redemption holds are not available to a reversal (a capture would
     /// overdraw), so `available` may be below the balance; the message says so.
-    #[error("account {account} has {} {unit} available to take back{}; the reversal needs {}", two_places(available), held_points_note(unit), two_places(requested))]
+    #[error(
+        "account {account} has {} {unit} available to take back{}; the reversal needs {}",
+        two_places(available),
+        held_points_note(unit),
+        two_places(requested)
+    )]
     InsufficientBalanceForReversal {
         account: AccountId,
         unit: &'static str,
