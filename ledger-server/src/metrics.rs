@@ -352,7 +352,11 @@ mod tests {
             "/",
             "",
         ] {
-            assert_eq!(super::rpc_label(made_up), super::UNKNOWN_RPC_LABEL, "{made_up}");
+            assert_eq!(
+                super::rpc_label(made_up),
+                super::UNKNOWN_RPC_LABEL,
+                "{made_up}"
+            );
         }
     }
 }

@@ -232,6 +232,21 @@ pub struct AccountState {
     pub holds: StateMap<TransactionId, HoldRecord>,
     /// Redemption token ids already spent on a hold: each token is used at most once.
     pub tokens_used: StateSet<uuid::Uuid>,
+    /// The inquiries served on this stream, by bank, in stream order: where a bank's
+    /// report is found again (`GetServedReport`) without reading the stream whole, and
+    /// without reading it at all for a bank never served one (a security probe: any
+    /// bank could make the server read any account's 200,000 events per call).
+    pub served: StateMap<AccountId, Vec<ServedInquiry>>,
+}
+
+/// An inquiry served to a bank, and where it sits on the volunteer's stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedInquiry {
+    pub inquiry: TransactionId,
+    /// Hex BLAKE3 of the report as served (`CreditReportServed::report_digest`).
+    pub report_digest: String,
+    /// The stream version of its `CreditReportServed` event.
+    pub version: u64,
 }
 
 /// What a no-show is about, on its volunteer's stream: the same volunteer misses the
@@ -298,6 +313,7 @@ impl AccountState {
             consents: StateMap::default(),
             holds: StateMap::default(),
             tokens_used: StateSet::default(),
+            served: StateMap::default(),
         }
     }
 
@@ -415,6 +431,16 @@ impl AccountState {
             );
         }
         self.apply(envelope.transaction, event);
+        if let LedgerEvent::CreditReportServed(e) = event {
+            self.served
+                .entry(e.bank.clone())
+                .or_default()
+                .push(ServedInquiry {
+                    inquiry: e.inquiry,
+                    report_digest: e.report_digest.clone(),
+                    version: envelope.version,
+                });
+        }
         self.version = Some(envelope.version);
         if !event.is_partner_event() {
             self.report_input_version = Some(envelope.version);
@@ -685,6 +711,58 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    /// Given inquiries served to two banks, then each bank's are indexed with the
+    /// version where they sit, in stream order (`GetServedReport` reads that one event,
+    /// and nothing for a bank never served one).
+    #[test]
+    fn given_served_inquiries_then_each_banks_are_indexed_by_version() {
+        let inquiry = |version: u64, inquiry: &str, bank: &str, digest: &str| {
+            stored(
+                version,
+                "CreditReportServed.v1",
+                &format!(
+                    r#"{{"inquiry":"{inquiry}","volunteer":"v1","bank":"{bank}","consent":"7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a0c","purpose":"volunteer-loan","caller":"bank","model_version":"tb-credit-1","score":500,"report":"{{}}","report_digest":"{digest}","recorded_at":"2026-03-06T12:00:00Z"}}"#
+                ),
+            )
+        };
+        let mut s = AccountState::empty(AccountId::new("v1").expect("an id"));
+        s.fold(&stored(
+            0,
+            "AccountRegistered.v1",
+            r#"{"account":"v1","kind":"volunteer","region":"hangzhou/xihu","joined_on":"2025-06-21","registered_at":"2025-06-21T16:00:00Z"}"#,
+        ))
+        .expect("a registration folds");
+        let (a1, a2, b1) = (
+            "7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a01",
+            "7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a02",
+            "7d5f3c3e-6a55-4f0e-9d0b-2f2f6b1e9a03",
+        );
+        for e in [
+            inquiry(1, a1, "bank-a", &"a".repeat(64)),
+            inquiry(2, b1, "bank-b", &"b".repeat(64)),
+            inquiry(3, a2, "bank-a", &"c".repeat(64)),
+        ] {
+            s.fold(&e).expect("an inquiry folds");
+        }
+        let of = |bank: &str| -> Vec<(String, u64)> {
+            s.served
+                .get(&AccountId::new(bank).expect("an id"))
+                .map(|v| {
+                    v.iter()
+                        .map(|i| (i.inquiry.to_string(), i.version))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(of("bank-a"), [(a1.to_owned(), 1), (a2.to_owned(), 3)]);
+        assert_eq!(of("bank-b"), [(b1.to_owned(), 2)]);
+        assert_eq!(of("bank-c"), []);
+        assert_eq!(
+            s.served[&AccountId::new("bank-b").expect("an id")][0].report_digest,
+            "b".repeat(64)
+        );
     }
 
     /// Given a stream with two registrations (another writer's: the handler refuses

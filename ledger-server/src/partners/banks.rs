@@ -353,25 +353,38 @@ impl Partners {
             }
             None => return Err(describe_rejection(&Rejection::missing("key"))),
         };
-        let events = credit::read_account_stream(self.log().as_ref(), &volunteer)
+        // The volunteer's state (cached) says where this bank's inquiries sit: one
+        // event is read, and none for a bank that was never served one. Another bank's
+        // inquiry reads as "none": a bank learns nothing of others.
+        let state = self
+            .handler
+            .load(&volunteer)
             .await
-            .map_err(|e| super::stream_read_failed(&e))?;
-        for r in events.iter().rev() {
-            if r.event_type != "CreditReportServed.v1" {
-                continue;
-            }
-            let Ok(LedgerEvent::CreditReportServed(e)) =
-                LedgerEvent::decode(&r.event_type, &r.data)
-            else {
-                continue;
-            };
-            let matches = match &key {
-                Key::InquiryId(id) => e.inquiry.to_string() == *id,
-                Key::ReportDigest(d) => e.report_digest == *d,
-            };
-            // Another bank's inquiry reads as "none": a bank learns nothing of others.
-            if matches && e.bank == bank {
-                return served(&e, r.position, false);
+            .map_err(|e| crate::status::describe(&e))?;
+        let found = state.served.get(&bank).and_then(|served| {
+            served.iter().rev().find(|s| match &key {
+                Key::InquiryId(id) => s.inquiry.to_string() == *id,
+                Key::ReportDigest(d) => s.report_digest == *d,
+            })
+        });
+        if let Some(at) = found {
+            let (recorded, event) = self.event_at(&volunteer, at.version).await?;
+            match event {
+                LedgerEvent::CreditReportServed(e) if e.bank == bank && e.inquiry == at.inquiry => {
+                    return served(&e, recorded.position, false)
+                }
+                other => {
+                    return Err(internal(
+                        Code::Internal,
+                        "INTERNAL",
+                        format!(
+                            "expected {bank}'s inquiry {} at version {} of {volunteer}, found {}",
+                            at.inquiry,
+                            at.version,
+                            other.event_type()
+                        ),
+                    ))
+                }
             }
         }
         Err(internal(
