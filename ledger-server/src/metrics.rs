@@ -226,9 +226,6 @@ const CODE_NAMES: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 
-/// gRPC code 12: the method does not exist.
-
-/// Counts and times every request of the server it wraps (`Server::builder().layer`).
 /// The `rpc` label of every path that is no method this server serves.
 pub const UNKNOWN_RPC_LABEL: &str = "unknown";
 
@@ -275,6 +272,7 @@ pub fn rpc_label(path: &str) -> String {
     }
 }
 
+/// Counts and times every request of the server it wraps (`Server::builder().layer`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GrpcMetricsLayer;
 
