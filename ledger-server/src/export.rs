@@ -462,7 +462,20 @@ async fn export_to_file(
     let mut partial = path.as_os_str().to_owned();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
-    let file = File::create(&partial).map_err(failed)?;
+    // A `.partial` left by an earlier run is removed, not opened: were it a symlink,
+    // opening it would write the export through it, over whatever file it names (a
+    // security probe overwrote a victim file so). Removing a symlink removes the link
+    // only; `create_new` then refuses anything that appears in between.
+    match std::fs::remove_file(&partial) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(failed(e)),
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&partial)
+        .map_err(failed)?;
     let mut out = BufWriter::with_capacity(EXPORT_BUFFER_BYTES, file);
     let result = async {
         let summary = export_log(log, from, &mut out, &target).await?;

@@ -305,6 +305,7 @@ fn disable_transparent_huge_pages() -> std::io::Result<()> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    ledger_store::keep_created_files_private();
     let thp = disable_transparent_huge_pages();
     let cli = Cli::parse();
     // `export --out -` writes the export on stdout, so its log lines go to stderr;

@@ -13,6 +13,23 @@
 //! system depends on beyond opening, closing and verifying. Nothing here knows about
 //! accounts or hours.
 
+/// Make every file and directory this process creates from now on its owner's alone
+/// (umask 077: files 0600, directories 0700), whatever umask it was started with. A
+/// data directory holds consents and every credit report as served, and an export all
+/// of it: with the usual umask 022 they were created readable by every local user
+/// (a security probe). Called first thing by the binaries (`ledger-server`,
+/// `timebank-log`), before any file is created; a library leaves the umask alone.
+/// Option not taken: a mode on each create, which every new file would have to
+/// remember.
+pub fn keep_created_files_private() {
+    #[cfg(unix)]
+    // SAFETY: umask takes a plain integer and only sets the process's file mode
+    // creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 pub mod embedded;
 pub mod kurrentdb;
 pub mod store;

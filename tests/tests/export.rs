@@ -736,3 +736,32 @@ async fn a_corrupt_payload_fails_the_export_and_leaves_no_file() {
     assert!(!out.exists());
     assert!(!dir.path().join("audit.jsonl.partial").exists());
 }
+
+/// A security probe planted a symlink at `FILE.partial`: the export wrote through it,
+/// over the file it named, and FILE ended as a link to that file. The partial file is
+/// now removed before a new one is created (`create_new`): the planted link goes, the
+/// file it named is untouched, and FILE is a plain file holding the export.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_symlink_planted_at_the_partial_file_is_not_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = ledger_server::open_log(dir.path()).unwrap();
+    log.close();
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "keep me").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.path().join("audit.jsonl.partial")).unwrap();
+    let out = dir.path().join("audit.jsonl");
+    let args = ExportArgs {
+        data_dir: dir.path().to_path_buf(),
+        store: "embedded".into(),
+        out: out.display().to_string(),
+        from_position: None,
+    };
+    export::run(&args).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    assert!(!std::fs::symlink_metadata(&out)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(!dir.path().join("audit.jsonl.partial").exists());
+}

@@ -73,6 +73,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    ledger_store::keep_created_files_private();
     let cli = Cli::parse();
     match cli.command {
         Command::Verify { dir } => verify(&dir),
