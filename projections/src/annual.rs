@@ -69,6 +69,38 @@ impl ReadModels {
         minimum: Decimal,
         limit: usize,
     ) -> Result<BelowMinimum, AnnualError> {
+        self.below_annual_minimum_within(scope, None, year, calendar, minimum, limit)
+    }
+
+    /// [`ReadModels::below_annual_minimum`] of the volunteers registered under one of
+    /// the region paths `within` only (`None`: all). An organisation may serve
+    /// volunteers of any region, and a platform asking about its organisation must
+    /// not learn the yearly hours of volunteers outside its own regions (a security
+    /// probe did, by depositing an hour for one through its organisation). A path the
+    /// read models do not know holds nobody yet.
+    pub fn below_annual_minimum_within(
+        &self,
+        scope: Scope<'_>,
+        within: Option<&[String]>,
+        year: i32,
+        calendar: FixedOffset,
+        minimum: Decimal,
+        limit: usize,
+    ) -> Result<BelowMinimum, AnnualError> {
+        let within_nodes: Option<Vec<u32>> = within.map(|paths| {
+            paths
+                .iter()
+                .filter_map(|p| self.regions.paths.get(p))
+                .collect()
+        });
+        let visible = |v: u32| match &within_nodes {
+            None => true,
+            Some(nodes) => {
+                let region = self.row(v).region;
+                region != crate::model::NO_REGION
+                    && self.regions.lineage(region).any(|n| nodes.contains(&n))
+            }
+        };
         let start = NaiveDate::from_ymd_opt(year, 1, 1).ok_or(AnnualError::Year(year))?;
         let end = NaiveDate::from_ymd_opt(year, 12, 31).ok_or(AnnualError::Year(year))?;
         // The instant the year began in the ledger's calendar, for closures (instants).
@@ -94,7 +126,7 @@ impl ReadModels {
                 self.regions
                     .members_under(node)
                     .into_iter()
-                    .filter(|&v| in_year(v))
+                    .filter(|&v| in_year(v) && visible(v))
                     .collect()
             }
             Scope::Organisation(o) => {
@@ -115,6 +147,7 @@ impl ReadModels {
                         row.kind == Kind::Volunteer
                             && row.orgs.binary_search_by(|e| e.0.cmp(&org)).is_ok()
                             && in_year(v)
+                            && visible(v)
                     })
                     .collect()
             }

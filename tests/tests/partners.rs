@@ -2140,3 +2140,51 @@ async fn a_platform_corrects_the_transactions_it_could_make_outside_its_regions(
     );
     s.stop().await;
 }
+
+/// A security probe: a platform deposited an hour for another city's volunteer
+/// through its own organisation, then listed that organisation's volunteers below the
+/// annual minimum and read the volunteer's yearly hours (all of them, other
+/// platforms' included), which GetAccount refuses it. It now sees the volunteers of
+/// its own regions only; an administrator sees them all.
+#[tokio::test]
+async fn a_platform_lists_its_organisations_volunteers_of_its_own_regions_only() {
+    let s = Server::start().await;
+    let dep = s
+        .commands()
+        .deposit_hours(with(PLATFORM, far_deposit("far-1", "v-far", "org-1", 17)))
+        .await
+        .unwrap()
+        .into_inner();
+    let below = |key: &'static str| {
+        let mut q = s.queries();
+        let position = dep.position;
+        async move {
+            q.list_below_annual_minimum(with(
+                key,
+                pb::ListBelowAnnualMinimumRequest {
+                    min_position: position,
+                    scope: Some(
+                        pb::list_below_annual_minimum_request::Scope::OrganisationId(
+                            "org-1".into(),
+                        ),
+                    ),
+                    year: 2026,
+                    minimum_hours: "100".into(),
+                    limit: 0,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .volunteers
+            .into_iter()
+            .map(|v| v.volunteer_id)
+            .collect::<Vec<_>>()
+        }
+    };
+    let seen = below(PLATFORM).await;
+    assert!(seen.contains(&"v1".to_owned()), "{seen:?}");
+    assert!(!seen.contains(&"v-far".to_owned()), "{seen:?}");
+    assert!(below(ADMIN).await.contains(&"v-far".to_owned()));
+    s.stop().await;
+}

@@ -665,33 +665,46 @@ impl QueryService {
         let year = r.year;
         let cp = self.fresh(r.min_position).await?;
         let calendar = self.calendar;
+        // A platform's organisation may serve volunteers of other regions: it sees
+        // only those of its own (`below_annual_minimum_within`).
+        let within = match &caller.role {
+            Role::Platform { regions, .. } => Some(regions.clone()),
+            _ => None,
+        };
         let b = self
             .scan(move |m| {
                 let scope = match &scope {
                     Owned::Region(r) => Scope::Region(r),
                     Owned::Organisation(o) => Scope::Organisation(o),
                 };
-                m.below_annual_minimum(scope, year, calendar, minimum, limit)
-                    .map_err(|e| match e {
-                        AnnualError::Region(r) => r.into(),
-                        AnnualError::UnknownOrganisation(o) => QueryError::UnknownAccount(o),
-                        AnnualError::NotAnOrganisation { id, kind } => QueryError::WrongKind {
-                            account: id,
-                            is: kind,
-                            wanted: Wanted::Organisation,
-                        },
-                        e @ (AnnualError::Year(_) | AnnualError::Minimum(_)) => {
-                            let field = if matches!(e, AnnualError::Year(_)) {
-                                "year"
-                            } else {
-                                "minimum_hours"
-                            };
-                            QueryError::Input(Rejection::input(
-                                field,
-                                ledger_core::domain::InputProblem::Malformed(e.to_string()),
-                            ))
-                        }
-                    })
+                m.below_annual_minimum_within(
+                    scope,
+                    within.as_deref(),
+                    year,
+                    calendar,
+                    minimum,
+                    limit,
+                )
+                .map_err(|e| match e {
+                    AnnualError::Region(r) => r.into(),
+                    AnnualError::UnknownOrganisation(o) => QueryError::UnknownAccount(o),
+                    AnnualError::NotAnOrganisation { id, kind } => QueryError::WrongKind {
+                        account: id,
+                        is: kind,
+                        wanted: Wanted::Organisation,
+                    },
+                    e @ (AnnualError::Year(_) | AnnualError::Minimum(_)) => {
+                        let field = if matches!(e, AnnualError::Year(_)) {
+                            "year"
+                        } else {
+                            "minimum_hours"
+                        };
+                        QueryError::Input(Rejection::input(
+                            field,
+                            ledger_core::domain::InputProblem::Malformed(e.to_string()),
+                        ))
+                    }
+                })
             })
             .await?;
         Ok(pb::ListBelowAnnualMinimumResponse {
