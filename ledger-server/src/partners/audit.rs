@@ -42,51 +42,75 @@ pub const STREAM_LOG_BUFFER_RECORDS: usize = 1024;
 /// so that one caller's leak cannot lock another auditor out.
 pub const STREAM_LOG_FOLLOWS_PER_CALLER_MAX: usize = 4;
 
-/// The open follows of each caller.
-#[derive(Clone, Default)]
-pub struct StreamLogFollows(Arc<std::sync::Mutex<HashMap<String, usize>>>);
+/// `StreamLog` calls without `follow` one caller may hold open at once. Such a call
+/// ends by itself, but while its client does not read it holds a reader task, a page
+/// of up to `READ_EVENTS_MAX` events and [`STREAM_LOG_BUFFER_RECORDS`] records, a few
+/// MiB: a security probe opened 300 and left them unread, and the server grew to
+/// 1.39 GB on a log of 10,000 events. An auditor reads a range or two at a time; 16
+/// leave room for exports in parallel. Per caller, as follows are.
+pub const STREAM_LOG_READS_PER_CALLER_MAX: usize = 16;
 
-/// One open follow, counted until dropped (when its reader task ends).
-pub struct StreamLogFollow {
-    follows: StreamLogFollows,
-    caller: String,
+/// The open `StreamLog` calls of each caller, follows and reads counted apart.
+#[derive(Clone, Default)]
+pub struct StreamLogCalls(Arc<std::sync::Mutex<HashMap<(String, bool), usize>>>);
+
+/// One open `StreamLog` call, counted until dropped (when its reader task ends).
+pub struct StreamLogCall {
+    calls: StreamLogCalls,
+    key: (String, bool),
 }
 
-impl StreamLogFollows {
-    /// Count a new follow for `caller`, or refuse it at the limit.
-    fn open(&self, caller: &str) -> Result<StreamLogFollow, Described> {
+impl StreamLogCalls {
+    /// Count a new call of `caller` (a follow or not), or refuse it at the limit.
+    fn open(&self, caller: &str, follow: bool) -> Result<StreamLogCall, Described> {
+        let (max, reason, what, instead) = if follow {
+            (
+                STREAM_LOG_FOLLOWS_PER_CALLER_MAX,
+                "STREAM_LOG_FOLLOWS_EXHAUSTED",
+                "StreamLog calls with follow",
+                "close one, or read without follow",
+            )
+        } else {
+            (
+                STREAM_LOG_READS_PER_CALLER_MAX,
+                "STREAM_LOG_READS_EXHAUSTED",
+                "StreamLog calls without follow",
+                "read or close one first",
+            )
+        };
         let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = open.entry(caller.to_owned()).or_insert(0);
-        if *n >= STREAM_LOG_FOLLOWS_PER_CALLER_MAX {
+        let key = (caller.to_owned(), follow);
+        let n = open.entry(key.clone()).or_insert(0);
+        if *n >= max {
+            let limit = if follow {
+                "STREAM_LOG_FOLLOWS_PER_CALLER_MAX"
+            } else {
+                "STREAM_LOG_READS_PER_CALLER_MAX"
+            };
             return Err(Described {
                 code: Code::ResourceExhausted,
-                reason: "STREAM_LOG_FOLLOWS_EXHAUSTED",
+                reason,
                 message: format!(
-                    "{caller} already holds {n} StreamLog calls with follow open, the most a caller may \
-                     (STREAM_LOG_FOLLOWS_PER_CALLER_MAX); close one, or read without follow"
+                    "{caller} already holds {n} {what} open, the most a caller may ({limit}); {instead}"
                 ),
-                metadata: [(
-                    "max".to_owned(),
-                    STREAM_LOG_FOLLOWS_PER_CALLER_MAX.to_string(),
-                )]
-                .into(),
+                metadata: [("max".to_owned(), max.to_string())].into(),
             });
         }
         *n += 1;
-        Ok(StreamLogFollow {
-            follows: self.clone(),
-            caller: caller.to_owned(),
+        Ok(StreamLogCall {
+            calls: self.clone(),
+            key,
         })
     }
 }
 
-impl Drop for StreamLogFollow {
+impl Drop for StreamLogCall {
     fn drop(&mut self) {
-        let mut open = self.follows.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = open.get_mut(&self.caller) {
+        let mut open = self.calls.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
-                open.remove(&self.caller);
+                open.remove(&self.key);
             }
         }
     }
@@ -572,16 +596,12 @@ impl pb::audit_server::Audit for AuditService {
                 .await
                 .map_err(Described::into_status)?;
         }
-        let follow = if r.follow {
-            Some(
-                self.0
-                    .follows
-                    .open(&caller.name)
-                    .map_err(Described::into_status)?,
-            )
-        } else {
-            None
-        };
+        let counted = self
+            .0
+            .stream_log_calls
+            .open(&caller.name, r.follow)
+            .map_err(Described::into_status)?;
+        let follow = r.follow;
         let mut closing = self.0.closing.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_LOG_BUFFER_RECORDS);
         let ends = tx.clone();
@@ -597,7 +617,9 @@ impl pb::audit_server::Audit for AuditService {
                 sent += 1;
                 max.is_none_or(|m| sent < m)
             };
-            if let Some(_counted) = follow {
+            // Counted open until the reader ends.
+            let _counted = counted;
+            if follow {
                 // Catch-up then live, as the projections read it.
                 let mut events = log.subscribe_all(from);
                 while let Some(item) = events.next().await {
@@ -692,6 +714,39 @@ mod tests {
     use ledger_core::log::EventId;
 
     use super::*;
+
+    /// A security probe held 300 `StreamLog` reads unread (1.39 GB): reads are bounded
+    /// per caller as follows are, apart from them, and a finished call frees its place.
+    #[test]
+    fn stream_log_reads_and_follows_are_bounded_per_caller_apart() {
+        let calls = StreamLogCalls::default();
+        let reads: Vec<StreamLogCall> = (0..STREAM_LOG_READS_PER_CALLER_MAX)
+            .map(|_| calls.open("auditor", false).expect("within the limit"))
+            .collect();
+        let over = calls
+            .open("auditor", false)
+            .err()
+            .expect("one over the limit");
+        assert_eq!(
+            (over.code, over.reason),
+            (Code::ResourceExhausted, "STREAM_LOG_READS_EXHAUSTED")
+        );
+        assert!(
+            over.message.contains("STREAM_LOG_READS_PER_CALLER_MAX"),
+            "{}",
+            over.message
+        );
+        // Follows and other callers are counted apart.
+        let follow = calls
+            .open("auditor", true)
+            .expect("a follow is counted apart");
+        let other = calls.open("admin", false).expect("another caller reads");
+        drop(reads);
+        calls
+            .open("auditor", false)
+            .expect("finished reads free their places");
+        drop((follow, other));
+    }
 
     fn closed() -> LedgerEvent {
         LedgerEvent::AccountClosed(AccountClosed {

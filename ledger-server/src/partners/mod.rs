@@ -109,8 +109,8 @@ pub struct Partners {
     /// Set once the server shuts down: long-lived answers (`StreamLog`) end, so a
     /// graceful shutdown does not wait on a client that follows the log forever.
     pub(crate) closing: Arc<tokio::sync::watch::Sender<bool>>,
-    /// Open `StreamLog` calls with `follow` per caller (`audit::StreamLogFollows`).
-    pub(crate) follows: audit::StreamLogFollows,
+    /// Open `StreamLog` calls per caller (`audit::StreamLogCalls`).
+    pub(crate) stream_log_calls: audit::StreamLogCalls,
 }
 
 impl Partners {
@@ -128,7 +128,7 @@ impl Partners {
             policies,
             config,
             closing: Arc::new(tokio::sync::watch::Sender::new(false)),
-            follows: audit::StreamLogFollows::default(),
+            stream_log_calls: audit::StreamLogCalls::default(),
         }
     }
 
