@@ -43,11 +43,18 @@ pub mod export;
 mod linger;
 pub mod load;
 pub mod metrics;
+mod opening;
 pub mod partners;
 pub mod queries;
 pub mod receipts;
 mod service;
 pub mod status;
+
+/// Seconds a connection may be silent before the server pings it (HTTP/2 keepalive).
+pub const HTTP2_KEEPALIVE_INTERVAL_S: u64 = 300;
+
+/// Seconds the server waits for a ping's answer before it closes the connection.
+pub const HTTP2_KEEPALIVE_TIMEOUT_S: u64 = 20;
 
 pub use auth::ServeOptions;
 pub use queries::{QueryConfig, QueryService};
@@ -343,7 +350,17 @@ pub async fn serve_with_options(
 ) -> Result<(), ServeError> {
     let limits = options.limits();
     let shutdown_grace = options.shutdown_grace.unwrap_or(SHUTDOWN_GRACE);
-    let mut server = tonic::transport::Server::builder();
+    // HTTP/2 keepalive: a connection whose peer has gone without a FIN (a dead
+    // client, a dropped NAT entry) answers no ping and is closed, instead of holding a
+    // socket for good. The intervals gRPC servers conventionally use, with a shorter
+    // first ping; a live client answers pings without noticing them.
+    let mut server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(
+            HTTP2_KEEPALIVE_INTERVAL_S,
+        )))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(
+            HTTP2_KEEPALIVE_TIMEOUT_S,
+        )));
     if let Some(tls) = options.tls {
         auth::tls::install_crypto_provider();
         server = server.tls_config(tls).map_err(|e| {
@@ -485,6 +502,7 @@ pub async fn serve_with_options(
             }
         })
         .map(linger::Lingering::new)
+        .map(opening::Opening::new)
     });
     let (shutdown_begun, begun) = tokio::sync::oneshot::channel::<()>();
     let serving = server

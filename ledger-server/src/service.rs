@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
 
-use crate::authz::{self, Caller, RoleKind};
+use crate::authz::{self, Caller, Role, RoleKind};
 use crate::convert;
 use crate::pb;
 use crate::status::{describe, describe_rejection, Described};
@@ -107,7 +107,52 @@ impl LedgerService {
         command: Result<Command, Rejection>,
     ) -> Result<Outcome, Described> {
         let command = self.admit(caller, command).await?;
-        self.execute_authorized(command).await
+        let deposit_for = deposit_for(&command);
+        let result = self.execute_authorized(command).await;
+        self.as_seen_by(caller, deposit_for, result).await
+    }
+
+    /// `result` as `caller` may see it. A platform may deposit for a volunteer outside
+    /// its regions (through its own organisation), but a refusal for overlapping
+    /// service named the transaction already recorded, which may be another platform's:
+    /// moving the interval around mapped another tenant's volunteer's service (a
+    /// security probe). For such a volunteer the refusal keeps the rule and leaves the
+    /// transaction out; the volunteer's own platform sees it in full.
+    async fn as_seen_by(
+        &self,
+        caller: &Caller,
+        deposit_for: Option<AccountId>,
+        result: Result<Outcome, Described>,
+    ) -> Result<Outcome, Described> {
+        let (Err(refused), Some(volunteer)) = (&result, deposit_for) else {
+            return result;
+        };
+        let Role::Platform {
+            regions,
+            organisations,
+        } = &caller.role
+        else {
+            return result;
+        };
+        if refused.reason != OVERLAPPING_SERVICE
+            || authz::platform_covers_account(
+                &self.registrations,
+                regions,
+                organisations,
+                &volunteer,
+            )
+            .await
+        {
+            return result;
+        }
+        Err(Described {
+            message: format!(
+                "the service interval overlaps service already recorded for {volunteer}, \
+                 a volunteer outside your regions; their own platform can tell which \
+                 transaction holds it"
+            ),
+            ..refused.clone()
+        })
     }
 
     /// A converted command the caller may send, or why not: refused at the edge (bad
@@ -132,10 +177,12 @@ impl LedgerService {
         command: Result<Command, Rejection>,
     ) -> Result<Outcome, Described> {
         let command = self.admit(caller, command).await?;
+        let deposit_for = deposit_for(&command);
         let permit = self.permit().await?;
-        run_command(self.handler.clone(), command, permit)
+        let result = run_command(self.handler.clone(), command, permit)
             .await
-            .map_err(|e| describe(&e))
+            .map_err(|e| describe(&e));
+        self.as_seen_by(caller, deposit_for, result).await
     }
 
     /// One of the [`INFLIGHT_COMMANDS_MAX`] permits, or `UNAVAILABLE` once the server
@@ -336,6 +383,18 @@ impl pb::ledger_commands_server::LedgerCommands for LedgerService {
             Ok(results) => Ok(Response::new(pb::SubmitBatchResponse { results })),
             Err(join) => Err(task_failed(join).into_status()),
         }
+    }
+}
+
+/// The reason whose message names another deposit's transaction.
+const OVERLAPPING_SERVICE: &str = "OVERLAPPING_SERVICE";
+
+/// The volunteer of a deposit, whose refusal may need redacting (`as_seen_by`); None
+/// for every other command (no copy on their path).
+fn deposit_for(command: &Command) -> Option<AccountId> {
+    match command {
+        Command::DepositHours(c) => Some(c.volunteer.clone()),
+        _ => None,
     }
 }
 

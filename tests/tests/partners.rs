@@ -2188,3 +2188,52 @@ async fn a_platform_lists_its_organisations_volunteers_of_its_own_regions_only()
     assert!(below(ADMIN).await.contains(&"v-far".to_owned()));
     s.stop().await;
 }
+
+/// A security probe: a platform depositing through its own organisation for another
+/// city's volunteer was told, on an overlap, the transaction already recorded there
+/// (another platform's), and by moving the interval could map that volunteer's
+/// service. The refusal still names the rule, without the transaction; the
+/// volunteer's own platform is told which.
+#[tokio::test]
+async fn an_overlap_outside_the_platforms_regions_does_not_name_the_other_transaction() {
+    let s = Server::start().await;
+    let mut c = s.commands();
+    s.register("org-n", pb::AccountKind::Organisation, "ningbo/haishu")
+        .await;
+    let theirs = c
+        .deposit_hours(with(
+            OTHER_PLATFORM,
+            far_deposit("n-1", "v-far", "org-n", 18),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = assert_refused(
+        c.deposit_hours(with(PLATFORM, far_deposit("x-1", "v-far", "org-1", 18)))
+            .await,
+        Code::FailedPrecondition,
+        "OVERLAPPING_SERVICE",
+    );
+    assert!(
+        !refused.message().contains(&theirs.transaction_id),
+        "{}",
+        refused.message()
+    );
+    assert!(refused.message().contains("v-far"), "{}", refused.message());
+    // The volunteer's own platform sees which transaction it is.
+    let own = assert_refused(
+        c.deposit_hours(with(
+            OTHER_PLATFORM,
+            far_deposit("n-2", "v-far", "org-n", 18),
+        ))
+        .await,
+        Code::FailedPrecondition,
+        "OVERLAPPING_SERVICE",
+    );
+    assert!(
+        own.message().contains(&theirs.transaction_id),
+        "{}",
+        own.message()
+    );
+    s.stop().await;
+}

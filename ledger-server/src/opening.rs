@@ -1,0 +1,175 @@
+//! A deadline on a connection's first bytes: a client that connects and sends nothing
+//! (no TLS ClientHello, no HTTP/2 preface) is dropped after
+//! [`CONNECTION_OPENING_MS_MAX`] instead of holding a socket for good.
+//!
+//! Why: neither hyper nor tonic bounds the wait for a connection's first bytes. A
+//! security probe opened 1,100 silent sockets: they were still open minutes later, the
+//! process ran out of file descriptors, and legitimate calls failed
+//! (`DEADLINE_EXCEEDED`, "Handshake read failed") with nothing logged. A gRPC client
+//! sends its preface (or ClientHello) as soon as it connects, so the bound costs real
+//! clients nothing.
+//!
+//! How: until [`OPENING_BYTES_MIN`] bytes have been read, a read that would wait also
+//! waits on the deadline, and fails with `TimedOut` when it passes; hyper (or rustls)
+//! then closes the connection. After that the wrapper only passes calls through.
+//! Not covered: a client that sends its opening and then idles; HTTP/2 keepalive
+//! (`lib.rs`) reclaims the dead ones, and the process's file limit bounds the rest.
+//!
+//! Option not taken: a timeout around tonic's whole accept-and-serve of a connection,
+//! which tonic does not expose.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+use tonic::transport::server::Connected;
+
+/// Longest a new connection may take to send its first [`OPENING_BYTES_MIN`] bytes.
+/// Generous for a client on a slow link (a TLS ClientHello or the HTTP/2 preface is
+/// one packet), short enough that silent sockets do not pile up.
+pub const CONNECTION_OPENING_MS_MAX: u64 = 10_000;
+
+/// Bytes that open a connection: the HTTP/2 client preface
+/// (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`) is 24; a TLS ClientHello is longer.
+pub const OPENING_BYTES_MIN: usize = 24;
+
+/// A connection whose first bytes must come in time (module docs).
+pub struct Opening<T> {
+    inner: T,
+    /// Until the opening bytes are in: the deadline and the bytes read so far.
+    opening: Option<(Pin<Box<Sleep>>, usize)>,
+}
+
+impl<T> Opening<T> {
+    pub fn new(inner: T) -> Self {
+        Self::with_deadline(inner, Duration::from_millis(CONNECTION_OPENING_MS_MAX))
+    }
+
+    fn with_deadline(inner: T, deadline: Duration) -> Self {
+        Self {
+            inner,
+            opening: Some((Box::pin(tokio::time::sleep(deadline)), 0)),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Opening<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let Some((deadline, read)) = &mut this.opening else {
+            return polled;
+        };
+        match polled {
+            Poll::Ready(Ok(())) => {
+                *read += buf.filled().len() - before;
+                if *read >= OPENING_BYTES_MIN {
+                    this.opening = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the client sent {read} bytes in {CONNECTION_OPENING_MS_MAX} ms, fewer than a connection's opening ({OPENING_BYTES_MIN})"
+                    ),
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Opening<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<T: Connected> Connected for Opening<T> {
+    type ConnectInfo = T::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A silent peer is cut at the deadline; one that sent its opening is not, however
+    /// long it then waits.
+    #[tokio::test]
+    async fn a_silent_connection_is_cut_and_an_opened_one_is_not() {
+        let (client, server) = tokio::io::duplex(1024);
+        let mut silent = Opening::with_deadline(server, Duration::from_millis(100));
+        let mut buf = [0u8; 64];
+        let e = silent
+            .read(&mut buf)
+            .await
+            .expect_err("cut at the deadline");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("sent 0 bytes"), "{e}");
+
+        let (mut client2, server2) = tokio::io::duplex(1024);
+        let mut opened = Opening::with_deadline(server2, Duration::from_millis(100));
+        client2
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = 0;
+        while got < OPENING_BYTES_MIN {
+            got += opened.read(&mut buf).await.unwrap();
+        }
+        // Long after the deadline, a read still waits for data rather than failing.
+        let later = tokio::time::timeout(Duration::from_millis(300), opened.read(&mut buf)).await;
+        assert!(later.is_err(), "an opened connection is not cut: {later:?}");
+        client2.write_all(b"x").await.unwrap();
+        assert_eq!(opened.read(&mut buf).await.unwrap(), 1);
+        // A few bytes are not an opening: the deadline still holds.
+        let (mut client3, server3) = tokio::io::duplex(1024);
+        let mut trickle = Opening::with_deadline(server3, Duration::from_millis(100));
+        client3.write_all(b"PRI").await.unwrap();
+        assert_eq!(trickle.read(&mut buf).await.unwrap(), 3);
+        let e = trickle.read(&mut buf).await.expect_err("still cut");
+        assert!(e.to_string().contains("sent 3 bytes"), "{e}");
+        drop((client, client3));
+    }
+}
