@@ -19,6 +19,11 @@
 //! per version either way); the version check stays, for writers in other processes
 //! (KurrentDB served by several instances).
 //!
+//! A receipt queues behind at most `RECEIPT_LANE_QUEUE_MAX` (64) appends: past that
+//! the receiver is hot, the command answers, and the receipt is left to the catch-up,
+//! so that a thousand donations to one project do not hold a thousand in-flight
+//! permits while their receipts wait their turn.
+//!
 //! No cycle: a lane's holder waits on nothing but the log. Closing gates
 //! ([`super::gates`]) are taken before a lane, never while one is held, and a command
 //! lets go of its target's lane before it delivers its receipts (each of which takes
@@ -65,10 +70,44 @@ impl Lanes {
         lane
     }
 
+    /// [`Lanes::hold`], unless `queue_max` or more appends already hold or wait for
+    /// `account`'s lane: then None, at once, and nothing is held.
+    pub async fn hold_unless_queued(
+        self: &Arc<Self>,
+        account: &AccountId,
+        queue_max: usize,
+    ) -> Option<Lane> {
+        let lock = self.open.get(account);
+        // A count, not a reservation: a few more may join before this one does, which
+        // only moves the bound by as many.
+        let queued = holders_and_waiters(&lock);
+        self.open.release(account, lock);
+        if queued >= queue_max {
+            return None;
+        }
+        Some(self.hold(account).await)
+    }
+
+    /// Appends holding or waiting for `account`'s lane.
+    #[cfg(test)]
+    fn queued(&self, account: &AccountId) -> usize {
+        let lock = self.open.get(account);
+        let n = holders_and_waiters(&lock);
+        self.open.release(account, lock);
+        n
+    }
+
     #[cfg(test)]
     fn is_empty(&self) -> bool {
         self.open.is_empty()
     }
+}
+
+/// Appends holding or waiting for `lock`, from its references: the map's, the
+/// caller's, and two for each holder or waiter (its [`Lane`]'s and its guard's, or the
+/// guard-to-be's while it waits).
+fn holders_and_waiters(lock: &Arc<Mutex<()>>) -> usize {
+    Arc::strong_count(lock).saturating_sub(2) / 2
 }
 
 impl Drop for Lane {
@@ -111,6 +150,32 @@ mod tests {
         assert!(lanes.is_empty(), "every lane is forgotten once unused");
     }
 
+    /// A receipt does not queue behind a crowded lane: it is left to the catch-up.
+    #[tokio::test]
+    async fn a_crowded_lane_is_not_joined_and_a_short_queue_is() {
+        let lanes = Arc::new(Lanes::default());
+        let held = lanes.hold(&id("r")).await;
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let lanes = lanes.clone();
+                tokio::spawn(async move { lanes.hold(&id("r")).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Three hold or wait: a queue of at most 3 is full, one of 4 is not.
+        assert!(lanes.hold_unless_queued(&id("r"), 3).await.is_none());
+        let joined = {
+            let lanes = lanes.clone();
+            tokio::spawn(async move { lanes.hold_unless_queued(&id("r"), 4).await })
+        };
+        drop(held);
+        for w in waiters {
+            drop(w.await.expect("join"));
+        }
+        assert!(joined.await.expect("join").is_some(), "it got its turn");
+        assert!(lanes.is_empty());
+    }
+
     #[tokio::test]
     async fn a_waiter_dropped_while_waiting_leaves_no_lane_behind() {
         let lanes = Arc::new(Lanes::default());
@@ -120,6 +185,14 @@ mod tests {
                 .await
                 .is_err(),
             "r is held"
+        );
+        // The waiter gave its reference back although the holder still holds: the
+        // entry counts the map's and the holder's only.
+        assert_eq!(lanes.hold_unless_queued(&id("r"), 1).await.map(drop), None);
+        assert_eq!(
+            lanes.queued(&id("r")),
+            1,
+            "only the holder is counted once the waiter is gone"
         );
         drop(held);
         assert!(lanes.is_empty(), "the waiter's reference was given back");

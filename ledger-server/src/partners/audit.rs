@@ -617,8 +617,6 @@ impl pb::audit_server::Audit for AuditService {
                 sent += 1;
                 max.is_none_or(|m| sent < m)
             };
-            // Counted open until the reader ends.
-            let _counted = counted;
             if follow {
                 // Catch-up then live, as the projections read it.
                 let mut events = log.subscribe_all(from);
@@ -676,6 +674,13 @@ impl pb::audit_server::Audit for AuditService {
         // the buffer full whenever the client read slower than the log was read, and
         // then ended the answer as if complete.
         let end = futures::stream::once(async move {
+            // The call counts against its caller's limit for as long as its answer
+            // lives: until the client has read it to the end or gone. Option not taken:
+            // the reader task holding the count, which let go of it as soon as the
+            // last records were buffered, though they stayed buffered for a client
+            // that never read them (a reviewer: `max_records: 1024`, unread, went
+            // uncounted).
+            let _counted = counted;
             (!finished.load(Ordering::Acquire)).then(|| {
                 crate::status::shutting_down(
                     "call StreamLog again later (or on another instance) with after set to the last record you received",
