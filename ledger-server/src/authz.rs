@@ -265,7 +265,7 @@ pub async fn require_command(
         other => {
             platform_covers_account(registrations, regions, organisations, other.target()).await
                 || corrects_own_transaction(registrations, handler, regions, organisations, other)
-                    .await
+                    .await?
         }
     };
     if allowed {
@@ -281,37 +281,48 @@ pub async fn require_command(
 /// the reversal of a transfer or donation its account sent (a reversal is written on
 /// the receiver's stream: another city's family member, or a project). Without this a
 /// platform could make these transactions and not undo its own mistakes (a platform's
-/// probe). Read from the account's state (a command about to run loads it anyway);
-/// an unknown account or transaction, or one the platform could not have made, is out
-/// of scope with the same answer as any other (`NOT_IN_SCOPE`: no probing).
+/// probe). Read from the account's state (a command about to run loads it anyway),
+/// and only for a registered account (its registration is one cached read), so a
+/// made-up id costs no fold and leaves nothing in the state cache. An unknown account
+/// or transaction, or one the platform could not have made, is out of scope with the
+/// same answer as any other (`NOT_IN_SCOPE`: no probing); a log that cannot be read is
+/// `UNAVAILABLE` (retry), not a refusal.
+///
+/// The organisation a deposit names is the one that verified the service, so its
+/// platform may correct the deposit whoever recorded it: a platform that records
+/// service under another platform's organisation hands that platform the say over it.
 async fn corrects_own_transaction(
     registrations: &Registrations,
     handler: &Handler,
     regions: &[String],
     organisations: &[String],
     command: &Command,
-) -> bool {
+) -> Result<bool, Described> {
     let (account, transaction, rating) = match command {
         Command::ReverseTransaction(c) => (&c.account, c.transaction, false),
         Command::RateService(c) => (&c.volunteer, c.deposit, true),
-        _ => return false,
+        _ => return Ok(false),
     };
-    let Ok(state) = handler.load(account).await else {
-        return false;
-    };
+    if registrations.facts(account).await.kind.is_none() {
+        return Ok(false);
+    }
+    let state = handler
+        .load(account)
+        .await
+        .map_err(|e| crate::status::describe(&e))?;
     let Some(tx) = state.transactions.get(&transaction) else {
-        return false;
+        return Ok(false);
     };
     let Some(party) = &tx.counterparty else {
-        return false;
+        return Ok(false);
     };
-    match tx.kind {
+    Ok(match tx.kind {
         TxKind::Deposit => organisations.iter().any(|o| o == party.as_str()),
         TxKind::Received(ReceiptCause::Transfer | ReceiptCause::Donation) if !rating => {
             platform_covers_account(registrations, regions, organisations, party).await
         }
         _ => false,
-    }
+    })
 }
 
 /// May `caller` act for merchant `merchant`? The merchant itself and admins; auditors

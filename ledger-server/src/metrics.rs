@@ -3,7 +3,7 @@
 //!
 //! | metric | type | labels | recorded by |
 //! |---|---|---|---|
-//! | `timebank_grpc_requests_total` | counter | `rpc` (`/package.Service/Method` of a method this server serves, else `unknown`: [`rpc_label`]), `code` (gRPC code name) | [`GrpcMetricsLayer`] |
+//! | `timebank_grpc_requests_total` | counter | `rpc` (`/package.Service/Method` of a method this server serves, else `unknown`: [`rpc_label`]; before the sixteenth session unknown methods were `unimplemented`, and only when so answered), `code` (gRPC code name) | [`GrpcMetricsLayer`] |
 //! | `timebank_grpc_request_duration_seconds` | histogram | `rpc` | [`GrpcMetricsLayer`] |
 //! | `timebank_log_write_seconds` | histogram | | embedded log writer: one group's `pwrite` |
 //! | `timebank_log_fsync_seconds` | histogram | | embedded log writer: one group's `fdatasync` |

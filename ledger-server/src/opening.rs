@@ -14,6 +14,12 @@
 //! then closes the connection. After that the wrapper only passes calls through.
 //! Not covered: a client that sends its opening and then idles; HTTP/2 keepalive
 //! (`lib.rs`) reclaims the dead ones, and the process's file limit bounds the rest.
+//! With TLS, the bytes counted are the encrypted ones: a client that sends the start
+//! of a ClientHello and stalls, or completes the handshake and never sends the HTTP/2
+//! preface, is not cut (tonic runs the TLS handshake without a timeout, and hyper's
+//! keepalive starts after the HTTP/2 handshake). Closing that would mean accepting
+//! TLS here (rustls with a timeout around the handshake, then this deadline on the
+//! decrypted stream) instead of through tonic's `tls_config`; not done yet.
 //!
 //! Option not taken: a timeout around tonic's whole accept-and-serve of a connection,
 //! which tonic does not expose.

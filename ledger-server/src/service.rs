@@ -107,24 +107,26 @@ impl LedgerService {
         command: Result<Command, Rejection>,
     ) -> Result<Outcome, Described> {
         let command = self.admit(caller, command).await?;
-        let deposit_for = deposit_for(&command);
+        let outside = may_write_outside(&command);
         let result = self.execute_authorized(command).await;
-        self.as_seen_by(caller, deposit_for, result).await
+        self.as_seen_by(caller, outside, result).await
     }
 
-    /// `result` as `caller` may see it. A platform may deposit for a volunteer outside
-    /// its regions (through its own organisation), but a refusal for overlapping
-    /// service named the transaction already recorded, which may be another platform's:
-    /// moving the interval around mapped another tenant's volunteer's service (a
-    /// security probe). For such a volunteer the refusal keeps the rule and leaves the
-    /// transaction out; the volunteer's own platform sees it in full.
+    /// `result` as `caller` may see it. A platform may write some accounts outside its
+    /// regions (a deposit or no-show through its own organisation, the correction of
+    /// a transaction it could make), but the refusal of a rule there described the
+    /// account's state: the transaction an interval overlaps (another platform's,
+    /// which let a probe map another tenant's volunteer's service), the hours already
+    /// recorded that day, the balance a reversal would overdraw. For such an account a
+    /// refusal of a rule (`FAILED_PRECONDITION`) keeps its code and reason and leaves
+    /// the details out; the account's own platform sees them in full.
     async fn as_seen_by(
         &self,
         caller: &Caller,
-        deposit_for: Option<AccountId>,
+        outside: Option<AccountId>,
         result: Result<Outcome, Described>,
     ) -> Result<Outcome, Described> {
-        let (Err(refused), Some(volunteer)) = (&result, deposit_for) else {
+        let (Err(refused), Some(account)) = (&result, outside) else {
             return result;
         };
         let Role::Platform {
@@ -134,22 +136,17 @@ impl LedgerService {
         else {
             return result;
         };
-        if refused.reason != OVERLAPPING_SERVICE
-            || authz::platform_covers_account(
-                &self.registrations,
-                regions,
-                organisations,
-                &volunteer,
-            )
-            .await
+        if refused.code != Code::FailedPrecondition
+            || authz::platform_covers_account(&self.registrations, regions, organisations, &account)
+                .await
         {
             return result;
         }
         Err(Described {
             message: format!(
-                "the service interval overlaps service already recorded for {volunteer}, \
-                 a volunteer outside your regions; their own platform can tell which \
-                 transaction holds it"
+                "refused by the rule {}: {account} is outside your regions, so the details \
+                 of its record are left out; its own platform sees them",
+                refused.reason
             ),
             ..refused.clone()
         })
@@ -177,12 +174,12 @@ impl LedgerService {
         command: Result<Command, Rejection>,
     ) -> Result<Outcome, Described> {
         let command = self.admit(caller, command).await?;
-        let deposit_for = deposit_for(&command);
+        let outside = may_write_outside(&command);
         let permit = self.permit().await?;
         let result = run_command(self.handler.clone(), command, permit)
             .await
             .map_err(|e| describe(&e));
-        self.as_seen_by(caller, deposit_for, result).await
+        self.as_seen_by(caller, outside, result).await
     }
 
     /// One of the [`INFLIGHT_COMMANDS_MAX`] permits, or `UNAVAILABLE` once the server
@@ -386,14 +383,15 @@ impl pb::ledger_commands_server::LedgerCommands for LedgerService {
     }
 }
 
-/// The reason whose message names another deposit's transaction.
-const OVERLAPPING_SERVICE: &str = "OVERLAPPING_SERVICE";
-
-/// The volunteer of a deposit, whose refusal may need redacting (`as_seen_by`); None
-/// for every other command (no copy on their path).
-fn deposit_for(command: &Command) -> Option<AccountId> {
+/// The account a command writes if a platform may send it for an account outside its
+/// regions (`authz::require_command`), whose refusal may need its details left out
+/// (`as_seen_by`); None for every other command (no copy on their path).
+fn may_write_outside(command: &Command) -> Option<AccountId> {
     match command {
-        Command::DepositHours(c) => Some(c.volunteer.clone()),
+        Command::DepositHours(_)
+        | Command::RecordNoShow(_)
+        | Command::ReverseTransaction(_)
+        | Command::RateService(_) => Some(command.target().clone()),
         _ => None,
     }
 }

@@ -2235,5 +2235,26 @@ async fn an_overlap_outside_the_platforms_regions_does_not_name_the_other_transa
         "{}",
         own.message()
     );
+    // Nor the hours already recorded that day: a whole day's deposit beside the hour
+    // recorded on the 18th is over the daily limit, and says only that.
+    let mut whole_day = far_deposit("x-2", "v-far", "org-1", 18);
+    whole_day.started_at = Some(ts(at("2026-11-18T04:00:00Z")));
+    whole_day.ended_at = Some(ts(at("2026-11-19T04:00:00Z")));
+    whole_day.hours = "24".into();
+    let over = assert_refused(
+        c.deposit_hours(with(PLATFORM, whole_day)).await,
+        Code::FailedPrecondition,
+        "HOURS_PER_DAY_EXCEEDED",
+    );
+    assert!(
+        !over.message().contains("already has"),
+        "{}",
+        over.message()
+    );
+    assert!(
+        over.message().contains("outside your regions"),
+        "{}",
+        over.message()
+    );
     s.stop().await;
 }

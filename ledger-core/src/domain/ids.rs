@@ -35,7 +35,7 @@ pub enum IdError {
     #[error("is empty; send 1 to {max} characters")]
     Empty { max: usize },
     /// Free text of spaces only (`Note`): nothing a person could read.
-    #[error("holds only whitespace; send 1 to {max} characters of text (an optional text may be left empty instead)")]
+    #[error("holds only whitespace; send 1 to {max} characters of text (or, where the text is optional, none at all)")]
     Blank { max: usize },
     #[error("is {len} bytes; at most {max} are allowed")]
     TooLong { len: usize, max: usize },

@@ -582,7 +582,8 @@ mod tests {
             version: 5,
             points_per_hour: d("3"),
         };
-        // 1,000,000 / 3 = 333,333.33…: 333,333.33 hours buy 999,999.99 points.
+        // 10,000 hours (the most one entry holds) at 3 points each are well inside
+        // the points maximum.
         assert_eq!(
             third
                 .points_for(Hours::parse("10000").unwrap())

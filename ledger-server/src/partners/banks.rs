@@ -355,18 +355,35 @@ impl Partners {
         };
         // The volunteer's state (cached) says where this bank's inquiries sit: one
         // event is read, and none for a bank that was never served one. Another bank's
-        // inquiry reads as "none": a bank learns nothing of others.
-        let state = self
-            .handler
-            .load(&volunteer)
+        // inquiry reads as "none": a bank learns nothing of others. A made-up id is
+        // answered from its missing registration (one cached read), without a fold or
+        // an entry in the state cache.
+        let registered = self
+            .commands
+            .registrations()
+            .facts(&volunteer)
             .await
-            .map_err(|e| crate::status::describe(&e))?;
-        let found = state.served.get(&bank).and_then(|served| {
-            served.iter().rev().find(|s| match &key {
-                Key::InquiryId(id) => s.inquiry.to_string() == *id,
-                Key::ReportDigest(d) => s.report_digest == *d,
-            })
-        });
+            .kind
+            .is_some();
+        let state = if registered {
+            Some(
+                self.handler
+                    .load(&volunteer)
+                    .await
+                    .map_err(|e| crate::status::describe(&e))?,
+            )
+        } else {
+            None
+        };
+        let found = state
+            .as_ref()
+            .and_then(|state| state.served.get(&bank))
+            .and_then(|served| {
+                served.iter().rev().find(|s| match &key {
+                    Key::InquiryId(id) => s.inquiry.to_string() == *id,
+                    Key::ReportDigest(d) => s.report_digest == *d,
+                })
+            });
         if let Some(at) = found {
             let (recorded, event) = self.event_at(&volunteer, at.version).await?;
             match event {
