@@ -244,6 +244,16 @@ async fn seeded_dir() -> tempfile::TempDir {
     dir
 }
 
+/// The arguments of `ledger-server export --data-dir DIR --out FILE`: the whole log.
+fn whole_log_to(dir: &Path, out: &Path) -> ExportArgs {
+    ExportArgs {
+        data_dir: dir.to_path_buf(),
+        store: "embedded".into(),
+        out: out.display().to_string(),
+        from_position: None,
+    }
+}
+
 /// `ledger-server export --data-dir DIR --out FILE [--from-position P]`, as the binary
 /// runs it.
 async fn export_file(
@@ -720,12 +730,7 @@ async fn a_corrupt_payload_fails_the_export_and_leaves_no_file() {
     .unwrap();
     log.close();
     let out = dir.path().join("audit.jsonl");
-    let args = ExportArgs {
-        data_dir: dir.path().to_path_buf(),
-        store: "embedded".into(),
-        out: out.display().to_string(),
-        from_position: None,
-    };
+    let args = whole_log_to(dir.path(), &out);
     let err = export::run(&args).await.unwrap_err().to_string();
     assert!(
         err.contains(
@@ -751,12 +756,7 @@ async fn a_symlink_planted_at_the_partial_file_is_not_written_through() {
     std::fs::write(&victim, "keep me").unwrap();
     std::os::unix::fs::symlink(&victim, dir.path().join("audit.jsonl.partial")).unwrap();
     let out = dir.path().join("audit.jsonl");
-    let args = ExportArgs {
-        data_dir: dir.path().to_path_buf(),
-        store: "embedded".into(),
-        out: out.display().to_string(),
-        from_position: None,
-    };
+    let args = whole_log_to(dir.path(), &out);
     export::run(&args).await.unwrap();
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
     assert!(!std::fs::symlink_metadata(&out)
