@@ -1339,3 +1339,102 @@ async fn retries_replay_across_unary_calls_and_batch_lines() {
     assert_eq!(again.transaction_id, first.transaction_id);
     s.stop().await;
 }
+
+/// partners.md, StreamLog: a caller holds at most `STREAM_LOG_READS_PER_CALLER_MAX`
+/// calls without follow that the server has not finished sending. A reviewer found the
+/// count let go as soon as the reader had buffered its last records, so calls of up to
+/// 1,024 records that a client left unread went uncounted; the answer now holds it.
+/// Each answer here is 1,024 records of ~2 KiB (closures with a long reason), more than
+/// a client's flow-control window takes unread, so none can finish.
+#[tokio::test]
+async fn unread_stream_log_answers_count_against_their_caller() {
+    use ledger_server::partners::audit::STREAM_LOG_READS_PER_CALLER_MAX as MAX;
+    let s = Server::start().await;
+    let accounts = 1_024;
+    let registrations = (0..accounts).map(|i| pb::Command {
+        command: Some(pb::command::Command::RegisterAccount(registration(
+            &format!("reg-many-{i}"),
+            &format!("many-{i}"),
+            pb::AccountKind::Volunteer,
+            "hangzhou/xihu/lingyin/c3",
+            "2024-11-20",
+        ))),
+    });
+    // 500 characters of 4 bytes each: the longest reason a closure takes.
+    let reason = "\u{1d11e}".repeat(500);
+    let closures = (0..accounts).map(|i| pb::Command {
+        command: Some(pb::command::Command::CloseAccount(
+            pb::CloseAccountRequest {
+                request_id: format!("close-many-{i}"),
+                account_id: format!("many-{i}"),
+                reason: reason.clone(),
+            },
+        )),
+    });
+    let commands: Vec<pb::Command> = registrations.chain(closures).collect();
+    for chunk in commands.chunks(1_000) {
+        let out = s
+            .commands()
+            .submit_batch(with(
+                ADMIN,
+                pb::SubmitBatchRequest {
+                    commands: chunk.to_vec(),
+                },
+            ))
+            .await
+            .expect("a batch")
+            .into_inner();
+        assert!(out
+            .results
+            .iter()
+            .all(|r| matches!(r.result, Some(pb::batch_result::Result::Ok(_)))));
+    }
+    let after = s.head().await.map(|h| pb::LogPosition {
+        commit: h.commit() - accounts as u64,
+        prepare: h.prepare() - accounts as u64,
+    });
+    let read = || pb::StreamLogRequest {
+        after,
+        max_records: 1_024,
+        follow: false,
+        after_record: None,
+    };
+    let mut unread = Vec::new();
+    for _ in 0..MAX {
+        unread.push(
+            s.audit()
+                .stream_log(with(AUDITOR, read()))
+                .await
+                .expect("within the limit")
+                .into_inner(),
+        );
+    }
+    // Long enough for every reader to buffer its last record (the old count's end).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let over = s
+        .audit()
+        .stream_log(with(AUDITOR, read()))
+        .await
+        .expect_err("one more than the limit");
+    let (code, reason) = why(&over);
+    assert_eq!(
+        (code, reason.as_str()),
+        (Code::ResourceExhausted, "STREAM_LOG_READS_EXHAUSTED")
+    );
+    // A client that hangs up frees its answer's place (reading one to its end here
+    // could wait on the window the other unread answers hold on the one connection).
+    drop(unread.remove(0));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match s.audit().stream_log(with(AUDITOR, read())).await {
+            Ok(_) => break,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                assert_eq!(why(&e).1, "STREAM_LOG_READS_EXHAUSTED");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the finished answer's place was not freed: {e:?}"),
+        }
+    }
+    drop(unread);
+    s.stop().await;
+}
