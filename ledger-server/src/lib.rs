@@ -502,7 +502,6 @@ pub async fn serve_with_options(
             }
         })
         .map(linger::Lingering::new)
-        .map(opening::Opening::new)
     });
     let (shutdown_begun, begun) = tokio::sync::oneshot::channel::<()>();
     let serving = server

@@ -11,7 +11,7 @@
 //!
 //! How: until [`OPENING_BYTES_MIN`] bytes have been read, a read that would wait also
 //! waits on the deadline, and fails with `TimedOut` when it passes; hyper (or rustls)
-//! then closes the connection. After that the wrapper only passes calls through.
+//! then closes the connection. After that reads pass straight through.
 //! Not covered: a client that sends its opening and then idles; HTTP/2 keepalive
 //! (`lib.rs`) reclaims the dead ones, and the process's file limit bounds the rest.
 //! With TLS, the bytes counted are the encrypted ones: a client that sends the start
@@ -30,9 +30,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Sleep;
-use tonic::transport::server::Connected;
 
 /// Longest a new connection may take to send its first [`OPENING_BYTES_MIN`] bytes.
 /// Generous for a client on a slow link (a TLS ClientHello or the HTTP/2 preface is
@@ -43,43 +42,44 @@ pub const CONNECTION_OPENING_MS_MAX: u64 = 10_000;
 /// (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`) is 24; a TLS ClientHello is longer.
 pub const OPENING_BYTES_MIN: usize = 24;
 
-/// A connection whose first bytes must come in time (module docs).
-pub struct Opening<T> {
-    inner: T,
+/// The deadline on a connection's opening (module docs), kept by the server's
+/// connection type (`linger::Lingering`), which reads through it. Option not taken: a
+/// connection wrapper of its own, which repeated every write method of
+/// `Lingering`'s to pass them through.
+pub struct OpeningDeadline {
     /// Until the opening bytes are in: the deadline and the bytes read so far.
     opening: Option<(Pin<Box<Sleep>>, usize)>,
 }
 
-impl<T> Opening<T> {
-    pub fn new(inner: T) -> Self {
-        Self::with_deadline(inner, Duration::from_millis(CONNECTION_OPENING_MS_MAX))
+impl OpeningDeadline {
+    pub fn new() -> Self {
+        Self::after(Duration::from_millis(CONNECTION_OPENING_MS_MAX))
     }
 
-    fn with_deadline(inner: T, deadline: Duration) -> Self {
+    fn after(deadline: Duration) -> Self {
         Self {
-            inner,
             opening: Some((Box::pin(tokio::time::sleep(deadline)), 0)),
         }
     }
-}
 
-impl<T: AsyncRead + Unpin> AsyncRead for Opening<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
+    /// Read from `inner` into `buf`; while the opening is not in, a read that would
+    /// wait past the deadline fails with `TimedOut` instead.
+    pub fn poll_read<R: AsyncRead + ?Sized>(
+        &mut self,
+        inner: Pin<&mut R>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
         let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let Some((deadline, read)) = &mut this.opening else {
+        let polled = inner.poll_read(cx, buf);
+        let Some((deadline, read)) = &mut self.opening else {
             return polled;
         };
         match polled {
             Poll::Ready(Ok(())) => {
                 *read += buf.filled().len() - before;
                 if *read >= OPENING_BYTES_MIN {
-                    this.opening = None;
+                    self.opening = None;
                 }
                 Poll::Ready(Ok(()))
             }
@@ -97,85 +97,59 @@ impl<T: AsyncRead + Unpin> AsyncRead for Opening<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Opening<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-impl<T: Connected> Connected for Opening<T> {
-    type ConnectInfo = T::ConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncWriteExt, DuplexStream};
+
+    /// One read of `from` through `deadline`: the bytes read.
+    async fn read(deadline: &mut OpeningDeadline, from: &mut DuplexStream) -> io::Result<usize> {
+        let mut bytes = [0u8; 64];
+        std::future::poll_fn(|cx| {
+            let mut buf = ReadBuf::new(&mut bytes);
+            deadline
+                .poll_read(Pin::new(&mut *from), cx, &mut buf)
+                .map_ok(|()| buf.filled().len())
+        })
+        .await
+    }
 
     /// A silent peer is cut at the deadline; one that sent its opening is not, however
     /// long it then waits.
     #[tokio::test]
     async fn a_silent_connection_is_cut_and_an_opened_one_is_not() {
-        let (client, server) = tokio::io::duplex(1024);
-        let mut silent = Opening::with_deadline(server, Duration::from_millis(100));
-        let mut buf = [0u8; 64];
-        let e = silent
-            .read(&mut buf)
+        let (_client, mut server) = tokio::io::duplex(1024);
+        let mut silent = OpeningDeadline::after(Duration::from_millis(100));
+        let e = read(&mut silent, &mut server)
             .await
             .expect_err("cut at the deadline");
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
         assert!(e.to_string().contains("sent 0 bytes"), "{e}");
 
-        let (mut client2, server2) = tokio::io::duplex(1024);
-        let mut opened = Opening::with_deadline(server2, Duration::from_millis(100));
-        client2
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let mut opened = OpeningDeadline::after(Duration::from_millis(100));
+        client
             .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
             .await
             .unwrap();
         let mut got = 0;
         while got < OPENING_BYTES_MIN {
-            got += opened.read(&mut buf).await.unwrap();
+            got += read(&mut opened, &mut server).await.unwrap();
         }
         // Long after the deadline, a read still waits for data rather than failing.
-        let later = tokio::time::timeout(Duration::from_millis(300), opened.read(&mut buf)).await;
+        let later =
+            tokio::time::timeout(Duration::from_millis(300), read(&mut opened, &mut server)).await;
         assert!(later.is_err(), "an opened connection is not cut: {later:?}");
-        client2.write_all(b"x").await.unwrap();
-        assert_eq!(opened.read(&mut buf).await.unwrap(), 1);
+        client.write_all(b"x").await.unwrap();
+        assert_eq!(read(&mut opened, &mut server).await.unwrap(), 1);
         // A few bytes are not an opening: the deadline still holds.
-        let (mut client3, server3) = tokio::io::duplex(1024);
-        let mut trickle = Opening::with_deadline(server3, Duration::from_millis(100));
-        client3.write_all(b"PRI").await.unwrap();
-        assert_eq!(trickle.read(&mut buf).await.unwrap(), 3);
-        let e = trickle.read(&mut buf).await.expect_err("still cut");
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let mut trickle = OpeningDeadline::after(Duration::from_millis(100));
+        client.write_all(b"PRI").await.unwrap();
+        assert_eq!(read(&mut trickle, &mut server).await.unwrap(), 3);
+        let e = read(&mut trickle, &mut server)
+            .await
+            .expect_err("still cut");
         assert!(e.to_string().contains("sent 3 bytes"), "{e}");
-        drop((client, client3));
     }
 }

@@ -107,7 +107,7 @@ impl LedgerService {
         command: Result<Command, Rejection>,
     ) -> Result<Outcome, Described> {
         let command = self.admit(caller, command).await?;
-        let outside = may_write_outside(&command);
+        let outside = may_write_outside(caller, &command);
         let result = self.execute_authorized(command).await;
         self.as_seen_by(caller, outside, result).await
     }
@@ -174,7 +174,7 @@ impl LedgerService {
         command: Result<Command, Rejection>,
     ) -> Result<Outcome, Described> {
         let command = self.admit(caller, command).await?;
-        let outside = may_write_outside(&command);
+        let outside = may_write_outside(caller, &command);
         let permit = self.permit().await?;
         let result = run_command(self.handler.clone(), command, permit)
             .await
@@ -383,10 +383,14 @@ impl pb::ledger_commands_server::LedgerCommands for LedgerService {
     }
 }
 
-/// The account a command writes if a platform may send it for an account outside its
-/// regions (`authz::require_command`), whose refusal may need its details left out
-/// (`as_seen_by`); None for every other command (no copy on their path).
-fn may_write_outside(command: &Command) -> Option<AccountId> {
+/// The account a command writes if `caller` is a platform and may send it for an
+/// account outside its regions (`authz::require_command`), whose refusal may then need
+/// its details left out (`as_seen_by`); None for every other caller and command (no
+/// copy on their path).
+fn may_write_outside(caller: &Caller, command: &Command) -> Option<AccountId> {
+    if !matches!(caller.role, Role::Platform { .. }) {
+        return None;
+    }
     match command {
         Command::DepositHours(_)
         | Command::RecordNoShow(_)

@@ -322,6 +322,11 @@ impl Partners {
         r: pb::GetServedReportRequest,
     ) -> Result<pb::ServedCreditReport, Described> {
         use pb::get_served_report_request::Key;
+        /// The report asked for, parsed once.
+        enum Wanted {
+            Inquiry(ledger_core::domain::ids::TransactionId),
+            Digest(String),
+        }
         let bank = authz::require_bank(caller, "fetch served reports")?;
         let volunteer =
             convert::account("volunteer_id", r.volunteer_id).map_err(|e| describe_rejection(&e))?;
@@ -331,10 +336,8 @@ impl Partners {
             Some(Key::InquiryId(id)) if id.is_empty() => {
                 return Err(describe_rejection(&Rejection::missing("key")))
             }
-            Some(Key::InquiryId(id)) => Key::InquiryId(
-                convert::transaction_id("inquiry_id", &id)
-                    .map_err(|e| describe_rejection(&e))?
-                    .to_string(),
+            Some(Key::InquiryId(id)) => Wanted::Inquiry(
+                convert::transaction_id("inquiry_id", &id).map_err(|e| describe_rejection(&e))?,
             ),
             // An empty digest is no key; one that is not 64 hex digits names no report.
             Some(Key::ReportDigest(d)) if d.is_empty() => {
@@ -349,7 +352,7 @@ impl Partners {
                         )),
                     )));
                 }
-                Key::ReportDigest(d.to_ascii_lowercase())
+                Wanted::Digest(d.to_ascii_lowercase())
             }
             None => return Err(describe_rejection(&Rejection::missing("key"))),
         };
@@ -380,8 +383,8 @@ impl Partners {
             .and_then(|state| state.served.get(&bank))
             .and_then(|served| {
                 served.iter().rev().find(|s| match &key {
-                    Key::InquiryId(id) => s.inquiry.to_string() == *id,
-                    Key::ReportDigest(d) => s.report_digest == *d,
+                    Wanted::Inquiry(id) => s.inquiry == *id,
+                    Wanted::Digest(d) => s.report_digest == *d,
                 })
             });
         if let Some(at) = found {
