@@ -15,6 +15,8 @@
 //!   crate (the worker runs in this process; snapshots under `DATA_DIR/projections/`);
 //! - [`auth`]: the access file, authentication (API keys, client certificates), the
 //!   per-caller rate limit, the named request limits and TLS ([`ServeOptions`]);
+//! - `accept`: accepting connections, plain or TLS, each under a deadline on its
+//!   opening (`opening`: silent sockets and stalled TLS handshakes are closed);
 //! - `linger`: the connections' lingering close (a response finished during a graceful
 //!   shutdown is not lost to a TCP reset);
 //! - this file: [`serve`] (tests and embedders) and [`run`] (the binary).
@@ -32,8 +34,8 @@ use ledger_store::{EmbeddedConfig, EmbeddedLog, OpenError, Store, StoreError};
 use projections::runtime::PROJECTIONS_DIR;
 use projections::ProjectionConfig;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
+mod accept;
 pub mod auth;
 pub mod authz;
 pub mod codec;
@@ -112,8 +114,6 @@ pub enum ServeError {
     Blocking(String),
     #[error("gRPC transport failed: {0}")]
     Transport(#[from] tonic::transport::Error),
-    #[error("cannot set up TLS: {0}; check that --tls-cert is a PEM certificate chain, --tls-key its PEM private key, and --tls-client-ca a PEM CA certificate")]
-    Tls(String),
     /// Everything acknowledged is in the log, but the read models' final snapshot was
     /// not written (or their worker had stopped on an event it could not fold): the
     /// next start replays more of the log, and the exit status says so to a
@@ -350,30 +350,20 @@ pub async fn serve_with_options(
 ) -> Result<(), ServeError> {
     let limits = options.limits();
     let shutdown_grace = options.shutdown_grace.unwrap_or(SHUTDOWN_GRACE);
+    let opening_max = options
+        .connection_opening_max
+        .unwrap_or(Duration::from_millis(opening::CONNECTION_OPENING_MS_MAX));
     // HTTP/2 keepalive: a connection whose peer has gone without a FIN (a dead
     // client, a dropped NAT entry) answers no ping and is closed, instead of holding a
     // socket for good. The intervals gRPC servers conventionally use, with a shorter
     // first ping; a live client answers pings without noticing them.
-    let mut server = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(
             HTTP2_KEEPALIVE_INTERVAL_S,
         )))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(
             HTTP2_KEEPALIVE_TIMEOUT_S,
         )));
-    if let Some(tls) = options.tls {
-        auth::tls::install_crypto_provider();
-        server = server.tls_config(tls).map_err(|e| {
-            // tonic's error says only "transport error"; the cause is in its sources.
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                text.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            ServeError::Tls(text)
-        })?;
-    }
     // Reads the checkpoint file once, here; the healer's runs go on from its mark.
     let mut receipts = receipts::ReceiptCatchUp::new(options.receipts_checkpoint.clone());
     let report = receipts
@@ -490,21 +480,8 @@ pub async fn serve_with_options(
     let closing = partners.clone();
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "serving timebank.v1.LedgerCommands");
-    // Without TCP_NODELAY a response written in more than one segment waits for the
-    // client's delayed ACK (~40 ms on Linux): unary calls would take 40 ms instead of
-    // a fraction of one.
-    // Each connection closes by lingering (`linger.rs`): a response finished during a
-    // graceful shutdown is not lost to a reset.
-    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |s| {
-        s.inspect(|s| {
-            if let Err(e) = s.set_nodelay(true) {
-                tracing::warn!("cannot set TCP_NODELAY on a connection: {e}");
-            }
-        })
-        .map(linger::Lingering::new)
-    });
     let (shutdown_begun, begun) = tokio::sync::oneshot::channel::<()>();
-    let serving = server
+    let router = server
         .layer(metrics::GrpcMetricsLayer)
         .layer(auth::AuthLayer::new(options.access))
         .add_service(health_service)
@@ -537,15 +514,28 @@ pub async fn serve_with_options(
         .add_service(
             pb::audit_server::AuditServer::new(partners::audit::AuditService(partners.clone()))
                 .max_decoding_message_size(limits.request_bytes_max),
-        )
-        .serve_with_incoming_shutdown(incoming, async move {
-            shutdown.await;
-            tracing::info!("shutdown requested: no new connections; finishing in-flight commands");
-            // A StreamLog that follows the log never ends by itself: end it, or the
-            // graceful shutdown waits for its client to hang up.
-            closing.close();
-            let _ = shutdown_begun.send(());
-        });
+        );
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutdown requested: no new connections; finishing in-flight commands");
+        // A StreamLog that follows the log never ends by itself: end it, or the
+        // graceful shutdown waits for its client to hang up.
+        closing.close();
+        let _ = shutdown_begun.send(());
+    };
+    // Connections are accepted here, not by tonic (`accept.rs`: a deadline on each
+    // one's opening, TLS handshake included); each closes by lingering (`linger.rs`),
+    // so a response finished during a graceful shutdown is not lost to a reset.
+    let serving: std::pin::Pin<
+        Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    > = match options.tls {
+        None => Box::pin(
+            router.serve_with_incoming_shutdown(accept::plain(listener, opening_max), signal),
+        ),
+        Some(tls) => Box::pin(
+            router.serve_with_incoming_shutdown(accept::tls(listener, opening_max, tls), signal),
+        ),
+    };
     let grace_over = async {
         match begun.await {
             Ok(()) => tokio::time::sleep(shutdown_grace).await,

@@ -34,8 +34,6 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::opening::OpeningDeadline;
-
 /// Longest a closing connection waits for the client to close its side. The client's
 /// FIN follows the server's within a round trip (its HTTP/2 stack closes when it reads
 /// the end of the stream); a client that keeps the socket open any longer is not
@@ -51,11 +49,10 @@ pub const LINGER_BYTES_MAX: usize = 1 << 20;
 /// Bytes read per drain step (a stack buffer).
 const DRAIN_CHUNK_BYTES: usize = 4096;
 
-/// A server-side TCP connection that closes by lingering (module docs), and whose
-/// first bytes must come in time (`opening.rs`).
+/// A server-side TCP connection that closes by lingering (module docs). (Its first
+/// bytes must come in time: `opening.rs` wraps it, or the TLS stream over it.)
 pub struct Lingering {
     inner: TcpStream,
-    opening: OpeningDeadline,
     closing: Closing,
 }
 
@@ -76,7 +73,6 @@ impl Lingering {
     pub fn new(inner: TcpStream) -> Self {
         Self {
             inner,
-            opening: OpeningDeadline::new(),
             closing: Closing::Open,
         }
     }
@@ -88,8 +84,7 @@ impl AsyncRead for Lingering {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        this.opening.poll_read(Pin::new(&mut this.inner), cx, buf)
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 

@@ -10,61 +10,131 @@
 //! clients nothing.
 //!
 //! How: until [`OPENING_BYTES_MIN`] bytes have been read, a read that would wait also
-//! waits on the deadline, and fails with `TimedOut` when it passes; hyper (or rustls)
-//! then closes the connection. After that reads pass straight through.
+//! waits on the deadline, and fails with `TimedOut` when it passes; hyper then closes
+//! the connection. After that reads pass straight through. The deadline is counted
+//! from the accept (`accept.rs`), so with TLS it bounds the handshake and the first
+//! decrypted bytes together: `accept.rs` runs the handshake under the same deadline,
+//! and [`Opened`] wraps the decrypted stream, so a client that stalls in the middle
+//! of a ClientHello, or completes the handshake and never sends the HTTP/2 preface, is
+//! cut like a silent one.
 //! Not covered: a client that sends its opening and then idles; HTTP/2 keepalive
 //! (`lib.rs`) reclaims the dead ones, and the process's file limit bounds the rest.
-//! With TLS, the bytes counted are the encrypted ones: a client that sends the start
-//! of a ClientHello and stalls, or completes the handshake and never sends the HTTP/2
-//! preface, is not cut (tonic runs the TLS handshake without a timeout, and hyper's
-//! keepalive starts after the HTTP/2 handshake). Closing that would mean accepting
-//! TLS here (rustls with a timeout around the handshake, then this deadline on the
-//! decrypted stream) instead of through tonic's `tls_config`; not done yet.
 //!
 //! Option not taken: a timeout around tonic's whole accept-and-serve of a connection,
-//! which tonic does not expose.
+//! which tonic does not expose; and the deadline inside the server's TCP connection
+//! type (`linger::Lingering`), as it was at first: with TLS it counted encrypted
+//! bytes, which a ClientHello alone satisfies.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use tokio::io::{AsyncRead, ReadBuf};
-use tokio::time::Sleep;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+use tonic::transport::server::Connected;
 
-/// Longest a new connection may take to send its first [`OPENING_BYTES_MIN`] bytes.
-/// Generous for a client on a slow link (a TLS ClientHello or the HTTP/2 preface is
-/// one packet), short enough that silent sockets do not pile up.
+/// Longest a new connection may take, from its accept, to send its first
+/// [`OPENING_BYTES_MIN`] bytes (with TLS: to finish the handshake and send its first
+/// [`OPENING_BYTES_MIN`] decrypted bytes). Generous for a client on a slow link (a
+/// ClientHello, the handshake's last flight and the HTTP/2 preface are a packet or
+/// two each), short enough that silent sockets do not pile up.
 pub const CONNECTION_OPENING_MS_MAX: u64 = 10_000;
 
 /// Bytes that open a connection: the HTTP/2 client preface
 /// (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`) is 24; a TLS ClientHello is longer.
 pub const OPENING_BYTES_MIN: usize = 24;
 
-/// The deadline on a connection's opening (module docs), kept by the server's
-/// connection type (`linger::Lingering`), which reads through it. Option not taken: a
-/// connection wrapper of its own, which repeated every write method of
-/// `Lingering`'s to pass them through.
-pub struct OpeningDeadline {
+/// A server connection (plain TCP, or the decrypted side of TLS) whose first
+/// [`OPENING_BYTES_MIN`] bytes must come by a deadline (module docs). Writes, and
+/// reads once the opening is in, pass straight through.
+pub struct Opened<IO> {
+    inner: IO,
+    opening: OpeningDeadline,
+}
+
+impl<IO> Opened<IO> {
+    /// `inner`, whose opening must be in by `deadline` (counted from its accept).
+    pub fn until(inner: IO, deadline: Instant) -> Self {
+        Self {
+            inner,
+            opening: OpeningDeadline::until(deadline),
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Opened<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        this.opening.poll_read(Pin::new(&mut this.inner), cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Opened<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The inner connection's: tonic's TLS stream gives the client's certificates
+/// (`auth/layer.rs` reads them), the TCP stream the addresses.
+impl<IO: Connected> Connected for Opened<IO> {
+    type ConnectInfo = IO::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+/// The deadline on a connection's opening (module docs), read through by [`Opened`].
+struct OpeningDeadline {
     /// Until the opening bytes are in: the deadline and the bytes read so far.
     opening: Option<(Pin<Box<Sleep>>, usize)>,
 }
 
 impl OpeningDeadline {
-    pub fn new() -> Self {
-        Self::after(Duration::from_millis(CONNECTION_OPENING_MS_MAX))
+    fn until(deadline: Instant) -> Self {
+        Self {
+            opening: Some((Box::pin(tokio::time::sleep_until(deadline)), 0)),
+        }
     }
 
-    fn after(deadline: Duration) -> Self {
-        Self {
-            opening: Some((Box::pin(tokio::time::sleep(deadline)), 0)),
-        }
+    #[cfg(test)]
+    fn after(deadline: std::time::Duration) -> Self {
+        Self::until(Instant::now() + deadline)
     }
 
     /// Read from `inner` into `buf`; while the opening is not in, a read that would
     /// wait past the deadline fails with `TimedOut` instead.
-    pub fn poll_read<R: AsyncRead + ?Sized>(
+    fn poll_read<R: AsyncRead + ?Sized>(
         &mut self,
         inner: Pin<&mut R>,
         cx: &mut Context<'_>,
@@ -88,7 +158,7 @@ impl OpeningDeadline {
                 Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
-                        "the client sent {read} bytes in {CONNECTION_OPENING_MS_MAX} ms, fewer than a connection's opening ({OPENING_BYTES_MIN})"
+                        "the client sent {read} bytes by the connection's opening deadline, fewer than an opening ({OPENING_BYTES_MIN})"
                     ),
                 ))),
                 Poll::Pending => Poll::Pending,
@@ -100,6 +170,7 @@ impl OpeningDeadline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncWriteExt, DuplexStream};
 
     /// One read of `from` through `deadline`: the bytes read.

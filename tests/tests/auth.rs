@@ -2,13 +2,15 @@
 //! made at test time with rcgen), driven through real gRPC channels: a client
 //! certificate authenticates as its caller, a bearer key works over TLS without one,
 //! no credential is UNAUTHENTICATED, health needs none; and the access file's limits
-//! (batch size, request size, rate) apply.
+//! (batch size, request size, rate) apply; a TLS connection that stalls its handshake,
+//! or sends nothing after it, is closed at the opening deadline.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ledger_core::app::SystemClock;
 use ledger_core::log::memory::MemoryLog;
-use ledger_server::auth::{hash_key, Access};
+use ledger_server::auth::{hash_key, Access, ServerTls};
 use ledger_server::pb;
 use ledger_server::pb::ledger_commands_client::LedgerCommandsClient;
 use ledger_server::pb::ledger_queries_client::LedgerQueriesClient;
@@ -17,8 +19,11 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+use rustls::pki_types::pem::PemObject;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -137,8 +142,20 @@ impl Server {
     }
 }
 
+/// The server's TLS: its certificate, and the test CA for client certificates.
+fn server_tls(pki: &Pki) -> ServerTls {
+    ServerTls::from_pem(
+        pki.server.cert.as_bytes(),
+        pki.server.key.as_bytes(),
+        Some(pki.ca.as_bytes()),
+    )
+    .unwrap()
+}
+
 /// A TLS channel trusting the test CA, presenting `identity` if given.
 async fn tls_channel(server: &Server, pki: &Pki, identity: Option<&Pem>) -> Channel {
+    // tonic's client takes the process's default provider (the server names its own).
+    ledger_server::auth::tls::install_crypto_provider();
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&pki.ca))
         .domain_name("localhost");
@@ -209,10 +226,7 @@ async fn health_serving(channel: &Channel) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_certificates_and_bearer_keys_authenticate_and_nothing_else_does() {
     let pki = pki();
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(&pki.server.cert, &pki.server.key))
-        .client_ca_root(Certificate::from_pem(&pki.ca))
-        .client_auth_optional(true);
+    let tls = server_tls(&pki);
     // A low rate, so that which caller a call was counted against is visible from
     // outside: the certificate and the bank's key share one budget.
     let options = ServeOptions {
@@ -291,6 +305,93 @@ async fn mutual_tls_certificates_and_bearer_keys_authenticate_and_nothing_else_d
             .is_err());
     }
     drop((anonymous, bank, stranger));
+    server.stop().await;
+}
+
+/// Reads `stream` until the server closes it (end of stream or an error); how long
+/// that took, or None if it was still open after `wait`.
+async fn closed_within(
+    stream: &mut (impl AsyncReadExt + Unpin),
+    wait: Duration,
+) -> Option<Duration> {
+    let t = Instant::now();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(wait, async {
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| t.elapsed())
+}
+
+/// Security probe (sixteenth session): with TLS, the opening deadline counted the
+/// encrypted bytes, so a client that sent the start of a ClientHello and stalled, or
+/// finished the handshake and sent nothing, held its socket for good. Now the
+/// handshake and the first decrypted bytes must both be in by the deadline; a client
+/// that opened in time may then idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_that_stalls_in_or_after_its_handshake_is_closed_at_the_deadline() {
+    let pki = pki();
+    let opening = Duration::from_millis(600);
+    let options = ServeOptions {
+        tls: Some(server_tls(&pki)),
+        connection_opening_max: Some(opening),
+        ..ServeOptions::with_access(access(""))
+    };
+    let server = start(options).await;
+    let wait = Duration::from_secs(10);
+
+    // The first 49 bytes of a 512-byte ClientHello record (more than the 24 bytes
+    // that used to count as an opening), then nothing.
+    let mut stalled = TcpStream::connect(server.addr).await.unwrap();
+    let mut hello = vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc];
+    hello.extend([0u8; 40]);
+    stalled.write_all(&hello).await.unwrap();
+    let took = closed_within(&mut stalled, wait)
+        .await
+        .expect("a stalled handshake is closed");
+    assert!(
+        took >= opening / 2,
+        "closed at the deadline, not before: {took:?}"
+    );
+
+    // A whole handshake, then not one byte of HTTP/2.
+    ledger_server::auth::tls::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pki.ca.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut client = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let mut silent = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .expect("the handshake completes");
+    assert_eq!(silent.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let took = closed_within(&mut silent, wait)
+        .await
+        .expect("a silent TLS connection is closed");
+    assert!(
+        took >= opening / 2,
+        "closed at the deadline, not before: {took:?}"
+    );
+
+    // A real client opens in time, and may then stay quiet past the deadline.
+    let channel = tls_channel(&server, &pki, None).await;
+    health_serving(&channel).await;
+    tokio::time::sleep(opening * 2).await;
+    assert_eq!(
+        get_account(&channel, Some(ADMIN_KEY)).await.code(),
+        Code::NotFound
+    );
+    drop(channel);
     server.stop().await;
 }
 

@@ -26,7 +26,7 @@ pub use file::{Access, AccessError, CallerEntry, LoadAccessError};
 pub use key::{generate_key, hash_key, KeyHash};
 pub use layer::{AuthError, AuthLayer};
 pub use limits::Limits;
-pub use tls::TlsFiles;
+pub use tls::{ServerTls, TlsFiles};
 
 /// Access control, limits and TLS of a server (`crate::serve_with_options`).
 ///
@@ -39,13 +39,16 @@ pub struct ServeOptions {
     /// Who may call, and the `[limits]`. `None`: open mode.
     pub access: Option<Arc<Access>>,
     /// TLS on the listener, with client certificates if it has a client CA.
-    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    pub tls: Option<ServerTls>,
     /// Where the receipts catch-up keeps its checkpoint (`DATA_DIR/receipts.checkpoint`
     /// for `serve` and `demo`; see [`crate::receipts`]). None: each start reads the
     /// whole log for missing receipts.
     pub receipts_checkpoint: crate::receipts::ReceiptCheckpoint,
     /// Longest a shutdown waits for open connections; None: [`crate::SHUTDOWN_GRACE`].
     pub shutdown_grace: Option<std::time::Duration>,
+    /// Longest a new connection may take to open (TLS handshake and first bytes);
+    /// None: `CONNECTION_OPENING_MS_MAX` (10 s). Tests shorten it.
+    pub connection_opening_max: Option<std::time::Duration>,
 }
 
 impl ServeOptions {

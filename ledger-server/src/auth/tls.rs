@@ -1,9 +1,16 @@
 //! TLS for the gRPC listener: `serve --tls-cert PEM --tls-key PEM [--tls-client-ca PEM]`.
 //!
-//! tonic's rustls TLS with the **aws-lc-rs** crypto provider (tonic feature
-//! `tls-aws-lc`): the one the KurrentDB client (`kurrentdb` 1.2) already builds tonic
-//! with, so the binary carries one TLS stack. Option not taken: `tls-ring`, which would
-//! add a second provider to every build for nothing.
+//! rustls with the **aws-lc-rs** crypto provider: the one the KurrentDB client
+//! (`kurrentdb` 1.2) already builds tonic with, so the binary carries one TLS stack.
+//! Option not taken: `ring`, which would add a second provider to every build for
+//! nothing.
+//!
+//! The server accepts TLS itself (`crate::accept`), with a deadline on the handshake,
+//! instead of handing the configuration to tonic (`Server::tls_config`): tonic runs
+//! each handshake without a timeout, so a client that sent part of a ClientHello and
+//! stalled held its socket and a task for good (security probe, sixteenth session).
+//! The configuration below is the one tonic built (same verifier, same ALPN), so
+//! clients see no difference.
 //!
 //! With a client CA, a client certificate is verified against it but is **optional**:
 //! a client that presents one is authenticated by its name (`certificate_name` in the
@@ -14,7 +21,15 @@
 
 use std::path::{Path, PathBuf};
 
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use std::sync::Arc;
+
+/// The ALPN protocol a gRPC server offers: HTTP/2 (what tonic offered).
+const ALPN_H2: &[u8] = b"h2";
 
 /// The PEM files of a TLS listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +53,107 @@ pub enum TlsError {
     },
     #[error("{what} {path} holds no PEM block (`-----BEGIN …`); convert it to PEM (e.g. `openssl x509 -inform der -in FILE -out FILE.pem`)")]
     NotPem { what: &'static str, path: PathBuf },
+    #[error("{what} does not parse: {reason}; it must hold PEM blocks (`-----BEGIN CERTIFICATE-----` for certificates, `-----BEGIN PRIVATE KEY-----`, `RSA PRIVATE KEY` or `EC PRIVATE KEY` for the key)")]
+    Parse { what: &'static str, reason: String },
+    #[error("{what} holds no {expected}")]
+    Empty {
+        what: &'static str,
+        expected: &'static str,
+    },
+    #[error("the TLS certificate and key cannot serve: {0}; check that --tls-key is the private key of the first certificate in --tls-cert")]
+    Identity(String),
+    #[error("the client CA (--tls-client-ca) cannot verify client certificates: {0}; it must hold the CA certificate(s) that issued the clients' certificates")]
+    ClientCa(String),
+}
+
+/// What a TLS listener serves with: the server's certificate and key, and the client
+/// CA if any, checked and ready to accept connections (`crate::accept`).
+#[derive(Clone)]
+pub struct ServerTls {
+    config: Arc<ServerConfig>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the key.
+        f.debug_struct("ServerTls")
+            .field("alpn", &self.config.alpn_protocols)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// From PEM bytes: `cert_chain` (leaf first), its private `key`, and the CA
+    /// certificate(s) that client certificates are verified against, if any.
+    pub fn from_pem(
+        cert_chain: &[u8],
+        key: &[u8],
+        client_ca: Option<&[u8]>,
+    ) -> Result<Self, TlsError> {
+        let certs = certificates("the TLS certificate (--tls-cert)", cert_chain)?;
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| TlsError::Parse {
+            what: "the TLS private key (--tls-key)",
+            reason: e.to_string(),
+        })?;
+        // This provider, not the process default: rustls is built with two here (the
+        // KurrentDB client's HTTP stack enables `ring`), and with two and none
+        // installed, rustls cannot pick one by itself.
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Identity(e.to_string()))?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, provider)?),
+        };
+        let mut config = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| TlsError::Identity(e.to_string()))?;
+        config.alpn_protocols.push(ALPN_H2.to_vec());
+        Ok(Self {
+            config: Arc::new(config),
+        })
+    }
+
+    /// The acceptor for one connection's handshake.
+    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.config.clone())
+    }
+}
+
+/// Every certificate in `pem`; at least one.
+fn certificates(what: &'static str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Parse {
+            what,
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Empty {
+            what,
+            expected: "certificate (`-----BEGIN CERTIFICATE-----`)",
+        });
+    }
+    Ok(certs)
+}
+
+/// Verifies client certificates against `ca` when presented; a client without one may
+/// still send a bearer key (module docs).
+fn client_verifier(
+    ca: &[u8],
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates("the client CA (--tls-client-ca)", ca)? {
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::ClientCa(e.to_string()))
 }
 
 fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -56,26 +172,76 @@ fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 impl TlsFiles {
-    /// Read the files into tonic's server TLS configuration. Whether the certificate
-    /// and key match is checked when the server starts (`ServeError::Tls`).
-    pub fn load(&self) -> Result<ServerTlsConfig, TlsError> {
+    /// Read and check the files: a certificate that does not parse, a key that is not
+    /// the certificate's, or a client CA that is no certificate is refused here, at
+    /// start-up, naming the flag.
+    pub fn load(&self) -> Result<ServerTls, TlsError> {
         let cert = read_pem("the TLS certificate (--tls-cert)", &self.cert)?;
         let key = read_pem("the TLS private key (--tls-key)", &self.key)?;
-        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-        if let Some(ca) = &self.client_ca {
-            let ca = read_pem("the client CA (--tls-client-ca)", ca)?;
-            config = config
-                .client_ca_root(Certificate::from_pem(ca))
-                .client_auth_optional(true);
-        }
-        Ok(config)
+        let ca = match &self.client_ca {
+            Some(path) => Some(read_pem("the client CA (--tls-client-ca)", path)?),
+            None => None,
+        };
+        ServerTls::from_pem(&cert, &key, ca.as_deref())
     }
 }
 
-/// Make aws-lc-rs the process's rustls provider. Needed because rustls here is built
-/// with both providers (the KurrentDB client's HTTP stack enables `ring` too), and
-/// tonic's server then cannot pick one by itself (it would panic). A provider
-/// installed earlier (by an embedder) is kept.
+/// Make aws-lc-rs the process's rustls provider. The server's own TLS names its
+/// provider ([`ServerTls::from_pem`]); this is for TLS clients in the same process
+/// (tonic's client config takes the process default, and rustls is built here with
+/// both providers, the KurrentDB client's HTTP stack enabling `ring` too, so it cannot
+/// pick one by itself and would panic). A provider installed earlier (by an embedder)
+/// is kept.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate for `localhost` and its key, in PEM.
+    fn self_signed() -> (String, String) {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        (c.cert.pem(), c.signing_key.serialize_pem())
+    }
+
+    #[test]
+    fn a_certificate_with_its_key_serves_with_or_without_a_client_ca() {
+        let (cert, key) = self_signed();
+        let (ca, _) = self_signed();
+        for client_ca in [None, Some(ca.as_bytes())] {
+            let tls = ServerTls::from_pem(cert.as_bytes(), key.as_bytes(), client_ca).unwrap();
+            assert_eq!(tls.config.alpn_protocols, vec![b"h2".to_vec()]);
+        }
+    }
+
+    #[test]
+    fn files_that_cannot_serve_are_refused_at_start_up_naming_the_flag() {
+        let (cert, key) = self_signed();
+        let (other_cert, other_key) = self_signed();
+        let refused = |cert: &str, key: &str, ca: Option<&str>| {
+            ServerTls::from_pem(cert.as_bytes(), key.as_bytes(), ca.map(str::as_bytes))
+                .expect_err("refused")
+                .to_string()
+        };
+        // The key of another certificate.
+        let e = refused(&cert, &other_key, None);
+        assert!(e.contains("--tls-key is the private key"), "{e}");
+        // A key where the certificate should be.
+        let e = refused(&key, &key, None);
+        assert!(
+            e.contains("--tls-cert") && e.contains("no certificate"),
+            "{e}"
+        );
+        // A certificate where the key should be.
+        let e = refused(&cert, &other_cert, None);
+        assert!(e.contains("--tls-key"), "{e}");
+        // A client CA that holds no certificate, or one that does not parse.
+        let e = refused(&cert, &key, Some(&key));
+        assert!(e.contains("--tls-client-ca"), "{e}");
+        let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let e = refused(&cert, &key, Some(garbage));
+        assert!(e.contains("--tls-client-ca"), "{e}");
+    }
 }
