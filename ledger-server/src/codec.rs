@@ -16,6 +16,7 @@
 
 use std::marker::PhantomData;
 
+use bytes::Buf;
 use prost::Message;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, ProstCodec};
 use tonic::Status;
@@ -64,8 +65,23 @@ impl<U: Message + Default> Decoder for ProtoDecoder<U> {
     type Item = U;
     type Error = Status;
 
+    /// From the message's bytes as one slice when they are (tonic buffers a message in
+    /// one `BytesMut`, so they always are): prost then reads through `&[u8]`, whose
+    /// every step is a pointer bump, instead of through `DecodeBuf` over `BytesMut`,
+    /// where each varint and field advance goes through `BytesMut::advance`'s checks.
+    /// That was ~1,300 instructions of a batched deposit's ~60,000 (callgrind,
+    /// seventeenth session). The result is the same either way.
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        U::decode(buf)
+        let len = buf.remaining();
+        let decoded = match buf.chunk() {
+            whole if whole.len() == len => {
+                let decoded = U::decode(whole);
+                buf.advance(len);
+                decoded
+            }
+            _ => U::decode(&mut *buf),
+        };
+        decoded
             .map(Some)
             .map_err(|e| crate::status::malformed_message_status(&e))
     }
