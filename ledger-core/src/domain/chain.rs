@@ -90,7 +90,7 @@ pub fn encode_metadata_as(
             };
             let mut bytes = Vec::with_capacity(METADATA_BINARY_BYTES_TYPICAL);
             bytes.push(BINARY_PAYLOAD_TAG);
-            postcard::to_extend(&binary, bytes).expect("metadata always serialises")
+            super::events::postcard_after(bytes, &binary).expect("metadata always serialises")
         }
     }
 }

@@ -297,7 +297,8 @@ impl Command {
             PayloadEncoding::Json => self.digest(),
             PayloadEncoding::Binary => {
                 let mut bytes = Vec::with_capacity(COMMAND_BINARY_BYTES_TYPICAL);
-                bytes = postcard::to_extend(self, bytes).expect("commands always serialise");
+                bytes =
+                    super::events::postcard_after(bytes, self).expect("commands always serialise");
                 let mut digest = String::with_capacity(BINARY_DIGEST_PREFIX.len() + 64);
                 digest.push_str(BINARY_DIGEST_PREFIX);
                 digest.push_str(&super::chain::hex32(blake3::hash(&bytes).as_bytes()));
