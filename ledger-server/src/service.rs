@@ -508,9 +508,19 @@ impl LedgerService {
                 // than write a wrong event) ends as that line's INTERNAL, as it did in a
                 // task of its own; the batch's other lines, in flight or to come, and
                 // the results of earlier waves are not lost with it.
+                //
+                // The line's command runs boxed: its future is a few KiB (the handler's
+                // is ~2 KiB), and every move of this block, from the iterator into
+                // `buffer_unordered`'s task list, copied all of it, though until it
+                // first runs the block holds only its line. Boxed on the first poll,
+                // the moves copy the line (~700 instructions of `memcpy` per batched
+                // deposit before; docs/benchmarks.md, "Seventeenth session").
                 async move {
-                    let run = std::panic::AssertUnwindSafe(self.execute_here(caller, line));
-                    let result = match run.catch_unwind().await {
+                    let run = Box::pin(
+                        std::panic::AssertUnwindSafe(self.execute_here(caller, line))
+                            .catch_unwind(),
+                    );
+                    let result = match run.await {
                         Ok(result) => result,
                         Err(panic) => Err(line_panicked(&*panic)),
                     };
