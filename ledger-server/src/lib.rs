@@ -396,13 +396,19 @@ pub async fn serve_with_options(
     health
         .set_serving::<pb::audit_server::AuditServer<partners::audit::AuditService>>()
         .await;
+    // `google.rpc`'s error details too: every refusal carries an `ErrorInfo` (and some
+    // a `RetryInfo`) in its status details, and a reflection client such as grpcurl
+    // decodes a detail only if reflection can describe its type (before, grpcurl
+    // printed the reason as base64: newcomer's probe).
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let reflection_alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
     let healer = {

@@ -1102,6 +1102,50 @@ async fn health_and_reflection_are_on() {
         names.contains(&"grpc.health.v1.Health".to_owned()),
         "{names:?}"
     );
+    // The error details every refusal carries are described too, so a reflection
+    // client (grpcurl) prints an ErrorInfo's reason instead of base64; and their
+    // files' imports can be fetched.
+    for symbol in ["google.rpc.ErrorInfo", "google.rpc.RetryInfo"] {
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(symbol.into())),
+        };
+        let response = reflection
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .unwrap()
+            .into_inner()
+            .message()
+            .await
+            .unwrap()
+            .unwrap();
+        let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
+            panic!("{symbol}: {response:?}")
+        };
+        assert!(!files.file_descriptor_proto.is_empty(), "{symbol}");
+    }
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileByFilename(
+            "google/protobuf/duration.proto".into(),
+        )),
+    };
+    let response = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(
+            response.message_response,
+            Some(MessageResponse::FileDescriptorResponse(_))
+        ),
+        "{response:?}"
+    );
     server.stop().await;
 }
 
