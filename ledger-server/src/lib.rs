@@ -484,8 +484,12 @@ pub async fn serve_with_options(
     );
     let sweeper = tokio::spawn(partners::redemptions::sweep_holds(partners.clone()));
     let closing = partners.clone();
-    let addr = listener.local_addr().ok();
-    tracing::info!(?addr, "serving timebank.v1.LedgerCommands");
+    match listener.local_addr() {
+        Ok(addr) => {
+            tracing::info!(%addr, "serving gRPC: timebank.v1 (LedgerCommands, LedgerQueries, Consents, Banks, Redemptions, Audit), health, reflection")
+        }
+        Err(e) => tracing::info!("serving gRPC (listening address unknown: {e})"),
+    }
     let (shutdown_begun, begun) = tokio::sync::oneshot::channel::<()>();
     let router = server
         .layer(metrics::GrpcMetricsLayer)

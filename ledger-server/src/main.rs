@@ -21,6 +21,7 @@ use ledger_server::demo::DemoConfig;
 use ledger_server::queries::StarPolicyArgs;
 use ledger_server::{run, RunConfig, ServeOptions};
 use rust_decimal::Decimal;
+use std::io::IsTerminal;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 #[derive(Parser)]
@@ -93,7 +94,8 @@ fn metrics_listen(text: &str) -> Result<MetricsListen, String> {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Serve timebank.v1.LedgerCommands (with gRPC health and reflection).
+    /// Serve the timebank.v1 gRPC services (commands, queries, partners, audit), with
+    /// gRPC health and reflection.
     Serve {
         /// Data directory: the embedded log in `log/` and projection snapshots in
         /// `projections/` (created if missing).
@@ -194,12 +196,15 @@ enum Cmd {
     /// Seed the demo city into an empty data directory on first start, then serve it
     /// (UTC+8 calendar), printing ready-to-paste grpcurl calls.
     Demo {
+        /// Where the demo's embedded log, access file and snapshots live.
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
+        /// The gRPC address (plaintext).
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
         /// Registered volunteers in the demo city (up to 2,680,000, Hangzhou's count).
-        #[arg(long, default_value_t = ledger_server::demo::DEFAULT_VOLUNTEERS)]
+        #[arg(long, default_value_t = ledger_server::demo::DEFAULT_VOLUNTEERS,
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(ledger_server::demo::VOLUNTEERS_MAX)))]
         volunteers: u32,
         /// Seed of the generator: the same seed and size give the same log.
         #[arg(long, default_value_t = ledger_server::demo::DEFAULT_SEED)]
@@ -215,10 +220,14 @@ enum Cmd {
     },
     /// Seed the demo city into an empty data directory and stop.
     Seed {
+        /// The empty (or new) data directory to seed.
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
-        #[arg(long, default_value_t = ledger_server::demo::DEFAULT_VOLUNTEERS)]
+        /// Registered volunteers in the city (up to 2,680,000, Hangzhou's count).
+        #[arg(long, default_value_t = ledger_server::demo::DEFAULT_VOLUNTEERS,
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(ledger_server::demo::VOLUNTEERS_MAX)))]
         volunteers: u32,
+        /// Seed of the generator: the same seed and size give the same log.
         #[arg(long, default_value_t = ledger_server::demo::DEFAULT_SEED)]
         seed: u64,
         /// How the city's events are stored: `json` or `binary` (as for `serve`).
@@ -310,15 +319,25 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // `export --out -` writes the export on stdout, so its log lines go to stderr;
     // the other commands keep logging to stdout as they always have.
-    let writer = if matches!(cli.command, Cmd::Export(_)) {
+    let to_stderr = matches!(cli.command, Cmd::Export(_));
+    let writer = if to_stderr {
         BoxMakeWriter::new(std::io::stderr)
     } else {
         BoxMakeWriter::new(std::io::stdout)
     };
+    // Colours for a terminal only: in a file or a pipe the escape codes are noise
+    // around every level and field (newcomer's probe). `NO_COLOR` turns them off too.
+    let ansi = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && if to_stderr {
+            std::io::stderr().is_terminal()
+        } else {
+            std::io::stdout().is_terminal()
+        };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     match cli.log_format {
         LogFormat::Text => tracing_subscriber::fmt()
+            .with_ansi(ansi)
             .with_writer(writer)
             .with_env_filter(filter)
             .init(),

@@ -381,7 +381,12 @@ async fn renew_sample_consent(
     }
 }
 
-/// Where the server listens and a few calls to paste, with real accounts.
+/// The region of the volunteer each start's banner registers (the demo platform's,
+/// under `hangzhou`).
+const TRY_REGION: &str = "hangzhou/xihu/street-01/community-01";
+
+/// Where the server listens and a few calls to paste: a new volunteer of this start's
+/// own (registered, credited, spending), and the city's real accounts.
 pub fn banner(listen: SocketAddr, data_dir: &Path, events: u64, sample: Option<&Sample>) -> String {
     let a = listen;
     let mut out = format!(
@@ -404,18 +409,23 @@ pub fn banner(listen: SocketAddr, data_dir: &Path, events: u64, sample: Option<&
         let offset = FixedOffset::east_opt(DEMO_CALENDAR_OFFSET_SECS).expect("UTC+8");
         // Yesterday in the ledger's calendar: the whole interval is in the past.
         let day = Utc::now().with_timezone(&offset).date_naive() - Days::new(1);
-        // 14:00 to 17:00 at UTC+8: not the quickstart's 09:00 to 12:00 for the same
-        // volunteer, so that pasting these calls first does not make its deposit
-        // `OVERLAPPING_SERVICE` (or the other way round).
         let (start, end) = (format!("{day}T06:00:00Z"), format!("{day}T09:00:00Z"));
         let stamp = Utc::now().format("%Y%m%d%H%M%S");
+        // A new volunteer of this start's own: pasted after a restart (or on the same
+        // day as the quickstart's calls), the calls meet no earlier service of theirs.
+        // With the city's sample volunteer, every start printed the same interval, and
+        // the second start's deposit was OVERLAPPING_SERVICE (newcomer's probe).
+        let v = format!("v-try-{stamp}");
         out.push_str(&format!(
-            "grpcurl -plaintext {platform} -d '{{\"request_id\":\"try-dep-{stamp}\",\"volunteer_id\":\"{v}\",\"organisation_id\":\"{o}\",\"activity_id\":\"try-river-patrol-{day}\",\"service_date\":\"{day}\",\"started_at\":\"{start}\",\"ended_at\":\"{end}\",\"category\":\"river-patrol\",\"hours\":\"3\",\"kind\":\"HOUR_KIND_CREDIT\",\"verifier_id\":\"staff-017\"}}' {a} timebank.v1.LedgerCommands/DepositHours\n\
+            "grpcurl -plaintext {platform} -d '{{\"request_id\":\"try-reg-{stamp}\",\"account_id\":\"{v}\",\"kind\":\"ACCOUNT_KIND_VOLUNTEER\",\"region_code\":\"{region}\",\"join_date\":\"{day}\"}}' {a} timebank.v1.LedgerCommands/RegisterAccount\n\
+             grpcurl -plaintext {platform} -d '{{\"request_id\":\"try-dep-{stamp}\",\"volunteer_id\":\"{v}\",\"organisation_id\":\"{o}\",\"activity_id\":\"try-river-patrol-{day}\",\"service_date\":\"{day}\",\"started_at\":\"{start}\",\"ended_at\":\"{end}\",\"category\":\"river-patrol\",\"hours\":\"3\",\"kind\":\"HOUR_KIND_CREDIT\",\"verifier_id\":\"staff-017\"}}' {a} timebank.v1.LedgerCommands/DepositHours\n\
              grpcurl -plaintext {platform} -d '{{\"request_id\":\"try-spend-{stamp}\",\"volunteer_id\":\"{v}\",\"purpose\":\"SPEND_PURPOSE_RECEIVED_SERVICE\",\"counterparty_id\":\"{o}\",\"hours\":\"1.5\",\"memo\":\"home visit\"}}' {a} timebank.v1.LedgerCommands/SpendHours\n\
              grpcurl -plaintext {platform} -d '{{\"request_id\":\"try-exchange-{stamp}\",\"volunteer_id\":\"{v}\",\"hours\":\"0.5\"}}' {a} timebank.v1.LedgerCommands/ExchangeHours\n\
              grpcurl -plaintext {platform} -d '{{\"request_id\":\"try-donate-{stamp}\",\"volunteer_id\":\"{v}\",\"project_id\":\"{p}\",\"hours\":\"0.5\"}}' {a} timebank.v1.LedgerCommands/DonateHours\n\
-             grpcurl -plaintext {auditor} -d '{{\"account_id\":\"{v}\"}}' {a} timebank.v1.LedgerQueries/GetAccount\n",
-            v = s.volunteer,
+             grpcurl -plaintext {auditor} -d '{{\"account_id\":\"{v}\"}}' {a} timebank.v1.LedgerQueries/GetAccount\n\
+             grpcurl -plaintext {auditor} -d '{{\"account_id\":\"{top}\"}}' {a} timebank.v1.LedgerQueries/GetAccount\n",
+            region = TRY_REGION,
+            top = s.volunteer,
             o = s.organisation,
             p = s.project,
         ));
@@ -436,7 +446,7 @@ pub fn banner(listen: SocketAddr, data_dir: &Path, events: u64, sample: Option<&
             y1 = super::DEMO_YEAR + 1,
         ));
         out.push_str(&format!(
-            "\n(volunteer {} served most this demo year; {} consented to {} for {}; merchant {}; docs/quickstart.md and docs/partners.md have more)\n",
+            "\n(the calls above register {v} for this start; volunteer {} served most this demo year; {} consented to {} for {}; merchant {}; docs/quickstart.md and docs/partners.md have more)\n",
             s.volunteer,
             s.consenting_volunteer,
             s.bank,

@@ -38,6 +38,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 #[derive(Parser)]
 #[command(
     name = "timebank-log",
+    version,
     about = "Operator tools for the timebank event log"
 )]
 struct Cli {
