@@ -525,8 +525,12 @@ pub async fn serve_with_options(
             pb::audit_server::AuditServer::new(partners::audit::AuditService(partners.clone()))
                 .max_decoding_message_size(limits.request_bytes_max),
         );
+    // Accepting stops when the shutdown begins (below): new clients are refused at
+    // once instead of accepted into a server that no longer takes connections.
+    let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
+        let _ = stop_accepting.send(());
         tracing::info!("shutdown requested: no new connections; finishing in-flight commands");
         // A StreamLog that follows the log never ends by itself: end it, or the
         // graceful shutdown waits for its client to hang up.
@@ -539,12 +543,14 @@ pub async fn serve_with_options(
     let serving: std::pin::Pin<
         Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
     > = match options.tls {
-        None => Box::pin(
-            router.serve_with_incoming_shutdown(accept::plain(listener, opening_max), signal),
-        ),
-        Some(tls) => Box::pin(
-            router.serve_with_incoming_shutdown(accept::tls(listener, opening_max, tls), signal),
-        ),
+        None => Box::pin(router.serve_with_incoming_shutdown(
+            accept::plain(listener, opening_max, accepting_stopped),
+            signal,
+        )),
+        Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+            accept::tls(listener, opening_max, tls, accepting_stopped),
+            signal,
+        )),
     };
     let grace_over = async {
         match begun.await {

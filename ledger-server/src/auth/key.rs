@@ -56,28 +56,13 @@ impl KeyHash {
             return Err(KeyHashError::Length(text.chars().count()));
         }
         let mut bytes = [0u8; 32];
-        hex_decode(text, &mut bytes).ok_or(KeyHashError::NotHex)?;
+        hex::decode_to_slice(text, &mut bytes).map_err(|_| KeyHashError::NotHex)?;
         Ok(Self(bytes))
     }
 
     pub fn to_hex(&self) -> String {
-        use fmt::Write;
-        self.0.iter().fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+        hex::encode(self.0)
     }
-}
-
-fn hex_decode(text: &str, out: &mut [u8; 32]) -> Option<()> {
-    let digits = text.as_bytes();
-    for (i, byte) in out.iter_mut().enumerate() {
-        let hi = (digits[2 * i] as char).to_digit(16)?;
-        let lo = (digits[2 * i + 1] as char).to_digit(16)?;
-        // Two hex digits fit a byte.
-        *byte = (hi * 16 + lo) as u8;
-    }
-    Some(())
 }
 
 /// The SHA-256 of `key` exactly as the client sends it (prefix included).

@@ -144,11 +144,24 @@ fn client_verifier(
     ca: &[u8],
     provider: Arc<CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    // Like tonic's configuration (`add_parsable_certificates`): a bundle with one
+    // certificate rustls cannot use as a trust anchor still serves with the others,
+    // said at start-up; a bundle with none refuses to start.
     let mut roots = RootCertStore::empty();
-    for cert in certificates("the client CA (--tls-client-ca)", ca)? {
-        roots
-            .add(cert)
-            .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+    let certs = certificates("the client CA (--tls-client-ca)", ca)?;
+    let given = certs.len();
+    let (added, skipped) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(TlsError::ClientCa(format!(
+            "none of its {given} certificates can be a trust anchor"
+        )));
+    }
+    if skipped > 0 {
+        tracing::warn!(
+            added,
+            skipped,
+            "the client CA (--tls-client-ca) holds certificates that cannot be trust anchors; they are left out"
+        );
     }
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .allow_unauthenticated()
