@@ -1079,19 +1079,31 @@ async fn health_and_reflection_are_on() {
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
         ServerReflectionRequest,
     };
-    let mut reflection = ServerReflectionClient::new(server.channel.clone());
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
+    let reflection = ServerReflectionClient::new(server.channel.clone());
+    // One request on the reflection stream, its one answer.
+    let ask = |request: MessageRequest| {
+        let mut reflection = reflection.clone();
+        async move {
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(request),
+            };
+            reflection
+                .server_reflection_info(tokio_stream::iter(vec![request]))
+                .await
+                .unwrap()
+                .into_inner()
+                .message()
+                .await
+                .unwrap()
+                .unwrap()
+                .message_response
+        }
     };
-    let mut responses = reflection
-        .server_reflection_info(tokio_stream::iter(vec![request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("{response:?}")
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        ask(MessageRequest::ListServices(String::new())).await
+    else {
+        panic!("no list of services")
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(
@@ -1105,47 +1117,17 @@ async fn health_and_reflection_are_on() {
     // The error details every refusal carries are described too, so a reflection
     // client (grpcurl) prints an ErrorInfo's reason instead of base64; and their
     // files' imports can be fetched.
-    for symbol in ["google.rpc.ErrorInfo", "google.rpc.RetryInfo"] {
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::FileContainingSymbol(symbol.into())),
-        };
-        let response = reflection
-            .server_reflection_info(tokio_stream::iter(vec![request]))
-            .await
-            .unwrap()
-            .into_inner()
-            .message()
-            .await
-            .unwrap()
-            .unwrap();
-        let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
-            panic!("{symbol}: {response:?}")
-        };
-        assert!(!files.file_descriptor_proto.is_empty(), "{symbol}");
+    for request in [
+        MessageRequest::FileContainingSymbol("google.rpc.ErrorInfo".into()),
+        MessageRequest::FileContainingSymbol("google.rpc.RetryInfo".into()),
+        MessageRequest::FileByFilename("google/protobuf/duration.proto".into()),
+    ] {
+        let answer = ask(request.clone()).await;
+        assert!(
+            matches!(&answer, Some(MessageResponse::FileDescriptorResponse(f)) if !f.file_descriptor_proto.is_empty()),
+            "{request:?}: {answer:?}"
+        );
     }
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::FileByFilename(
-            "google/protobuf/duration.proto".into(),
-        )),
-    };
-    let response = reflection
-        .server_reflection_info(tokio_stream::iter(vec![request]))
-        .await
-        .unwrap()
-        .into_inner()
-        .message()
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(
-            response.message_response,
-            Some(MessageResponse::FileDescriptorResponse(_))
-        ),
-        "{response:?}"
-    );
     server.stop().await;
 }
 
