@@ -136,17 +136,38 @@ pub enum MetricsError {
         addr: SocketAddr,
         source: BuildError,
     },
+    #[error("cannot listen for metrics on {addr}: {source}; choose another --metrics-listen address or `off`")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
-/// Install the Prometheus exporter with an HTTP listener on `listen` (`None`: no
+/// Longest one `/metrics` connection lives, from its accept to its close: a scrape
+/// renders and sends a few KiB. The request's first bytes must come within the
+/// connection opening deadline (`opening.rs`), its headers within this.
+pub const METRICS_CONNECTION_MS_MAX: u64 = 30_000;
+
+/// How often the exporter's upkeep runs (histogram buckets rotated, idle series
+/// kept bounded): what the exporter's own listener did every 5 s.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Install the Prometheus exporter and serve `GET /metrics` on `listen` (`None`: no
 /// exporter; the metric calls then go nowhere). Must run inside a tokio runtime.
+///
+/// Served here, over the gRPC listener's accept loop (`accept.rs`), not by the
+/// exporter's own HTTP listener: that one retried a failed accept at once (out of
+/// file descriptors, it spun a core and logged 2.8 million warnings in 8 s: an edge
+/// probe of the seventeenth session) and kept silent connections for good. Here a
+/// connection must send its request's first bytes within the opening deadline, gets
+/// one response (no keep-alive: a scrape every few seconds does not need it), and is
+/// closed after [`METRICS_CONNECTION_MS_MAX`] at the latest.
 pub fn install(listen: Option<SocketAddr>) -> Result<(), MetricsError> {
     let Some(addr) = listen else {
         return Ok(());
     };
     let install = |source| MetricsError::Install { addr, source };
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
         .map_err(install)?
         .set_buckets_for_metric(
@@ -154,11 +175,76 @@ pub fn install(listen: Option<SocketAddr>) -> Result<(), MetricsError> {
             &GROUP_BUCKETS,
         )
         .map_err(install)?
-        .install()
+        .install_recorder()
         .map_err(install)?;
+    let listen_error = |source| MetricsError::Listen { addr, source };
+    // Bound here, so that a taken address fails the start rather than a task.
+    let listener = std::net::TcpListener::bind(addr).map_err(listen_error)?;
+    listener.set_nonblocking(true).map_err(listen_error)?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(listen_error)?;
     describe();
+    let opening_max = Duration::from_millis(crate::opening::CONNECTION_OPENING_MS_MAX);
+    tokio::spawn(serve_metrics(listener, handle, opening_max));
     tracing::info!(%addr, "Prometheus metrics on http://{addr}/metrics");
     Ok(())
+}
+
+/// Serve `GET /metrics` from `handle` on `listener` for the rest of the process, and
+/// run the exporter's upkeep. A connection must send its first bytes within
+/// `opening_max`.
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    opening_max: Duration,
+) {
+    use tokio_stream::StreamExt as _;
+    // Never sent: the metrics listener lives as long as the process.
+    let (_serving, forever) = tokio::sync::oneshot::channel();
+    let mut connections = crate::accept::plain(listener, opening_max, forever);
+    let mut upkeep = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = upkeep.tick() => handle.run_upkeep(),
+            connection = connections.next() => {
+                let Some(Ok(connection)) = connection else { return };
+                tokio::spawn(serve_scrape(connection, handle.clone()));
+            }
+        }
+    }
+}
+
+/// One connection's one request: the metrics for `GET /metrics`, 404 otherwise.
+async fn serve_scrape(
+    connection: crate::accept::PlainConnection,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+) {
+    use http_body_util::Full;
+    use hyper::{Method, Response, StatusCode};
+    let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+        let response = if request.method() == Method::GET && request.uri().path() == "/metrics" {
+            Response::builder()
+                .header("content-type", "text/plain; version=0.0.4")
+                .body(Full::new(bytes::Bytes::from(handle.render())))
+        } else {
+            Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .body(Full::new(bytes::Bytes::from_static(
+                    b"not found: the metrics are at GET /metrics\n",
+                )))
+        };
+        std::future::ready(response)
+    });
+    let serving = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(METRICS_CONNECTION_MS_MAX))
+        .serve_connection(hyper_util::rt::TokioIo::new(connection), service);
+    let most = Duration::from_millis(METRICS_CONNECTION_MS_MAX);
+    match tokio::time::timeout(most, serving).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!("a metrics connection failed: {e}"),
+        Err(_) => tracing::debug!("a metrics connection was closed after {most:?}"),
+    }
 }
 
 /// Sample the projection worker every [`PROJECTION_SAMPLE_INTERVAL`] into the
@@ -330,6 +416,50 @@ where
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// What the server answers to `request` (all of it, until it closes).
+    async fn ask(addr: SocketAddr, request: &[u8]) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    /// `/metrics` answers a scrape and closes; another path is 404; a connection that
+    /// sends nothing is closed at the opening deadline, not kept (the exporter's own
+    /// listener kept it for good, and spun a core when out of file descriptors).
+    #[tokio::test]
+    async fn metrics_are_served_once_per_connection_and_silent_connections_are_cut() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::counter!(GRPC_REQUESTS_TOTAL, "rpc" => "x", "code" => "Ok").increment(3);
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve_metrics(listener, handle, Duration::from_millis(300)));
+
+        let scrape = ask(addr, b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
+        assert!(
+            scrape.contains("timebank_grpc_requests_total{rpc=\"x\",code=\"Ok\"} 3"),
+            "{scrape}"
+        );
+        let other = ask(addr, b"GET /other HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0) | Err(_))),
+            "a silent connection is closed: {closed:?}"
+        );
+    }
+
     /// Every method served keeps its own label; any other path, whatever the answer
     /// to it, shares one (a security probe grew /metrics to 435 MB through the labels).
     #[test]
