@@ -285,6 +285,13 @@ mod tests {
         )
     }
 
+    /// A listener on a free loopback port, and its address.
+    async fn loopback() -> (TcpListener, std::net::SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (listener, addr)
+    }
+
     /// Openings that never finish (a stalled handshake) until their deadline.
     fn stalled(
         listener: TcpListener,
@@ -307,8 +314,7 @@ mod tests {
     /// the one over it is closed at once, the others wait for their deadline.
     #[tokio::test]
     async fn an_address_over_its_share_of_openings_is_closed_at_once() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = loopback().await;
         let (_stop, stop) = oneshot::channel();
         let _incoming = stalled(listener, stop);
         let mut held = Vec::new();
@@ -330,8 +336,7 @@ mod tests {
     /// larger than the share of TLS openings is served whole.
     #[tokio::test]
     async fn a_burst_of_plain_connections_from_one_address_is_handed_on_whole() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = loopback().await;
         let (_stop, stop) = oneshot::channel();
         let mut incoming = plain(listener, Duration::from_secs(30), stop);
         let burst = CONNECTIONS_OPENING_PER_PEER_MAX * 2;
@@ -352,8 +357,7 @@ mod tests {
     /// instead of accepted into a server that no longer serves it.
     #[tokio::test]
     async fn accepting_stops_when_the_shutdown_begins() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = loopback().await;
         let (stop_accepting, stop) = oneshot::channel();
         let mut incoming = plain(listener, Duration::from_secs(30), stop);
         let _before = TcpStream::connect(addr).await.unwrap();

@@ -50,7 +50,8 @@ pub const OPENING_BYTES_MIN: usize = 24;
 /// reads once the opening is in, pass straight through.
 pub struct Opened<IO> {
     inner: IO,
-    opening: OpeningDeadline,
+    /// Until the opening bytes are in: the deadline and the bytes read so far.
+    opening: Option<(Pin<Box<Sleep>>, usize)>,
 }
 
 impl<IO> Opened<IO> {
@@ -58,11 +59,13 @@ impl<IO> Opened<IO> {
     pub fn until(inner: IO, deadline: Instant) -> Self {
         Self {
             inner,
-            opening: OpeningDeadline::until(deadline),
+            opening: Some((Box::pin(tokio::time::sleep_until(deadline)), 0)),
         }
     }
 }
 
+/// While the opening is not in, a read that would wait past the deadline fails with
+/// `TimedOut` instead.
 impl<IO: AsyncRead + Unpin> AsyncRead for Opened<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -70,7 +73,30 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Opened<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        this.opening.poll_read(Pin::new(&mut this.inner), cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let Some((deadline, read)) = &mut this.opening else {
+            return polled;
+        };
+        match polled {
+            Poll::Ready(Ok(())) => {
+                *read += buf.filled().len() - before;
+                if *read >= OPENING_BYTES_MIN {
+                    this.opening = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the client sent {read} bytes by the connection's opening deadline, fewer than an opening ({OPENING_BYTES_MIN})"
+                    ),
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 }
 
@@ -114,113 +140,53 @@ impl<IO: Connected> Connected for Opened<IO> {
     }
 }
 
-/// The deadline on a connection's opening (module docs), read through by [`Opened`].
-struct OpeningDeadline {
-    /// Until the opening bytes are in: the deadline and the bytes read so far.
-    opening: Option<(Pin<Box<Sleep>>, usize)>,
-}
-
-impl OpeningDeadline {
-    fn until(deadline: Instant) -> Self {
-        Self {
-            opening: Some((Box::pin(tokio::time::sleep_until(deadline)), 0)),
-        }
-    }
-
-    #[cfg(test)]
-    fn after(deadline: std::time::Duration) -> Self {
-        Self::until(Instant::now() + deadline)
-    }
-
-    /// Read from `inner` into `buf`; while the opening is not in, a read that would
-    /// wait past the deadline fails with `TimedOut` instead.
-    fn poll_read<R: AsyncRead + ?Sized>(
-        &mut self,
-        inner: Pin<&mut R>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = inner.poll_read(cx, buf);
-        let Some((deadline, read)) = &mut self.opening else {
-            return polled;
-        };
-        match polled {
-            Poll::Ready(Ok(())) => {
-                *read += buf.filled().len() - before;
-                if *read >= OPENING_BYTES_MIN {
-                    self.opening = None;
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "the client sent {read} bytes by the connection's opening deadline, fewer than an opening ({OPENING_BYTES_MIN})"
-                    ),
-                ))),
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
-    use tokio::io::{AsyncWriteExt, DuplexStream};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
-    /// One read of `from` through `deadline`: the bytes read.
-    async fn read(deadline: &mut OpeningDeadline, from: &mut DuplexStream) -> io::Result<usize> {
-        let mut bytes = [0u8; 64];
-        std::future::poll_fn(|cx| {
-            let mut buf = ReadBuf::new(&mut bytes);
-            deadline
-                .poll_read(Pin::new(&mut *from), cx, &mut buf)
-                .map_ok(|()| buf.filled().len())
-        })
-        .await
+    /// The server side of a pipe whose opening must be in within `wait`.
+    fn opened_within(server: DuplexStream, wait: Duration) -> Opened<DuplexStream> {
+        Opened::until(server, Instant::now() + wait)
+    }
+
+    /// One read: the bytes read.
+    async fn read(from: &mut Opened<DuplexStream>) -> io::Result<usize> {
+        from.read(&mut [0u8; 64]).await
     }
 
     /// A silent peer is cut at the deadline; one that sent its opening is not, however
     /// long it then waits.
     #[tokio::test]
     async fn a_silent_connection_is_cut_and_an_opened_one_is_not() {
-        let (_client, mut server) = tokio::io::duplex(1024);
-        let mut silent = OpeningDeadline::after(Duration::from_millis(100));
-        let e = read(&mut silent, &mut server)
-            .await
-            .expect_err("cut at the deadline");
+        let (_client, server) = tokio::io::duplex(1024);
+        let mut silent = opened_within(server, Duration::from_millis(100));
+        let e = read(&mut silent).await.expect_err("cut at the deadline");
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
         assert!(e.to_string().contains("sent 0 bytes"), "{e}");
 
-        let (mut client, mut server) = tokio::io::duplex(1024);
-        let mut opened = OpeningDeadline::after(Duration::from_millis(100));
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut opened = opened_within(server, Duration::from_millis(100));
         client
             .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
             .await
             .unwrap();
         let mut got = 0;
         while got < OPENING_BYTES_MIN {
-            got += read(&mut opened, &mut server).await.unwrap();
+            got += read(&mut opened).await.unwrap();
         }
         // Long after the deadline, a read still waits for data rather than failing.
-        let later =
-            tokio::time::timeout(Duration::from_millis(300), read(&mut opened, &mut server)).await;
+        let later = tokio::time::timeout(Duration::from_millis(300), read(&mut opened)).await;
         assert!(later.is_err(), "an opened connection is not cut: {later:?}");
         client.write_all(b"x").await.unwrap();
-        assert_eq!(read(&mut opened, &mut server).await.unwrap(), 1);
+        assert_eq!(read(&mut opened).await.unwrap(), 1);
         // A few bytes are not an opening: the deadline still holds.
-        let (mut client, mut server) = tokio::io::duplex(1024);
-        let mut trickle = OpeningDeadline::after(Duration::from_millis(100));
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut trickle = opened_within(server, Duration::from_millis(100));
         client.write_all(b"PRI").await.unwrap();
-        assert_eq!(read(&mut trickle, &mut server).await.unwrap(), 3);
-        let e = read(&mut trickle, &mut server)
-            .await
-            .expect_err("still cut");
+        assert_eq!(read(&mut trickle).await.unwrap(), 3);
+        let e = read(&mut trickle).await.expect_err("still cut");
         assert!(e.to_string().contains("sent 3 bytes"), "{e}");
     }
 }

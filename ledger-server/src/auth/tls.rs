@@ -101,7 +101,7 @@ impl ServerTls {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Identity(e.to_string()))?;
+            .expect("aws-lc-rs supports rustls's default protocol versions");
         let builder = match client_ca {
             None => builder.with_no_client_auth(),
             Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, provider)?),
