@@ -466,6 +466,26 @@ async fn a_platform_cannot_take_a_merchants_scoped_request_id() {
 /// frees its place, and a graceful shutdown ends the open follows with `UNAVAILABLE`
 /// `SHUTTING_DOWN` instead of waiting for their clients: one auditor tailing a quiet
 /// log held the server's shutdown until it hung up (~58 s in the review that found it).
+/// `n` StreamLog calls of the auditor, each asking `request()`, all within the
+/// per-caller limits: their answer streams.
+async fn stream_logs(
+    s: &Server,
+    request: impl Fn() -> pb::StreamLogRequest,
+    n: usize,
+) -> Vec<tonic::Streaming<pb::LogRecord>> {
+    let mut open = Vec::with_capacity(n);
+    for _ in 0..n {
+        open.push(
+            s.audit()
+                .stream_log(with(AUDITOR, request()))
+                .await
+                .expect("within the limit")
+                .into_inner(),
+        );
+    }
+    open
+}
+
 #[tokio::test]
 async fn follows_are_bounded_per_caller_freed_by_hanging_up_and_ended_by_shutdown() {
     use ledger_server::partners::audit::STREAM_LOG_FOLLOWS_PER_CALLER_MAX as MAX;
@@ -476,16 +496,7 @@ async fn follows_are_bounded_per_caller_freed_by_hanging_up_and_ended_by_shutdow
         follow: true,
         after_record: None,
     };
-    let mut open = Vec::new();
-    for _ in 0..MAX {
-        open.push(
-            s.audit()
-                .stream_log(with(AUDITOR, follow()))
-                .await
-                .expect("within the limit")
-                .into_inner(),
-        );
-    }
+    let mut open = stream_logs(&s, follow, MAX).await;
     let over = s
         .audit()
         .stream_log(with(AUDITOR, follow()))
@@ -1399,16 +1410,7 @@ async fn unread_stream_log_answers_count_against_their_caller() {
         follow: false,
         after_record: None,
     };
-    let mut unread = Vec::new();
-    for _ in 0..MAX {
-        unread.push(
-            s.audit()
-                .stream_log(with(AUDITOR, read()))
-                .await
-                .expect("within the limit")
-                .into_inner(),
-        );
-    }
+    let mut unread = stream_logs(&s, read, MAX).await;
     // Long enough for every reader to buffer its last record (the old count's end).
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let over = s
