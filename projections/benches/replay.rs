@@ -12,7 +12,9 @@
 //! - `TIMEBANK_BENCH_REPORT_VOLUNTEERS` (default 20,000), `TIMEBANK_BENCH_REPORT_SECS`
 //!   (default 5), `TIMEBANK_BENCH_REPORT_CLIENTS` (default 16);
 //! - `TIMEBANK_BENCH_DIR`: where the temporary embedded log goes;
-//! - `TIMEBANK_BENCH_ONLY` (`replay` or `report`): run one of the two;
+//! - `TIMEBANK_BENCH_ONLY` (`replay` or `report`): run one of the two; `binary`: only
+//!   the binary-payload decode and replay, for a profiler or callgrind to see that pass
+//!   and nothing else (the JSON passes share function names with it);
 //! - `TIMEBANK_BENCH_PAUSE=1`: wait 3 s (and say so on stderr, with the pid) before
 //!   the binary-payload replay, for a profiler to attach to that pass alone;
 //! - `TIMEBANK_BENCH_STREAM=1`: generate and apply one event at a time (no event list
@@ -918,4 +920,54 @@ fn main() {
     if only.is_empty() || only == "report" {
         report_bench();
     }
+    if only == "binary" {
+        binary_bench();
+    }
+}
+
+/// The binary-payload decode and replay alone (`TIMEBANK_BENCH_ONLY=binary`): the same
+/// events as [`replay_bench`]'s, the same two measurements, the state digest.
+fn binary_bench() {
+    let n = env("TIMEBANK_BENCH_EVENTS", 3_000_000);
+    let mut rng = Rng(0x7153_0000);
+    let c = city(n, &mut rng);
+    let binary: Vec<RecordedEvent> = recorded(&c, &mut rng)
+        .into_iter()
+        .map(|e| RecordedEvent {
+            data: LedgerEvent::decode(&e.event_type, &e.data)
+                .expect("synthetic events decode")
+                .encode_as(PayloadEncoding::Binary),
+            ..e
+        })
+        .collect();
+    drop(c);
+    let t = Instant::now();
+    for e in &binary {
+        std::hint::black_box(LedgerEvent::decode(&e.event_type, &e.data).expect("decodes"));
+    }
+    let decode = t.elapsed();
+    let mut m = ReadModels::new();
+    if std::env::var("TIMEBANK_BENCH_PAUSE").is_ok_and(|v| v == "1") {
+        eprintln!("pid {}: binary replay starts in 3 s", std::process::id());
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let t = Instant::now();
+    for e in &binary {
+        assert_eq!(m.apply(e).expect("synthetic events apply"), None);
+    }
+    let replay = t.elapsed();
+    let rate = |d: Duration| binary.len() as f64 / d.as_secs_f64();
+    println!("| measurement, {} events | time | events/s |", binary.len());
+    println!("|---|---|---|");
+    println!(
+        "| binary payloads: decode only | {:.2} s | {:.0} |",
+        decode.as_secs_f64(),
+        rate(decode)
+    );
+    println!(
+        "| **binary payloads: replay through all read models** | {:.2} s | {:.0} |",
+        replay.as_secs_f64(),
+        rate(replay)
+    );
+    println!("state digest {}", m.digest());
 }
