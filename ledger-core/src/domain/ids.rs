@@ -123,10 +123,21 @@ macro_rules! deserialize_through_new {
     ($name:ident, $prefix:expr) => {
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                // Inline for a short text (every id): no allocation per field read.
-                let text = compact_str::CompactString::deserialize(d)?;
-                Self::new(text)
-                    .map_err(|e| serde::de::Error::custom(format_args!("{}{e}", $prefix)))
+                // The text as the reader has it (borrowed from the payload when it
+                // can be), checked and copied once by `new`. Option replaced: a
+                // `CompactString` read first, then copied again by `new` (two copies
+                // per id, seven ids per deposit).
+                struct Text;
+                impl serde::de::Visitor<'_> for Text {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str(concat!("a string (", stringify!($name), ")"))
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$name, E> {
+                        $name::new(v).map_err(|e| E::custom(format_args!("{}{e}", $prefix)))
+                    }
+                }
+                d.deserialize_str(Text)
             }
         }
     };

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::account::AccountId;
-use super::units::{in_hundredths, Unit, POSTING_AMOUNT_MAX, UNIT_SCALE_MAX};
+use super::units::{hundredths, Unit, POSTING_AMOUNT_MAX, UNIT_SCALE_MAX};
 
 /// One leg of a transaction: `amount` (signed; + credits the account) of `unit`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,7 +29,8 @@ pub struct Posting {
 /// (`units.rs` says why): a payload is not trusted to have come through the handler.
 fn stored_amount<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
     let value = super::units::amount_serde::deserialize(d)?;
-    if value.is_zero() || value.abs() > POSTING_AMOUNT_MAX || !in_hundredths(value) {
+    let max = hundredths(POSTING_AMOUNT_MAX).expect("the posting maximum is whole hundredths");
+    if !hundredths(value).is_some_and(|h| h != 0 && h.unsigned_abs() <= max.unsigned_abs()) {
         return Err(serde::de::Error::custom(format_args!(
             "posting amount {value} is not a non-zero amount of at most {UNIT_SCALE_MAX} places and at most {POSTING_AMOUNT_MAX} either way"
         )));

@@ -155,9 +155,35 @@ fn canonical(value: Decimal) -> Decimal {
 /// True if `value` is a whole number of hundredths: at most [`UNIT_SCALE_MAX`] places
 /// once trailing zeros are dropped (`1.500` is; `1.005` is not).
 pub fn in_hundredths(value: Decimal) -> bool {
-    let mut v = value;
-    v.rescale(UNIT_SCALE_MAX);
-    v == value
+    hundredths_wide(value).is_some()
+}
+
+/// `value` as a whole number of hundredths (`2.50` → 250), None if it has a third
+/// place that is not zero or does not fit an `i64`.
+///
+/// Integer arithmetic on the mantissa, not `Decimal::rescale` and comparisons: every
+/// amount of every stored payload is checked with it when read (three per deposit),
+/// and the projections fold amounts in hundredths; a rescale and two `Decimal`
+/// comparisons cost ~250 instructions per amount, this a handful.
+pub fn hundredths(value: Decimal) -> Option<i64> {
+    hundredths_wide(value).and_then(|h| i64::try_from(h).ok())
+}
+
+/// [`hundredths`] without the `i64` bound: a `Decimal`'s mantissa has at most 96
+/// bits, so times 100 it fits an `i128`.
+fn hundredths_wide(value: Decimal) -> Option<i128> {
+    let (m, scale) = (value.mantissa(), value.scale());
+    // Every amount read from a binary payload has exactly two places.
+    match scale {
+        2 => return Some(m),
+        1 => return Some(m * 10),
+        0 => return Some(m * 100),
+        _ => {}
+    }
+    const _: () = assert!(UNIT_SCALE_MAX == 2, "the arms above are the places below 2");
+    // A `Decimal`'s scale is at most 28, so 10^(scale - 2) fits an `i128`.
+    let d = 10i128.pow(scale - UNIT_SCALE_MAX);
+    (m % d == 0).then_some(m / d)
 }
 
 /// Serde for amounts (entries and posting legs): in JSON the decimal's text, as
@@ -218,7 +244,9 @@ macro_rules! amount_type {
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let value = amount_serde::deserialize(d)?;
-                if value <= Decimal::ZERO || value > Self::MAX || !in_hundredths(value) {
+                // Positive, whole hundredths, at most MAX: in integers (`hundredths`).
+                let max = hundredths(Self::MAX).expect("a unit's maximum is whole hundredths");
+                if !hundredths(value).is_some_and(|h| h > 0 && h <= max) {
                     return Err(serde::de::Error::custom(format_args!(
                         "amount {value} is not positive with at most {UNIT_SCALE_MAX} places and at most {}",
                         Self::MAX
@@ -402,6 +430,38 @@ mod tests {
 
     fn d(s: &str) -> Decimal {
         Decimal::from_str(s).unwrap()
+    }
+
+    /// `hundredths` in integers agrees with the definition it replaced on the decode
+    /// path (rescale to two places, compare, take the mantissa), for any decimal: any
+    /// mantissa, any scale, both signs, the edges of `i64` included.
+    #[test]
+    fn hundredths_agrees_with_rescaling() {
+        use proptest::prelude::*;
+        let by_rescale = |v: Decimal| {
+            let mut r = v;
+            r.rescale(UNIT_SCALE_MAX);
+            (r == v).then(|| i64::try_from(r.mantissa()).ok()).flatten()
+        };
+        let edges = [
+            Decimal::ZERO,
+            Decimal::MAX,
+            Decimal::MIN,
+            Decimal::new(i64::MAX, 2),
+            Decimal::new(i64::MIN, 2),
+            Decimal::new(i64::MAX, 0),
+            Decimal::from_i128_with_scale(i128::from(i64::MAX) + 1, 2),
+            d("1.005"),
+            d("1.500"),
+            d("-0.01"),
+        ];
+        for v in edges {
+            assert_eq!(hundredths(v), by_rescale(v), "{v}");
+        }
+        proptest!(|(lo in any::<u32>(), mid in any::<u32>(), hi in 0u32..4, neg in any::<bool>(), scale in 0u32..=28)| {
+            let v = Decimal::from_parts(lo, mid, hi, neg, scale);
+            prop_assert_eq!(hundredths(v), by_rescale(v), "{}", v);
+        });
     }
 
     /// In a binary payload an amount is its hundredths; it reads back as the same
