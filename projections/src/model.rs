@@ -34,10 +34,8 @@ pub type Centi = i64;
 /// An amount in hundredths. Panics if `d` has more than two places: the domain never
 /// writes one, so such an event is a bug upstream, not input to round.
 pub fn centi(d: Decimal) -> Centi {
-    let mut v = d;
-    v.rescale(2);
-    assert_eq!(v, d, "ledger amounts have at most two decimal places");
-    i64::try_from(v.mantissa()).expect("ledger amounts fit in i64 hundredths")
+    ledger_core::domain::units::hundredths(d)
+        .expect("ledger amounts are whole hundredths that fit an i64")
 }
 
 /// Hundredths back to an exact decimal at two places.
@@ -110,13 +108,23 @@ impl Period {
 /// Strings ↔ dense `u32` indices, assigned in first-seen (log) order.
 ///
 /// Each name is stored once: its bytes in `text`, one name after another, and where it
-/// ends in `ends`. The lookup table holds only indices and reaches a name's bytes
-/// through them. The projection worker clones the read models for every periodic
-/// snapshot, under a lock (`runtime.rs`), so the clone matters as much as the size:
-/// here it copies three flat buffers, with no allocation or pointer chase per name.
-/// A name costs its bytes, 8 for its end and ~6 in the table (a `u32` and a control
-/// byte, plus slack); before, it was held twice, as the map's key and in the list,
-/// each a `Box<str>` (a 16-byte pointer and an allocation), and a clone copied both.
+/// ends in `ends`. The lookup table holds [`Slot`]s: an index and, for a name of up to
+/// [`SLOT_INLINE_BYTES_MAX`] bytes (every id the synthetic city and the demo use), the
+/// name's bytes themselves. The projection worker clones the read models for every
+/// periodic snapshot, under a lock (`runtime.rs`), so the clone matters as much as the
+/// size: here it copies three flat buffers, with no allocation or pointer chase per
+/// name.
+///
+/// Why names inline in the table: a replay interns a deposit's volunteer and activity
+/// (two lookups per deposit), and with only an index in the table each lookup was four
+/// loads, each depending on the one before: the control bytes, the slot, the name's end
+/// in `ends`, the name's bytes in `text`, then a `memcmp` call. At a city's size every
+/// one of them misses the cache; a profile of the replay put ~27 % of it there
+/// (docs/benchmarks.md, "Eighteenth session"). With the name inline a lookup is the
+/// control bytes and one 32-byte slot, compared as two fixed arrays. A longer name
+/// keeps its first bytes inline, which rules out every other candidate, and is
+/// compared through `text` as before. The cost: 32 bytes per table bucket instead of 4
+/// (~110 MiB more at a city's 2.7 M accounts, of ~2.7 GiB).
 ///
 /// Option not taken: `Arc<str>` shared by a map and a list. Stored once too, but a
 /// clone still visits every name to bump its count (a cache miss each, millions at a
@@ -130,13 +138,80 @@ pub struct Interner {
     /// `usize`, not `u32`: the fold cannot refuse an event, so the names' total size
     /// gets no limit of its own beyond memory.
     ends: Vec<usize>,
-    /// Indices, hashed by their names ([`name_hash`]).
-    table: HashTable<u32>,
+    /// Slots, hashed by their names ([`name_hash`]).
+    table: HashTable<Slot>,
+}
+
+/// Most bytes of a name held in its table slot. 27 makes a slot 32 bytes (with the
+/// index and the length), so that a slot never straddles two cache lines; account ids
+/// (up to 64 bytes) and activity keys are usually far shorter.
+const SLOT_INLINE_BYTES_MAX: usize = 27;
+
+/// [`Slot::len`] of a name longer than [`SLOT_INLINE_BYTES_MAX`]: its first bytes are
+/// inline, the whole name is compared through `text`.
+const SLOT_LEN_LONG: u8 = u8::MAX;
+const _: () = assert!(SLOT_INLINE_BYTES_MAX < SLOT_LEN_LONG as usize);
+
+/// One table entry: a name's index and its bytes (the first ones, for a long name),
+/// zero-padded so that two slots compare as whole arrays.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Slot {
+    index: u32,
+    /// The name's length, or [`SLOT_LEN_LONG`].
+    len: u8,
+    bytes: [u8; SLOT_INLINE_BYTES_MAX],
+}
+const _: () = assert!(std::mem::size_of::<Slot>() == 32);
+
+impl Slot {
+    /// The slot `name` would have at `index`.
+    fn of(name: &str, index: u32) -> Self {
+        let b = name.as_bytes();
+        let n = b.len().min(SLOT_INLINE_BYTES_MAX);
+        let mut bytes = [0u8; SLOT_INLINE_BYTES_MAX];
+        bytes[..n].copy_from_slice(&b[..n]);
+        Self {
+            index,
+            len: if b.len() > SLOT_INLINE_BYTES_MAX {
+                SLOT_LEN_LONG
+            } else {
+                n as u8
+            },
+            bytes,
+        }
+    }
+
+    /// The name, if it is inline whole.
+    fn inline(&self) -> Option<&[u8]> {
+        (self.len != SLOT_LEN_LONG).then(|| &self.bytes[..usize::from(self.len)])
+    }
+
+    /// True if this slot is `probe`'s name ([`Slot::of`] it, any index): equal inline
+    /// parts and, for a long name, equal bytes in `text`.
+    fn is(&self, probe: &Slot, name: &str, text: &str, ends: &[usize]) -> bool {
+        self.len == probe.len
+            && self.bytes == probe.bytes
+            && (self.len != SLOT_LEN_LONG || is_name(text, ends, self.index, name))
+    }
+
+    /// The hash of the slot's name (as [`name_hash`] of it).
+    fn hash(&self, text: &str, ends: &[usize]) -> u64 {
+        match self.inline() {
+            // Inline names are what `intern` stored: valid UTF-8 cut at its end.
+            Some(b) => name_hash_bytes(b),
+            None => name_hash(cut(text, ends, self.index)),
+        }
+    }
 }
 
 /// The hash a name is filed under. FxHash, like the read models' maps: unseeded, and
 /// no output depends on the table's order.
 fn name_hash(name: &str) -> u64 {
+    name_hash_bytes(name.as_bytes())
+}
+
+fn name_hash_bytes(name: &[u8]) -> u64 {
     FxBuildHasher.hash_one(name)
 }
 
@@ -148,8 +223,7 @@ fn cut<'a>(text: &'a str, ends: &[usize], i: u32) -> &'a str {
 }
 
 /// True if name `i` is `name`. Compares bytes: a `str` slice would check both ends
-/// for a char boundary on every probe, and this runs for each candidate of every
-/// lookup (several per deposit in a replay).
+/// for a char boundary on every probe.
 fn is_name(text: &str, ends: &[usize], i: u32, name: &str) -> bool {
     let i = i as usize;
     let start = if i == 0 { 0 } else { ends[i - 1] };
@@ -158,23 +232,25 @@ fn is_name(text: &str, ends: &[usize], i: u32, name: &str) -> bool {
 
 impl Interner {
     pub fn get(&self, name: &str) -> Option<u32> {
+        let probe = Slot::of(name, 0);
         self.table
-            .find(name_hash(name), |&i| {
-                is_name(&self.text, &self.ends, i, name)
+            .find(name_hash(name), |s| {
+                s.is(&probe, name, &self.text, &self.ends)
             })
-            .copied()
+            .map(|s| s.index)
     }
 
     pub fn intern(&mut self, name: &str) -> u32 {
         let hash = name_hash(name);
         let Self { text, ends, table } = self;
-        if let Some(&i) = table.find(hash, |&i| is_name(text, ends, i, name)) {
-            return i;
+        let probe = Slot::of(name, 0);
+        if let Some(s) = table.find(hash, |s| s.is(&probe, name, text, ends)) {
+            return s.index;
         }
         let i = u32::try_from(ends.len()).expect("fewer than 2^32 interned names");
         text.push_str(name);
         ends.push(text.len());
-        table.insert_unique(hash, i, |&j| name_hash(cut(text, ends, j)));
+        table.insert_unique(hash, Slot { index: i, ..probe }, |s| s.hash(text, ends));
         i
     }
 
@@ -265,14 +341,15 @@ impl<'de> Deserialize<'de> for Interner {
                     let start = ends.last().copied().unwrap_or(0);
                     let name = &text[start..];
                     let hash = name_hash(name);
+                    let probe = Slot::of(name, i);
                     if table
-                        .find(hash, |&j| is_name(text, ends, j, name))
+                        .find(hash, |s| s.is(&probe, name, text, ends))
                         .is_some()
                     {
                         return Err(A::Error::custom(format!("duplicate name {name:?}")));
                     }
                     ends.push(text.len());
-                    table.insert_unique(hash, i, |&j| name_hash(cut(text, ends, j)));
+                    table.insert_unique(hash, probe, |s| s.hash(text, ends));
                 }
                 Ok(m)
             }
@@ -735,7 +812,12 @@ impl ReadModels {
                 if activity as usize == self.activity_orgs.len() {
                     self.activity_orgs.push(organisation);
                 }
-                assert_eq!(
+                // Debug builds only: the key above spells the organisation's index, so
+                // the two cannot differ, and in a release replay the read would be one
+                // more cache miss per deposit (a 4-byte entry among a city's
+                // activities) that nothing else needs: the deposit's effect is given
+                // the organisation it already has.
+                debug_assert_eq!(
                     self.activity_orgs[activity as usize], organisation,
                     "an activity's key names its organisation"
                 );
@@ -753,7 +835,8 @@ impl ReadModels {
                         None
                     }
                 };
-                self.deposit_effect(&dep, 1);
+                // The decoded date, not `dep.day` turned back into one.
+                self.deposit_effect(&dep, organisation, e.service_date, 1);
                 return anomaly;
             }
             LedgerEvent::HoursSpent(e) => {
@@ -776,7 +859,8 @@ impl ReadModels {
             LedgerEvent::TransactionReversed(e) => {
                 let original = e.original.0.as_u128();
                 if let Some(dep) = self.deposits.remove(&original) {
-                    self.deposit_effect(&dep, -1);
+                    let organisation = self.activity_orgs[dep.activity as usize];
+                    self.deposit_effect(&dep, organisation, day_from_number(dep.day), -1);
                 } else if let Some((p, c)) = self.project_spends.remove(&original) {
                     self.rows[p as usize].served -= c;
                 } else {
@@ -844,10 +928,14 @@ impl ReadModels {
 
     /// Add (`sign` = 1) or remove (-1) a standing deposit's effect on the volunteer's
     /// row and on the service index.
-    fn deposit_effect(&mut self, dep: &DepositRef, sign: i64) {
+    ///
+    /// `organisation` (the activity's) and `day` (`dep.day` as a date) are what a
+    /// deposit's caller has at hand; looking them up again cost a cache miss and a
+    /// chrono table walk per deposit.
+    fn deposit_effect(&mut self, dep: &DepositRef, organisation: u32, day: NaiveDate, sign: i64) {
+        debug_assert_eq!(day_number(day), dep.day);
+        debug_assert_eq!(self.activity_orgs[dep.activity as usize], organisation);
         let c = dep.centi() * sign;
-        let day = day_from_number(dep.day);
-        let organisation = self.activity_orgs[dep.activity as usize];
         let transitions =
             self.rows[dep.account as usize].deposit_effect(dep, organisation, day, c, sign);
         let region = self.rows[dep.account as usize].region;
