@@ -42,8 +42,10 @@
 //! - per volunteer: an [`account::AccountRow`] of ~150 bytes, plus its service days
 //!   (8 bytes per distinct day), months (16 bytes per active month) and organisations
 //!   (8 bytes each), plus its interned id, stored once (its bytes, 8 for where it
-//!   ends, ~6 in the lookup table) → about 300 bytes for a volunteer with 10 service
-//!   days in 6 months at 2 organisations: ~0.8 GiB for 2.68 M;
+//!   ends) and looked up through a 32-byte table slot that holds a short id again
+//!   (~45 bytes with the control byte and the table's slack) → about 340 bytes for a
+//!   volunteer with 10 service days in 6 months at 2 organisations: ~0.9 GiB for
+//!   2.68 M;
 //! - per standing deposit: 32 bytes in the deposit index (a reversal names only the
 //!   original transaction, so its volunteer, activity, day and hours must be kept; the
 //!   organisation follows from the activity), plus the hash table's slack;
@@ -60,7 +62,10 @@
 //! (471 MiB before in the same run; 804 MiB before the deposit index and the service
 //! index were first compacted) and
 //! 2,782 MiB at 30 M events streamed (97 B per event; 2.73 M accounts, 20.5 M standing
-//! deposits, 12.5 M service-index entries). Before the compactions, 30 M events took
+//! deposits, 12.5 M service-index entries), 2,888 MiB since the eighteenth session's
+//! interner slots (2,760 MiB for the build before, in the same session; 19.6 M
+//! standing deposits since the bench's reversals take theirs back). Before the
+//! compactions, 30 M events took
 //! **6.4 GiB** of resident memory. While a periodic snapshot is written the state
 //! is cloned (see [`runtime`]): as much again for the length of the write. The credit
 //! report keeps nothing in memory (it reads the volunteer's stream on demand).
