@@ -14,7 +14,8 @@
 //! - `TIMEBANK_BENCH_DIR`: where the temporary embedded log goes;
 //! - `TIMEBANK_BENCH_ONLY` (`replay` or `report`): run one of the two; `binary`: only
 //!   the binary-payload decode and replay, for a profiler or callgrind to see that pass
-//!   and nothing else (the JSON passes share function names with it);
+//!   and nothing else (the JSON passes share function names with it); it holds the
+//!   events in memory (`TIMEBANK_BENCH_STREAM` does not apply to it);
 //! - `TIMEBANK_BENCH_PAUSE=1`: wait 3 s (and say so on stderr, with the pid) before
 //!   the binary-payload replay, for a profiler to attach to that pass alone;
 //! - `TIMEBANK_BENCH_STREAM=1`: generate and apply one event at a time (no event list

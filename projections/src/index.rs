@@ -105,10 +105,12 @@ impl Served {
 /// were the largest part of the read models: 6.0 M of 8 bytes at 1 M events, where
 /// these are ~0.6 M of 12 bytes (docs/benchmarks.md, "Ninth session").
 ///
-/// The first two entries are held in place ([`ACTIVITY_REFS_INLINE`]): a deposit then
-/// reads one 32-byte slot of `activity_refs` instead of a `Vec`'s header and its heap
-/// block, one cache miss fewer per deposit for an activity served in one or two
-/// (month, node) pairs. Stored as the same sequence either way.
+/// While an activity has at most two entries ([`ACTIVITY_REFS_INLINE`]) they are held
+/// in place (past that, all of them move to the heap, as a `Vec`'s would): a deposit
+/// then reads one 32-byte slot of `activity_refs` instead of a `Vec`'s 24-byte header
+/// and its heap block, one cache miss fewer per deposit for an activity served in one
+/// or two (month, node) pairs. Stored as the same sequence either way. Measured only
+/// together with the eighteenth session's other fold changes (docs/benchmarks.md).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActivityRefs(SmallVec<[Served; ACTIVITY_REFS_INLINE]>);
 
@@ -490,6 +492,20 @@ impl ServiceIndex {
     /// The slots of (node, each period id), made if missing: the node's row is looked
     /// up once for all of them (a deposit needs three per node, for up to four nodes).
     fn slots<const N: usize>(&mut self, node: u32, pids: [u32; N]) -> [usize; N] {
+        self.slots_where(node, pids, [true; N])
+            .map(|s| s.expect("every slot was wanted"))
+    }
+
+    /// [`ServiceIndex::slots`] of the period ids `want` marks, None for the others:
+    /// a cell an activity is kept in is neither looked up nor made (a fold has made
+    /// it already; a snapshot that lacks it gets no empty cell the fold would not
+    /// have made, which would change the state's digest).
+    fn slots_where<const N: usize>(
+        &mut self,
+        node: u32,
+        pids: [u32; N],
+        want: [bool; N],
+    ) -> [Option<usize>; N] {
         let Self {
             periods,
             keys,
@@ -498,17 +514,21 @@ impl ServiceIndex {
             ..
         } = self;
         let row = row_of(node_slots, node, periods.len());
-        pids.map(|pid| {
+        std::array::from_fn(|k| {
+            if !want[k] {
+                return None;
+            }
+            let pid = pids[k];
             let slot = row[pid as usize];
             if slot != NO_SLOT {
-                return slot as usize;
+                return Some(slot as usize);
             }
             let next = cells.len();
             assert!(next < INDEX_CELLS_MAX, "fewer than 2^32 index cells");
             row[pid as usize] = next as u32;
             cells.push(Cell::default());
             keys.push((node, pid));
-            next
+            Some(next)
         })
     }
 
@@ -562,18 +582,19 @@ impl ServiceIndex {
         }
         let kept = refs.kept(lineage, month, regions);
         for (level, &n) in lineage.iter().enumerate() {
-            if (kept >> (level * 3)) & 0b111 == 0b111 {
+            let want: [bool; 3] = std::array::from_fn(|p| kept & 1 << (level * 3 + p) == 0);
+            if want == [false; 3] {
                 continue; // kept in all three periods of this node
             }
             let node_slots = if level == 0 {
-                slots
+                slots.map(Some)
             } else {
-                self.slots(n, pids)
+                self.slots_where(n, pids, want)
             };
-            for (p, &s) in node_slots.iter().enumerate() {
-                if kept & 1 << (level * 3 + p) != 0 {
+            for (p, s) in node_slots.into_iter().enumerate() {
+                let Some(s) = s.filter(|_| want[p]) else {
                     continue;
-                }
+                };
                 let cell = &mut self.cells[s];
                 cell.activities = cell
                     .activities

@@ -43,7 +43,7 @@
 //!   (8 bytes per distinct day), months (16 bytes per active month) and organisations
 //!   (8 bytes each), plus its interned id, stored once (its bytes, 8 for where it
 //!   ends) and looked up through a 32-byte table slot that holds a short id again
-//!   (~45 bytes with the control byte and the table's slack) → about 340 bytes for a
+//!   (~50 bytes with the control byte and the table's slack) → about 340 bytes for a
 //!   volunteer with 10 service days in 6 months at 2 organisations: ~0.9 GiB for
 //!   2.68 M;
 //! - per standing deposit: 32 bytes in the deposit index (a reversal names only the

@@ -126,8 +126,11 @@ impl Period {
 /// compared through `text` as before. The cost: 32 bytes per table bucket instead of 4:
 /// 2,888 MiB instead of 2,760 MiB of read models at a city's 30 M events (2.7 M
 /// accounts), for a replay ~6 % faster at 1 M events (four alternating pairs, same
-/// section). The sixth session tried the same and saw no difference through the VM's
-/// noise, timing the whole bench; timed on the binary pass alone, it shows.
+/// section). Tried before and not kept: the sixth session saw no difference through
+/// the VM's noise, the ninth measured it slower in two rounds (docs/benchmarks.md,
+/// "Ninth session"); this session's four pairs on the binary pass alone all favour it.
+/// At a city's size the one run (streamed JSON, caches evicted by the generator)
+/// showed no difference either way.
 ///
 /// Option not taken: `Arc<str>` shared by a map and a list. Stored once too, but a
 /// clone still visits every name to bump its count (a cache miss each, millions at a
@@ -146,8 +149,10 @@ pub struct Interner {
 }
 
 /// Most bytes of a name held in its table slot. 27 makes a slot 32 bytes (with the
-/// index and the length), so that a slot never straddles two cache lines; account ids
-/// (up to 64 bytes) and activity keys are usually far shorter.
+/// index and the length), so that a slot never straddles two cache lines. Account ids
+/// may have up to 64 bytes and activity keys more: those take the long path (a
+/// prefix compare, then `text`), and their gain from this layout was not measured;
+/// the bench's ids and the demo's all fit.
 const SLOT_INLINE_BYTES_MAX: usize = 27;
 
 /// [`Slot::len`] of a name longer than [`SLOT_INLINE_BYTES_MAX`]: its first bytes are
@@ -816,8 +821,9 @@ impl ReadModels {
                     self.activity_orgs.push(organisation);
                 }
                 // Debug builds only: the key above spells the organisation's index, so
-                // the two cannot differ, and in a release replay the read would be one
-                // more cache miss per deposit (a 4-byte entry among a city's
+                // in a fold the two cannot differ, and a snapshot is checked for it when
+                // read (`validate_activities`). In a release replay the read would be
+                // one more cache miss per deposit (a 4-byte entry among a city's
                 // activities) that nothing else needs: the deposit's effect is given
                 // the organisation it already has.
                 debug_assert_eq!(
@@ -984,6 +990,47 @@ impl ReadModels {
         put_streamed(h, &index, index.encoded_len());
         put(h, &self.redemptions.canonical());
         h.finalize().to_hex().to_string()
+    }
+}
+
+/// Why a decoded snapshot's activities are refused (`snapshot::read`): an
+/// organisation recorded for an activity that its key does not name. The fold never
+/// writes one (the key is `{organisation}/{activity}`), so only a writer bug or a
+/// hand-edited payload, its checksum recomputed, could hold it; folded on, a deposit
+/// would count under the key's organisation and its reversal under the recorded one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidActivities {
+    #[error("{orgs} organisations are recorded for {activities} activities")]
+    Count { activities: usize, orgs: usize },
+    #[error("activity {activity} ({key:?}) is recorded under account {org}, which its key does not name or which has no row")]
+    Organisation {
+        activity: u32,
+        key: String,
+        org: u32,
+    },
+}
+
+impl ReadModels {
+    /// Every activity's recorded organisation is the account its key names, and has a
+    /// row: what `apply_event` relies on when it checks this only in debug builds.
+    pub fn validate_activities(&self) -> Result<(), InvalidActivities> {
+        if self.activity_orgs.len() != self.activities.len() {
+            return Err(InvalidActivities::Count {
+                activities: self.activities.len(),
+                orgs: self.activity_orgs.len(),
+            });
+        }
+        for (i, (key, &org)) in self.activities.names().zip(&self.activity_orgs).enumerate() {
+            let named = key.split_once('/').and_then(|(o, _)| o.parse::<u32>().ok());
+            if named != Some(org) || org as usize >= self.rows.len() {
+                return Err(InvalidActivities::Organisation {
+                    activity: i as u32,
+                    key: key.to_owned(),
+                    org,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1271,6 +1318,98 @@ mod tests {
         let mut back = back;
         assert_eq!(back.intern("v-9"), 4);
         assert_eq!(back.intern(""), 1);
+    }
+
+    /// Names at and past the slot's inline length, names that differ only past it or
+    /// only by a trailing NUL (the slot's padding), enough of them to make the table
+    /// grow and rehash: each is found at its own index, before and after a clone and
+    /// a snapshot's encode and decode, and a long name twice does not decode.
+    #[test]
+    fn an_interner_tells_long_names_and_padded_ones_apart() {
+        let prefix = "p".repeat(SLOT_INLINE_BYTES_MAX);
+        let mut names: Vec<String> = vec![
+            "ab".into(),
+            "ab\0".into(),
+            "ab\0\0".into(),
+            prefix.clone(),                        // exactly inline
+            format!("{prefix}x"),                  // one past: long, same inline bytes
+            format!("{prefix}y"),                  // long, same inline bytes
+            format!("{prefix}xx"),                 // long, a longer one of the same start
+            "q".repeat(SLOT_INLINE_BYTES_MAX - 1), // one short of inline
+        ];
+        // Enough to rehash the table several times, short and long alternating.
+        for i in 0..5_000 {
+            names.push(format!("v-{i}"));
+            names.push(format!("{prefix}/{i}"));
+        }
+        let mut m = Interner::default();
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(m.intern(n), i as u32, "{n:?} is new");
+        }
+        let back: Interner = postcard::from_bytes(&postcard::to_stdvec(&m).unwrap()).unwrap();
+        for copy in [&m, &m.clone(), &back] {
+            for (i, n) in names.iter().enumerate() {
+                assert_eq!(copy.get(n), Some(i as u32), "{n:?}");
+                assert_eq!(copy.name(i as u32), n);
+            }
+            assert_eq!(copy.get("ab\0\0\0"), None);
+            assert_eq!(copy.get(&format!("{prefix}z")), None);
+            assert_eq!(copy.get(&prefix[1..]), None);
+        }
+        assert_eq!(
+            m.intern(&format!("{prefix}y")),
+            5,
+            "a long name is found again"
+        );
+        let twice = [format!("{prefix}x"), "a".into(), format!("{prefix}x")];
+        assert!(postcard::from_bytes::<Interner>(&postcard::to_stdvec(&twice).unwrap()).is_err());
+    }
+
+    /// A snapshot whose activity is recorded under another organisation than its key
+    /// names (the fold checks this only in debug builds) is refused when read, and
+    /// one folded from a log reads back.
+    #[test]
+    fn a_snapshot_with_an_activity_under_another_organisation_is_refused() {
+        use crate::snapshot::{read, write, SnapshotError};
+        let mut m = ReadModels::new();
+        m.apply_event(&event("AccountRegistered.v1", GHOST_IN_XIHU));
+        m.apply_event(&event("HoursDeposited.v1", GHOST_DEPOSIT));
+        m.checkpoint = Some(Position::new(1, 1));
+        m.checkpoint_event = Some(CheckpointEvent {
+            id: EventId::new_random(),
+            stream: "account-ghost".into(),
+            version: 1,
+        });
+        assert_eq!(m.validate_activities(), Ok(()));
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &m).unwrap();
+        assert_eq!(read(dir.path()).unwrap().as_ref(), Some(&m));
+        let ghost = m.account_index("ghost").unwrap();
+        for (edit, expected) in [
+            (
+                (|m: &mut ReadModels, other: u32| m.activity_orgs[0] = other)
+                    as fn(&mut ReadModels, u32),
+                "is recorded under account",
+            ),
+            (
+                |m: &mut ReadModels, _| {
+                    m.activity_orgs.push(0);
+                },
+                "2 organisations are recorded for 1 activities",
+            ),
+        ] {
+            let mut bad = m.clone();
+            edit(&mut bad, ghost);
+            write(dir.path(), &bad).unwrap();
+            match read(dir.path()) {
+                Err(e @ SnapshotError::Activities { .. }) => {
+                    let message = e.to_string();
+                    assert!(message.contains(expected), "{message}");
+                    assert!(message.contains("rebuilt from the log"), "{message}");
+                }
+                other => panic!("not refused: {other:?}"),
+            }
+        }
     }
 
     #[test]

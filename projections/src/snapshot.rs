@@ -160,6 +160,13 @@ pub enum SnapshotError {
         path: PathBuf,
         source: crate::index::InvalidIndex,
     },
+    #[error(
+        "snapshot {path} holds invalid activities ({source}); it will be rebuilt from the log"
+    )]
+    Activities {
+        path: PathBuf,
+        source: crate::model::InvalidActivities,
+    },
     #[error("read models do not encode: {0}")]
     Encode(postcard::Error),
 }
@@ -325,6 +332,11 @@ pub fn read(dir: &Path) -> Result<Option<ReadModels>, SnapshotError> {
     // that breaks it would make later deposits and reversals miscount or panic.
     if let Err(source) = models.index.validate(models.regions.nodes.len()) {
         return Err(SnapshotError::ServiceIndex { path, source });
+    }
+    // An activity's organisation is what its key names: the fold checks this only in
+    // debug builds (`model.rs`, `apply_event`), so a snapshot is held to it here.
+    if let Err(source) = models.validate_activities() {
+        return Err(SnapshotError::Activities { path, source });
     }
     Ok(Some(models))
 }

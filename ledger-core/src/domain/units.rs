@@ -152,14 +152,8 @@ fn canonical(value: Decimal) -> Decimal {
     v
 }
 
-/// True if `value` is a whole number of hundredths: at most [`UNIT_SCALE_MAX`] places
-/// once trailing zeros are dropped (`1.500` is; `1.005` is not).
-pub fn in_hundredths(value: Decimal) -> bool {
-    hundredths_wide(value).is_some()
-}
-
-/// `value` as a whole number of hundredths (`2.50` → 250), None if it has a third
-/// place that is not zero or does not fit an `i64`.
+/// `value` as a whole number of hundredths (`2.50` → 250; `1.500` → 150), None if it
+/// has a third place that is not zero (`1.005`) or does not fit an `i64`.
 ///
 /// Integer arithmetic on the mantissa, not `Decimal::rescale` and comparisons: every
 /// amount of every stored payload is checked with it when read (three per deposit),
@@ -181,8 +175,9 @@ fn hundredths_wide(value: Decimal) -> Option<i128> {
         _ => {}
     }
     const _: () = assert!(UNIT_SCALE_MAX == 2, "the arms above are the places below 2");
-    // A `Decimal`'s scale is at most 28, so 10^(scale - 2) fits an `i128`.
-    let d = 10i128.pow(scale - UNIT_SCALE_MAX);
+    // A `Decimal`'s scale is at most 28, so 10^(scale - 2) fits an `i128`; checked
+    // all the same, so that this does not rest on rust_decimal's limit.
+    let d = 10i128.checked_pow(scale - UNIT_SCALE_MAX)?;
     (m % d == 0).then_some(m / d)
 }
 
@@ -462,6 +457,49 @@ mod tests {
             let v = Decimal::from_parts(lo, mid, hi, neg, scale);
             prop_assert_eq!(hundredths(v), by_rescale(v), "{}", v);
         });
+        // Whole hundredths written with extra zero places (`h` at scale 2 + k, e.g.
+        // 1.500): random mantissas above almost never are, so these are made.
+        proptest!(|(h in any::<i64>(), k in 0u32..=16)| {
+            let Some(m) = i128::from(h).checked_mul(10i128.pow(k)) else { return Ok(()) };
+            let Ok(v) = Decimal::try_from_i128_with_scale(m, 2 + k) else { return Ok(()) };
+            prop_assert_eq!(hundredths(v), by_rescale(v), "{}", v);
+            prop_assert_eq!(hundredths(v), Some(h), "{}", v);
+        });
+    }
+
+    /// What a stored amount's reader accepts is what it accepted with `Decimal`
+    /// comparisons (positive, at most two places, at most the maximum), at the edges.
+    #[test]
+    fn a_stored_amount_is_accepted_by_the_old_rules_at_the_edges() {
+        let old_rule = |v: Decimal, max: Decimal| {
+            let mut r = v;
+            r.rescale(UNIT_SCALE_MAX);
+            v > Decimal::ZERO && v <= max && r == v
+        };
+        let read = |v: Decimal| -> bool {
+            // As a JSON payload holds it: the decimal's text.
+            serde_json::from_str::<Hours>(&format!("\"{v}\"")).is_ok()
+        };
+        let max = Hours::MAX;
+        for v in [
+            Decimal::ZERO,
+            -Decimal::ZERO,
+            d("0.01"),
+            d("-0.01"),
+            d("0.001"),
+            d("0.010"),
+            max,
+            max + d("0.01"),
+            max - d("0.01"),
+            d("10000.000"),
+            d("10000.001"),
+            Decimal::new(i64::MIN, 2),
+            Decimal::new(i64::MAX, 2),
+            Decimal::MAX,
+            Decimal::MIN,
+        ] {
+            assert_eq!(read(v), old_rule(v, max), "{v}");
+        }
     }
 
     /// In a binary payload an amount is its hundredths; it reads back as the same
