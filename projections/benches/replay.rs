@@ -614,17 +614,7 @@ fn replay_bench() {
     let replay = t.elapsed();
     let rss_after = rss_bytes();
     let heap = live_heap().saturating_sub(heap_before);
-    let mut from_binary = ReadModels::new();
-    if std::env::var("TIMEBANK_BENCH_PAUSE").is_ok_and(|v| v == "1") {
-        // A profiler attaches to this pid for the binary replay alone.
-        eprintln!("pid {}: binary replay starts in 3 s", std::process::id());
-        std::thread::sleep(Duration::from_secs(3));
-    }
-    let t = Instant::now();
-    for e in &binary {
-        assert_eq!(from_binary.apply(e).expect("synthetic events apply"), None);
-    }
-    let binary_replay = t.elapsed();
+    let (from_binary, binary_replay) = replay_binary(&binary);
     drop(binary);
     let rate = |d: Duration| events.len() as f64 / d.as_secs_f64();
     println!("| measurement | time | events/s |");
@@ -947,16 +937,7 @@ fn binary_bench() {
         std::hint::black_box(LedgerEvent::decode(&e.event_type, &e.data).expect("decodes"));
     }
     let decode = t.elapsed();
-    let mut m = ReadModels::new();
-    if std::env::var("TIMEBANK_BENCH_PAUSE").is_ok_and(|v| v == "1") {
-        eprintln!("pid {}: binary replay starts in 3 s", std::process::id());
-        std::thread::sleep(Duration::from_secs(3));
-    }
-    let t = Instant::now();
-    for e in &binary {
-        assert_eq!(m.apply(e).expect("synthetic events apply"), None);
-    }
-    let replay = t.elapsed();
+    let (m, replay) = replay_binary(&binary);
     let rate = |d: Duration| binary.len() as f64 / d.as_secs_f64();
     println!("| measurement, {} events | time | events/s |", binary.len());
     println!("|---|---|---|");
@@ -971,4 +952,20 @@ fn binary_bench() {
         rate(replay)
     );
     println!("state digest {}", m.digest());
+}
+
+/// The binary-payload events folded into fresh read models, and how long it took.
+/// With `TIMEBANK_BENCH_PAUSE=1` it first says its pid and waits 3 s, for a profiler
+/// to attach to this pass alone.
+fn replay_binary(binary: &[RecordedEvent]) -> (ReadModels, Duration) {
+    let mut m = ReadModels::new();
+    if std::env::var("TIMEBANK_BENCH_PAUSE").is_ok_and(|v| v == "1") {
+        eprintln!("pid {}: binary replay starts in 3 s", std::process::id());
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let t = Instant::now();
+    for e in binary {
+        assert_eq!(m.apply(e).expect("synthetic events apply"), None);
+    }
+    (m, t.elapsed())
 }
