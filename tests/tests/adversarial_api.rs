@@ -461,11 +461,6 @@ async fn a_platform_cannot_take_a_merchants_scoped_request_id() {
     s.stop().await;
 }
 
-/// partners.md, StreamLog: a caller holds at most `STREAM_LOG_FOLLOWS_PER_CALLER_MAX`
-/// follows open (the next is `RESOURCE_EXHAUSTED`), a follow whose client hung up
-/// frees its place, and a graceful shutdown ends the open follows with `UNAVAILABLE`
-/// `SHUTTING_DOWN` instead of waiting for their clients: one auditor tailing a quiet
-/// log held the server's shutdown until it hung up (~58 s in the review that found it).
 /// `n` StreamLog calls of the auditor, each asking `request()`, all within the
 /// per-caller limits: their answer streams.
 async fn stream_logs(
@@ -486,6 +481,11 @@ async fn stream_logs(
     open
 }
 
+/// partners.md, StreamLog: a caller holds at most `STREAM_LOG_FOLLOWS_PER_CALLER_MAX`
+/// follows open (the next is `RESOURCE_EXHAUSTED`), a follow whose client hung up
+/// frees its place, and a graceful shutdown ends the open follows with `UNAVAILABLE`
+/// `SHUTTING_DOWN` instead of waiting for their clients: one auditor tailing a quiet
+/// log held the server's shutdown until it hung up (~58 s in the review that found it).
 #[tokio::test]
 async fn follows_are_bounded_per_caller_freed_by_hanging_up_and_ended_by_shutdown() {
     use ledger_server::partners::audit::STREAM_LOG_FOLLOWS_PER_CALLER_MAX as MAX;

@@ -38,6 +38,18 @@ pub fn hex32(bytes: &[u8; 32]) -> String {
     String::from_utf8(hex32_digits(bytes).to_vec()).expect("hex digits are ASCII")
 }
 
+/// The 32 bytes that exactly 64 hex digits (either case) spell: the text form of every
+/// hash and key hash the ledger gives out ([`hex32`] writes it). Exactly 64: the hex
+/// decoder alone would also take a `0x` in front, which no such text has.
+pub fn from_hex32(text: &str) -> Result<[u8; 32], hex::FromHexError> {
+    if text.len() != 64 {
+        return Err(hex::FromHexError::InvalidStringLength);
+    }
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(text, &mut bytes)?;
+    Ok(bytes)
+}
+
 /// The digits [`hex32`] writes, on the stack.
 fn hex32_digits(bytes: &[u8; 32]) -> [u8; 64] {
     let mut out = [0u8; 64];
@@ -382,6 +394,25 @@ pub fn verify_chain(events: &[RecordedEvent]) -> Result<(), ChainError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 64 hex digits in either case read back as the bytes `hex32` wrote; a `0x` in
+    /// front, a digit more or less, or a letter past `f` are refused.
+    #[test]
+    fn from_hex32_reads_exactly_64_digits() {
+        let h = *blake3::hash(b"timebank").as_bytes();
+        let text = hex32(&h);
+        assert_eq!(from_hex32(&text), Ok(h));
+        assert_eq!(from_hex32(&text.to_uppercase()), Ok(h));
+        for bad in [
+            format!("0x{text}"),
+            text[1..].to_owned(),
+            format!("{text}0"),
+            format!("g{}", &text[1..]),
+            String::new(),
+        ] {
+            assert!(from_hex32(&bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn hex32_writes_what_hex_encode_writes() {

@@ -20,6 +20,7 @@
 use std::fmt;
 
 use base64::Engine;
+use ledger_core::domain::chain;
 use rand::TryRngCore;
 use sha2::{Digest, Sha256};
 
@@ -55,13 +56,12 @@ impl KeyHash {
         if text.len() != 64 {
             return Err(KeyHashError::Length(text.chars().count()));
         }
-        let mut bytes = [0u8; 32];
-        hex::decode_to_slice(text, &mut bytes).map_err(|_| KeyHashError::NotHex)?;
+        let bytes = chain::from_hex32(text).map_err(|_| KeyHashError::NotHex)?;
         Ok(Self(bytes))
     }
 
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        chain::hex32(&self.0)
     }
 }
 

@@ -168,15 +168,7 @@ async fn check_resume_point(
             ),
         )));
     };
-    let mut hash = [0u8; 32];
-    // 64 digits exactly: the hex decoder would also take a `0x` in front, which no
-    // hash the ledger gives out has.
-    let digits = if named.hash.len() == 64 {
-        hex::decode_to_slice(&named.hash, &mut hash)
-    } else {
-        Err(hex::FromHexError::InvalidStringLength)
-    };
-    digits.map_err(|e| {
+    let hash = ledger_core::domain::chain::from_hex32(&named.hash).map_err(|e| {
         describe_rejection(&Rejection::input(
             "after_record.hash",
             InputProblem::Malformed(format!(

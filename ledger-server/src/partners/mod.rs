@@ -62,13 +62,8 @@ impl PartnerConfig {
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => {
-                // 64 digits exactly (the decoder would also take a `0x` in front).
-                let text = text.trim();
-                let bytes = (text.len() == 64)
-                    .then(|| hex::decode(text).ok())
-                    .flatten()
-                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                    .ok_or_else(|| TokenKeyError::Malformed { path: path.clone() })?;
+                let bytes = ledger_core::domain::chain::from_hex32(text.trim())
+                    .map_err(|_| TokenKeyError::Malformed { path: path.clone() })?;
                 Ok(Self {
                     token_key: TokenKey::new(bytes),
                 })
