@@ -1,7 +1,9 @@
 //! Projection benchmarks (docs/benchmarks.md, "Projections and queries"):
 //!
 //! 1. **Replay**: N synthetic events of a city (the ledger's own event types and JSON
-//!    payloads, as the log stores them) folded through every read model on one thread.
+//!    payloads, as the log stores them) folded through every read model on one thread,
+//!    as a rebuild folds them (`ReadModels::apply_all`), and the binary ones also one
+//!    event at a time (`ReadModels::apply`, its peer in the same run).
 //!    Also measured alone: JSON decoding of the same events (what bounds the replay),
 //!    the state digest, and a snapshot write and read.
 //! 2. **Credit report under load**: volunteers' streams in an embedded log on disk;
@@ -18,7 +20,7 @@
 //!   events in memory (`TIMEBANK_BENCH_STREAM` does not apply to it);
 //! - `TIMEBANK_BENCH_PAUSE=1`: wait 3 s (and say so on stderr, with the pid) before
 //!   the binary-payload replay, for a profiler to attach to that pass alone;
-//! - `TIMEBANK_BENCH_STREAM=1`: generate and apply one event at a time (no event list
+//! - `TIMEBANK_BENCH_STREAM=1`: generate and apply a batch at a time (no event list
 //!   in memory), for city-sized replays (`TIMEBANK_BENCH_EVENTS=30000000`).
 
 use std::alloc::{GlobalAlloc, Layout};
@@ -36,7 +38,7 @@ use ledger_core::domain::units::{ExchangeRate, Hours, Unit};
 use ledger_core::log::{EventId, EventLog, ExpectedVersion, NewEvent, Position, RecordedEvent};
 use mimalloc::MiMalloc;
 use projections::credit::{credit_report, read_account_stream};
-use projections::{snapshot, ReadModels, StarPolicy};
+use projections::{snapshot, ReadModels, StarPolicy, EVENTS_PER_BATCH_MAX};
 use rust_decimal::Decimal;
 
 fn env(name: &str, default: u64) -> u64 {
@@ -487,10 +489,10 @@ fn lean_decode(events: &[RecordedEvent]) -> usize {
     decoded
 }
 
-/// `TIMEBANK_BENCH_STREAM=1`: generate, encode and apply one event at a time, so the
+/// `TIMEBANK_BENCH_STREAM=1`: generate, encode and apply a batch at a time, so the
 /// size of a run is bounded by the read models' memory, not by a list of events
 /// (~600 B each in memory: 30 M would need ~18 GiB). Measures the replay (time inside
-/// `apply` only, two clock reads per event included), the read models' resident
+/// `apply_all` only, two clock reads per batch), the read models' resident
 /// memory (after the generator's own state is freed) and the snapshot steps; no
 /// decode-only pass. Event ids come from their own generator, so the stream is not
 /// the in-memory mode's event for event, only the same shape.
@@ -506,12 +508,21 @@ fn replay_stream(n: u64) {
     let mut payload = 0usize;
     let mut city = CityGen::new(n, &mut rng);
     let volunteers = city.volunteers;
+    // A rebuild's batches (`ReadModels::apply_all`), generated and encoded first, one
+    // whole batch per call.
+    let mut batch = Vec::with_capacity(EVENTS_PER_BATCH_MAX);
+    let fold = |m: &mut ReadModels, batch: &mut Vec<RecordedEvent>| {
+        let t = fold_all(m, batch);
+        batch.clear();
+        t
+    };
     for (stream, e) in city.by_ref() {
         let r = record(count, &stream, &e, &mut ids);
         payload += r.data.len();
-        let t = Instant::now();
-        assert_eq!(m.apply(&r).expect("synthetic events apply"), None);
-        apply += t.elapsed();
+        batch.push(r);
+        if batch.len() == EVENTS_PER_BATCH_MAX {
+            apply += fold(&mut m, &mut batch);
+        }
         count += 1;
         if count.is_multiple_of(5_000_000) {
             eprintln!(
@@ -521,6 +532,7 @@ fn replay_stream(n: u64) {
             );
         }
     }
+    apply += fold(&mut m, &mut batch);
     drop(city);
     let rss_after = rss_bytes();
     let heap = live_heap().saturating_sub(heap_before);
@@ -606,16 +618,17 @@ fn replay_bench() {
 
     let rss_before = rss_bytes();
     let heap_before = live_heap();
-    let mut m = ReadModels::new();
-    let t = Instant::now();
-    for e in &events {
-        assert_eq!(m.apply(e).expect("synthetic events apply"), None);
-    }
-    let replay = t.elapsed();
+    let (m, replay) = replay_all(&events);
     let rss_after = rss_bytes();
     let heap = live_heap().saturating_sub(heap_before);
     let (from_binary, binary_replay) = replay_binary(&binary);
-    drop(binary);
+    let (one, binary_one_by_one) = replay_one_by_one(&binary);
+    assert_eq!(
+        one.digest(),
+        from_binary.digest(),
+        "batched and one by one fold to one state"
+    );
+    drop((one, binary));
     let rate = |d: Duration| events.len() as f64 / d.as_secs_f64();
     println!("| measurement | time | events/s |");
     println!("|---|---|---|");
@@ -651,6 +664,11 @@ fn replay_bench() {
         "| **binary payloads: replay through all read models** | {:.2} s | {:.0} |",
         binary_replay.as_secs_f64(),
         rate(binary_replay)
+    );
+    println!(
+        "| binary payloads: replay, one event at a time (`apply`, no prefetch) | {:.2} s | {:.0} |",
+        binary_one_by_one.as_secs_f64(),
+        rate(binary_one_by_one)
     );
     let (json_digest, binary_digest) = (m.digest(), from_binary.digest());
     assert_eq!(
@@ -938,6 +956,7 @@ fn binary_bench() {
     }
     let decode = t.elapsed();
     let (m, replay) = replay_binary(&binary);
+    let (one, one_by_one) = replay_one_by_one(&binary);
     let rate = |d: Duration| binary.len() as f64 / d.as_secs_f64();
     println!("| measurement, {} events | time | events/s |", binary.len());
     println!("|---|---|---|");
@@ -951,21 +970,59 @@ fn binary_bench() {
         replay.as_secs_f64(),
         rate(replay)
     );
-    println!("state digest {}", m.digest());
+    println!(
+        "| binary payloads: replay, one event at a time (`apply`, no prefetch) | {:.2} s | {:.0} |",
+        one_by_one.as_secs_f64(),
+        rate(one_by_one)
+    );
+    let digest = m.digest();
+    assert_eq!(
+        digest,
+        one.digest(),
+        "batched and one by one fold to one state"
+    );
+    println!("state digest {digest}");
 }
 
-/// The binary-payload events folded into fresh read models, and how long it took.
-/// With `TIMEBANK_BENCH_PAUSE=1` it first says its pid and waits 3 s, for a profiler
-/// to attach to this pass alone.
-fn replay_binary(binary: &[RecordedEvent]) -> (ReadModels, Duration) {
+/// `events` folded into fresh read models as a rebuild folds them
+/// (`ReadModels::apply_all`: decoded and prefetched a batch at a time), and how long
+/// it took.
+fn replay_all(events: &[RecordedEvent]) -> (ReadModels, Duration) {
     let mut m = ReadModels::new();
+    let t = fold_all(&mut m, events);
+    (m, t)
+}
+
+/// `events` folded into `m` with `ReadModels::apply_all`, and how long it took. The
+/// synthetic city breaks no rule of the handler's, so an anomaly is a bench bug.
+fn fold_all(m: &mut ReadModels, events: &[RecordedEvent]) -> Duration {
+    let t = Instant::now();
+    m.apply_all(
+        events,
+        |_| None,
+        |e, a| panic!("synthetic event {} folded with {a:?}", e.position),
+    )
+    .expect("synthetic events apply");
+    t.elapsed()
+}
+
+/// `events` folded one at a time (`ReadModels::apply`, no batch and no prefetch): the
+/// peer [`replay_all`] is measured against in the same run.
+fn replay_one_by_one(events: &[RecordedEvent]) -> (ReadModels, Duration) {
+    let mut m = ReadModels::new();
+    let t = Instant::now();
+    for e in events {
+        assert_eq!(m.apply(e).expect("synthetic events apply"), None);
+    }
+    (m, t.elapsed())
+}
+
+/// The binary-payload events folded by [`replay_all`]. With `TIMEBANK_BENCH_PAUSE=1`
+/// it first says its pid and waits 3 s, for a profiler to attach to this pass alone.
+fn replay_binary(binary: &[RecordedEvent]) -> (ReadModels, Duration) {
     if std::env::var("TIMEBANK_BENCH_PAUSE").is_ok_and(|v| v == "1") {
         eprintln!("pid {}: binary replay starts in 3 s", std::process::id());
         std::thread::sleep(Duration::from_secs(3));
     }
-    let t = Instant::now();
-    for e in binary {
-        assert_eq!(m.apply(e).expect("synthetic events apply"), None);
-    }
-    (m, t.elapsed())
+    replay_all(binary)
 }

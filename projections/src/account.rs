@@ -170,6 +170,13 @@ impl AccountRow {
         ]
     }
 
+    /// Prefetch the heap blocks a deposit's effect reads (`prefetch.rs`).
+    pub(crate) fn prefetch_blocks(&self) {
+        crate::prefetch::block_of(&self.days);
+        crate::prefetch::block_of(&self.months);
+        crate::prefetch::block_of(&self.orgs);
+    }
+
     fn year_months(&self, year: i32) -> &[MonthTotal] {
         let from = year.saturating_mul(12);
         let lo = self.months.partition_point(|e| e.month < from);

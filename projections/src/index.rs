@@ -604,6 +604,43 @@ impl ServiceIndex {
         }
     }
 
+    /// Prefetch activity `a`'s entry slot, if it has one (`prefetch.rs`).
+    pub(crate) fn prefetch_activity(&self, a: u32) {
+        if let Some(refs) = self.activity_refs.get(a as usize) {
+            crate::prefetch::lines_of(refs);
+        }
+    }
+
+    /// Prefetch activity `a`'s entries when they are on the heap (past
+    /// [`ACTIVITY_REFS_INLINE`]); its slot must be in cache already (`prefetch.rs`,
+    /// stage 2). Any `a`: one the index does not hold prefetches nothing.
+    pub(crate) fn prefetch_entries(&self, a: u32) {
+        if let Some(refs) = self.activity_refs.get(a as usize) {
+            if refs.0.spilled() {
+                crate::prefetch::line(refs.0.as_ptr());
+            }
+        }
+    }
+
+    /// Prefetch `node`'s own cells for the periods of `day`, those already addressed
+    /// (`prefetch.rs`, stage 2). A month the fold has not met yet prefetches nothing.
+    pub(crate) fn prefetch_cells(&self, node: u32, day: NaiveDate) {
+        let Some(pids) = self.month_pids.get(&(day.year(), day.month())) else {
+            return;
+        };
+        let Some(row) = self.node_slots.get(node as usize) else {
+            return;
+        };
+        for &pid in pids {
+            if let Some(cell) = row
+                .get(pid as usize)
+                .and_then(|&s| self.cells.get(s as usize))
+            {
+                crate::prefetch::line(cell);
+            }
+        }
+    }
+
     /// How many (month, node, activity) entries are held (for memory figures).
     pub fn activity_ref_count(&self) -> usize {
         self.activity_refs.iter().map(|r| r.0.len()).sum()

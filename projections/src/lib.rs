@@ -11,6 +11,8 @@
 //! - [`model`]: [`ReadModels`], the one state every read model lives in, its interning
 //!   tables (account ids, regions, activities → `u32`), the deposit index
 //!   reversals need, and the event dispatch (`apply`);
+//! - `prefetch`: batched folding ([`ReadModels::apply_all`]): a batch of events is
+//!   decoded, the memory its fold will touch is asked for, then it is folded;
 //! - [`anomaly`]: the rules of the handler's logs that a foreign log can break, and
 //!   what the fold does instead of stopping;
 //! - [`account`]: per-account rows (balances, lifetime hours, service days and months)
@@ -76,6 +78,7 @@ pub mod anomaly;
 pub mod credit;
 pub mod index;
 pub mod model;
+mod prefetch;
 pub mod rankings;
 pub mod redemptions;
 pub mod runtime;
@@ -86,6 +89,7 @@ pub mod wait;
 
 pub use anomaly::{AnomalyNotes, FoldAnomaly};
 pub use model::{ApplyError, Period, ReadModels};
+pub use prefetch::EVENTS_PER_BATCH_MAX;
 pub use runtime::{rebuild, ProjectionConfig, Projections, RuntimeError, WorkerHandle};
 pub use star::{StarPolicies, StarPolicy};
 pub use stats::{LagCounting, LagSampler, WorkerSample};

@@ -594,26 +594,28 @@ async fn run(
                         break 'subscribe;
                     };
                     let mut failed = None;
-                    let checkpoint = {
-                        let mut g = models.write().unwrap_or_else(PoisonError::into_inner);
-                        for item in chunk {
-                            match item {
-                                Ok(e) => {
-                                    let anomaly = match config.decoded.as_ref().and_then(|d| d.take(e.id, &e.data)) {
-                                        Some(event) => g.apply_decoded(&e, &event)?,
-                                        None => g.apply(&e)?,
-                                    };
-                                    if let Some(a) = anomaly {
-                                        anomalies.note(e.id, e.position, a);
-                                    }
-                                    since_snapshot += 1;
-                                }
-                                Err(e) => {
-                                    failed = Some(e);
-                                    break;
-                                }
+                    // The events before the first read error, applied in one call
+                    // (`ReadModels::apply_all`: decoded and prefetched in batches).
+                    let mut events = Vec::with_capacity(chunk.len());
+                    for item in chunk {
+                        match item {
+                            Ok(e) => events.push(e),
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
                             }
                         }
+                    }
+                    let checkpoint = {
+                        let mut g = models.write().unwrap_or_else(PoisonError::into_inner);
+                        let before = g.events;
+                        let applied = g.apply_all(
+                            &events,
+                            |e| config.decoded.as_ref().and_then(|d| d.take(e.id, &e.data)),
+                            |e, a| anomalies.note(e.id, e.position, a),
+                        );
+                        since_snapshot += g.events - before;
+                        applied?;
                         g.checkpoint
                     };
                     tx.send_replace(checkpoint);
@@ -671,11 +673,7 @@ pub async fn rebuild(log: &dyn EventLog, dir: Option<&Path>) -> Result<ReadModel
         let page = log.read_all(from, READ_EVENTS_MAX).await?;
         let Some(last) = page.last() else { break };
         from = ReadFrom::After(last.position);
-        for e in &page {
-            if let Some(a) = models.apply(e)? {
-                anomalies.note(e.id, e.position, a);
-            }
-        }
+        models.apply_all(&page, |_| None, |e, a| anomalies.note(e.id, e.position, a))?;
     }
     if models.fold_anomalies > 0 {
         tracing::warn!(
