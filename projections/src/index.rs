@@ -419,8 +419,12 @@ impl ServiceIndex {
     /// The cell of `node` in `period` as stored (its own volunteers' sums, its
     /// subtree's activities), if anything ever touched it.
     pub fn cell(&self, node: u32, period: Period) -> Option<&Cell> {
-        let pid = *self.period_ids.get(&period)? as usize;
-        let slot = *self.node_slots.get(node as usize)?.get(pid)?;
+        self.cell_at(node, *self.period_ids.get(&period)?)
+    }
+
+    /// The cell of `node` for period id `pid`, if anything ever touched it.
+    fn cell_at(&self, node: u32, pid: u32) -> Option<&Cell> {
+        let slot = *self.node_slots.get(node as usize)?.get(pid as usize)?;
         (slot != NO_SLOT).then(|| &self.cells[slot as usize])
     }
 
@@ -443,20 +447,16 @@ impl ServiceIndex {
         let Some(&pid) = self.period_ids.get(&period) else {
             return Cell::default();
         };
-        let own = |n: u32| {
-            let slot = *self.node_slots.get(n as usize)?.get(pid as usize)?;
-            (slot != NO_SLOT).then(|| self.cells[slot as usize])
-        };
         let mut sum = Cell::default();
         for &n in subtree {
-            if let Some(c) = own(n) {
+            if let Some(c) = self.cell_at(n, pid) {
                 sum.registered += c.registered;
                 sum.active += c.active;
                 sum.participations += c.participations;
                 sum.centi += c.centi;
             }
         }
-        sum.activities = own(node).map_or(0, |c| c.activities);
+        sum.activities = self.cell_at(node, pid).map_or(0, |c| c.activities);
         sum
     }
 
@@ -612,8 +612,8 @@ impl ServiceIndex {
     }
 
     /// Prefetch activity `a`'s entries when they are on the heap (past
-    /// [`ACTIVITY_REFS_INLINE`]); its slot must be in cache already (`prefetch.rs`,
-    /// stage 2). Any `a`: one the index does not hold prefetches nothing.
+    /// [`ACTIVITY_REFS_INLINE`]); its slot should be in cache already (`prefetch.rs`,
+    /// stage 2). An `a` the index does not hold yet prefetches nothing.
     pub(crate) fn prefetch_entries(&self, a: u32) {
         if let Some(refs) = self.activity_refs.get(a as usize) {
             if refs.0.spilled() {
@@ -628,14 +628,8 @@ impl ServiceIndex {
         let Some(pids) = self.month_pids.get(&(day.year(), day.month())) else {
             return;
         };
-        let Some(row) = self.node_slots.get(node as usize) else {
-            return;
-        };
         for &pid in pids {
-            if let Some(cell) = row
-                .get(pid as usize)
-                .and_then(|&s| self.cells.get(s as usize))
-            {
+            if let Some(cell) = self.cell_at(node, pid) {
                 crate::prefetch::line(cell);
             }
         }

@@ -13,10 +13,11 @@
 //! the documented command (docs/benchmarks.md, "Nineteenth session").
 //!
 //! Two stages, because the second's addresses are in what the first fetches:
-//! 1. per event, look up the volunteer and the activity (the interning tables' lines
-//!    are read: a lookup is a few dependent loads, but the lookups of different events
-//!    do not depend on each other, so the CPU overlaps them), then prefetch the row,
-//!    the activity's entry slot and the deposit index's bucket;
+//! 1. one table at a time over the batch: every event's accounts looked up and their
+//!    rows prefetched, then every deposit's activity looked up and its entry slot
+//!    prefetched, then every deposit's transaction looked up in the deposit index (a
+//!    lookup's own loads are read, a few dependent ones, but the lookups of different
+//!    events do not depend on each other, so the CPU overlaps them);
 //! 2. per deposit, read the row (in cache by now) and prefetch its three blocks, its
 //!    node's index cells for the service month, and the activity's spilled entries.
 //!
@@ -92,14 +93,10 @@ pub(crate) fn block_of<T>(v: &Vec<T>) {
 /// What stage 1 found for one event, for stage 2.
 #[derive(Clone, Copy)]
 struct Found {
-    /// The volunteer's row index, or `NONE`.
-    row: u32,
-    /// The activity's index, or `NONE`.
-    activity: u32,
-}
-
-impl Found {
-    const NONE: u32 = u32::MAX;
+    /// A deposit's volunteer's row index.
+    row: Option<u32>,
+    /// A deposit's activity index.
+    activity: Option<u32>,
 }
 
 /// An event of a batch: decoded here, or handed over already decoded by the process
@@ -179,8 +176,8 @@ impl ReadModels {
         // independent, so the CPU overlaps their misses.
         found.clear();
         found.extend(events.iter().map(|e| Found {
-            row: e.as_deref().map_or(Found::NONE, |e| self.rows_of(e)),
-            activity: Found::NONE,
+            row: e.as_deref().ok().and_then(|e| self.rows_of(e)),
+            activity: None,
         }));
         for (e, f) in events.iter().zip(found.iter_mut()) {
             if let Some(d) = deposit(e) {
@@ -190,8 +187,8 @@ impl ReadModels {
                 });
                 if let Some(a) = activity {
                     self.index.prefetch_activity(a);
-                    f.activity = a;
                 }
+                f.activity = activity;
             }
         }
         for d in events.iter().filter_map(deposit) {
@@ -201,13 +198,15 @@ impl ReadModels {
         // Stage 2: what the rows and the activities' slots, in cache now, point to.
         for (e, f) in events.iter().zip(found.iter()) {
             if let Some(d) = deposit(e) {
-                if let Some(row) = self.rows.get(f.row as usize) {
+                if let Some(row) = f.row.and_then(|r| self.rows.get(r as usize)) {
                     row.prefetch_blocks();
                     if row.region != NO_REGION {
                         self.index.prefetch_cells(row.region, d.service_date);
                     }
                 }
-                self.index.prefetch_entries(f.activity);
+                if let Some(a) = f.activity {
+                    self.index.prefetch_entries(a);
+                }
             }
         }
     }
@@ -215,7 +214,7 @@ impl ReadModels {
     /// Stage 1's first pass for one event: prefetch the rows of the accounts it names
     /// (a deposit's volunteer, every posting's account); a deposit's volunteer's row
     /// index.
-    fn rows_of(&self, event: &LedgerEvent) -> u32 {
+    fn rows_of(&self, event: &LedgerEvent) -> Option<u32> {
         let row = |id: &str| {
             let i = self.accounts.get(id)?;
             lines_of(self.rows.get(i as usize)?);
@@ -223,14 +222,14 @@ impl ReadModels {
         };
         match event {
             // Its credit posting names the volunteer: one row for both.
-            LedgerEvent::HoursDeposited(d) => row(d.volunteer.as_str()).unwrap_or(Found::NONE),
+            LedgerEvent::HoursDeposited(d) => row(d.volunteer.as_str()),
             _ => {
                 for p in event.postings().unwrap_or_default() {
                     if !p.account.is_system() {
                         row(p.account.as_str());
                     }
                 }
-                Found::NONE
+                None
             }
         }
     }
